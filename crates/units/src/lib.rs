@@ -1,0 +1,24 @@
+//! Shared building blocks of kiln: byte sizes, sector addresses, GUIDs and
+//! positional I/O.
+//!
+//! This crate is deliberately tiny (see STYLE.md rule 3): only newtypes and
+//! traits that several format crates need to agree on live here.
+//!
+//! ```
+//! use kiln_units::{ByteSize, MIB};
+//! let s: ByteSize = "40MiB".parse().unwrap();
+//! assert_eq!(s.bytes(), 40 * MIB);
+//! assert_eq!(s.align_up(4 * MIB).bytes(), 40 * MIB);
+//! ```
+//!
+//! # Errors
+//! [`ParseSizeError`] for malformed sizes, [`ParseGuidError`] for malformed
+//! GUIDs; positional I/O returns [`std::io::Error`].
+
+mod guid;
+mod io;
+mod size;
+
+pub use guid::{Guid, ParseGuidError};
+pub use io::{ReadAt, SubRegion, WriteAt};
+pub use size::{align_up, ByteSize, Lba, ParseSizeError, SectorSize, GIB, KIB, MIB, TIB};
