@@ -230,7 +230,7 @@ mod tests {
     fn dev_split() {
         // makedev(8, 1) and makedev(259, 65536)
         assert_eq!(split_dev(0x801), (8, 1));
-        let rdev = (259u64 & 0xfff) << 8 | (65536u64 & 0xff) | ((65536u64 & !0xff) << 12);
+        let rdev: u64 = (259 << 8) | ((65536u64 & !0xff) << 12);
         assert_eq!(split_dev(rdev), (259, 65536));
     }
 }
