@@ -1,0 +1,52 @@
+//! Fixed-offset field access for on-disk structures.
+//!
+//! Every structure is first copied into a fixed-size array, so the offsets
+//! used here are compile-time constants inside that array; a field that does
+//! not fit reads as zero instead of panicking (it never happens for the
+//! constant offsets used, but keeps the parsers panic-free by construction).
+
+pub(crate) fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(s) = at.checked_add(N).and_then(|end| b.get(at..end)) {
+        out.copy_from_slice(s);
+    }
+    out
+}
+
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(arr(b, at))
+}
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(arr(b, at))
+}
+pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(arr(b, at))
+}
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(arr(b, at))
+}
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(arr(b, at))
+}
+pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(arr(b, at))
+}
+
+/// Writes `v` at `at`; the caller's buffer is a fixed-size structure.
+pub(crate) fn put(b: &mut [u8], at: usize, v: &[u8]) {
+    if let Some(s) = at.checked_add(v.len()).and_then(|end| b.get_mut(at..end)) {
+        s.copy_from_slice(v);
+    }
+}
+
+/// Whether every byte is zero (64 bytes at a time, OR-folded so the
+/// compiler vectorises it; this is the hot path of every writer).
+pub(crate) fn is_zero(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(64);
+    for c in &mut chunks {
+        if c.iter().fold(0u8, |a, &x| a | x) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&x| x == 0)
+}

@@ -1,0 +1,206 @@
+//! Virtual disk formats for kiln: streaming writers and bounded readers
+//! for raw (sparse), qcow2 v3, VMDK streamOptimized and VHD fixed/dynamic.
+//!
+//! **Writing.** Every writer implements [`DiskWriter`]: it is created with
+//! the virtual size, fed the disk as an ordered stream of data extents
+//! ([`DiskWriter::write_extent`], offsets increasing, zero regions simply
+//! not sent) and closed with [`DiskWriter::finish`]. Writers see the data
+//! once, in order, and keep only the small tables their format needs (each
+//! writer's doc lists what it keeps), so a 64 GB disk needs a few MiB.
+//! [`OutputFormat::create_writer`] picks the writer from options;
+//! [`feed_sparse_file`] pumps a sparse raw file into any writer using
+//! SEEK_DATA/SEEK_HOLE, and [`feed_read_at`] pumps from any reader.
+//!
+//! **Reading.** [`open`] detects the format by its magic and returns an
+//! [`Image`] that implements [`kiln_units::ReadAt`] over the *virtual*
+//! contents (zeros where unallocated) and [`VirtualDisk`] (allocation map,
+//! see [`allocated_extents`]). Every count and offset read from the file is
+//! bounds-checked before use; hostile input yields [`Error`], never a
+//! panic or an allocation beyond the documented bounds.
+//!
+//! Specifications (cited per module, with offset tables): QEMU
+//! `docs/interop/qcow2.txt` ([`qcow2`]), VMware "Virtual Disk Format 1.1"
+//! ([`vmdk`]), Microsoft "Virtual Hard Disk Image Format Specification"
+//! ([`vhd`]).
+//!
+//! ```
+//! use kiln_vdisk::{open, DiskWriter, OutputFormat, Qcow2Options, VirtualDisk};
+//! let mut file = Vec::new();
+//! let mut w = OutputFormat::Qcow2(Qcow2Options::new()).create_writer(&mut file, 1 << 20)?;
+//! w.write_extent(4096, b"hello")?;
+//! w.finish()?;
+//! drop(w);
+//! let img = open(file)?;
+//! let mut buf = [0u8; 5];
+//! img.read_virtual(&mut buf, 4096)?;
+//! assert_eq!(&buf, b"hello");
+//! # Ok::<(), kiln_vdisk::Error>(())
+//! ```
+//!
+//! # Errors
+//! One [`Error`] type: [`Error::Io`] (with the file offset),
+//! [`Error::Corrupt`] and [`Error::Unsupported`] for input images, and
+//! [`Error::ExtentOutOfOrder`], [`Error::SizeNotSupported`],
+//! [`Error::AlreadyFinished`], [`Error::ReadOutOfRange`] for requests.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![deny(missing_docs)]
+
+mod bytes;
+mod error;
+mod extent;
+mod source;
+
+pub mod raw;
+#[cfg(feature = "qcow2")]
+pub mod qcow2;
+#[cfg(feature = "vhd")]
+pub mod vhd;
+#[cfg(feature = "vmdk")]
+pub mod vmdk;
+
+pub use error::{Error, Format, Result};
+pub use extent::{DiskWriter, Extent, WriteSummary};
+#[cfg(feature = "qcow2")]
+pub use qcow2::{Qcow2Options, Qcow2Reader, Qcow2Writer};
+pub use raw::{RawReader, RawWriter};
+pub use source::{
+    allocated_extents, copy_allocated, feed_read_at, feed_sparse_file, AllocatedExtents, DataRegions, NoHoles,
+    VirtualDisk, PUMP_BUFFER, ZERO_SKIP_BLOCK,
+};
+#[cfg(feature = "vhd")]
+pub use vhd::{VhdKind, VhdOptions, VhdReader, VhdWriter};
+#[cfg(feature = "vmdk")]
+pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkWriter};
+
+use std::io;
+
+use kiln_units::{ReadAt, WriteAt};
+
+/// The output format and its options, as the pipeline selects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputFormat {
+    /// Sparse raw image.
+    Raw,
+    /// qcow2 v3.
+    #[cfg(feature = "qcow2")]
+    Qcow2(Qcow2Options),
+    /// VMDK streamOptimized.
+    #[cfg(feature = "vmdk")]
+    Vmdk(VmdkOptions),
+    /// VHD fixed or dynamic.
+    #[cfg(feature = "vhd")]
+    Vhd(VhdOptions),
+}
+
+impl OutputFormat {
+    /// A writer of this format onto `out` for a disk of `virtual_size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::SizeNotSupported`] when the format cannot hold the size;
+    /// [`Error::Io`] if writing the leading metadata fails.
+    pub fn create_writer<'a, W: WriteAt + 'a>(
+        &self,
+        out: W,
+        virtual_size: u64,
+    ) -> Result<Box<dyn DiskWriter + 'a>> {
+        Ok(match self {
+            OutputFormat::Raw => Box::new(RawWriter::new(out, virtual_size)),
+            #[cfg(feature = "qcow2")]
+            OutputFormat::Qcow2(o) => Box::new(Qcow2Writer::new(out, virtual_size, o)?),
+            #[cfg(feature = "vmdk")]
+            OutputFormat::Vmdk(o) => Box::new(VmdkWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "vhd")]
+            OutputFormat::Vhd(o) => Box::new(VhdWriter::new(out, virtual_size, o)?),
+        })
+    }
+}
+
+/// An opened image of any supported format.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Image<R: DataRegions> {
+    /// Raw (anything without a known magic).
+    Raw(RawReader<R>),
+    /// qcow2.
+    #[cfg(feature = "qcow2")]
+    Qcow2(Qcow2Reader<R>),
+    /// VMDK sparse extent.
+    #[cfg(feature = "vmdk")]
+    Vmdk(VmdkReader<R>),
+    /// VHD.
+    #[cfg(feature = "vhd")]
+    Vhd(VhdReader<R>),
+}
+
+/// Opens `src`, detecting the format from its magic: `QFI\xfb` (qcow2),
+/// `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
+/// (VHD), else raw.
+///
+/// # Errors
+/// [`Error::Corrupt`] or [`Error::Unsupported`] for a recognised but bad or
+/// unsupported image; [`Error::Io`].
+pub fn open<R: DataRegions>(src: R) -> Result<Image<R>> {
+    let size = src.size().map_err(Error::io(0))?;
+    let mut head = [0u8; 8];
+    if size >= 8 {
+        src.read_exact_at(&mut head, 0).map_err(Error::io(0))?;
+    }
+    let mut tail = [0u8; 8];
+    if size >= 512 {
+        src.read_exact_at(&mut tail, size - 512).map_err(Error::io(size - 512))?;
+    }
+    #[cfg(feature = "qcow2")]
+    if head[..4] == qcow2::QCOW2_MAGIC {
+        return Qcow2Reader::open(src).map(Image::Qcow2);
+    }
+    #[cfg(feature = "vmdk")]
+    if head[..4] == vmdk::VMDK4_MAGIC.to_le_bytes() || &head == b"# Disk D" {
+        return VmdkReader::open(src).map(Image::Vmdk);
+    }
+    #[cfg(feature = "vhd")]
+    if &tail == b"conectix" || &head == b"conectix" {
+        return VhdReader::open(src).map(Image::Vhd);
+    }
+    let _ = (&head, &tail);
+    RawReader::new(src).map(Image::Raw).map_err(Error::io(0))
+}
+
+macro_rules! each {
+    ($self:ident, $r:ident => $e:expr) => {
+        match $self {
+            Image::Raw($r) => $e,
+            #[cfg(feature = "qcow2")]
+            Image::Qcow2($r) => $e,
+            #[cfg(feature = "vmdk")]
+            Image::Vmdk($r) => $e,
+            #[cfg(feature = "vhd")]
+            Image::Vhd($r) => $e,
+        }
+    };
+}
+
+impl<R: DataRegions> ReadAt for Image<R> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_virtual(buf, offset).map_err(io::Error::from)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.virtual_size())
+    }
+}
+
+impl<R: DataRegions> VirtualDisk for Image<R> {
+    fn format(&self) -> Format {
+        each!(self, r => r.format())
+    }
+    fn virtual_size(&self) -> u64 {
+        each!(self, r => r.virtual_size())
+    }
+    fn next_allocated(&self, from: u64) -> Result<Option<Extent>> {
+        each!(self, r => r.next_allocated(from))
+    }
+    fn read_virtual(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        each!(self, r => r.read_virtual(buf, offset))
+    }
+}

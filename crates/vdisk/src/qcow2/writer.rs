@@ -1,0 +1,268 @@
+//! Streaming qcow2 v3 writer (layout in the module doc).
+
+use flate2::{Compress, Compression, FlushCompress, Status};
+use kiln_units::WriteAt;
+
+use crate::error::{Error, Format, Result};
+use crate::extent::{Assembler, DiskWriter, ExtentGuard, WriteSummary};
+
+use super::header::{Header, QCOW2_V3_HEADER_LEN};
+use super::l1l2::{l1_entry, L2Entry};
+use super::refcount::{RefcountLayout, QCOW2_REFCOUNT_ORDER};
+use super::{Qcow2Options, QCOW2_CLUSTER_BITS};
+
+const CLUSTER: u64 = 1 << QCOW2_CLUSTER_BITS;
+const CLUSTER_USIZE: usize = 1 << QCOW2_CLUSTER_BITS;
+/// Entries per L2 table (64 KiB / 8 bytes).
+const L2_ENTRIES: u64 = CLUSTER / 8;
+/// Largest virtual size written: QEMU's limit of 32 MiB of L1 table
+/// (4 Mi entries x 512 MiB = 2 PiB); kept well below u64 overflow.
+const MAX_VIRTUAL: u64 = (32 << 20) / 8 * L2_ENTRIES * CLUSTER;
+
+/// Writes a qcow2 v3 image from an ordered extent stream.
+///
+/// Memory kept: the L1 table (8 bytes per 512 MiB of virtual size), one
+/// L2 table (64 KiB), one cluster being assembled (64 KiB), one compression
+/// buffer (64 KiB, compressed mode only), and a 16-bit refcount per host
+/// cluster written (2 bytes per 64 KiB of output).
+#[derive(Debug)]
+pub struct Qcow2Writer<W> {
+    out: W,
+    guard: ExtentGuard,
+    virtual_size: u64,
+    asm: Assembler,
+    st: State,
+}
+
+#[derive(Debug)]
+struct State {
+    level: Option<u32>,
+    l1: Vec<u64>,
+    l1_clusters: u64,
+    /// The L2 table being filled: its L1 index and entries.
+    l2: Option<(u64, Vec<u64>)>,
+    /// Next free host cluster.
+    next_cluster: u64,
+    /// Refcount per host cluster allocated so far.
+    refcounts: Vec<u16>,
+    /// Host byte offset where the next compressed cluster may go, inside a
+    /// partially filled cluster (0: none open).
+    comp_pos: u64,
+    comp_buf: Vec<u8>,
+    allocated_bytes: u64,
+}
+
+impl<W: WriteAt> Qcow2Writer<W> {
+    /// A writer for a disk of `virtual_size` bytes (any size up to QEMU's
+    /// 2 PiB limit; a partial last cluster is fine).
+    ///
+    /// # Errors
+    /// [`Error::SizeNotSupported`] above the limit.
+    pub fn new(out: W, virtual_size: u64, options: &Qcow2Options) -> Result<Self> {
+        if virtual_size > MAX_VIRTUAL {
+            return Err(Error::SizeNotSupported {
+                format: Format::Qcow2,
+                size_bytes: virtual_size,
+                max_bytes: MAX_VIRTUAL,
+            });
+        }
+        let l1_entries = virtual_size.div_ceil(L2_ENTRIES * CLUSTER);
+        let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER).max(1);
+        let l1_len = usize::try_from(l1_entries).map_err(|_| Error::SizeNotSupported {
+            format: Format::Qcow2,
+            size_bytes: virtual_size,
+            max_bytes: MAX_VIRTUAL,
+        })?;
+        let first_data = 1 + l1_clusters;
+        Ok(Self {
+            out,
+            guard: ExtentGuard::new(Format::Qcow2, virtual_size),
+            virtual_size,
+            asm: Assembler::new(CLUSTER_USIZE),
+            st: State {
+                level: options.compression_level(),
+                l1: vec![0; l1_len],
+                l1_clusters,
+                l2: None,
+                next_cluster: first_data,
+                refcounts: vec![1; usize::try_from(first_data).unwrap_or(0)],
+                comp_pos: 0,
+                comp_buf: Vec::new(),
+                allocated_bytes: 0,
+            },
+        })
+    }
+
+    /// Gives back the target.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl State {
+    fn alloc_cluster(&mut self) -> u64 {
+        let c = self.next_cluster;
+        self.next_cluster += 1;
+        self.refcounts.push(1);
+        c * CLUSTER
+    }
+
+    fn flush_l2<W: WriteAt>(&mut self, out: &mut W) -> Result<()> {
+        if let Some((l1_idx, table)) = self.l2.take() {
+            let off = self.alloc_cluster();
+            let mut bytes = Vec::with_capacity(CLUSTER_USIZE);
+            for e in &table {
+                bytes.extend_from_slice(&e.to_be_bytes());
+            }
+            out.write_all_at(&bytes, off).map_err(Error::io(off))?;
+            if let Some(slot) = usize::try_from(l1_idx).ok().and_then(|i| self.l1.get_mut(i)) {
+                *slot = l1_entry(off);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_cluster<W: WriteAt>(&mut self, out: &mut W, idx: u64, data: &[u8]) -> Result<()> {
+        let l1_idx = idx / L2_ENTRIES;
+        if self.l2.as_ref().is_some_and(|(i, _)| *i != l1_idx) {
+            self.flush_l2(out)?;
+        }
+        if self.l2.is_none() {
+            self.l2 = Some((l1_idx, vec![0; L2_ENTRIES as usize]));
+        }
+        let entry = match self.level {
+            Some(level) => self.write_compressed(out, data, level)?,
+            None => None,
+        };
+        let entry = match entry {
+            Some(e) => e,
+            None => {
+                let off = self.alloc_cluster();
+                out.write_all_at(data, off).map_err(Error::io(off))?;
+                L2Entry::Standard(off)
+            }
+        };
+        self.allocated_bytes += CLUSTER;
+        if let Some((_, t)) = self.l2.as_mut() {
+            if let Some(slot) = usize::try_from(idx % L2_ENTRIES).ok().and_then(|i| t.get_mut(i)) {
+                *slot = entry.encode(QCOW2_CLUSTER_BITS);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deflates one cluster; `None` when it does not shrink.
+    fn write_compressed<W: WriteAt>(&mut self, out: &mut W, data: &[u8], level: u32) -> Result<Option<L2Entry>> {
+        // QEMU inflates with a 4 KiB window (windowBits -12), so compress
+        // with the same window, raw (no zlib header).
+        let mut c = Compress::new_with_window_bits(Compression::new(level), false, 12);
+        self.comp_buf.clear();
+        self.comp_buf.reserve(CLUSTER_USIZE);
+        let status = c.compress_vec(data, &mut self.comp_buf, FlushCompress::Finish);
+        let len = self.comp_buf.len() as u64;
+        if !matches!(status, Ok(Status::StreamEnd)) || len >= CLUSTER - 512 {
+            return Ok(None);
+        }
+        // Compressed data starts on a 512-byte boundary and never crosses a
+        // host cluster boundary, so each counter is simple to keep.
+        let room = if self.comp_pos == 0 { 0 } else { CLUSTER - self.comp_pos % CLUSTER };
+        if self.comp_pos == 0 || room < len || self.comp_pos % CLUSTER == 0 {
+            self.comp_pos = self.alloc_cluster();
+        } else if let Some(rc) = usize::try_from(self.comp_pos / CLUSTER)
+            .ok()
+            .and_then(|i| self.refcounts.get_mut(i))
+        {
+            *rc = rc.saturating_add(1);
+        }
+        let off = self.comp_pos;
+        out.write_all_at(&self.comp_buf, off).map_err(Error::io(off))?;
+        let sectors = len.div_ceil(512);
+        self.comp_pos = off + sectors * 512;
+        Ok(Some(L2Entry::Compressed {
+            offset: off,
+            extra_sectors: sectors - 1,
+        }))
+    }
+}
+
+impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
+    fn format(&self) -> Format {
+        Format::Qcow2
+    }
+    fn virtual_size(&self) -> u64 {
+        self.virtual_size
+    }
+    fn write_extent(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.guard.check(offset, data.len())?;
+        let Self { out, asm, st, .. } = self;
+        asm.feed(offset, data, &mut |idx, c| st.write_cluster(out, idx, c))
+    }
+
+    fn finish(&mut self) -> Result<WriteSummary> {
+        self.guard.finish()?;
+        let Self { out, asm, st, .. } = self;
+        asm.flush(&mut |idx, c| st.write_cluster(out, idx, c))?;
+        st.flush_l2(out)?;
+
+        let layout = RefcountLayout::after(st.next_cluster, CLUSTER);
+        let total = layout.total_clusters();
+        // Refcount blocks: counters for our clusters, then 1 for every
+        // refcount cluster, then 0 padding.
+        let per_block = CLUSTER / 2;
+        let mut block = Vec::with_capacity(CLUSTER_USIZE);
+        for b in 0..layout.blocks {
+            block.clear();
+            for i in b * per_block..(b + 1) * per_block {
+                let rc = match usize::try_from(i).ok().and_then(|i| st.refcounts.get(i)) {
+                    Some(&rc) => rc,
+                    None if i < total => 1,
+                    None => 0,
+                };
+                block.extend_from_slice(&rc.to_be_bytes());
+            }
+            let off = (layout.blocks_start + b) * CLUSTER;
+            out.write_all_at(&block, off).map_err(Error::io(off))?;
+        }
+        let mut table = Vec::with_capacity(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0));
+        for b in 0..layout.blocks {
+            table.extend_from_slice(&((layout.blocks_start + b) * CLUSTER).to_be_bytes());
+        }
+        table.resize(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0), 0);
+        let table_off = layout.table_start * CLUSTER;
+        out.write_all_at(&table, table_off).map_err(Error::io(table_off))?;
+
+        let mut l1 = Vec::with_capacity(usize::try_from(st.l1_clusters * CLUSTER).unwrap_or(0));
+        for e in &st.l1 {
+            l1.extend_from_slice(&e.to_be_bytes());
+        }
+        l1.resize(usize::try_from(st.l1_clusters * CLUSTER).unwrap_or(0), 0);
+        out.write_all_at(&l1, CLUSTER).map_err(Error::io(CLUSTER))?;
+
+        let header = Header {
+            version: 3,
+            backing_file_offset: 0,
+            cluster_bits: QCOW2_CLUSTER_BITS,
+            size: self.virtual_size,
+            crypt_method: 0,
+            l1_size: u32::try_from(st.l1.len()).unwrap_or(u32::MAX),
+            l1_table_offset: CLUSTER,
+            refcount_table_offset: table_off,
+            refcount_table_clusters: u32::try_from(layout.table_clusters).unwrap_or(u32::MAX),
+            nb_snapshots: 0,
+            incompatible_features: 0,
+            refcount_order: QCOW2_REFCOUNT_ORDER,
+            header_length: QCOW2_V3_HEADER_LEN,
+            compression_type: 0,
+        };
+        let mut cluster0 = vec![0u8; CLUSTER_USIZE];
+        cluster0[..112].copy_from_slice(&header.to_bytes());
+        out.write_all_at(&cluster0, 0).map_err(Error::io(0))?;
+        let file_size = total * CLUSTER;
+        out.set_len(file_size).map_err(Error::io(file_size))?;
+        Ok(WriteSummary {
+            virtual_size: self.virtual_size,
+            file_size,
+            allocated_bytes: st.allocated_bytes,
+        })
+    }
+}
