@@ -1,0 +1,491 @@
+//! The engine's overlay2 store (moby `image/`, `layer/`,
+//! `daemon/graphdriver/overlay2`; balenaEngine uses the same layout),
+//! relative to the data root (`/var/lib/docker`, `docker/` on the data
+//! partition):
+//!
+//! | path | mode | content |
+//! |---|---|---|
+//! | `image/overlay2/repositories.json` | 0600 | `{"Repositories":{name:{"name:tag"\|"name@sha256:<manifest>": "sha256:<image id>"}}}` |
+//! | `image/overlay2/imagedb/content/sha256/<image id>` | 0600 | config bytes, unchanged |
+//! | `image/overlay2/imagedb/metadata/sha256/` | 0700 | empty (`docker load` writes nothing here) |
+//! | `image/overlay2/layerdb/sha256/<chain id>/diff` | 0644 | `sha256:<diff id>` |
+//! | `.../size` | 0644 | decimal bytes of non-directory inodes in `diff/` (hardlinks once, symlinks by target length) |
+//! | `.../cache-id` | 0644 | 64 hex: the overlay2 directory |
+//! | `.../parent` | 0644 | `sha256:<parent chain id>` (not for base layers) |
+//! | `.../tar-split.json.gz` | 0644 | see [`crate::tarsplit`] |
+//! | `overlay2/<cache id>/` | 0710 | `diff/` (layer content), `link` (26-char short id), and for layers with a parent: `lower` (`l/<parent>:l/<grandparent>...`, nearest first), `work/` (0700) |
+//! | `overlay2/<parent cache id>/committed` | 0600 | empty, marks a layer that has children |
+//! | `overlay2/l/<short id>` | symlink | `../<cache id>/diff` |
+//!
+//! Other directories (`image/overlay2/distribution`, `layerdb/tmp`) are
+//! created empty as the engine leaves them. Ids the engine picks at random
+//! are derived from the chain id instead: cache id =
+//! `hex(sha256("kiln-overlay2-cache-id\0" + chain id))`, short id = first 26
+//! characters of base32(sha256("kiln-overlay2-link\0" + chain id)[..16]).
+//! Layers shared by several images are written once.
+
+use crate::container::Container;
+use crate::input::{resolve, Image, ImageInput, LayerSpec};
+use crate::layer::stream_layer;
+use crate::{Digest, Error, FeedError, ImageRef, Platform};
+use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// How the store is built.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The board's platform (which manifest of a multi-platform image).
+    pub platform: Platform,
+    /// Modification time of every generated file and directory (layer
+    /// contents keep their own times).
+    pub time: Timestamp,
+}
+
+/// Images resolved for one platform, ready to be written as a store.
+#[derive(Debug)]
+pub struct Store {
+    containers: Vec<Container>,
+    images: Vec<Image>,
+    opts: StoreOptions,
+}
+
+/// One layer written, as reported by [`Store::feed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerReport {
+    /// Chain ID.
+    pub chain_id: Digest,
+    /// Diff ID (verified).
+    pub diff_id: Digest,
+    /// The overlay2 cache id.
+    pub cache_id: String,
+    /// The engine's `size`: bytes of non-directory inodes.
+    pub size: u64,
+    /// Uncompressed tar size, bytes.
+    pub tar_size: u64,
+    /// Tree entries emitted under `diff/`.
+    pub entries: u64,
+}
+
+/// What [`Store::feed`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedReport {
+    /// Unique layers, in the order written.
+    pub layers: Vec<LayerReport>,
+    /// Entries emitted in total.
+    pub entries: u64,
+    /// Bytes of file content emitted (layer files and metadata files).
+    pub content_bytes: u64,
+}
+
+/// A summary for the CLI (`kiln build`, `kiln inspect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// One line per image.
+    pub images: Vec<ImageSummary>,
+    /// Layers written (shared layers once).
+    pub unique_layers: usize,
+    /// Sum of the layer blob sizes as stored in the inputs, bytes.
+    pub blob_bytes: u64,
+}
+
+/// One image of a [`Summary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// `sha256:<config digest>`.
+    pub id: String,
+    /// `name:tag` references.
+    pub tags: Vec<String>,
+    /// `name@sha256:<manifest>` references.
+    pub digests: Vec<String>,
+    /// Platform chosen.
+    pub platform: String,
+    /// Number of layers.
+    pub layers: usize,
+    /// Sum of the layer blob sizes, bytes.
+    pub blob_bytes: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for i in &self.images {
+            writeln!(
+                f,
+                "{} {} [{}] {} layers, {} bytes compressed",
+                i.id.get(7..19).unwrap_or(&i.id),
+                i.tags.join(","),
+                i.platform,
+                i.layers,
+                i.blob_bytes
+            )?;
+        }
+        write!(
+            f,
+            "{} images, {} unique layers, {} bytes of layer blobs",
+            self.images.len(),
+            self.unique_layers,
+            self.blob_bytes
+        )
+    }
+}
+
+/// The overlay2 cache id kiln gives the layer with `chain_id`.
+pub fn cache_id(chain_id: &Digest) -> String {
+    Digest::of(format!("kiln-overlay2-cache-id\0{chain_id}").as_bytes()).hex()
+}
+
+/// The overlay2 short link id kiln gives the layer with `chain_id`.
+pub fn short_id(chain_id: &Digest) -> String {
+    let d = Digest::of(format!("kiln-overlay2-link\0{chain_id}").as_bytes());
+    let mut s = base32(d.bytes().get(..16).unwrap_or_default());
+    s.truncate(26);
+    s
+}
+
+/// RFC 4648 base32, upper case, no padding.
+fn base32(data: &[u8]) -> String {
+    const ALPHA: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for &b in data {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            let i = ((acc >> bits) & 31) as usize;
+            out.push(char::from(ALPHA.get(i).copied().unwrap_or(b'A')));
+        }
+    }
+    if bits > 0 {
+        let i = ((acc << (5 - bits)) & 31) as usize;
+        out.push(char::from(ALPHA.get(i).copied().unwrap_or(b'A')));
+    }
+    out
+}
+
+fn p(s: &str) -> Result<TreePath, Error> {
+    TreePath::parse(s.as_bytes()).map_err(|_| Error::InvalidRequest("internal path"))
+}
+
+impl Store {
+    /// Reads every input's index/manifests/configs, picks the platform,
+    /// and checks that all blobs are present. Layers are not read yet.
+    pub fn open(inputs: &[ImageInput], opts: StoreOptions) -> Result<Self, Error> {
+        let mut containers = Vec::new();
+        let mut images: Vec<Image> = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let (c, imgs) = resolve(i, input, &opts.platform)?;
+            containers.push(c);
+            for img in imgs {
+                match images.iter_mut().find(|x| x.id == img.id) {
+                    Some(prev) => {
+                        prev.tags.extend(img.tags);
+                        prev.names.extend(img.names);
+                    }
+                    None => images.push(img),
+                }
+            }
+        }
+        let mut by_tag: HashMap<String, Digest> = HashMap::new();
+        for img in &images {
+            for t in img.tags.iter().filter_map(ImageRef::tagged) {
+                if let Some(prev) = by_tag.insert(t.clone(), img.id) {
+                    if prev != img.id {
+                        return Err(Error::ConflictingReference {
+                            reference: t,
+                            first: prev.to_string(),
+                            second: img.id.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            containers,
+            images,
+            opts,
+        })
+    }
+
+    /// The images, in input order.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    /// The image a reference (`name[:tag]` or `name@sha256:...`) names.
+    pub fn find(&self, reference: &str) -> Option<&Image> {
+        let r = ImageRef::parse(reference).ok()?;
+        self.images.iter().find(|img| {
+            if let Some(d) = r.digest {
+                return img.names.contains(&r.name) && (img.manifest_digest == d || img.id == d);
+            }
+            img.tags.iter().any(|t| t.name == r.name && t.tag == r.tag)
+        })
+    }
+
+    /// All `name:tag` and `name@digest` references, sorted.
+    pub fn references(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .images
+            .iter()
+            .flat_map(|i| {
+                i.tags
+                    .iter()
+                    .filter_map(ImageRef::tagged)
+                    .chain(i.digest_refs())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn unique_layers(&self) -> Vec<(usize, &LayerSpec, Option<Digest>)> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for img in &self.images {
+            let mut parent = None;
+            for l in &img.layers {
+                if seen.insert(l.chain_id) {
+                    out.push((img.input, l, parent));
+                }
+                parent = Some(l.chain_id);
+            }
+        }
+        out
+    }
+
+    /// A summary of what the store holds.
+    pub fn summary(&self) -> Summary {
+        let images = self
+            .images
+            .iter()
+            .map(|i| ImageSummary {
+                id: i.id.to_string(),
+                tags: i.tags.iter().filter_map(ImageRef::tagged).collect(),
+                digests: i.digest_refs(),
+                platform: i.platform.clone(),
+                layers: i.layers.len(),
+                blob_bytes: i.layers.iter().map(|l| l.blob_size).sum(),
+            })
+            .collect();
+        let uniq = self.unique_layers();
+        Summary {
+            images,
+            unique_layers: uniq.len(),
+            blob_bytes: uniq.iter().map(|(_, l, _)| l.blob_size).sum(),
+        }
+    }
+
+    /// `repositories.json` bytes.
+    pub fn repositories_json(&self) -> Vec<u8> {
+        let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for img in &self.images {
+            for t in &img.tags {
+                if let Some(tagged) = t.tagged() {
+                    repos
+                        .entry(t.name.clone())
+                        .or_default()
+                        .insert(tagged, img.id.to_string());
+                }
+            }
+            for n in &img.names {
+                repos
+                    .entry(n.clone())
+                    .or_default()
+                    .insert(format!("{n}@{}", img.manifest_digest), img.id.to_string());
+            }
+        }
+        let v = serde_json::json!({ "Repositories": repos });
+        v.to_string().into_bytes()
+    }
+
+    /// Writes the store into `sink`, paths relative to the engine's data
+    /// root. Every blob is read, verified and streamed; feeding twice
+    /// gives the same entries.
+    pub fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<FeedReport, FeedError<S::Error>> {
+        let t = self.opts.time;
+        let mut rep = FeedReport::default();
+        let emit = |sink: &mut S,
+                    path: &str,
+                    kind: EntryKind,
+                    mode: u32,
+                    content: Content<'_>,
+                    rep: &mut FeedReport| {
+            let path = p(path)?;
+            rep.entries += 1;
+            rep.content_bytes = rep.content_bytes.saturating_add(content.size());
+            let e = Entry::new(path, kind, Metadata::new(mode, t));
+            sink.add(&e, content).map_err(FeedError::Sink)
+        };
+        let dirs: &[(&str, u32)] = &[
+            ("image", 0o700),
+            ("image/overlay2", 0o700),
+            ("image/overlay2/distribution", 0o700),
+            ("image/overlay2/imagedb", 0o700),
+            ("image/overlay2/imagedb/content", 0o700),
+            ("image/overlay2/imagedb/content/sha256", 0o700),
+            ("image/overlay2/imagedb/metadata", 0o700),
+            ("image/overlay2/imagedb/metadata/sha256", 0o700),
+            ("image/overlay2/layerdb", 0o700),
+            ("image/overlay2/layerdb/sha256", 0o755),
+            ("image/overlay2/layerdb/tmp", 0o755),
+            ("overlay2", 0o710),
+            ("overlay2/l", 0o700),
+        ];
+        for (d, m) in dirs {
+            emit(sink, d, EntryKind::Dir, *m, Content::None, &mut rep)?;
+        }
+        let mut committed = HashSet::new();
+        let mut lowers: HashMap<Digest, String> = HashMap::new();
+        for (input, layer, parent) in self.unique_layers() {
+            let cid = cache_id(&layer.chain_id);
+            let short = short_id(&layer.chain_id);
+            let dir = format!("overlay2/{cid}");
+            emit(sink, &dir, EntryKind::Dir, 0o710, Content::None, &mut rep)?;
+            let diff_root = p(&format!("{dir}/diff"))?;
+            let container = self
+                .containers
+                .get(input)
+                .ok_or(Error::InvalidRequest("input index"))?;
+            let res = stream_layer(container, layer, &diff_root, &Metadata::new(0o755, t), sink)?;
+            rep.entries += res.entries;
+            rep.content_bytes = rep.content_bytes.saturating_add(res.size);
+            emit(
+                sink,
+                &format!("{dir}/link"),
+                EntryKind::File,
+                0o644,
+                Content::bytes(short.as_bytes()),
+                &mut rep,
+            )?;
+            let mut lower = String::new();
+            if let Some(par) = parent {
+                let pl = lowers.get(&par).cloned().unwrap_or_default();
+                lower = format!("l/{}", short_id(&par));
+                if !pl.is_empty() {
+                    lower.push(':');
+                    lower.push_str(&pl);
+                }
+                emit(
+                    sink,
+                    &format!("{dir}/lower"),
+                    EntryKind::File,
+                    0o644,
+                    Content::bytes(lower.as_bytes()),
+                    &mut rep,
+                )?;
+                emit(
+                    sink,
+                    &format!("{dir}/work"),
+                    EntryKind::Dir,
+                    0o700,
+                    Content::None,
+                    &mut rep,
+                )?;
+                if committed.insert(par) {
+                    emit(
+                        sink,
+                        &format!("overlay2/{}/committed", cache_id(&par)),
+                        EntryKind::File,
+                        0o600,
+                        Content::bytes(b""),
+                        &mut rep,
+                    )?;
+                }
+            }
+            lowers.insert(layer.chain_id, lower);
+            let target = format!("../{cid}/diff").into_bytes();
+            emit(
+                sink,
+                &format!("overlay2/l/{short}"),
+                EntryKind::Symlink { target },
+                0o777,
+                Content::None,
+                &mut rep,
+            )?;
+            let ldb = format!("image/overlay2/layerdb/sha256/{}", layer.chain_id.hex());
+            emit(sink, &ldb, EntryKind::Dir, 0o700, Content::None, &mut rep)?;
+            let files: Vec<(&str, Vec<u8>)> = {
+                let mut v = vec![
+                    ("cache-id", cid.clone().into_bytes()),
+                    ("diff", layer.diff_id.to_string().into_bytes()),
+                ];
+                if let Some(par) = parent {
+                    v.push(("parent", par.to_string().into_bytes()));
+                }
+                v.push(("size", res.size.to_string().into_bytes()));
+                v
+            };
+            for (name, data) in &files {
+                emit(
+                    sink,
+                    &format!("{ldb}/{name}"),
+                    EntryKind::File,
+                    0o644,
+                    Content::bytes(data),
+                    &mut rep,
+                )?;
+            }
+            emit(
+                sink,
+                &format!("{ldb}/tar-split.json.gz"),
+                EntryKind::File,
+                0o644,
+                Content::bytes(&res.tar_split),
+                &mut rep,
+            )?;
+            rep.layers.push(LayerReport {
+                chain_id: layer.chain_id,
+                diff_id: layer.diff_id,
+                cache_id: cid,
+                size: res.size,
+                tar_size: res.tar_size,
+                entries: res.entries,
+            });
+        }
+        for img in &self.images {
+            emit(
+                sink,
+                &format!("image/overlay2/imagedb/content/sha256/{}", img.id.hex()),
+                EntryKind::File,
+                0o600,
+                Content::bytes(&img.config),
+                &mut rep,
+            )?;
+        }
+        let repos = self.repositories_json();
+        emit(
+            sink,
+            "image/overlay2/repositories.json",
+            EntryKind::File,
+            0o600,
+            Content::bytes(&repos),
+            &mut rep,
+        )?;
+        Ok(rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_known_answers() {
+        // RFC 4648 section 10 test vectors (without padding).
+        for (i, o) in [
+            ("", ""),
+            ("f", "MY"),
+            ("fo", "MZXQ"),
+            ("foo", "MZXW6"),
+            ("foobar", "MZXW6YTBOI"),
+        ] {
+            assert_eq!(base32(i.as_bytes()), o);
+        }
+        let d = Digest::of(b"x");
+        assert_eq!(short_id(&d).len(), 26);
+        assert_eq!(cache_id(&d).len(), 64);
+        assert_ne!(cache_id(&d), d.hex());
+    }
+}
