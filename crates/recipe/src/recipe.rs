@@ -1,0 +1,878 @@
+//! Recipes (`recipes/*.toml`): what goes into the partitions, for any
+//! board.
+//!
+//! ```toml
+//! name = "bob-onprem"
+//! [os.amd64]
+//! rootfs = "../.cache/demo/rootfs-amd64.tar.gz"   # directory or tar[.gz|.xz|.zst]
+//! boot = "../.cache/demo/boot-amd64"              # directory or tar
+//! [config]                                        # config.json
+//! hostname = "bob"
+//! deviceApiKey = { from-env = "BOB_API_KEY", secret = true }
+//! [network]
+//! profiles = ["network/ethernet"]                 # -> system-connections/
+//! [ca]
+//! certificates = ["certs/ca.pem"]                 # -> balenaRootCA
+//! [ssh]
+//! authorized-keys = ["ssh-ed25519 AAAA... ops"]   # -> os.sshKeys
+//! [data]
+//! headroom = "256MiB"
+//! [swap]
+//! size = "1GiB"
+//! ```
+//! Relative paths are resolved against the recipe's directory.
+
+use crate::config::{self, ConfigValue, EnvLookup, ResolvedConfig};
+use crate::profile::{parse_toml, read_file};
+use crate::span::locate;
+use crate::{Arch, Error, Location};
+use base64::Engine as _;
+use kiln_units::ByteSize;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A file or directory the recipe names, with where it is named, so a
+/// missing input is reported against the recipe line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPath {
+    /// Resolved path.
+    pub path: PathBuf,
+    /// The recipe key naming it (e.g. `os.amd64.rootfs`).
+    pub key: String,
+    /// Where in the recipe.
+    pub at: Location,
+}
+
+impl InputPath {
+    /// Fails with a located error unless the path exists.
+    pub fn check_exists(&self) -> Result<(), Error> {
+        std::fs::symlink_metadata(&self.path)
+            .map(|_| ())
+            .map_err(|source| Error::InputFile {
+                at: self.at.clone(),
+                key: self.key.clone(),
+                path: self.path.clone(),
+                source,
+            })
+    }
+    /// Reads the whole file (small inputs only: certificates, profiles).
+    pub fn read(&self) -> Result<Vec<u8>, Error> {
+        std::fs::read(&self.path).map_err(|source| Error::InputFile {
+            at: self.at.clone(),
+            key: self.key.clone(),
+            path: self.path.clone(),
+            source,
+        })
+    }
+    /// A located validation error about this input.
+    pub fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            at: self.at.clone(),
+            key: self.key.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The OS for one architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsSpec {
+    /// Root filesystem: directory or tar (plain, gz, xz, zst).
+    pub rootfs: Option<InputPath>,
+    /// Boot partition files: directory or tar.
+    pub boot: Option<InputPath>,
+}
+
+/// An extra file for the boot partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootExtra {
+    /// Source file.
+    pub src: InputPath,
+    /// Destination path inside the boot partition.
+    pub dest: String,
+}
+
+/// Data partition size policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSize {
+    /// What goes in, plus headroom (the device grows it on first boot).
+    Auto,
+    /// Up to the end of the chosen medium.
+    Fill,
+    /// Exactly this size.
+    Fixed(ByteSize),
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSpec {
+    /// Free space left in the data filesystem beyond its content.
+    pub headroom: ByteSize,
+    /// Size policy.
+    pub size: DataSize,
+}
+
+/// `[app]`: the preloaded multi-container application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    /// The compose file.
+    pub compose: InputPath,
+    /// Images: OCI layouts (directory or tar) or `docker save` archives.
+    pub images: Vec<InputPath>,
+    /// App name in apps.json.
+    pub name: String,
+    /// App uuid (32 hex); derived from the build seed when absent.
+    pub uuid: Option<String>,
+    /// Numeric app id.
+    pub app_id: u64,
+    /// Release commit (hex); derived from the inputs when absent.
+    pub commit: Option<String>,
+    /// Numeric release id.
+    pub release_id: u64,
+    /// Where the engine store goes, relative to the data partition root.
+    pub store_path: String,
+    /// `pinDevice` in apps.json.
+    pub pin_device: bool,
+    /// `config` vars in apps.json.
+    pub config: serde_json::Value,
+}
+
+/// How the swapfile is switched on on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapActivation {
+    /// A systemd `.swap` unit in the root filesystem kiln builds.
+    SystemdUnit,
+    /// A privileged `swap` service added to the app (read-only roots).
+    AppService,
+    /// Not activated by kiln.
+    None,
+}
+
+/// `[swap]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapSpec {
+    /// Size in bytes; 0 disables.
+    pub size: ByteSize,
+    /// Path on the data partition (`/swapfile`).
+    pub path: String,
+    /// Swap label (at most 15 bytes).
+    pub label: String,
+    /// Activation.
+    pub activation: SwapActivation,
+}
+
+/// `[build]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// Seed for every UUID, GUID and disk signature.
+    pub seed: String,
+    /// Timestamp for every file and filesystem time, unless the
+    /// environment's SOURCE_DATE_EPOCH is given to the build.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// Formats to write (`raw`, `qcow2`, `vmdk`, `vhd`).
+    pub formats: Vec<String>,
+    /// Compression (`none`, `xz`, `gz`, `zst`).
+    pub compress: String,
+}
+
+/// A validated recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// Recipe name.
+    pub name: String,
+    /// One line for `kiln recipes`.
+    pub description: String,
+    /// OS inputs per architecture.
+    pub os: BTreeMap<Arch, OsSpec>,
+    config: Vec<(String, ConfigValue, Location)>,
+    /// NetworkManager keyfiles for `system-connections/`.
+    pub network_profiles: Vec<InputPath>,
+    /// Extra CA certificates (PEM), for `balenaRootCA`.
+    pub ca_certificates: Vec<InputPath>,
+    /// SSH public keys, literal.
+    pub ssh_keys: Vec<String>,
+    /// SSH public key files.
+    pub ssh_key_files: Vec<InputPath>,
+    /// Extra boot partition files.
+    pub boot_extra: Vec<BootExtra>,
+    /// Data partition.
+    pub data: DataSpec,
+    /// Preloaded application.
+    pub app: Option<AppSpec>,
+    /// Swapfile.
+    pub swap: SwapSpec,
+    /// Build parameters.
+    pub build: BuildSpec,
+    /// Outputs.
+    pub output: OutputSpec,
+    /// The file it was read from.
+    pub source: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireRecipe {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    os: BTreeMap<String, Spanned<WireOs>>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    network: Option<WireNetwork>,
+    #[serde(default)]
+    ca: Option<WireCa>,
+    #[serde(default)]
+    ssh: Option<WireSsh>,
+    #[serde(default)]
+    boot: Option<WireBoot>,
+    #[serde(default)]
+    data: Option<WireData>,
+    #[serde(default)]
+    app: Option<Spanned<WireApp>>,
+    #[serde(default)]
+    swap: Option<WireSwap>,
+    #[serde(default)]
+    build: Option<WireBuild>,
+    #[serde(default)]
+    output: Option<WireOutput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireOs {
+    rootfs: Option<Spanned<String>>,
+    boot: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireNetwork {
+    #[serde(default)]
+    profiles: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireCa {
+    #[serde(default)]
+    certificates: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireSsh {
+    #[serde(default)]
+    authorized_keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    authorized_key_files: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireBoot {
+    #[serde(default)]
+    files: Vec<WireBootFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireBootFile {
+    src: Spanned<String>,
+    dest: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireData {
+    #[serde(default)]
+    headroom: Option<ByteSize>,
+    #[serde(default)]
+    size: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireApp {
+    compose: Spanned<String>,
+    #[serde(default)]
+    images: Vec<Spanned<String>>,
+    name: Spanned<String>,
+    #[serde(default)]
+    uuid: Option<Spanned<String>>,
+    #[serde(default)]
+    app_id: Option<u64>,
+    #[serde(default)]
+    commit: Option<Spanned<String>>,
+    #[serde(default)]
+    release_id: Option<u64>,
+    #[serde(default)]
+    store_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pin_device: bool,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireSwap {
+    #[serde(default)]
+    size: Option<ByteSize>,
+    #[serde(default)]
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    label: Option<Spanned<String>>,
+    #[serde(default)]
+    activation: Option<SwapActivation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireBuild {
+    #[serde(default)]
+    seed: Option<String>,
+    #[serde(default)]
+    source_date_epoch: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireOutput {
+    #[serde(default)]
+    formats: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    compress: Option<Spanned<String>>,
+}
+
+const FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vhd", "vhd-dynamic"];
+const COMPRESS: &[&str] = &["none", "xz", "gz", "zst"];
+
+impl Recipe {
+    /// Reads and validates a recipe file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let src = read_file(path)?;
+        Self::from_toml_str(&src, path)
+    }
+
+    /// Validates recipe TOML; `file` labels errors and its directory
+    /// anchors relative paths.
+    pub fn from_toml_str(src: &str, file: &Path) -> Result<Self, Error> {
+        let w: WireRecipe = parse_toml(src, file)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let at = |span: std::ops::Range<usize>| locate(file, src, Some(span));
+        let input = |s: &Spanned<String>, key: String| InputPath {
+            path: base.join(s.get_ref()),
+            key,
+            at: at(s.span()),
+        };
+        let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| Error::Invalid {
+            at: at(span),
+            key: key.to_string(),
+            reason,
+        };
+
+        let mut os = BTreeMap::new();
+        for (arch_name, spec) in &w.os {
+            let arch = match arch_name.as_str() {
+                "amd64" => Arch::Amd64,
+                "armhf" => Arch::Armhf,
+                "arm64" => Arch::Arm64,
+                other => {
+                    let hint = crate::span::closest(other, ["amd64", "armhf", "arm64"])
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    return Err(invalid(
+                        spec.span(),
+                        &format!("os.{other}"),
+                        format!("unknown architecture{hint}; use amd64, armhf or arm64"),
+                    ));
+                }
+            };
+            let s = spec.get_ref();
+            os.insert(
+                arch,
+                OsSpec {
+                    rootfs: s
+                        .rootfs
+                        .as_ref()
+                        .map(|p| input(p, format!("os.{arch_name}.rootfs"))),
+                    boot: s
+                        .boot
+                        .as_ref()
+                        .map(|p| input(p, format!("os.{arch_name}.boot"))),
+                },
+            );
+        }
+
+        let mut config = Vec::new();
+        for (k, v) in &w.config {
+            let loc = config::key_location(file, src, k);
+            config.push((k.clone(), config::from_toml(v, base, k, &loc)?, loc));
+        }
+
+        let network_profiles = w
+            .network
+            .map(|n| {
+                n.profiles
+                    .iter()
+                    .map(|p| input(p, "network.profiles".into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ca_certificates =
+            w.ca.map(|c| {
+                c.certificates
+                    .iter()
+                    .map(|p| input(p, "ca.certificates".into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (mut ssh_keys, mut ssh_key_files) = (Vec::new(), Vec::new());
+        if let Some(ssh) = w.ssh {
+            for k in &ssh.authorized_keys {
+                let key = k.get_ref().trim();
+                if !looks_like_ssh_key(key) {
+                    return Err(invalid(
+                        k.span(),
+                        "ssh.authorized-keys",
+                        "not an OpenSSH public key (expected e.g. \"ssh-ed25519 AAAA... comment\")"
+                            .into(),
+                    ));
+                }
+                ssh_keys.push(key.to_string());
+            }
+            for f in &ssh.authorized_key_files {
+                ssh_key_files.push(input(f, "ssh.authorized-key-files".into()));
+            }
+        }
+        let mut boot_extra = Vec::new();
+        for f in w.boot.map(|b| b.files).unwrap_or_default() {
+            let dest = f.dest.get_ref().trim_start_matches('/').to_string();
+            if dest.is_empty() || dest.split('/').any(|c| c == ".." || c.is_empty()) {
+                return Err(invalid(
+                    f.dest.span(),
+                    "boot.files.dest",
+                    "must be a relative path without `..`".into(),
+                ));
+            }
+            boot_extra.push(BootExtra {
+                src: input(&f.src, "boot.files.src".into()),
+                dest,
+            });
+        }
+
+        let data = match w.data {
+            None => DataSpec {
+                headroom: ByteSize::mib(256),
+                size: DataSize::Auto,
+            },
+            Some(d) => DataSpec {
+                headroom: d.headroom.unwrap_or(ByteSize::mib(256)),
+                size: match d.size {
+                    None => DataSize::Auto,
+                    Some(s) => match s.get_ref().as_str() {
+                        "auto" => DataSize::Auto,
+                        "fill" => DataSize::Fill,
+                        v => DataSize::Fixed(v.parse().map_err(|e| {
+                            invalid(
+                                s.span(),
+                                "data.size",
+                                format!("{e}; or \"auto\" or \"fill\""),
+                            )
+                        })?),
+                    },
+                },
+            },
+        };
+
+        let app = match w.app {
+            None => None,
+            Some(a) => {
+                let span = a.span();
+                let a = a.into_inner();
+                if a.images.is_empty() {
+                    return Err(invalid(
+                        span,
+                        "app.images",
+                        "list at least one image archive or OCI layout".into(),
+                    ));
+                }
+                let name = a.name.get_ref().clone();
+                if name.is_empty() {
+                    return Err(invalid(
+                        a.name.span(),
+                        "app.name",
+                        "must not be empty".into(),
+                    ));
+                }
+                if let Some(u) = &a.uuid {
+                    let s = u.get_ref();
+                    if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(invalid(
+                            u.span(),
+                            "app.uuid",
+                            "must be 32 hex digits".into(),
+                        ));
+                    }
+                }
+                if let Some(c) = &a.commit {
+                    let s = c.get_ref();
+                    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(invalid(
+                            c.span(),
+                            "app.commit",
+                            "must be 1 to 64 hex digits".into(),
+                        ));
+                    }
+                }
+                let store_path = match &a.store_path {
+                    None => "docker".to_string(),
+                    Some(p) => {
+                        let s = p.get_ref().trim_matches('/').to_string();
+                        if s.is_empty()
+                            || s.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
+                        {
+                            return Err(invalid(
+                                p.span(),
+                                "app.store-path",
+                                "must be a relative path without `..`".into(),
+                            ));
+                        }
+                        s
+                    }
+                };
+                let cfg = serde_json::to_value(&a.config)
+                    .map_err(|e| invalid(span.clone(), "app.config", e.to_string()))?;
+                Some(AppSpec {
+                    compose: input(&a.compose, "app.compose".into()),
+                    images: a
+                        .images
+                        .iter()
+                        .map(|p| input(p, "app.images".into()))
+                        .collect(),
+                    name,
+                    uuid: a.uuid.map(|u| u.into_inner().to_ascii_lowercase()),
+                    app_id: a.app_id.unwrap_or(1),
+                    commit: a.commit.map(|c| c.into_inner().to_ascii_lowercase()),
+                    release_id: a.release_id.unwrap_or(1),
+                    store_path,
+                    pin_device: a.pin_device,
+                    config: cfg,
+                })
+            }
+        };
+
+        let swap = {
+            let s = w.swap;
+            let size = s.as_ref().and_then(|s| s.size).unwrap_or_default();
+            let path = match s.as_ref().and_then(|s| s.path.as_ref()) {
+                None => "/swapfile".to_string(),
+                Some(p) => {
+                    let v = p.get_ref();
+                    if !v.starts_with('/')
+                        || v.len() < 2
+                        || v.split('/').skip(1).any(|c| c.is_empty() || c == "..")
+                    {
+                        return Err(invalid(
+                            p.span(),
+                            "swap.path",
+                            "must be an absolute path on the data partition, e.g. /swapfile".into(),
+                        ));
+                    }
+                    v.clone()
+                }
+            };
+            let label = match s.as_ref().and_then(|s| s.label.as_ref()) {
+                None => "kiln-swap".to_string(),
+                Some(l) if l.get_ref().len() > 15 => {
+                    return Err(invalid(
+                        l.span(),
+                        "swap.label",
+                        "at most 15 bytes (mkswap's limit)".into(),
+                    ))
+                }
+                Some(l) => l.get_ref().clone(),
+            };
+            if size.bytes() % 4096 != 0 || (size.bytes() != 0 && size.bytes() < 40 * 1024) {
+                return Err(Error::Invalid {
+                    at: at(0..0),
+                    key: "swap.size".into(),
+                    reason: format!("{size} must be 0 or a multiple of 4 KiB of at least 40 KiB"),
+                });
+            }
+            SwapSpec {
+                size,
+                path,
+                label,
+                activation: s
+                    .as_ref()
+                    .and_then(|s| s.activation)
+                    .unwrap_or(SwapActivation::SystemdUnit),
+            }
+        };
+
+        let build = BuildSpec {
+            seed: w
+                .build
+                .as_ref()
+                .and_then(|b| b.seed.clone())
+                .unwrap_or_else(|| w.name.get_ref().clone()),
+            source_date_epoch: w.build.as_ref().and_then(|b| b.source_date_epoch),
+        };
+
+        let output = {
+            let o = w.output;
+            let mut formats = Vec::new();
+            for f in o
+                .as_ref()
+                .and_then(|o| o.formats.clone())
+                .unwrap_or_default()
+            {
+                if !FORMATS.contains(&f.get_ref().as_str()) {
+                    return Err(invalid(
+                        f.span(),
+                        "output.formats",
+                        format!("unknown format; use {}", FORMATS.join(", ")),
+                    ));
+                }
+                formats.push(f.into_inner());
+            }
+            if formats.is_empty() {
+                formats.push("raw".into());
+            }
+            let compress = match o.and_then(|o| o.compress) {
+                None => "none".to_string(),
+                Some(c) if COMPRESS.contains(&c.get_ref().as_str()) => c.into_inner(),
+                Some(c) => {
+                    return Err(invalid(
+                        c.span(),
+                        "output.compress",
+                        format!("use {}", COMPRESS.join(", ")),
+                    ))
+                }
+            };
+            OutputSpec { formats, compress }
+        };
+
+        Ok(Self {
+            name: w.name.into_inner(),
+            description: w.description,
+            os,
+            config,
+            network_profiles,
+            ca_certificates,
+            ssh_keys,
+            ssh_key_files,
+            boot_extra,
+            data,
+            app,
+            swap,
+            build,
+            output,
+            source: file.to_path_buf(),
+        })
+    }
+
+    /// The OS inputs for `arch`, or a located error if the recipe has
+    /// none.
+    pub fn os_for(&self, arch: Arch) -> Result<&OsSpec, Error> {
+        self.os.get(&arch).ok_or_else(|| Error::Invalid {
+            at: Location {
+                file: self.source.clone(),
+                line: 0,
+                column: 0,
+            },
+            key: format!("os.{}", arch.as_str()),
+            reason: format!(
+                "the recipe has no OS for this board's architecture (it has: {})",
+                self.os
+                    .keys()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+
+    /// Resolves `config.json`: recipe values, files and environment
+    /// values, `hostname`, SSH keys (`os.sshKeys`), CA certificates
+    /// (`balenaRootCA`, base64 of the concatenated PEM bundle), and
+    /// `deviceType` (from the board) when not set. Apply `--set`
+    /// overrides afterwards with [`ResolvedConfig::set`].
+    pub fn resolve_config(
+        &self,
+        device_type: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<ResolvedConfig, Error> {
+        let mut cfg = config::resolve(&self.config, env)?;
+        cfg.set_default("deviceType", device_type.into());
+        let mut keys: Vec<String> = self.ssh_keys.clone();
+        for f in &self.ssh_key_files {
+            let text = String::from_utf8(f.read()?).map_err(|_| f.invalid("not UTF-8 text"))?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                if !looks_like_ssh_key(line) {
+                    return Err(f.invalid(format!("not an OpenSSH public key line: {:.40}", line)));
+                }
+                keys.push(line.to_string());
+            }
+        }
+        if !keys.is_empty() {
+            let mut os = cfg
+                .value()
+                .get("os")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({}));
+            if let Some(o) = os.as_object_mut() {
+                o.insert("sshKeys".into(), serde_json::json!(keys));
+            }
+            cfg.insert("os", os);
+        }
+        if !self.ca_certificates.is_empty() {
+            let mut bundle = Vec::new();
+            for c in &self.ca_certificates {
+                let pem = c.read()?;
+                let text = String::from_utf8_lossy(&pem);
+                if !text.contains("-----BEGIN CERTIFICATE-----")
+                    || !text.contains("-----END CERTIFICATE-----")
+                {
+                    return Err(c.invalid("not a PEM certificate (no BEGIN/END CERTIFICATE block)"));
+                }
+                bundle.extend_from_slice(&pem);
+                if !bundle.ends_with(b"\n") {
+                    bundle.push(b'\n');
+                }
+            }
+            cfg.insert(
+                "balenaRootCA",
+                base64::engine::general_purpose::STANDARD
+                    .encode(&bundle)
+                    .into(),
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+fn looks_like_ssh_key(s: &str) -> bool {
+    let mut parts = s.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    (kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
+        && blob.len() > 16
+        && blob
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: &str = r#"
+name = "bob-onprem"
+description = "BoB"
+
+[os.amd64]
+rootfs = "rootfs.tar"
+boot = "boot"
+
+[config]
+hostname = "bob"
+persistentLogging = true
+deviceApiKey = { from-env = "KEY", secret = true }
+
+[config.os.network]
+connectivity = { uri = "http://localhost" }
+
+[ssh]
+authorized-keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKiln ops@kiln"]
+
+[data]
+headroom = "128MiB"
+
+[swap]
+size = "1GiB"
+"#;
+
+    #[test]
+    fn parses_and_resolves() {
+        let r = Recipe::from_toml_str(R, Path::new("/r/bob.toml")).unwrap();
+        let os = r.os_for(Arch::Amd64).unwrap();
+        assert_eq!(os.rootfs.as_ref().unwrap().path, Path::new("/r/rootfs.tar"));
+        assert_eq!(os.rootfs.as_ref().unwrap().at.line, 6);
+        assert!(r.os_for(Arch::Armhf).is_err());
+        assert_eq!(r.swap.size, ByteSize::new(1 << 30));
+        assert_eq!(r.data.headroom, ByteSize::mib(128));
+        let env = |v: &str| (v == "KEY").then(|| "k".to_string());
+        let c = r.resolve_config("intel-nuc", &env).unwrap();
+        let v = c.value();
+        assert_eq!(v["deviceType"], "intel-nuc");
+        assert_eq!(
+            v["os"]["sshKeys"][0],
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKiln ops@kiln"
+        );
+        assert_eq!(
+            v["os"]["network"]["connectivity"]["uri"],
+            "http://localhost"
+        );
+        assert_eq!(c.redacted()["deviceApiKey"], crate::REDACTED);
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[data]\nheadroom",
+                "[data]\nhedroom",
+                "bob.toml:21:1: unknown key `hedroom` (did you mean `headroom`?)",
+            ),
+            (
+                "[os.amd64]",
+                "[os.amd46]",
+                "unknown architecture (did you mean `amd64`?)",
+            ),
+            ("size = \"1GiB\"", "size = \"1GiX\"", "bob.toml:24:8"),
+            ("size = \"1GiB\"", "size = true", "invalid type"),
+            ("headroom = \"128MiB\"", "headroom = 5.5", "bob.toml:21:12"),
+            (
+                "ops@kiln\"]",
+                "ops@kiln\", \"nonsense\"]",
+                "not an OpenSSH public key",
+            ),
+            (
+                "[swap]",
+                "[swapp]",
+                "unknown key `swapp` (did you mean `swap`?)",
+            ),
+            (
+                "name = \"bob-onprem\"",
+                "name = \"bob-onprem\"\nname = \"x\"",
+                "duplicate key",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let src = R.replacen(from, to, 1);
+            assert_ne!(src, R, "{from}");
+            let e = Recipe::from_toml_str(&src, Path::new("bob.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{to}: got {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+}
