@@ -114,7 +114,10 @@ mod tests {
         ));
         assert!(matches!(
             check_aligned("x", 100, 0),
-            Err(Error::Misaligned { align_bytes: 512, .. })
+            Err(Error::Misaligned {
+                align_bytes: 512,
+                ..
+            })
         ));
     }
 
@@ -127,7 +130,9 @@ mod tests {
         };
         assert!(check_overlaps(&[s("a", 0, 10), s("b", 10, 20)]).is_ok());
         match check_overlaps(&[s("a", 0, 10), s("b", 9, 20)]) {
-            Err(Error::Overlap { name, other }) => assert_eq!((name.as_str(), other.as_str()), ("b", "a")),
+            Err(Error::Overlap { name, other }) => {
+                assert_eq!((name.as_str(), other.as_str()), ("b", "a"))
+            }
             r => panic!("{r:?}"),
         }
     }

@@ -43,7 +43,9 @@ pub enum Error {
 
     /// A start or size is not a multiple of the sector size, or a start is
     /// not a multiple of the requested alignment.
-    #[error("partition {name:?}: {what} {value_bytes} bytes is not a multiple of {align_bytes} bytes")]
+    #[error(
+        "partition {name:?}: {what} {value_bytes} bytes is not a multiple of {align_bytes} bytes"
+    )]
     Misaligned {
         /// Partition name.
         name: String,

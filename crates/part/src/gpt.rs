@@ -74,7 +74,8 @@ pub(crate) const GPT_ENTRY_SIZE: u32 = 128;
 /// Partition names are at most this many UTF-16 code units.
 pub const GPT_NAME_UNITS: usize = 36;
 /// Sectors of the entry array kiln writes: 128 × 128 / 512.
-pub(crate) const GPT_ARRAY_SECTORS: u64 = (GPT_ENTRY_COUNT as u64 * GPT_ENTRY_SIZE as u64) / SECTOR_BYTES;
+pub(crate) const GPT_ARRAY_SECTORS: u64 =
+    (GPT_ENTRY_COUNT as u64 * GPT_ENTRY_SIZE as u64) / SECTOR_BYTES;
 
 /// Well-known partition type GUIDs (UEFI 2.10 table 5-7 and the
 /// Discoverable Partitions Specification).
@@ -86,23 +87,28 @@ pub mod types {
     }
     /// EFI System Partition, C12A7328-F81F-11D2-BA4B-00A0C93EC93B.
     pub const EFI_SYSTEM: Guid = g([
-        0xC1, 0x2A, 0x73, 0x28, 0xF8, 0x1F, 0x11, 0xD2, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
+        0xC1, 0x2A, 0x73, 0x28, 0xF8, 0x1F, 0x11, 0xD2, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9,
+        0x3B,
     ]);
     /// Linux filesystem data, 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
     pub const LINUX_FILESYSTEM: Guid = g([
-        0x0F, 0xC6, 0x3D, 0xAF, 0x84, 0x83, 0x47, 0x72, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4,
+        0x0F, 0xC6, 0x3D, 0xAF, 0x84, 0x83, 0x47, 0x72, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D,
+        0xE4,
     ]);
     /// Linux swap, 0657FD6D-A4AB-43C4-84E5-0933C84B4F4F.
     pub const LINUX_SWAP: Guid = g([
-        0x06, 0x57, 0xFD, 0x6D, 0xA4, 0xAB, 0x43, 0xC4, 0x84, 0xE5, 0x09, 0x33, 0xC8, 0x4B, 0x4F, 0x4F,
+        0x06, 0x57, 0xFD, 0x6D, 0xA4, 0xAB, 0x43, 0xC4, 0x84, 0xE5, 0x09, 0x33, 0xC8, 0x4B, 0x4F,
+        0x4F,
     ]);
     /// BIOS boot partition (GRUB core.img), 21686148-6449-6E6F-744E-656564454649.
     pub const BIOS_BOOT: Guid = g([
-        0x21, 0x68, 0x61, 0x48, 0x64, 0x49, 0x6E, 0x6F, 0x74, 0x4E, 0x65, 0x65, 0x64, 0x45, 0x46, 0x49,
+        0x21, 0x68, 0x61, 0x48, 0x64, 0x49, 0x6E, 0x6F, 0x74, 0x4E, 0x65, 0x65, 0x64, 0x45, 0x46,
+        0x49,
     ]);
     /// Microsoft basic data, EBD0A0A2-B9E5-4433-87C0-68B6B72699C7.
     pub const MICROSOFT_BASIC_DATA: Guid = g([
-        0xEB, 0xD0, 0xA0, 0xA2, 0xB9, 0xE5, 0x44, 0x33, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7,
+        0xEB, 0xD0, 0xA0, 0xA2, 0xB9, 0xE5, 0x44, 0x33, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99,
+        0xC7,
     ]);
 }
 
@@ -181,7 +187,10 @@ impl RawGptHeader {
 }
 
 /// Writes `header` into a zero-padded block at `lba`.
-pub(crate) fn write_header_block<W: WriteAt + ?Sized>(target: &mut W, header: &RawGptHeader) -> Result<()> {
+pub(crate) fn write_header_block<W: WriteAt + ?Sized>(
+    target: &mut W,
+    header: &RawGptHeader,
+) -> Result<()> {
     let mut block = [0u8; SECTOR_BYTES as usize];
     block[..92].copy_from_slice(header.as_bytes());
     let at = header.my_lba.get().saturating_mul(SECTOR_BYTES);
@@ -222,7 +231,13 @@ pub struct GptPartition {
 
 impl GptPartition {
     /// A partition with no attribute bits set.
-    pub fn new(name: impl Into<String>, type_guid: Guid, unique_guid: Guid, start_bytes: u64, size_bytes: u64) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        type_guid: Guid,
+        unique_guid: Guid,
+        start_bytes: u64,
+        size_bytes: u64,
+    ) -> Self {
         Self {
             name: name.into(),
             type_guid,
@@ -316,9 +331,16 @@ impl Gpt {
                 });
             }
             if p.type_guid == Guid::ZERO {
-                return Err(Error::ZeroTypeGuid { name: p.name.clone() });
+                return Err(Error::ZeroTypeGuid {
+                    name: p.name.clone(),
+                });
             }
-            if let Some(o) = self.partitions.iter().take(i).find(|o| o.unique_guid == p.unique_guid) {
+            if let Some(o) = self
+                .partitions
+                .iter()
+                .take(i)
+                .find(|o| o.unique_guid == p.unique_guid)
+            {
                 return Err(Error::DuplicateGuid {
                     name: p.name.clone(),
                     other: o.name.clone(),
@@ -352,7 +374,11 @@ impl Gpt {
         self.validate(disk_bytes)?;
         let (first, last_usable, last) = geometry(disk_bytes)?;
         let mut entries = vec![0u8; (GPT_ARRAY_SECTORS * SECTOR_BYTES) as usize];
-        for (p, slot) in self.partitions.iter().zip(entries.chunks_exact_mut(GPT_ENTRY_SIZE as usize)) {
+        for (p, slot) in self
+            .partitions
+            .iter()
+            .zip(entries.chunks_exact_mut(GPT_ENTRY_SIZE as usize))
+        {
             let mut e = RawGptEntry::new_zeroed();
             e.partition_type_guid = p.type_guid.to_disk_bytes();
             e.unique_partition_guid = p.unique_guid.to_disk_bytes();
@@ -402,7 +428,11 @@ pub(crate) fn geometry(disk_bytes: u64) -> Result<(u64, u64, u64)> {
 }
 
 /// Writes the protective MBR for a disk whose last LBA is `last`.
-pub(crate) fn write_pmbr<W: WriteAt + ?Sized>(target: &mut W, boot_code: &BootCode, last: u64) -> Result<()> {
+pub(crate) fn write_pmbr<W: WriteAt + ?Sized>(
+    target: &mut W,
+    boot_code: &BootCode,
+    last: u64,
+) -> Result<()> {
     let mut mbr = RawMbr::new_zeroed();
     if let BootCode::Code(code) = boot_code {
         mbr.boot_code = **code;
@@ -416,13 +446,20 @@ pub(crate) fn write_pmbr<W: WriteAt + ?Sized>(target: &mut W, boot_code: &BootCo
         0
     };
     let tail = bytes.get(skip..).unwrap_or_default();
-    target.write_all_at(tail, skip as u64).map_err(io_at(skip as u64))
+    target
+        .write_all_at(tail, skip as u64)
+        .map_err(io_at(skip as u64))
 }
 
 /// Writes the primary header + array at LBA 1/2 and the backup array +
 /// header at the end of a disk whose last LBA is `last`, both derived
 /// from `primary` (whose entry array CRC must match `entries`).
-pub(crate) fn write_copies<W: WriteAt + ?Sized>(target: &mut W, primary: &RawGptHeader, entries: &[u8], last: u64) -> Result<()> {
+pub(crate) fn write_copies<W: WriteAt + ?Sized>(
+    target: &mut W,
+    primary: &RawGptHeader,
+    entries: &[u8],
+    last: u64,
+) -> Result<()> {
     let array_sectors = (entries.len() as u64).div_ceil(SECTOR_BYTES);
     let primary = primary.moved(1, last, primary.partition_entry_lba.get());
     let backup_entries = last - array_sectors;
@@ -442,10 +479,22 @@ mod tests {
 
     #[test]
     fn type_guids_known_answer() {
-        assert_eq!(types::EFI_SYSTEM.to_string(), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
-        assert_eq!(types::LINUX_FILESYSTEM.to_string(), "0fc63daf-8483-4772-8e79-3d69d8477de4");
-        assert_eq!(&types::LINUX_FILESYSTEM.to_disk_bytes()[..4], &[0xAF, 0x3D, 0xC6, 0x0F]);
-        assert_eq!(types::BIOS_BOOT.to_string(), "21686148-6449-6e6f-744e-656564454649");
+        assert_eq!(
+            types::EFI_SYSTEM.to_string(),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+        );
+        assert_eq!(
+            types::LINUX_FILESYSTEM.to_string(),
+            "0fc63daf-8483-4772-8e79-3d69d8477de4"
+        );
+        assert_eq!(
+            &types::LINUX_FILESYSTEM.to_disk_bytes()[..4],
+            &[0xAF, 0x3D, 0xC6, 0x0F]
+        );
+        assert_eq!(
+            types::BIOS_BOOT.to_string(),
+            "21686148-6449-6e6f-744e-656564454649"
+        );
     }
 
     #[test]
@@ -482,13 +531,37 @@ mod tests {
             (vec![p("a", lf, 1, 0, MIB)], 512, "OutsideArea"),
             (vec![p("a", lf, 1, 17 * 512, MIB)], 512, "OutsideArea"),
             (vec![p("a", lf, 1, 60 * MIB, 4 * MIB)], 512, "OutsideArea"),
-            (vec![p("a", lf, 1, 4 * MIB, 4 * MIB), p("b", lf, 2, 6 * MIB, MIB)], 4 * MIB, "Misaligned"),
-            (vec![p("a", lf, 1, 4 * MIB, 8 * MIB), p("b", lf, 2, 8 * MIB, MIB)], 4 * MIB, "Overlap"),
-            (vec![p("a", lf, 1, 4 * MIB, 4 * MIB), p("b", lf, 1, 8 * MIB, MIB)], 4 * MIB, "DuplicateGuid"),
-            (vec![p("a", Guid::ZERO, 1, 4 * MIB, MIB)], 4 * MIB, "ZeroTypeGuid"),
-            (vec![p(&"x".repeat(37), lf, 1, 4 * MIB, MIB)], 4 * MIB, "NameTooLong"),
+            (
+                vec![p("a", lf, 1, 4 * MIB, 4 * MIB), p("b", lf, 2, 6 * MIB, MIB)],
+                4 * MIB,
+                "Misaligned",
+            ),
+            (
+                vec![p("a", lf, 1, 4 * MIB, 8 * MIB), p("b", lf, 2, 8 * MIB, MIB)],
+                4 * MIB,
+                "Overlap",
+            ),
+            (
+                vec![p("a", lf, 1, 4 * MIB, 4 * MIB), p("b", lf, 1, 8 * MIB, MIB)],
+                4 * MIB,
+                "DuplicateGuid",
+            ),
+            (
+                vec![p("a", Guid::ZERO, 1, 4 * MIB, MIB)],
+                4 * MIB,
+                "ZeroTypeGuid",
+            ),
+            (
+                vec![p(&"x".repeat(37), lf, 1, 4 * MIB, MIB)],
+                4 * MIB,
+                "NameTooLong",
+            ),
             (vec![p("a", lf, 1, 4 * MIB, 0)], 4 * MIB, "EmptyPartition"),
-            ((0..129).map(|i| p("n", lf, i as u8, 0, 0)).collect(), 512, "TooManyPartitions"),
+            (
+                (0..129).map(|i| p("n", lf, i as u8, 0, 0)).collect(),
+                512,
+                "TooManyPartitions",
+            ),
         ];
         for (parts, align, want) in cases {
             let mut gpt = Gpt::new(g(0)).align(align);
@@ -503,7 +576,13 @@ mod tests {
         }
         // 36 units is fine, including a non-BMP char counted as 2 units.
         let mut gpt = Gpt::new(g(0));
-        gpt.push(p(&format!("{}\u{1F600}", "x".repeat(34)), lf, 1, 4 * MIB, MIB));
+        gpt.push(p(
+            &format!("{}\u{1F600}", "x".repeat(34)),
+            lf,
+            1,
+            4 * MIB,
+            MIB,
+        ));
         gpt.validate(disk).unwrap();
     }
 }

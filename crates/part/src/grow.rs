@@ -16,7 +16,9 @@ use crate::crc::GptCrc32;
 use crate::error::{io_at, Error, Result};
 use crate::gpt::{geometry, protective_record, write_copies, RawGptEntry, GPT_ARRAY_SECTORS};
 use crate::mbr::{MbrType, RawMbrEntry};
-use crate::read::{read_gpt_copy, read_mbr_chain, read_sector, read_table, GptSource, PartitionTable, Scheme};
+use crate::read::{
+    read_gpt_copy, read_mbr_chain, read_sector, read_table, GptSource, PartitionTable, Scheme,
+};
 use crate::SECTOR_BYTES;
 
 /// Rewrites the GPT of `disk` for a disk of `new_disk_bytes` bytes: the
@@ -35,17 +37,25 @@ use crate::SECTOR_BYTES;
 /// [`Error::CorruptGpt`] if the primary header is unusable;
 /// [`Error::OutsideArea`] naming the first partition that would end past
 /// the new last usable LBA; [`Error::Io`].
-pub fn relocate_gpt_backup<D: ReadAt + WriteAt + ?Sized>(disk: &mut D, new_disk_bytes: u64) -> Result<()> {
+pub fn relocate_gpt_backup<D: ReadAt + WriteAt + ?Sized>(
+    disk: &mut D,
+    new_disk_bytes: u64,
+) -> Result<()> {
     let (_, new_last_usable, new_last) = geometry(new_disk_bytes)?;
     let old_size = disk.size().map_err(io_at(0))?;
     let mbr = read_sector(disk, 0)?;
-    if !mbr.partition_record.iter().any(|r| r.os_type == MbrType::GPT_PROTECTIVE.0) {
+    if !mbr
+        .partition_record
+        .iter()
+        .any(|r| r.os_type == MbrType::GPT_PROTECTIVE.0)
+    {
         return Err(Error::NoTable);
     }
-    let copy = read_gpt_copy(disk, 1, old_size / SECTOR_BYTES).map_err(|primary| Error::CorruptGpt {
-        primary,
-        backup: crate::GptProblem::Unreadable,
-    })?;
+    let copy =
+        read_gpt_copy(disk, 1, old_size / SECTOR_BYTES).map_err(|primary| Error::CorruptGpt {
+            primary,
+            backup: crate::GptProblem::Unreadable,
+        })?;
     let mut header = copy.header.clone();
     let array_sectors = (copy.entries.len() as u64).div_ceil(SECTOR_BYTES);
     let last_usable = new_last
@@ -129,7 +139,10 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
     new_size_bytes: u64,
 ) -> Result<PartitionTable> {
     let table = read_table(disk)?;
-    let part = table.partition(number).ok_or(Error::NoSuchPartition { number })?.clone();
+    let part = table
+        .partition(number)
+        .ok_or(Error::NoSuchPartition { number })?
+        .clone();
     let name = format!("partition {number}");
     if new_size_bytes == 0 {
         return Err(Error::EmptyPartition { name });
@@ -142,13 +155,16 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
             align_bytes: SECTOR_BYTES,
         });
     }
-    let new_end = part.start_bytes.checked_add(new_size_bytes).ok_or(Error::OutsideArea {
-        name: name.clone(),
-        start_bytes: part.start_bytes,
-        end_bytes: u64::MAX,
-        area_start_bytes: 0,
-        area_end_bytes: table.disk_bytes,
-    })?;
+    let new_end = part
+        .start_bytes
+        .checked_add(new_size_bytes)
+        .ok_or(Error::OutsideArea {
+            name: name.clone(),
+            start_bytes: part.start_bytes,
+            end_bytes: u64::MAX,
+            area_start_bytes: 0,
+            area_end_bytes: table.disk_bytes,
+        })?;
     match table.scheme {
         Scheme::Gpt {
             source,
@@ -173,10 +189,13 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
                 });
             }
             check_no_overlap(&table, number, part.start_bytes, new_end, &[])?;
-            let copy = read_gpt_copy(disk, 1, table.disk_bytes / SECTOR_BYTES).map_err(|primary| Error::CorruptGpt {
-                primary,
-                backup: crate::GptProblem::Unreadable,
-            })?;
+            let copy =
+                read_gpt_copy(disk, 1, table.disk_bytes / SECTOR_BYTES).map_err(|primary| {
+                    Error::CorruptGpt {
+                        primary,
+                        backup: crate::GptProblem::Unreadable,
+                    }
+                })?;
             let mut header = copy.header.clone();
             let mut entries = copy.entries;
             let entry_size = header.size_of_partition_entry.get() as usize;
@@ -184,7 +203,8 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
             let slot = entries
                 .get_mut(idx..idx + entry_size)
                 .ok_or(Error::NoSuchPartition { number })?;
-            let (e, _) = RawGptEntry::mut_from_prefix(slot).map_err(|_| Error::NoSuchPartition { number })?;
+            let (e, _) = RawGptEntry::mut_from_prefix(slot)
+                .map_err(|_| Error::NoSuchPartition { number })?;
             e.ending_lba = U64::new(new_end / SECTOR_BYTES - 1);
             header.partition_entry_array_crc32 = U32::new(GptCrc32::checksum(&entries));
             write_copies(disk, &header, &entries, header.alternate_lba.get())?;
@@ -197,7 +217,13 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
 /// Refuses `[start, end)` for partition `number` if it overlaps another
 /// partition (extended containers are skipped: logical partitions and
 /// EBRs stand for their content) or one of the `extra` spans.
-fn check_no_overlap(table: &PartitionTable, number: u32, start: u64, end: u64, extra: &[Span]) -> Result<()> {
+fn check_no_overlap(
+    table: &PartitionTable,
+    number: u32,
+    start: u64,
+    end: u64,
+    extra: &[Span],
+) -> Result<()> {
     let me = Span {
         name: format!("partition {number}"),
         start,
@@ -262,7 +288,12 @@ fn resize_mbr<D: ReadAt + WriteAt + ?Sized>(
         // number <= 4 for a primary slot.
         let slot = number as usize - 1;
         if part.is_extended() {
-            let last_logical = table.partitions.iter().filter(|p| p.logical).map(|p| p.end_bytes()).max();
+            let last_logical = table
+                .partitions
+                .iter()
+                .filter(|p| p.logical)
+                .map(|p| p.end_bytes())
+                .max();
             if last_logical.is_some_and(|l| l > new_end) {
                 return Err(Error::CannotResize {
                     number,
@@ -278,7 +309,13 @@ fn resize_mbr<D: ReadAt + WriteAt + ?Sized>(
             .ok_or(Error::NoSuchPartition { number })?;
         let size = sectors(new_end - part.start_bytes)?;
         let start_lba = part.start_bytes / SECTOR_BYTES;
-        *rec = RawMbrEntry::new(rec.os_type, rec.boot_indicator == 0x80, rec.starting_lba.get(), size, start_lba);
+        *rec = RawMbrEntry::new(
+            rec.os_type,
+            rec.boot_indicator == 0x80,
+            rec.starting_lba.get(),
+            size,
+            start_lba,
+        );
         return disk.write_all_at(mbr.as_bytes(), 0).map_err(io_at(0));
     }
     let ext = extended.ok_or(Error::NoSuchPartition { number })?;
@@ -313,24 +350,37 @@ fn resize_mbr<D: ReadAt + WriteAt + ?Sized>(
         part.start_bytes / SECTOR_BYTES,
     );
     // The link in the previous EBR spans from this EBR to the partition end.
-    let prev = if pos > 0 { chain.ebrs.get(pos - 1).copied() } else { None };
+    let prev = if pos > 0 {
+        chain.ebrs.get(pos - 1).copied()
+    } else {
+        None
+    };
     let mut prev_ebr = None;
     if let Some((_, prev_lba)) = prev {
         let mut p = read_sector(disk, prev_lba)?;
         let l = &p.partition_record[1];
         let span = sectors(new_end - ebr_lba * SECTOR_BYTES)?;
-        p.partition_record[1] = RawMbrEntry::new(l.os_type, false, l.starting_lba.get(), span, ebr_lba);
+        p.partition_record[1] =
+            RawMbrEntry::new(l.os_type, false, l.starting_lba.get(), span, ebr_lba);
         prev_ebr = Some((prev_lba, p));
     }
     // Grow the container if needed.
     let mut new_mbr = None;
     if new_end > ext.end_bytes() {
-        let slot = chain.extended_slot.ok_or(Error::NoSuchPartition { number })?;
+        let slot = chain
+            .extended_slot
+            .ok_or(Error::NoSuchPartition { number })?;
         let ext_number = u32::try_from(slot + 1).unwrap_or(4);
         check_no_overlap(table, ext_number, ext.start_bytes, new_end, &[])?;
         let rec = &mbr.partition_record[slot];
         let size = sectors(new_end - ext.start_bytes)?;
-        mbr.partition_record[slot] = RawMbrEntry::new(rec.os_type, false, rec.starting_lba.get(), size, ext_start_lba);
+        mbr.partition_record[slot] = RawMbrEntry::new(
+            rec.os_type,
+            false,
+            rec.starting_lba.get(),
+            size,
+            ext_start_lba,
+        );
         new_mbr = Some(mbr);
     }
     let at = ebr_lba * SECTOR_BYTES;

@@ -63,7 +63,10 @@
 //! an [`MbrProblem`], [`Error::CorruptGpt`] with a [`GptProblem`] for
 //! each header), and refused edits ([`Error::CannotResize`]).
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 #![deny(missing_docs)]
 
 mod align;
@@ -79,7 +82,9 @@ pub use error::{Error, GptProblem, MbrProblem, Result};
 pub use gpt::{types as gpt_types, Gpt, GptPartition, GPT_ENTRY_COUNT, GPT_NAME_UNITS};
 pub use grow::{relocate_gpt_backup, resize_partition};
 pub use mbr::{BootCode, Extended, Mbr, MbrPartition, MbrType, MBR_BOOT_CODE_BYTES};
-pub use read::{read_table, GptSource, Partition, PartitionTable, PartitionType, Scheme, MAX_GPT_ARRAY_BYTES};
+pub use read::{
+    read_table, GptSource, Partition, PartitionTable, PartitionType, Scheme, MAX_GPT_ARRAY_BYTES,
+};
 
 /// Bytes per logical sector. Every board kiln targets uses 512-byte
 /// sectors; 4Kn media are not supported.

@@ -93,7 +93,13 @@ const _: () = assert!(size_of::<RawMbr>() == 512);
 impl RawMbrEntry {
     /// A record for `[lba, lba + sectors)`, CHS derived from the absolute
     /// position `abs_lba`.
-    pub(crate) fn new(os_type: u8, bootable: bool, rel_lba: u32, sectors: u32, abs_lba: u64) -> Self {
+    pub(crate) fn new(
+        os_type: u8,
+        bootable: bool,
+        rel_lba: u32,
+        sectors: u32,
+        abs_lba: u64,
+    ) -> Self {
         let last = abs_lba.saturating_add(u64::from(sectors)).saturating_sub(1);
         Self {
             boot_indicator: if bootable { MBR_ACTIVE } else { 0 },
@@ -177,7 +183,12 @@ pub struct MbrPartition {
 impl MbrPartition {
     /// A partition `size_bytes` long starting at byte `start_bytes`, not
     /// bootable.
-    pub fn new(name: impl Into<String>, os_type: MbrType, start_bytes: u64, size_bytes: u64) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        os_type: MbrType,
+        start_bytes: u64,
+        size_bytes: u64,
+    ) -> Self {
         Self {
             name: name.into(),
             os_type,
@@ -362,7 +373,14 @@ impl Mbr {
             let name = slot_name(slot);
             match slot {
                 Slot::Primary(p) => {
-                    let end = check_extent(&p.name, p.start_bytes, p.size_bytes, self.align_bytes, 0, disk_bytes)?;
+                    let end = check_extent(
+                        &p.name,
+                        p.start_bytes,
+                        p.size_bytes,
+                        self.align_bytes,
+                        0,
+                        disk_bytes,
+                    )?;
                     check_u32(&p.name, p.start_bytes, p.size_bytes)?;
                     top.push(Span {
                         name: p.name.clone(),
@@ -375,7 +393,14 @@ impl Mbr {
                         return Err(Error::TooManyPartitions { name, max: 1 });
                     }
                     seen_extended = true;
-                    let end = check_extent(&name, e.start_bytes, e.size_bytes, self.align_bytes, 0, disk_bytes)?;
+                    let end = check_extent(
+                        &name,
+                        e.start_bytes,
+                        e.size_bytes,
+                        self.align_bytes,
+                        0,
+                        disk_bytes,
+                    )?;
                     check_u32(&name, e.start_bytes, e.size_bytes)?;
                     top.push(Span {
                         name: name.clone(),
@@ -407,8 +432,17 @@ impl Mbr {
         mbr.signature = MBR_SIGNATURE;
         for (slot, rec) in self.slots.iter().zip(mbr.partition_record.iter_mut()) {
             *rec = match slot {
-                Slot::Primary(p) => record(p.os_type, p.bootable, p.start_bytes, p.size_bytes, 0, "primary")?,
-                Slot::Extended(e) => record(e.os_type, false, e.start_bytes, e.size_bytes, 0, "extended")?,
+                Slot::Primary(p) => record(
+                    p.os_type,
+                    p.bootable,
+                    p.start_bytes,
+                    p.size_bytes,
+                    0,
+                    "primary",
+                )?,
+                Slot::Extended(e) => {
+                    record(e.os_type, false, e.start_bytes, e.size_bytes, 0, "extended")?
+                }
             };
         }
         let bytes = mbr.as_bytes();
@@ -479,7 +513,14 @@ fn validate_logicals(e: &Extended, ext_end: u64, align: u64) -> Result<()> {
                 problem: "the first EBR must be the first sector of the extended partition",
             });
         }
-        let end = check_extent(&p.name, p.start_bytes, p.size_bytes, align, e.start_bytes, ext_end)?;
+        let end = check_extent(
+            &p.name,
+            p.start_bytes,
+            p.size_bytes,
+            align,
+            e.start_bytes,
+            ext_end,
+        )?;
         spans.push(Span {
             name: p.name.clone(),
             start: p.start_bytes,
@@ -496,7 +537,14 @@ fn validate_logicals(e: &Extended, ext_end: u64, align: u64) -> Result<()> {
 
 /// A record for `[start, start + size)` bytes, its LBA stored relative to
 /// `base` bytes.
-fn record(os_type: MbrType, bootable: bool, start: u64, size: u64, base: u64, what: &'static str) -> Result<RawMbrEntry> {
+fn record(
+    os_type: MbrType,
+    bootable: bool,
+    start: u64,
+    size: u64,
+    base: u64,
+    what: &'static str,
+) -> Result<RawMbrEntry> {
     let too_big = || Error::Beyond32Bit {
         name: what.to_string(),
         what: "start",
@@ -507,24 +555,46 @@ fn record(os_type: MbrType, bootable: bool, start: u64, size: u64, base: u64, wh
         name: what.to_string(),
         what: "size",
     })?;
-    Ok(RawMbrEntry::new(os_type.0, bootable, rel, sectors, start / SECTOR_BYTES))
+    Ok(RawMbrEntry::new(
+        os_type.0,
+        bootable,
+        rel,
+        sectors,
+        start / SECTOR_BYTES,
+    ))
 }
 
 fn write_ebrs<W: WriteAt + ?Sized>(e: &Extended, target: &mut W) -> Result<()> {
     if e.logicals.is_empty() {
         let mut ebr = RawMbr::new_zeroed();
         ebr.signature = MBR_SIGNATURE;
-        return target.write_all_at(ebr.as_bytes(), e.start_bytes).map_err(io_at(e.start_bytes));
+        return target
+            .write_all_at(ebr.as_bytes(), e.start_bytes)
+            .map_err(io_at(e.start_bytes));
     }
     for (i, p) in e.logicals.iter().enumerate() {
         let at = e.ebr_of(p)?;
         let mut ebr = RawMbr::new_zeroed();
         ebr.signature = MBR_SIGNATURE;
-        ebr.partition_record[0] = record(p.os_type, p.bootable, p.start_bytes, p.size_bytes, at, "logical")?;
+        ebr.partition_record[0] = record(
+            p.os_type,
+            p.bootable,
+            p.start_bytes,
+            p.size_bytes,
+            at,
+            "logical",
+        )?;
         if let Some(next) = e.logicals.get(i + 1) {
             let next_ebr = e.ebr_of(next)?;
             let span = next.start_bytes + next.size_bytes - next_ebr;
-            ebr.partition_record[1] = record(MbrType::EXTENDED, false, next_ebr, span, e.start_bytes, "EBR link")?;
+            ebr.partition_record[1] = record(
+                MbrType::EXTENDED,
+                false,
+                next_ebr,
+                span,
+                e.start_bytes,
+                "EBR link",
+            )?;
         }
         target.write_all_at(ebr.as_bytes(), at).map_err(io_at(at))?;
     }
@@ -550,7 +620,12 @@ mod tests {
 
     fn base() -> Mbr {
         let mut m = Mbr::new(1).align(4 * MIB);
-        m.push_primary(MbrPartition::new("boot", MbrType::FAT16_LBA, 4 * MIB, 4 * MIB));
+        m.push_primary(MbrPartition::new(
+            "boot",
+            MbrType::FAT16_LBA,
+            4 * MIB,
+            4 * MIB,
+        ));
         m
     }
 
@@ -592,22 +667,26 @@ mod tests {
             },
             {
                 let mut m = base();
-                m.push_extended(Extended::new(8 * MIB, 56 * MIB, 4 * MIB).logical(MbrPartition::new(
-                    "l",
-                    MbrType::LINUX,
-                    16 * MIB,
-                    4 * MIB,
-                )));
+                m.push_extended(
+                    Extended::new(8 * MIB, 56 * MIB, 4 * MIB).logical(MbrPartition::new(
+                        "l",
+                        MbrType::LINUX,
+                        16 * MIB,
+                        4 * MIB,
+                    )),
+                );
                 (m, "BadEbrPlacement l")
             },
             {
                 let mut m = base();
-                m.push_extended(Extended::new(8 * MIB, 24 * MIB, 4 * MIB).logical(MbrPartition::new(
-                    "l",
-                    MbrType::LINUX,
-                    12 * MIB,
-                    24 * MIB,
-                )));
+                m.push_extended(
+                    Extended::new(8 * MIB, 24 * MIB, 4 * MIB).logical(MbrPartition::new(
+                        "l",
+                        MbrType::LINUX,
+                        12 * MIB,
+                        24 * MIB,
+                    )),
+                );
                 (m, "OutsideArea l")
             },
             {
@@ -640,17 +719,26 @@ mod tests {
             assert!(m.write_to(&mut img, disk).is_err());
             assert!(img.is_empty());
         }
-        assert!(matches!(base().validate(1000), Err(Error::BadDiskSize { .. })));
+        assert!(matches!(
+            base().validate(1000),
+            Err(Error::BadDiskSize { .. })
+        ));
     }
 
     #[test]
     fn keep_boot_code_leaves_first_440_bytes() {
         let mut img = vec![0xAB; 8 * MIB as usize];
-        base().boot_code(BootCode::Keep).write_to(&mut img, 8 * MIB).unwrap();
+        base()
+            .boot_code(BootCode::Keep)
+            .write_to(&mut img, 8 * MIB)
+            .unwrap();
         assert!(img[..440].iter().all(|&b| b == 0xAB));
         assert_eq!(&img[510..512], &[0x55, 0xAA]);
         let code = Box::new([0x90; 440]);
-        base().boot_code(BootCode::Code(code)).write_to(&mut img, 8 * MIB).unwrap();
+        base()
+            .boot_code(BootCode::Code(code))
+            .write_to(&mut img, 8 * MIB)
+            .unwrap();
         assert!(img[..440].iter().all(|&b| b == 0x90));
         base().write_to(&mut img, 8 * MIB).unwrap();
         assert!(img[..440].iter().all(|&b| b == 0));

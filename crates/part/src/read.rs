@@ -143,7 +143,11 @@ pub fn read_table<R: ReadAt + ?Sized>(disk: &R) -> Result<PartitionTable> {
     if mbr.signature != MBR_SIGNATURE {
         return Err(Error::NoTable);
     }
-    if mbr.partition_record.iter().any(|r| r.os_type == MbrType::GPT_PROTECTIVE.0) {
+    if mbr
+        .partition_record
+        .iter()
+        .any(|r| r.os_type == MbrType::GPT_PROTECTIVE.0)
+    {
         return read_gpt(disk, disk_bytes);
     }
     let chain = read_mbr_chain(disk, &mbr, disk_bytes)?;
@@ -195,7 +199,11 @@ fn mbr_partition(number: u32, rec: &RawMbrEntry, start_lba: u64, logical: bool) 
     }
 }
 
-pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(disk: &R, mbr: &RawMbr, disk_bytes: u64) -> Result<MbrChain> {
+pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(
+    disk: &R,
+    mbr: &RawMbr,
+    disk_bytes: u64,
+) -> Result<MbrChain> {
     let mut partitions = Vec::new();
     let mut extended: Option<(usize, u64, u64)> = None;
     for (i, rec) in mbr.partition_record.iter().enumerate() {
@@ -229,7 +237,10 @@ pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(disk: &R, mbr: &RawMbr, disk_by
     let mut ebr_lba = ext_start;
     let mut number = 5u32;
     loop {
-        let corrupt = |problem| Error::CorruptMbr { lba: ebr_lba, problem };
+        let corrupt = |problem| Error::CorruptMbr {
+            lba: ebr_lba,
+            problem,
+        };
         if visited.contains(&ebr_lba) {
             return Err(corrupt(MbrProblem::EbrLoop));
         }
@@ -282,20 +293,31 @@ pub(crate) struct GptCopy {
 }
 
 /// Reads and verifies the GPT header at `lba` and its entry array.
-pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(disk: &R, lba: u64, disk_sectors: u64) -> Result<GptCopy, GptProblem> {
+pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
+    disk: &R,
+    lba: u64,
+    disk_sectors: u64,
+) -> Result<GptCopy, GptProblem> {
     let mut block = [0u8; SECTOR_BYTES as usize];
-    let at = lba.checked_mul(SECTOR_BYTES).ok_or(GptProblem::Unreadable)?;
-    disk.read_exact_at(&mut block, at).map_err(|_| GptProblem::Unreadable)?;
+    let at = lba
+        .checked_mul(SECTOR_BYTES)
+        .ok_or(GptProblem::Unreadable)?;
+    disk.read_exact_at(&mut block, at)
+        .map_err(|_| GptProblem::Unreadable)?;
     let (header, _) = RawGptHeader::read_from_prefix(&block).map_err(|_| GptProblem::Unreadable)?;
     if header.signature != GPT_SIGNATURE {
         return Err(GptProblem::BadSignature);
     }
     let size = u64::from(header.header_size.get());
-    if header.revision.get() >> 16 != 1 || !(u64::from(GPT_HEADER_SIZE)..=SECTOR_BYTES).contains(&size) {
+    if header.revision.get() >> 16 != 1
+        || !(u64::from(GPT_HEADER_SIZE)..=SECTOR_BYTES).contains(&size)
+    {
         return Err(GptProblem::BadHeaderFormat);
     }
     // size <= 512 was checked just above.
-    let covered = block.get(..size as usize).ok_or(GptProblem::BadHeaderFormat)?;
+    let covered = block
+        .get(..size as usize)
+        .ok_or(GptProblem::BadHeaderFormat)?;
     if GptCrc32::header(covered) != header.header_crc32.get() {
         return Err(GptProblem::HeaderCrc);
     }
@@ -304,7 +326,9 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(disk: &R, lba: u64, disk_sectors
     }
     let entry_size = u64::from(header.size_of_partition_entry.get());
     let count = u64::from(header.number_of_partition_entries.get());
-    let array_bytes = entry_size.checked_mul(count).ok_or(GptProblem::BadEntryArray)?;
+    let array_bytes = entry_size
+        .checked_mul(count)
+        .ok_or(GptProblem::BadEntryArray)?;
     let entries_lba = header.partition_entry_lba.get();
     let array_end_lba = entries_lba
         .checked_add(array_bytes.div_ceil(SECTOR_BYTES))
@@ -325,14 +349,17 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(disk: &R, lba: u64, disk_sectors
     // array_bytes <= 1 MiB, checked above.
     let mut entries = vec![0u8; array_bytes as usize];
     let at = entries_lba * SECTOR_BYTES;
-    disk.read_exact_at(&mut entries, at).map_err(|_| GptProblem::Unreadable)?;
+    disk.read_exact_at(&mut entries, at)
+        .map_err(|_| GptProblem::Unreadable)?;
     if GptCrc32::checksum(&entries) != header.partition_entry_array_crc32.get() {
         return Err(GptProblem::EntriesCrc);
     }
     for e in entries.chunks_exact(entry_size as usize) {
         let (e, _) = RawGptEntry::read_from_prefix(e).map_err(|_| GptProblem::BadEntryArray)?;
         if e.partition_type_guid != [0; 16]
-            && (e.starting_lba.get() < first || e.ending_lba.get() > last || e.ending_lba.get() < e.starting_lba.get())
+            && (e.starting_lba.get() < first
+                || e.ending_lba.get() > last
+                || e.ending_lba.get() < e.starting_lba.get())
         {
             return Err(GptProblem::BadEntry);
         }
