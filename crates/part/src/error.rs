@@ -236,6 +236,11 @@ pub enum GptProblem {
     /// An entry lies outside the usable range or has end < start.
     #[error("a partition entry lies outside the usable range")]
     BadEntry,
+    /// The backup is valid on its own but does not match the primary
+    /// (other entries or disk GUID, or the headers do not point at each
+    /// other).
+    #[error("backup does not match the primary")]
+    CopiesDiffer,
     /// Reading the header or array failed (for example past the end of
     /// the image).
     #[error("unreadable")]

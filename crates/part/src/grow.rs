@@ -196,6 +196,14 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
                         backup: crate::GptProblem::Unreadable,
                     }
                 })?;
+            let last = table.disk_bytes / SECTOR_BYTES - 1;
+            if copy.header.alternate_lba.get() != last {
+                return Err(Error::CannotResize {
+                    number,
+                    problem:
+                        "the backup GPT header is not at the end of the disk; relocate it first",
+                });
+            }
             let mut header = copy.header.clone();
             let mut entries = copy.entries;
             let entry_size = header.size_of_partition_entry.get() as usize;
@@ -207,7 +215,7 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
                 .map_err(|_| Error::NoSuchPartition { number })?;
             e.ending_lba = U64::new(new_end / SECTOR_BYTES - 1);
             header.partition_entry_array_crc32 = U32::new(GptCrc32::checksum(&entries));
-            write_copies(disk, &header, &entries, header.alternate_lba.get())?;
+            write_copies(disk, &header, &entries, last)?;
         }
         Scheme::Mbr { .. } => resize_mbr(disk, &table, number, &part, new_end)?,
     }

@@ -89,6 +89,8 @@ pub use read::{
 /// Bytes per logical sector. Every board kiln targets uses 512-byte
 /// sectors; 4Kn media are not supported.
 pub const SECTOR_BYTES: u64 = 512;
+/// [`SECTOR_BYTES`] as a buffer length.
+pub(crate) const SECTOR_LEN: usize = 512;
 
 /// The most logical partitions the writer accepts and the reader follows
 /// in an EBR chain (bounds hostile chains; Linux numbers up to 256

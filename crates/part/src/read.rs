@@ -7,6 +7,8 @@
 //! visited EBR, the GPT entry array may not exceed
 //! [`MAX_GPT_ARRAY_BYTES`], and every LBA is checked against the disk.
 
+#![deny(clippy::arithmetic_side_effects, clippy::as_conversions)]
+
 use kiln_units::{Guid, ReadAt};
 use zerocopy::FromBytes;
 
@@ -14,7 +16,7 @@ use crate::crc::GptCrc32;
 use crate::error::{io_at, Error, GptProblem, MbrProblem, Result};
 use crate::gpt::{RawGptEntry, RawGptHeader, GPT_HEADER_SIZE, GPT_NAME_UNITS, GPT_SIGNATURE};
 use crate::mbr::{MbrType, RawMbr, RawMbrEntry, MBR_ACTIVE, MBR_SIGNATURE};
-use crate::{MAX_LOGICAL, SECTOR_BYTES};
+use crate::{MAX_LOGICAL, SECTOR_BYTES, SECTOR_LEN};
 
 /// The largest GPT entry array the reader accepts, in bytes (the usual
 /// array is 16 KiB; this allows 8192 entries of 128 bytes).
@@ -161,19 +163,13 @@ pub fn read_table<R: ReadAt + ?Sized>(disk: &R) -> Result<PartitionTable> {
 }
 
 pub(crate) fn read_sector<R: ReadAt + ?Sized>(disk: &R, lba: u64) -> Result<RawMbr> {
-    let mut buf = [0u8; SECTOR_BYTES as usize];
+    let mut buf = [0u8; SECTOR_LEN];
     let at = lba.checked_mul(SECTOR_BYTES).ok_or(Error::CorruptMbr {
         lba,
         problem: MbrProblem::Overflow,
     })?;
     disk.read_exact_at(&mut buf, at).map_err(io_at(at))?;
-    Ok(RawMbr::read_from_bytes(&buf).unwrap_or_else(|_| RawMbr::new_zeroed_sector()))
-}
-
-impl RawMbr {
-    fn new_zeroed_sector() -> Self {
-        <Self as zerocopy::FromZeros>::new_zeroed()
-    }
+    Ok(zerocopy::transmute!(buf))
 }
 
 /// The MBR partitions plus where each logical partition's EBR is.
@@ -206,12 +202,10 @@ pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(
 ) -> Result<MbrChain> {
     let mut partitions = Vec::new();
     let mut extended: Option<(usize, u64, u64)> = None;
-    for (i, rec) in mbr.partition_record.iter().enumerate() {
+    for ((i, rec), number) in mbr.partition_record.iter().enumerate().zip(1u32..) {
         if rec.is_empty() {
             continue;
         }
-        // i < 4, so the number fits.
-        let number = i as u32 + 1;
         let start = u64::from(rec.starting_lba.get());
         if MbrType(rec.os_type).is_extended() {
             if extended.is_some() {
@@ -220,7 +214,11 @@ pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(
                     problem: MbrProblem::SeveralExtended,
                 });
             }
-            extended = Some((i, start, start + u64::from(rec.size_in_lba.get())));
+            extended = Some((
+                i,
+                start,
+                start.saturating_add(u64::from(rec.size_in_lba.get())),
+            ));
         }
         partitions.push(mbr_partition(number, rec, start, false));
     }
@@ -264,13 +262,13 @@ pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(
             let start = ebr_lba
                 .checked_add(u64::from(rec.starting_lba.get()))
                 .ok_or(corrupt(MbrProblem::Overflow))?;
-            let end = start + u64::from(rec.size_in_lba.get());
+            let end = start.saturating_add(u64::from(rec.size_in_lba.get()));
             if end > ext_end {
                 return Err(corrupt(MbrProblem::OutsideExtended));
             }
             partitions.push(mbr_partition(number, rec, start, true));
             ebrs.push((number, ebr_lba));
-            number += 1;
+            number = number.saturating_add(1);
         }
         if link.is_empty() || !MbrType(link.os_type).is_extended() {
             break;
@@ -298,7 +296,7 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
     lba: u64,
     disk_sectors: u64,
 ) -> Result<GptCopy, GptProblem> {
-    let mut block = [0u8; SECTOR_BYTES as usize];
+    let mut block = [0u8; SECTOR_LEN];
     let at = lba
         .checked_mul(SECTOR_BYTES)
         .ok_or(GptProblem::Unreadable)?;
@@ -316,7 +314,7 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
     }
     // size <= 512 was checked just above.
     let covered = block
-        .get(..size as usize)
+        .get(..usize::try_from(size).map_err(|_| GptProblem::BadHeaderFormat)?)
         .ok_or(GptProblem::BadHeaderFormat)?;
     if GptCrc32::header(covered) != header.header_crc32.get() {
         return Err(GptProblem::HeaderCrc);
@@ -347,14 +345,18 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
         return Err(GptProblem::BadUsableRange);
     }
     // array_bytes <= 1 MiB, checked above.
-    let mut entries = vec![0u8; array_bytes as usize];
-    let at = entries_lba * SECTOR_BYTES;
+    let mut entries =
+        vec![0u8; usize::try_from(array_bytes).map_err(|_| GptProblem::BadEntryArray)?];
+    let at = entries_lba
+        .checked_mul(SECTOR_BYTES)
+        .ok_or(GptProblem::BadEntryArray)?;
     disk.read_exact_at(&mut entries, at)
         .map_err(|_| GptProblem::Unreadable)?;
     if GptCrc32::checksum(&entries) != header.partition_entry_array_crc32.get() {
         return Err(GptProblem::EntriesCrc);
     }
-    for e in entries.chunks_exact(entry_size as usize) {
+    let entry_len = usize::try_from(entry_size).map_err(|_| GptProblem::BadEntryArray)?;
+    for e in entries.chunks_exact(entry_len) {
         let (e, _) = RawGptEntry::read_from_prefix(e).map_err(|_| GptProblem::BadEntryArray)?;
         if e.partition_type_guid != [0; 16]
             && (e.starting_lba.get() < first
@@ -376,6 +378,19 @@ fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTa
     } else {
         Err(GptProblem::Unreadable)
     };
+    // Both copies readable but describing different tables (a tool
+    // updated only one): report it on the backup, use the primary.
+    let backup = match (&primary, backup) {
+        (Ok(p), Ok(b))
+            if p.entries != b.entries
+                || p.header.disk_guid != b.header.disk_guid
+                || b.header.alternate_lba.get() != 1
+                || p.header.alternate_lba.get() != last =>
+        {
+            Err(GptProblem::CopiesDiffer)
+        }
+        (_, b) => b,
+    };
     let (copy, source) = match (&primary, &backup) {
         (Ok(p), _) => (p, GptSource::Primary),
         (Err(_), Ok(b)) => (b, GptSource::Backup),
@@ -387,7 +402,8 @@ fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTa
         }
     };
     let h = &copy.header;
-    let entry_size = h.size_of_partition_entry.get() as usize;
+    // Bounded to 128..=1 MiB by read_gpt_copy.
+    let entry_size = usize::try_from(h.size_of_partition_entry.get()).unwrap_or(128);
     let mut partitions = Vec::new();
     for (i, raw) in copy.entries.chunks_exact(entry_size).enumerate() {
         let Ok((e, _)) = RawGptEntry::read_from_prefix(raw) else {
@@ -405,10 +421,10 @@ fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTa
             .collect();
         let start = e.starting_lba.get();
         // Checked against the usable range in read_gpt_copy.
-        let sectors = e.ending_lba.get() - start + 1;
+        let sectors = e.ending_lba.get().saturating_sub(start).saturating_add(1);
         let attributes = e.attributes.get();
         partitions.push(Partition {
-            number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            number: u32::try_from(i).map_or(u32::MAX, |n| n.saturating_add(1)),
             start_bytes: start.saturating_mul(SECTOR_BYTES),
             size_bytes: sectors.saturating_mul(SECTOR_BYTES),
             partition_type: PartitionType::Gpt(Guid::from_disk_bytes(e.partition_type_guid)),

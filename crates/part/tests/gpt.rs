@@ -384,6 +384,10 @@ fn grow_relocates_backup_and_resizes_last_partition() {
     assert_eq!(source, GptSource::Primary);
     assert!(backup_problem.is_some());
 
+    assert!(matches!(
+        resize_partition(&mut f, 3, 20 * MIB),
+        Err(Error::CannotResize { number: 3, .. })
+    ));
     relocate_gpt_backup(&mut f, 2 * disk).unwrap();
     sgdisk_clean(&img);
     let t = read_table(&f).unwrap();
@@ -439,4 +443,44 @@ fn grow_relocates_backup_and_resizes_last_partition() {
         Err(Error::OutsideArea { .. })
     ));
     sgdisk_clean(&img);
+}
+
+#[test]
+fn mismatched_backup_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = 64 * MIB;
+    let (img, mut f) = small_gpt(dir.path(), disk);
+    // A different, self-consistent table; take its backup (last 33 sectors).
+    let mut other = Gpt::new(guid(9));
+    other.push(GptPartition::new(
+        "other",
+        gpt_types::LINUX_FILESYSTEM,
+        guid(1),
+        4 * MIB,
+        8 * MIB,
+    ));
+    let mut v = Vec::new();
+    other.write_to(&mut v, disk).unwrap();
+    let tail = &v[(disk - 33 * 512) as usize..];
+    f.write_all_at(tail, disk - 33 * 512).unwrap();
+    let (out, _, _) = run("sgdisk", &["-v", s(&img)]);
+    assert!(
+        !out.contains("No problems found"),
+        "sgdisk should see the mismatch:\n{out}"
+    );
+    let t = read_table(&f).unwrap();
+    let Scheme::Gpt {
+        source,
+        primary_problem,
+        backup_problem,
+        ..
+    } = t.scheme
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (source, primary_problem, backup_problem),
+        (GptSource::Primary, None, Some(GptProblem::CopiesDiffer))
+    );
+    assert_eq!(t.partitions.len(), 3);
 }
