@@ -14,7 +14,8 @@
 //! |        | info_length u8 (8), indirect_levels u8, flags u8    |
 //! | 0x20   | limit u16, count u16, block u32 (hash 0)            |
 //! | 0x28   | dx_entry {hash u32, block u32} × (count - 1)        |
-//! | 0xFF8  | dx_tail: reserved u32, crc32c u32                   |
+//! | 0xFF8  | dx_tail: reserved u32, crc32c u32 (over the block up  |
+//! |        | to the last used entry, then the tail with csum 0)  |
 //!
 //! Interior nodes (dx_node) start with an empty dirent of rec_len 4096
 //! followed by the same limit/count/entries at offset 8. Leaf blocks are
@@ -243,7 +244,7 @@ fn write_dx(b: &mut [u8], at: usize, limit: usize, ents: &[(u32, u32)], inode_se
     b[tail..tail + 8].fill(0);
     let c = Crc32c::new(inode_seed)
         .update(&b[..size])
-        .update(&b[tail..tail + 4])
+        .update(&b[tail..tail + 8]) // dt_reserved + zeroed dt_checksum
         .value();
     b[tail + 4..tail + 8].copy_from_slice(&c.to_le_bytes());
 }
