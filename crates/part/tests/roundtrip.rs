@@ -15,7 +15,10 @@ const S: u64 = 512;
 /// A primary: (gap before, size) in sectors, type, bootable.
 type P = (u64, u64, u8, bool);
 
-fn mbr_layout() -> impl Strategy<Value = (Vec<P>, Option<(u64, u64, Vec<(u64, u64)>)>, u64)> {
+/// The extended partition: (gap, EBR-to-partition gap, logicals (gap, size)).
+type X = (u64, u64, Vec<(u64, u64)>);
+
+fn mbr_layout() -> impl Strategy<Value = (Vec<P>, Option<X>, u64)> {
     (
         prop::collection::vec(
             (
