@@ -580,43 +580,11 @@ pub fn flash<T: FlashTarget + ?Sized>(
         .sync_data()
         .map_err(io_err("syncing the target", 0))?;
 
-    let mut verified = 0u64;
-    if opts.verify {
-        for seg in &segments {
-            target
-                .drop_cache(seg.start, seg.end - seg.start)
-                .map_err(io_err("dropping the target's cache", seg.start))?;
-            let mut h = Sha256Hasher::new();
-            let mut off = seg.start;
-            while off < seg.end {
-                let e = ((off / buf.len() as u64 + 1) * buf.len() as u64).min(seg.end);
-                let data = buf.get_mut(..(e - off) as usize).unwrap_or_default();
-                target
-                    .read_exact_at(data, off)
-                    .map_err(io_err("reading back the target", off))?;
-                h.update(data);
-                verified += e - off;
-                progress(Progress {
-                    phase: Phase::Verify,
-                    done_bytes: verified,
-                    total_bytes: Some(written),
-                });
-                off = e;
-            }
-            let actual = h.finish();
-            let expected = seg.expected.or(seg.actual).unwrap_or(actual);
-            if actual != expected {
-                return Err(Error::VerifyFailed {
-                    first_block: seg.first_block,
-                    last_block: seg.last_block,
-                    start_byte: seg.start,
-                    end_byte: seg.end,
-                    expected,
-                    actual,
-                });
-            }
-        }
-    }
+    let verified = if opts.verify {
+        verify_segments(&*target, &segments, &mut buf, written, progress)?
+    } else {
+        0
+    };
 
     let mut gpt = None;
     if opts.relocate_gpt {
@@ -638,6 +606,86 @@ pub fn flash<T: FlashTarget + ?Sized>(
         ranges: segments.len(),
         gpt,
     })
+}
+
+/// Re-hashes every segment from the target and compares it with the
+/// expected digest (bmap checksum, or the digest computed while writing).
+fn verify_segments<T: FlashTarget + ?Sized>(
+    target: &T,
+    segments: &[Segment],
+    buf: &mut [u8],
+    total: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64> {
+    let chunk = (buf.len() as u64).max(1);
+    let mut verified = 0u64;
+    for seg in segments {
+        target
+            .drop_cache(seg.start, seg.end - seg.start)
+            .map_err(io_err("dropping the target's cache", seg.start))?;
+        let mut h = Sha256Hasher::new();
+        let mut off = seg.start;
+        while off < seg.end {
+            let e = ((off / chunk).saturating_add(1).saturating_mul(chunk)).min(seg.end);
+            let data = buf.get_mut(..(e - off) as usize).unwrap_or_default();
+            target
+                .read_exact_at(data, off)
+                .map_err(io_err("reading back the target", off))?;
+            h.update(data);
+            verified += e - off;
+            progress(Progress {
+                phase: Phase::Verify,
+                done_bytes: verified,
+                total_bytes: Some(total),
+            });
+            off = e;
+        }
+        let actual = h.finish();
+        let expected = seg.expected.or(seg.actual).unwrap_or(actual);
+        if actual != expected {
+            return Err(Error::VerifyFailed {
+                first_block: seg.first_block,
+                last_block: seg.last_block,
+                start_byte: seg.start,
+                end_byte: seg.end,
+                expected,
+                actual,
+            });
+        }
+    }
+    Ok(verified)
+}
+
+/// Verifies a target against a bmap without writing: every mapped range
+/// is read back (page cache dropped first) and hashed. Returns the bytes
+/// verified. Use after a flash, or to check a medium flashed earlier.
+/// After a GPT relocation the range holding LBA 1 differs on purpose.
+///
+/// # Errors
+/// [`Error::VerifyFailed`] naming the first range that differs,
+/// [`Error::Io`].
+pub fn verify_target<T: FlashTarget + ?Sized>(
+    target: &T,
+    bmap: &Bmap,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64> {
+    let segments: Vec<Segment> = bmap
+        .ranges()
+        .iter()
+        .map(|r| {
+            let (start, end) = bmap.byte_range(r.blocks);
+            Segment {
+                start,
+                end,
+                first_block: r.blocks.first,
+                last_block: r.blocks.last,
+                expected: Some(r.sha256),
+                actual: None,
+            }
+        })
+        .collect();
+    let mut buf = vec![0u8; 4 << 20];
+    verify_segments(target, &segments, &mut buf, bmap.mapped_bytes(), progress)
 }
 
 #[cfg(test)]

@@ -1,0 +1,75 @@
+//! Helpers for the validator-driven tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Fails (never skips) when `tool` is missing, naming the Debian package.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "validator `{tool}` not found: install the Debian package `{package}` (apt-get install -y {package})"
+    );
+}
+
+/// Runs a command, returning its output (no status check).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command and asserts success, returning stdout as text.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), mixed with text so the
+/// data compresses somewhat like a filesystem image.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    let mut line = 0u64;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 4 == 0 {
+            v.extend_from_slice(&x.to_le_bytes());
+        } else {
+            line += 1;
+            v.extend_from_slice(
+                format!("/usr/lib/file-{line} mode=0644 size={}\n", x % 9973).as_bytes(),
+            );
+        }
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes a sparse image: `size` bytes, `data` at each offset.
+pub fn sparse_image(path: &Path, size: u64, data: &[(u64, Vec<u8>)]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (off, bytes) in data {
+        f.write_all_at(bytes, *off).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// Byte-compares two files with `cmp`.
+pub fn cmp_equal(a: &Path, b: &Path) -> bool {
+    require("cmp", "diffutils");
+    run(Command::new("cmp").arg(a).arg(b)).status.success()
+}
