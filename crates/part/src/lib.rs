@@ -24,19 +24,29 @@
 //! API are in bytes.
 //!
 //! # Why native and not the `gpt` / `mbrman` crates
-//! Both were found valid (CRATES.md), but neither fits cleanly: they work
-//! on `Read + Write + Seek` devices rather than kiln's positional
-//! [`kiln_units::WriteAt`] (which lets the pipeline write partitions and
-//! tables into one sparse file in any order); `gpt` leaves the protective
-//! MBR to the caller and has no notion of "which header did I read";
-//! `mbrman` places a logical partition one alignment unit after its EBR
-//! by its own rule, whereas balenaOS fixes the EBR 4 MiB in front of each
-//! logical partition and kiln must reproduce exactly that; and kiln's
-//! readers must bound hostile EBR chains and GPT arrays with typed errors
-//! and resize partitions in place. The formats are small (this crate is
-//! about 1,000 lines with its docs), the wire structs are zerocopy types
-//! with size asserts, and the result is checked against `sfdisk`,
-//! `sgdisk`, `fdisk`, `blkid` and `partx` in `tests/`.
+//! Both were found valid (CRATES.md), but neither fits cleanly:
+//! - both drive a `Read + Write + Seek` device with a cursor, whereas
+//!   kiln writes partitions and tables into one sparse output through the
+//!   positional [`kiln_units::WriteAt`], in any order, without seeking a
+//!   shared handle;
+//! - `gpt` does not write the protective MBR, and its reader does not
+//!   report which header it used or why the other was rejected, which
+//!   `kiln inspect` shows;
+//! - `mbrman` places logical partitions itself (`push` searches free
+//!   space and derives the EBR gap from its alignment setting), while
+//!   kiln's pipeline has already computed every offset and needs them
+//!   written verbatim, including the EBR exactly 4 MiB in front of each
+//!   logical partition as balenaOS has it;
+//! - base images need in-place edits (move the GPT backup, grow the
+//!   extended + last logical partition) and readers that bound hostile EBR
+//!   chains and GPT arrays with typed, partition-naming errors.
+//!
+//! The formats are small (MBR+EBR writer ~250 lines, GPT writer ~300,
+//! reader ~450, without tests), the wire structs are zerocopy types with
+//! size asserts, and every layout is checked against `sfdisk`, `sgdisk`,
+//! `fdisk`, `blkid` and `partx` in `tests/`. Same inputs (disk signature,
+//! GUIDs, layout) always give the same bytes: nothing reads the clock or
+//! randomness.
 //!
 //! # Example
 //! ```
