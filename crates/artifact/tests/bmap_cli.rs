@@ -7,22 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{cmp_equal, ok, payload, require, run, sparse_image};
+use common::{cmp_equal, make_image, ok, require, run};
 use kiln_artifact::bmap::{nonzero_ranges, BlockRange, Bmap, BMAP_BLOCK_SIZE, BMAP_MAX_FILE_BYTES};
-
-/// A 48 MiB (+1000 bytes, so the last block is partial) sparse image with
-/// data at known extents; returns the extents.
-fn make_image(path: &Path) -> Vec<(u64, u64)> {
-    let size = (48 << 20) + 1000;
-    let data = vec![
-        (0u64, payload(70_000, 1)),
-        (5 << 20, payload(3 << 20, 2)),
-        ((20 << 20) + 100, payload(4096 * 3, 3)),
-        (size - 500, payload(500, 4)),
-    ];
-    sparse_image(path, size, &data);
-    data.iter().map(|(o, d)| (*o, d.len() as u64)).collect()
-}
 
 fn our_bmap(image: &Path, extents: &[(u64, u64)]) -> Bmap {
     let f = std::fs::File::open(image).unwrap();

@@ -73,3 +73,17 @@ pub fn cmp_equal(a: &Path, b: &Path) -> bool {
     require("cmp", "diffutils");
     run(Command::new("cmp").arg(a).arg(b)).status.success()
 }
+
+/// A 48 MiB (+1000 bytes, so the last block is partial) sparse image with
+/// data at known extents; returns the extents `(offset, length)`.
+pub fn make_image(path: &Path) -> Vec<(u64, u64)> {
+    let size = (48 << 20) + 1000;
+    let data = vec![
+        (0u64, payload(70_000, 1)),
+        (5 << 20, payload(3 << 20, 2)),
+        ((20 << 20) + 100, payload(4096 * 3, 3)),
+        (size - 500, payload(500, 4)),
+    ];
+    sparse_image(path, size, &data);
+    data.iter().map(|(o, d)| (*o, d.len() as u64)).collect()
+}
