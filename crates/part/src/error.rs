@@ -136,6 +136,25 @@ pub enum Error {
         name: String,
     },
 
+    /// A GPT partition name contains a NUL character (which would end the
+    /// name early on disk).
+    #[error("partition name {name:?} contains a NUL character")]
+    NulInName {
+        /// The name.
+        name: String,
+    },
+
+    /// An MBR type byte that cannot be used here: 0 (marks an unused
+    /// record), an extended type for a primary or logical partition, or
+    /// a non-extended type for the extended partition.
+    #[error("partition {name:?}: type 0x{os_type:02x} is not allowed here")]
+    BadMbrType {
+        /// Partition name.
+        name: String,
+        /// The type byte.
+        os_type: u8,
+    },
+
     /// Two GPT partitions share a unique GUID.
     #[error("partition {name:?} reuses the unique GUID of {other:?}")]
     DuplicateGuid {

@@ -112,6 +112,19 @@ pub mod types {
     ]);
 }
 
+/// The usual name of a partition type GUID (as `sfdisk` shows it), if
+/// it is one of [`types`].
+pub fn type_name(type_guid: Guid) -> Option<&'static str> {
+    Some(match type_guid {
+        t if t == types::EFI_SYSTEM => "EFI System",
+        t if t == types::LINUX_FILESYSTEM => "Linux filesystem",
+        t if t == types::LINUX_SWAP => "Linux swap",
+        t if t == types::BIOS_BOOT => "BIOS boot",
+        t if t == types::MICROSOFT_BASIC_DATA => "Microsoft basic data",
+        _ => return None,
+    })
+}
+
 /// The GPT header (UEFI 2.10 table 5-5), the first 92 bytes of its block.
 #[repr(C)]
 #[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -328,6 +341,11 @@ impl Gpt {
                     name: p.name.clone(),
                     units,
                     max: GPT_NAME_UNITS,
+                });
+            }
+            if p.name.contains('\0') {
+                return Err(Error::NulInName {
+                    name: p.name.clone(),
                 });
             }
             if p.type_guid == Guid::ZERO {

@@ -163,6 +163,37 @@ impl MbrType {
     }
 }
 
+impl std::fmt::Display for MbrType {
+    /// `0x83 (Linux)`, or just `0x42` for types without a known name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:02x}", self.0)?;
+        match self.name() {
+            Some(n) => write!(f, " ({n})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MbrType {
+    /// The usual name of this type (as fdisk shows it), if known.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0x05 => "Extended",
+            0x0b => "W95 FAT32",
+            0x0c => "W95 FAT32 (LBA)",
+            0x0e => "W95 FAT16 (LBA)",
+            0x0f => "W95 Ext'd (LBA)",
+            0x06 => "FAT16",
+            0x82 => "Linux swap",
+            0x83 => "Linux",
+            0x85 => "Linux extended",
+            0xee => "GPT",
+            0xef => "EFI (FAT-12/16/32)",
+            _ => return None,
+        })
+    }
+}
+
 /// A primary or logical partition of an MBR disk. Offsets and sizes are in
 /// bytes (multiples of 512).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +404,7 @@ impl Mbr {
             let name = slot_name(slot);
             match slot {
                 Slot::Primary(p) => {
+                    check_type(p)?;
                     let end = check_extent(
                         &p.name,
                         p.start_bytes,
@@ -393,6 +425,12 @@ impl Mbr {
                         return Err(Error::TooManyPartitions { name, max: 1 });
                     }
                     seen_extended = true;
+                    if !e.os_type.is_extended() {
+                        return Err(Error::BadMbrType {
+                            name,
+                            os_type: e.os_type.0,
+                        });
+                    }
                     let end = check_extent(
                         &name,
                         e.start_bytes,
@@ -464,6 +502,17 @@ impl Mbr {
     }
 }
 
+/// A primary or logical partition needs a non-zero, non-extended type.
+fn check_type(p: &MbrPartition) -> Result<()> {
+    if p.os_type.0 == 0 || p.os_type.is_extended() || p.os_type == MbrType::GPT_PROTECTIVE {
+        return Err(Error::BadMbrType {
+            name: p.name.clone(),
+            os_type: p.os_type.0,
+        });
+    }
+    Ok(())
+}
+
 fn slot_name(slot: &Slot) -> String {
     match slot {
         Slot::Primary(p) => p.name.clone(),
@@ -505,6 +554,7 @@ fn validate_logicals(e: &Extended, ext_end: u64, align: u64) -> Result<()> {
                 align_bytes: SECTOR_BYTES,
             });
         }
+        check_type(p)?;
         let ebr = e.ebr_of(p)?;
         if i == 0 && ebr != e.start_bytes {
             return Err(Error::BadEbrPlacement {
@@ -703,6 +753,28 @@ mod tests {
                 m.push_extended(Extended::new(8 * MIB, 8 * MIB, 4 * MIB));
                 m.push_extended(Extended::new(16 * MIB, 8 * MIB, 4 * MIB));
                 (m, "TooManyPartitions extended")
+            },
+            {
+                let mut m = base();
+                m.push_primary(MbrPartition::new("z", MbrType(0), 8 * MIB, MIB));
+                (m, "BadMbrType z")
+            },
+            {
+                let mut m = base();
+                m.push_primary(MbrPartition::new("x", MbrType::EXTENDED_LBA, 8 * MIB, MIB));
+                (m, "BadMbrType x")
+            },
+            {
+                let mut m = base();
+                m.push_extended(Extended::new(8 * MIB, 8 * MIB, 4 * MIB).os_type(MbrType::LINUX));
+                (m, "BadMbrType extended")
+            },
+            {
+                let mut m = base();
+                m.push_extended(Extended::new(8 * MIB, 24 * MIB, 4 * MIB).logical(
+                    MbrPartition::new("lx", MbrType::EXTENDED, 12 * MIB, 4 * MIB),
+                ));
+                (m, "BadMbrType lx")
             },
         ];
         for (m, want) in cases {

@@ -79,6 +79,23 @@ pub enum PartitionType {
     Gpt(Guid),
 }
 
+impl std::fmt::Display for PartitionType {
+    /// `0x83 (Linux)` or `0fc63daf-8483-4772-8e79-3d69d8477de4 (Linux
+    /// filesystem)`; the name only when known.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartitionType::Mbr(t) => t.fmt(f),
+            PartitionType::Gpt(g) => {
+                write!(f, "{g}")?;
+                match crate::gpt::type_name(*g) {
+                    Some(n) => write!(f, " ({n})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// One partition as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
@@ -447,4 +464,22 @@ fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTa
         },
         partitions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_display() {
+        assert_eq!(
+            PartitionType::Mbr(MbrType::FAT16_LBA).to_string(),
+            "0x0e (W95 FAT16 (LBA))"
+        );
+        assert_eq!(PartitionType::Mbr(MbrType(0x42)).to_string(), "0x42");
+        assert_eq!(
+            PartitionType::Gpt(crate::gpt_types::EFI_SYSTEM).to_string(),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b (EFI System)"
+        );
+    }
 }
