@@ -91,6 +91,19 @@ impl SizeEstimator {
         Ok(())
     }
 
+    /// Bytes of clusters the tree needs with `layout`'s cluster size.
+    fn bytes_needed(&self, layout: &FatLayout) -> u64 {
+        let cb = u64::from(layout.cluster_bytes());
+        let files: u64 = self.files.iter().map(|&s| u64::from(s).div_ceil(cb)).sum();
+        let dirs: u64 = self
+            .dirs
+            .iter()
+            .filter(|(p, _)| !(p.is_root() && layout.fat_type == FatType::Fat16))
+            .map(|(p, &c)| ((c + if p.is_root() { 1 } else { 2 }) * u64::from(DIR_ENTRY_SIZE)).div_ceil(cb).max(1))
+            .sum();
+        (files + dirs) * cb
+    }
+
     /// Whether the tree fits a volume with `layout` (label entry assumed).
     fn fits(&self, layout: &FatLayout) -> bool {
         let cb = layout.cluster_bytes();
@@ -120,18 +133,25 @@ impl SizeEstimator {
         let fits = |units: u64| -> bool {
             FatLayout::compute(units * STEP, opts).is_ok_and(|l| self.fits(&l))
         };
-        let (mut lo, mut hi) = (1u64, (u64::from(u32::MAX) * 512) / STEP);
+        // The largest size the options allow (FAT16 stops near 4 GiB,
+        // FAT32 at 2 TiB).
+        let top = [u64::from(u32::MAX) * 512, 4 << 30, 2 << 30, 1 << 30]
+            .into_iter()
+            .map(|b| b / STEP)
+            .find(|&u| FatLayout::compute(u * STEP, opts).is_ok());
+        let Some(mut hi) = top else {
+            // No size works at all: report the options' own error.
+            return FatLayout::compute(u64::from(u32::MAX) * 512, opts).map(|_| 0);
+        };
         if !fits(hi) {
-            // Either the tree is larger than FAT can hold or the options
-            // rule every size out; report the largest size's problem.
-            let size = hi * STEP;
-            let layout = FatLayout::compute(size, opts)?;
+            let layout = FatLayout::compute(hi * STEP, opts)?;
             return Err(Error::NoSpace {
                 what: "/".to_owned(),
-                needed_bytes: u64::MAX,
+                needed_bytes: self.bytes_needed(&layout),
                 available_bytes: u64::from(layout.cluster_count) * u64::from(layout.cluster_bytes()),
             });
         }
+        let mut lo = 1u64;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if fits(mid) {

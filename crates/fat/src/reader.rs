@@ -11,12 +11,21 @@
 use crate::{Error, FatType};
 use kiln_units::ReadAt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// `Read + Write + Seek` over a [`ReadAt`], read-only.
+/// `Read + Write + Seek` over a [`ReadAt`], read-only, with a read
+/// budget: every byte fatfs reads is counted, and once an operation has
+/// read more than the budget the reads fail. fatfs follows cluster chains
+/// without loop detection (a directory whose chain loops over deleted
+/// entries would spin forever), so this is what bounds the work a hostile
+/// image can cause.
 struct ReadAtIo<R> {
     inner: R,
     pos: u64,
     len: u64,
+    budget: Arc<AtomicU64>,
 }
 
 impl<R: ReadAt> Read for ReadAtIo<R> {
@@ -26,10 +35,33 @@ impl<R: ReadAt> Read for ReadAtIo<R> {
         if n == 0 {
             return Ok(0);
         }
+        let spent = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(n as u64));
+        if spent.is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "read budget exhausted (corrupt volume: cluster chain loop?)",
+            ));
+        }
         self.inner.read_exact_at(&mut buf[..n], self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// Runs a fatfs operation, turning a panic inside fatfs (0.3.6 has
+/// unchecked arithmetic on cluster numbers that overflows on corrupt
+/// entries in debug builds) into an error. kiln's own code does not panic;
+/// this fences the third-party parser.
+fn guarded<T>(op: &'static str, path: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::Read {
+            op,
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "fatfs failed on corrupt data"),
+        })
+    })
 }
 
 impl<R> Write for ReadAtIo<R> {
@@ -114,6 +146,9 @@ impl Default for ListLimits {
 /// ```
 pub struct FatReader<R: ReadAt> {
     fs: fatfs::FileSystem<ReadAtIo<R>>,
+    budget: Arc<AtomicU64>,
+    /// Budget granted to each operation: twice the volume plus 16 MiB.
+    per_op: u64,
 }
 
 impl<R: ReadAt> std::fmt::Debug for FatReader<R> {
@@ -138,14 +173,22 @@ impl<R: ReadAt> FatReader<R> {
     /// for a partition inside a disk image).
     pub fn open(region: R) -> Result<Self, Error> {
         let len = region.size().map_err(read_err("size", "/"))?;
+        let per_op = len.saturating_mul(2).saturating_add(16 << 20);
+        let budget = Arc::new(AtomicU64::new(per_op));
         let io = ReadAtIo {
             inner: region,
             pos: 0,
             len,
+            budget: Arc::clone(&budget),
         };
-        let fs = fatfs::FileSystem::new(io, fatfs::FsOptions::new())
-            .map_err(read_err("mount", "/"))?;
-        Ok(Self { fs })
+        let fs = guarded("mount", "/", || {
+            fatfs::FileSystem::new(io, fatfs::FsOptions::new()).map_err(read_err("mount", "/"))
+        })?;
+        Ok(Self { fs, budget, per_op })
+    }
+
+    fn refill(&self) {
+        self.budget.store(self.per_op, Ordering::Relaxed);
     }
 
     /// FAT16 or FAT32; FAT12 volumes are reported as `None`.
@@ -166,10 +209,12 @@ impl<R: ReadAt> FatReader<R> {
     /// (what Linux `blkid` and mtools show), else the boot sector's, with
     /// trailing spaces removed; `None` for no label / `NO NAME`.
     pub fn volume_label(&self) -> Result<Option<String>, Error> {
-        let from_root = self
-            .fs
-            .read_volume_label_from_root_dir_as_bytes()
-            .map_err(read_err("read the volume label of", "/"))?;
+        self.refill();
+        let from_root = guarded("read the volume label of", "/", || {
+            self.fs
+                .read_volume_label_from_root_dir_as_bytes()
+                .map_err(read_err("read the volume label of", "/"))
+        })?;
         let raw: Vec<u8> = match from_root {
             Some(b) => b.to_vec(),
             None => self.fs.volume_label_as_bytes().to_vec(),
@@ -185,6 +230,11 @@ impl<R: ReadAt> FatReader<R> {
     /// Every file and directory, depth first, directories before their
     /// contents, in on-disk order within a directory.
     pub fn list(&self, limits: ListLimits) -> Result<Vec<FatEntryInfo>, Error> {
+        self.refill();
+        guarded("list", "/", || self.list_inner(limits))
+    }
+
+    fn list_inner(&self, limits: ListLimits) -> Result<Vec<FatEntryInfo>, Error> {
         let mut out = Vec::new();
         let mut stack: Vec<(String, fatfs::Dir<'_, ReadAtIo<R>>, usize)> =
             vec![(String::new(), self.fs.root_dir(), 0)];
@@ -236,6 +286,11 @@ impl<R: ReadAt> FatReader<R> {
     /// The bytes of the file at `path` (slash-separated, long or short
     /// names, case-insensitive), refusing files larger than `max_bytes`.
     pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        self.refill();
+        guarded("read", path, || self.read_file_inner(path, max_bytes))
+    }
+
+    fn read_file_inner(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
         let p = path.trim_start_matches('/');
         let root = self.fs.root_dir();
         let mut file = root.open_file(p).map_err(|e| match e.kind() {
