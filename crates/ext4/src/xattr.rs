@@ -207,7 +207,7 @@ pub(crate) fn place(mut v: Vec<DiskXattr>) -> Result<Placed, XattrError> {
     for x in v {
         let mut trial = inl.clone();
         trial.push(x.clone());
-        if blk.is_empty() && space(&trial) <= room {
+        if space(&trial) <= room {
             inl = trial;
         } else {
             blk.push(x);
