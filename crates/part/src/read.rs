@@ -386,15 +386,38 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
     Ok(GptCopy { header, entries })
 }
 
+/// `AlternateLBA` of the primary header if the header itself (signature,
+/// size, CRC) is intact, whatever the state of its entry array.
+fn intact_header_alternate<R: ReadAt + ?Sized>(disk: &R) -> Option<u64> {
+    let mut block = [0u8; SECTOR_LEN];
+    disk.read_exact_at(&mut block, SECTOR_BYTES).ok()?;
+    let (header, _) = RawGptHeader::read_from_prefix(&block).ok()?;
+    let size = usize::try_from(header.header_size.get()).ok()?;
+    let covered = block.get(..size).filter(|c| c.len() >= 92)?;
+    let ok =
+        header.signature == GPT_SIGNATURE && GptCrc32::header(covered) == header.header_crc32.get();
+    ok.then(|| header.alternate_lba.get())
+}
+
 fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTable> {
     let disk_sectors = disk_bytes / SECTOR_BYTES;
     let last = disk_sectors.saturating_sub(1);
     let primary = read_gpt_copy(disk, 1, disk_sectors);
-    let backup = if last > 1 {
+    let mut backup = if last > 1 {
         read_gpt_copy(disk, last, disk_sectors)
     } else {
         Err(GptProblem::Unreadable)
     };
+    // The disk grew without moving the backup and the primary's array is
+    // damaged: the primary header (CRC intact) still says where the
+    // backup is.
+    if primary.is_err() && backup.is_err() {
+        if let Some(alt) = intact_header_alternate(disk).filter(|&a| a != last && a > 1) {
+            if let Ok(b) = read_gpt_copy(disk, alt, disk_sectors) {
+                backup = Ok(b);
+            }
+        }
+    }
     // Both copies readable but describing different tables (a tool
     // updated only one): report it on the backup, use the primary.
     let backup = match (&primary, backup) {

@@ -484,3 +484,34 @@ fn mismatched_backup_is_reported() {
     );
     assert_eq!(t.partitions.len(), 3);
 }
+
+#[test]
+fn backup_found_through_alternate_lba_after_unrelocated_grow() {
+    // The image was grown (backup no longer at the end) and then the
+    // primary entry array got damaged: the backup is found where the
+    // intact primary header says it is.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = 64 * MIB;
+    let (_, mut f) = small_gpt(dir.path(), disk);
+    let good = read_table(&f).unwrap();
+    f.set_len(2 * disk).unwrap();
+    f.write_all_at(&[0x41], 1024 + 60).unwrap();
+    let t = read_table(&f).unwrap();
+    let Scheme::Gpt {
+        source,
+        primary_problem,
+        backup_problem,
+        ..
+    } = t.scheme
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (source, primary_problem, backup_problem),
+        (GptSource::Backup, Some(GptProblem::EntriesCrc), None)
+    );
+    assert_eq!(t.partitions, good.partitions);
+    // Without the hint (primary header zeroed too) both copies are lost.
+    f.write_all_at(&[0u8; 512], 512).unwrap();
+    assert!(matches!(read_table(&f), Err(Error::CorruptGpt { .. })));
+}
