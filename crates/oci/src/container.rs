@@ -55,9 +55,7 @@ impl Container {
         }
         let f = File::open(path).map_err(io("cannot open image input"))?;
         let mut head = [0u8; 6];
-        let n = (&f)
-            .take(6)
-            .read(&mut head)
+        let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0)
             .map_err(io("cannot read image input"))?;
         if n >= 2 && (head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5])) {
             return Err(Error::invalid(
