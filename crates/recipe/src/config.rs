@@ -144,7 +144,9 @@ fn lookup_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     Some(cur)
 }
 
-fn redact_known(v: &mut Value) {
+/// Replaces the values of credential keys (`apiKey`, `deviceApiKey`,
+/// `provisioningKey`, ...) at any depth with [`REDACTED`].
+pub fn redact_known(v: &mut Value) {
     if let Some(o) = v.as_object_mut() {
         for (k, val) in o.iter_mut() {
             if SECRET_KEYS.contains(&k.as_str()) && !val.is_null() {

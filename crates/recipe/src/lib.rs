@@ -50,7 +50,7 @@ mod profile;
 mod recipe;
 mod span;
 
-pub use config::{ConfigValue, EnvLookup, ResolvedConfig, REDACTED};
+pub use config::{redact_known, ConfigValue, EnvLookup, ResolvedConfig, REDACTED};
 pub use error::{Error, Location};
 pub use profile::{
     Arch, BoardProfile, FsKind, Media, PartSize, PartitionSpec, Platform, Role, TableKind,

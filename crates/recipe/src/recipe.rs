@@ -167,8 +167,10 @@ pub struct SwapSpec {
 /// `[build]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSpec {
-    /// Seed for every UUID, GUID and disk signature.
-    pub seed: String,
+    /// Seed for every UUID, GUID and disk signature. Without one, a build
+    /// with a SOURCE_DATE_EPOCH derives it from the recipe name and that
+    /// time (reproducible), any other build gets fresh identities.
+    pub seed: Option<String>,
     /// Timestamp for every file and filesystem time, unless the
     /// environment's SOURCE_DATE_EPOCH is given to the build.
     pub source_date_epoch: Option<i64>,
@@ -622,11 +624,7 @@ impl Recipe {
         };
 
         let build = BuildSpec {
-            seed: w
-                .build
-                .as_ref()
-                .and_then(|b| b.seed.clone())
-                .unwrap_or_else(|| w.name.get_ref().clone()),
+            seed: w.build.as_ref().and_then(|b| b.seed.clone()),
             source_date_epoch: w.build.as_ref().and_then(|b| b.source_date_epoch),
         };
 

@@ -1,0 +1,452 @@
+//! The `kiln` command line: a thin layer over `kiln-pipeline`. It gathers
+//! what libraries must not read themselves (the clock, the environment,
+//! randomness), prints progress and maps errors to exit codes.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kiln_pipeline::{BuildRequest, Seed};
+use kiln_recipe::{BoardProfile, Recipe};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+const AFTER_HELP: &str = "\
+Examples:
+  kiln build --board nuc --recipe bob-onprem -o nuc.img
+  kiln build --board fin-cm3plus --recipe bob-onprem --media 64GB --set hostname=bob-17 -o fin.img
+  kiln inspect fin.img --json
+  kiln mkfs ext4 --source rootfs.tar.gz --size min --label rootfs rootfs.ext4
+  kiln boards
+  kiln recipes
+
+Exit codes:
+  0  success
+  1  internal error
+  2  bad input: usage, profile, recipe, input files, layout, image too big for the medium
+  3  output error: cannot create or write the output (permissions, disk full)
+
+Environment:
+  SOURCE_DATE_EPOCH  build time for every timestamp; with it (or build.source-date-epoch in the
+                     recipe) the build is reproducible: same inputs give identical bytes
+  KILN_PROFILES_DIR, KILN_RECIPES_DIR  where --board / --recipe names are looked up";
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Build ready-to-flash disk images for airgapped on-premises installs, rootless", after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a partitioned disk image for a board from a recipe.
+    Build {
+        /// Board profile name (see `kiln boards`) or path to a profile TOML.
+        #[arg(long)]
+        board: String,
+        /// Recipe name (see `kiln recipes`) or path to a recipe TOML.
+        #[arg(long)]
+        recipe: String,
+        /// Output image file.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Target medium the image must fit (e.g. 8GB, 64GB); default: any of the board's media.
+        #[arg(long)]
+        media: Option<String>,
+        /// Override a config.json key: --set hostname=bob-17 --set os.network.wifi=false.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print the build report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show partitions, filesystems, boot files and config.json of an image.
+    Inspect {
+        /// Raw image file.
+        image: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the board profiles.
+    Boards,
+    /// List the recipes.
+    Recipes,
+    /// Make a single filesystem (rootless replacement for mke2fs -d).
+    Mkfs {
+        #[command(subcommand)]
+        fs: MkfsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MkfsCommand {
+    /// ext4 from a directory or tar archive.
+    Ext4 {
+        /// Directory or tar archive (plain, .gz, .xz, .zst).
+        #[arg(long)]
+        source: PathBuf,
+        /// Filesystem size (e.g. 512MiB), or `min` for the smallest that fits plus --headroom.
+        #[arg(long)]
+        size: String,
+        /// Free space to leave with --size min.
+        #[arg(long, default_value = "0")]
+        headroom: String,
+        /// Volume label.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Filesystem UUID (default: derived from the label and SOURCE_DATE_EPOCH, or random).
+        #[arg(long)]
+        uuid: Option<String>,
+        /// Bytes per inode (mke2fs -i).
+        #[arg(long)]
+        inode_ratio: Option<u64>,
+        /// Make every entry owned by root (for trees prepared by an unprivileged user).
+        #[arg(long)]
+        root_owner: bool,
+        /// Write into an existing image at this byte offset.
+        #[arg(long)]
+        offset: Option<u64>,
+        /// Output file.
+        output: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kiln: error: {e:#}");
+            e.downcast_ref::<kiln_pipeline::Error>()
+                .map(kiln_pipeline::Error::exit_code)
+                .or_else(|| e.downcast_ref::<kiln_recipe::Error>().map(|_| 2))
+                .unwrap_or(1)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn repo_dir(kind: &str) -> Vec<PathBuf> {
+    let env = match kind {
+        "board-profiles" => std::env::var_os("KILN_PROFILES_DIR"),
+        _ => std::env::var_os("KILN_RECIPES_DIR"),
+    };
+    let mut dirs: Vec<PathBuf> = env.map(PathBuf::from).into_iter().collect();
+    dirs.push(PathBuf::from(kind));
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(prefix) = exe.parent().and_then(Path::parent) {
+            dirs.push(prefix.join("share/kiln").join(kind));
+            // A binary in the repository's target/<profile>/.
+            if let Some(repo) = prefix.parent() {
+                dirs.push(repo.join(kind));
+            }
+        }
+    }
+    dirs
+}
+
+/// Finds `name` (a path, or a name looked up in the profile/recipe dirs).
+fn locate(name: &str, kind: &str) -> Result<PathBuf> {
+    if name.contains('/') || name.ends_with(".toml") {
+        return Ok(PathBuf::from(name));
+    }
+    for d in repo_dir(kind) {
+        let p = d.join(format!("{name}.toml"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let known = list_dir(kind)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect::<Vec<_>>()
+        .join(", ");
+    anyhow::bail!(
+        "no {} named {name:?} (known: {known})",
+        kind.trim_end_matches('s').replace('-', " ")
+    )
+}
+
+fn list_dir(kind: &str) -> Vec<(String, PathBuf)> {
+    for d in repo_dir(kind) {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            let mut v: Vec<(String, PathBuf)> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter_map(|p| Some((p.file_stem()?.to_string_lossy().into_owned(), p)))
+                .collect();
+            v.sort();
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn source_date_epoch(recipe_value: Option<i64>) -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Ok(Some(v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not an integer")
+        })?)),
+        Err(_) => Ok(recipe_value),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn random_bytes() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut b = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for fresh identities")?;
+    Ok(b)
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b
+        });
+        Self { bar, quiet }
+    }
+    fn line(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.println(format!("kiln: {msg}"));
+                b.set_message(msg.to_string());
+            }
+            None if !self.quiet => eprintln!("kiln: {msg}"),
+            None => {}
+        }
+    }
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build {
+            board,
+            recipe,
+            output,
+            media,
+            set,
+            json,
+        } => {
+            let profile = BoardProfile::load(&locate(&board, "board-profiles")?)?;
+            let recipe = Recipe::load(&locate(&recipe, "recipes")?)?;
+            let sde = source_date_epoch(recipe.build.source_date_epoch)?;
+            let seed = match (&recipe.build.seed, sde) {
+                (Some(s), _) => Seed::new(s.as_bytes()),
+                (None, Some(t)) => Seed::new(format!("{}:{t}", recipe.name)),
+                (None, None) => Seed::new(random_bytes()?),
+            };
+            let env = |k: &str| std::env::var(k).ok();
+            let req = BuildRequest {
+                profile,
+                recipe,
+                medium: media,
+                output,
+                overrides: set,
+                timestamp: sde.unwrap_or_else(now),
+                seed,
+                env: &env,
+            };
+            let progress = Progress::new(cli.quiet);
+            let started = std::time::Instant::now();
+            let report = kiln_pipeline::build(&req, &mut |l| progress.line(l));
+            progress.done();
+            let report = report?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !cli.quiet {
+                eprintln!(
+                    "kiln: wrote {} ({} bytes) in {:.1}s; fits {}",
+                    report.image.display(),
+                    report.disk_bytes,
+                    started.elapsed().as_secs_f64(),
+                    if report.fits.is_empty() {
+                        "no listed medium".to_string()
+                    } else {
+                        report.fits.join(", ")
+                    }
+                );
+                for p in &report.partitions {
+                    eprintln!(
+                        "  p{:<2} {:<12} {:>6} start {:>12} size {:>12} used {:>12} id {}",
+                        p.number, p.label, p.fs, p.start, p.size, p.used_bytes, p.fs_id
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Inspect { image, json } => {
+            let r = kiln_pipeline::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!("image     {} ({} bytes)", image.display(), r.disk_bytes);
+            println!("table     {} (disk id {})", r.table, r.disk_id);
+            println!("partitions:");
+            for p in &r.partitions {
+                let fs = match &p.fs {
+                    kiln_pipeline::FsInfo::Fat { variant, label, id } => {
+                        format!(
+                            "{variant} label={} id={id}",
+                            label.as_deref().unwrap_or("-")
+                        )
+                    }
+                    kiln_pipeline::FsInfo::Ext4 { label, uuid, size } => {
+                        format!("ext4 label={label} uuid={uuid} size={size}")
+                    }
+                    kiln_pipeline::FsInfo::Unknown => "unknown".into(),
+                };
+                println!(
+                    "  p{:<2} start {:>12} size {:>12} type {}{}{}  {fs}",
+                    p.number,
+                    p.start,
+                    p.size,
+                    p.type_id,
+                    if p.bootable { " boot" } else { "" },
+                    p.name
+                        .as_ref()
+                        .map(|n| format!(" name={n}"))
+                        .unwrap_or_default(),
+                );
+            }
+            if !r.boot_files.is_empty() {
+                println!("boot files:");
+                for f in &r.boot_files {
+                    match f.size {
+                        Some(s) => println!("  {:>10}  {}", s, f.path),
+                        None => println!("  {:>10}  {}/", "dir", f.path),
+                    }
+                }
+            }
+            if let Some(c) = &r.config {
+                println!("config.json (secrets redacted):");
+                println!("{}", serde_json::to_string_pretty(c)?);
+            }
+            Ok(())
+        }
+        Command::Boards => {
+            for (name, path) in list_dir("board-profiles") {
+                match BoardProfile::load(&path) {
+                    Ok(p) => println!(
+                        "{name:<14} {:<6} {:<4} media {:<28} {}",
+                        p.arch.as_str(),
+                        format!("{:?}", p.table).to_lowercase(),
+                        p.media
+                            .iter()
+                            .map(|m| m.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        p.description
+                    ),
+                    Err(e) => println!("{name:<14} (invalid: {e})"),
+                }
+            }
+            Ok(())
+        }
+        Command::Recipes => {
+            for (name, path) in list_dir("recipes") {
+                match Recipe::load(&path) {
+                    Ok(r) => println!(
+                        "{name:<14} arch {:<12} {}",
+                        r.os.keys()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        r.description
+                    ),
+                    Err(e) => println!("{name:<14} (invalid: {e})"),
+                }
+            }
+            Ok(())
+        }
+        Command::Mkfs {
+            fs:
+                MkfsCommand::Ext4 {
+                    source,
+                    size,
+                    headroom,
+                    label,
+                    uuid,
+                    inode_ratio,
+                    root_owner,
+                    offset,
+                    output,
+                },
+        } => {
+            let headroom: kiln_units::ByteSize = headroom.parse().context("--headroom")?;
+            let size = if size == "min" {
+                kiln_pipeline::MkfsSize::Min {
+                    headroom: headroom.bytes(),
+                }
+            } else {
+                kiln_pipeline::MkfsSize::Bytes(
+                    size.parse::<kiln_units::ByteSize>()
+                        .context("--size")?
+                        .bytes(),
+                )
+            };
+            let sde = source_date_epoch(None)?;
+            let seed = match sde {
+                Some(t) => Seed::new(format!("mkfs:{label}:{t}")),
+                None => Seed::new(random_bytes()?),
+            };
+            let uuid = match uuid {
+                Some(u) => u
+                    .parse::<kiln_units::Guid>()
+                    .context("--uuid")?
+                    .to_rfc_bytes(),
+                None => seed.uuid("uuid").to_rfc_bytes(),
+            };
+            let req = kiln_pipeline::MkfsRequest {
+                source,
+                size,
+                label,
+                uuid,
+                hash_seed: seed.bytes16("hash"),
+                inode_ratio,
+                timestamp: sde.unwrap_or_else(now),
+                force_owner: root_owner.then_some((0, 0)),
+                output,
+                offset,
+            };
+            let r = kiln_pipeline::mkfs_ext4(&req)?;
+            if !cli.quiet {
+                eprintln!(
+                    "kiln: ext4 {} bytes, {} inodes and {} blocks used",
+                    r.size_bytes, r.inodes_used, r.blocks_used
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,641 @@
+//! One build: plan, write every partition into a temporary file beside
+//! the output, write the partition table, then rename into place. Any
+//! failure removes the temporary file, so no partial image is left.
+
+use crate::content::{add_dir, feed_generated, feed_input, Generated, Skip};
+use crate::plan::{Placed, Plan};
+use crate::seed::Seed;
+use crate::swap::swap_header;
+use crate::Error;
+use kiln_ext4::{Ext4Estimator, Ext4Options, Ext4Writer};
+use kiln_fat::{FatOptions, FatType, FatWriter};
+use kiln_part::{Extended, Gpt, GptPartition, Mbr, MbrPartition, MbrType};
+use kiln_recipe::{
+    BoardProfile, DataSize, EnvLookup, FsKind, Recipe, ResolvedConfig, Role, SwapActivation,
+    TableKind,
+};
+use kiln_tree::{
+    Content, Entry, EntryKind, Metadata, SourceError, SourceOptions, Timestamp, TreePath, TreeSink,
+};
+use kiln_units::{ByteSize, SubRegion};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// Everything a build needs; the caller (the CLI) gathers the time, the
+/// seed and the environment, the library never reads them itself.
+pub struct BuildRequest<'a> {
+    /// The board.
+    pub profile: BoardProfile,
+    /// The recipe.
+    pub recipe: Recipe,
+    /// `--media`: the medium the image must fit.
+    pub medium: Option<String>,
+    /// Where the image goes.
+    pub output: PathBuf,
+    /// `--set key=value` config overrides, in order.
+    pub overrides: Vec<String>,
+    /// The build time (SOURCE_DATE_EPOCH): every file and filesystem time.
+    pub timestamp: i64,
+    /// Seed of every UUID, GUID and signature.
+    pub seed: Seed,
+    /// Environment lookup for `from-env` config values.
+    pub env: EnvLookup<'a>,
+}
+
+/// One written partition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionReport {
+    /// Linux partition number.
+    pub number: u32,
+    /// Filesystem label.
+    pub label: String,
+    /// Start in bytes.
+    pub start: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// `fat16`, `fat32` or `ext4`.
+    pub fs: &'static str,
+    /// Filesystem UUID (ext4) or volume id (FAT, `xxxx-xxxx`).
+    pub fs_id: String,
+    /// GPT partition GUID.
+    pub part_guid: Option<String>,
+    /// Bytes in use: allocated ext4 blocks, or FAT file content.
+    pub used_bytes: u64,
+}
+
+/// What a build wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The image.
+    pub image: PathBuf,
+    /// Image size in bytes.
+    pub disk_bytes: u64,
+    /// The medium checked against, and its size.
+    pub medium: Option<(String, u64)>,
+    /// Media of the profile the image fits.
+    pub fits: Vec<String>,
+    /// Partitions.
+    pub partitions: Vec<PartitionReport>,
+    /// config.json with secrets redacted.
+    pub config: serde_json::Value,
+    /// Swapfile size in bytes (0: none).
+    pub swap_bytes: u64,
+}
+
+/// Deletes the temporary image unless the build succeeded.
+struct TempImage {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for TempImage {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!("could not remove {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+fn fs_name(fs: FsKind) -> &'static str {
+    match fs {
+        FsKind::Fat16 => "fat16",
+        FsKind::Fat32 => "fat32",
+        FsKind::Ext4 => "ext4",
+    }
+}
+
+/// The files kiln adds to the data partition besides the app.
+struct DataTree<'a> {
+    swap: Option<(TreePath, u64, [u8; 4096])>,
+    time: Timestamp,
+    _recipe: &'a Recipe,
+}
+
+impl DataTree<'_> {
+    fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<(), S::Error> {
+        add_dir(sink, &TreePath::root(), 0o755, self.time)?;
+        // What balenaOS expects at the data partition root.
+        add_dir(sink, &tp("resin-data"), 0o755, self.time)?;
+        feed_generated(
+            &[Generated {
+                path: tp("remove_me_to_reset"),
+                mode: 0o644,
+                data: Vec::new(),
+            }],
+            self.time,
+            sink,
+        )?;
+        if let Some((path, size, header)) = &self.swap {
+            let e = Entry::new(
+                path.clone(),
+                EntryKind::File,
+                Metadata::new(0o600, self.time),
+            );
+            sink.add(
+                &e,
+                Content::Preallocated {
+                    size: *size,
+                    head: header,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn tp(s: &str) -> TreePath {
+    // OK: only called with constant, valid relative paths.
+    TreePath::parse(s.as_bytes()).unwrap_or_default()
+}
+
+/// Runs a build. `progress` receives one line per stage.
+pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, Error> {
+    let profile = &req.profile;
+    let recipe = &req.recipe;
+    let time = Timestamp::new(req.timestamp, 0);
+    let os = recipe.os_for(profile.arch)?;
+    let rootfs = os.rootfs.as_ref().ok_or_else(|| {
+        recipe_invalid(
+            recipe,
+            &format!("os.{}.rootfs", profile.arch.as_str()),
+            "no root filesystem given",
+        )
+    })?;
+    rootfs.check_exists()?;
+    if let Some(b) = &os.boot {
+        b.check_exists()?;
+    }
+    for i in recipe
+        .network_profiles
+        .iter()
+        .chain(&recipe.ca_certificates)
+        .chain(recipe.boot_extra.iter().map(|b| &b.src))
+    {
+        i.check_exists()?;
+    }
+
+    progress("resolving config.json");
+    let mut config = recipe.resolve_config(&profile.device_type, req.env)?;
+    for o in &req.overrides {
+        config.set(o)?;
+    }
+
+    // Swapfile.
+    let swap =
+        if recipe.swap.size.bytes() > 0 {
+            let path = TreePath::parse(recipe.swap.path.trim_start_matches('/').as_bytes())
+                .map_err(|e| Error::Layout {
+                    partition: "resin-data".into(),
+                    reason: format!("swap.path: {e}"),
+                })?;
+            let header = swap_header(
+                recipe.swap.size.bytes(),
+                req.seed.uuid("swap"),
+                &recipe.swap.label,
+            );
+            Some((path, recipe.swap.size.bytes(), header))
+        } else {
+            None
+        };
+    let data_tree = DataTree {
+        swap,
+        time,
+        _recipe: recipe,
+    };
+
+    // Size the data partition.
+    progress("planning the layout");
+    let data_spec = profile
+        .partitions
+        .iter()
+        .find(|p| p.role == Role::Data)
+        .ok_or_else(|| Error::Layout {
+            partition: "data".into(),
+            reason: "profile has no data partition".into(),
+        })?;
+    let data_opts =
+        |size: u64| ext4_options(req, data_spec.label.as_str(), size, time).inode_ratio(8192);
+    let mut est = Ext4Estimator::new();
+    data_tree.feed(&mut est).map_err(|source| Error::Ext4 {
+        partition: data_spec.label.clone(),
+        source,
+    })?;
+    let min_data = est
+        .min_size_bytes(&data_opts(0), recipe.data.headroom.bytes())
+        .map_err(|source| Error::Ext4 {
+            partition: data_spec.label.clone(),
+            source,
+        })?;
+    let min_data = kiln_units::align_up(min_data, profile.alignment).unwrap_or(min_data);
+    let medium = match &req.medium {
+        Some(m) => Some(profile.medium(m)?.clone()),
+        None => None,
+    };
+    let data_size = match recipe.data.size {
+        DataSize::Auto => min_data,
+        DataSize::Fixed(b) => {
+            if b.bytes() < min_data {
+                return Err(Error::Layout {
+                    partition: data_spec.label.clone(),
+                    reason: format!(
+                        "data.size {} is smaller than the {} its content and headroom need",
+                        b,
+                        ByteSize::new(min_data)
+                    ),
+                });
+            }
+            b.bytes()
+        }
+        DataSize::Fill => {
+            let m = medium
+                .as_ref()
+                .or(profile.media.first())
+                .ok_or_else(|| Error::Layout {
+                    partition: data_spec.label.clone(),
+                    reason: "data.size = \"fill\" needs a medium (--media)".into(),
+                })?;
+            let fill = Plan::fill_size(profile, m.size.bytes())?;
+            fill.max(min_data)
+        }
+    };
+    let plan = Plan::compute(profile, data_size)?;
+    let fits: Vec<String> = profile
+        .media
+        .iter()
+        .filter(|m| m.size.bytes() >= plan.disk_bytes)
+        .map(|m| m.name.clone())
+        .collect();
+    let check = medium.clone().or_else(|| profile.media.last().cloned());
+    if let Some(m) = &check {
+        if plan.disk_bytes > m.size.bytes() {
+            return Err(Error::TooBig {
+                medium: m.name.clone(),
+                need: plan.disk_bytes,
+                need_h: human(plan.disk_bytes),
+                have: m.size.bytes(),
+                have_h: human(m.size.bytes()),
+                hint: if fits.is_empty() {
+                    format!("no medium of board {} is large enough", profile.name)
+                } else {
+                    format!("it fits {}", fits.join(", "))
+                },
+            });
+        }
+    }
+
+    // Create the temporary output beside the target (same filesystem, so
+    // the final rename is atomic).
+    let out = &req.output;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out.file_name().ok_or_else(|| Error::Output {
+        path: out.clone(),
+        op: "output path has no file name",
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    let tmp_path = dir.join(format!(".{}.kiln-partial", name.to_string_lossy()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp_path)
+        .map_err(|source| Error::Output {
+            path: out.clone(),
+            op: "cannot create the output file",
+            source,
+        })?;
+    let mut tmp = TempImage {
+        path: tmp_path.clone(),
+        file: Some(file),
+    };
+    let file = tmp.file.as_mut().ok_or_else(|| Error::Output {
+        path: out.clone(),
+        op: "internal: output closed",
+        source: std::io::Error::from(std::io::ErrorKind::Other),
+    })?;
+    file.set_len(plan.disk_bytes)
+        .map_err(|source| Error::Output {
+            path: out.clone(),
+            op: "cannot size the output file",
+            source,
+        })?;
+
+    let mut reports = Vec::new();
+    for placed in &plan.partitions {
+        progress(&format!(
+            "writing p{} {} ({}, {})",
+            placed.number,
+            placed.spec.label,
+            fs_name(placed.spec.fs),
+            human(placed.size)
+        ));
+        let region = SubRegion::new(&mut *file, placed.start, placed.size);
+        let report = match placed.spec.role {
+            Role::Boot => write_boot(req, placed, region, &config, time, os.boot.as_ref())?,
+            Role::RootA => write_ext4(req, placed, region, time, |sink| {
+                feed_input(
+                    rootfs,
+                    &SourceOptions {
+                        clamp_time: Some(time),
+                        force_owner: None,
+                    },
+                    sink,
+                )?;
+                if recipe.swap.size.bytes() > 0
+                    && recipe.swap.activation == SwapActivation::SystemdUnit
+                {
+                    feed_generated(&swap_units(&recipe.swap.path), time, sink)
+                        .map_err(SourceError::Sink)?;
+                }
+                Ok(())
+            })?,
+            Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
+            Role::Data => write_ext4(req, placed, region, time, |sink| {
+                data_tree.feed(sink).map_err(SourceError::Sink)
+            })?,
+        };
+        reports.push(report);
+    }
+
+    progress("writing the partition table");
+    write_table(req, &plan, &mut reports, &mut *file)?;
+    file.sync_all().map_err(|source| Error::Output {
+        path: out.clone(),
+        op: "cannot flush the output file",
+        source,
+    })?;
+    std::fs::rename(&tmp_path, out).map_err(|source| Error::Output {
+        path: out.clone(),
+        op: "cannot move the finished image into place",
+        source,
+    })?;
+    // Renamed: nothing left to clean up.
+    tmp.file = None;
+    Ok(BuildReport {
+        image: out.clone(),
+        disk_bytes: plan.disk_bytes,
+        medium: medium.map(|m| (m.name, m.size.bytes())),
+        fits,
+        partitions: reports,
+        config: config.redacted(),
+        swap_bytes: recipe.swap.size.bytes(),
+    })
+}
+
+fn recipe_invalid(recipe: &Recipe, key: &str, reason: &str) -> kiln_recipe::Error {
+    kiln_recipe::Error::Invalid {
+        at: kiln_recipe::Location {
+            file: recipe.source.clone(),
+            line: 0,
+            column: 0,
+        },
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `1.5GiB`-style sizes for messages.
+pub(crate) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn ext4_options(req: &BuildRequest<'_>, label: &str, size: u64, time: Timestamp) -> Ext4Options {
+    Ext4Options::new(size)
+        .label(label)
+        .uuid(req.seed.uuid(&format!("fs:{label}")).to_rfc_bytes())
+        .hash_seed(req.seed.bytes16(&format!("hash:{label}")))
+        .timestamp(time)
+}
+
+/// A systemd swap unit (and its enablement link) for the swapfile on the
+/// data partition, mounted by the OS at /mnt/data.
+fn swap_units(swap_path: &str) -> Vec<Generated> {
+    let what = format!("/mnt/data{swap_path}");
+    // systemd unit names escape "/" as "-" (systemd-escape --path).
+    let unit = format!(
+        "{}.swap",
+        what.trim_start_matches('/')
+            .replace('-', "\\x2d")
+            .replace('/', "-")
+    );
+    let text = format!(
+        "# Written by kiln: activates the swapfile provisioned on the data partition.\n\
+         [Unit]\nDescription=kiln swapfile on the data partition\n\
+         RequiresMountsFor=/mnt/data\nAfter=mnt-data.mount\n\n\
+         [Swap]\nWhat={what}\n\n[Install]\nWantedBy=swap.target\n"
+    );
+    vec![Generated {
+        path: tp(&format!("etc/systemd/system/swap.target.wants/{unit}")),
+        mode: 0o644,
+        data: text.into_bytes(),
+    }]
+}
+
+fn write_ext4<F>(
+    req: &BuildRequest<'_>,
+    placed: &Placed,
+    region: SubRegion<&mut File>,
+    time: Timestamp,
+    feed: F,
+) -> Result<PartitionReport, Error>
+where
+    F: FnOnce(&mut Ext4Writer<SubRegion<&mut File>>) -> Result<(), SourceError<kiln_ext4::Error>>,
+{
+    let label = placed.spec.label.clone();
+    let mut opts = ext4_options(req, &label, placed.size, time);
+    if placed.spec.role == Role::Data {
+        opts = opts.inode_ratio(8192);
+    }
+    let uuid = req.seed.uuid(&format!("fs:{label}"));
+    let ext4_err = |source| Error::Ext4 {
+        partition: label.clone(),
+        source,
+    };
+    let mut w = Ext4Writer::new(region, opts).map_err(ext4_err)?;
+    feed(&mut w).map_err(|e| match e {
+        SourceError::Source(source) => Error::Source {
+            partition: label.clone(),
+            input: "root filesystem".into(),
+            source,
+        },
+        SourceError::Sink(source) => Error::Ext4 {
+            partition: label.clone(),
+            source,
+        },
+    })?;
+    let report = w.finish().map_err(ext4_err)?;
+    Ok(PartitionReport {
+        number: placed.number,
+        label: label.clone(),
+        start: placed.start,
+        size: placed.size,
+        fs: "ext4",
+        fs_id: uuid.to_string(),
+        part_guid: None,
+        used_bytes: (report.blocks_count - report.free_blocks) * 4096,
+    })
+}
+
+fn write_boot(
+    req: &BuildRequest<'_>,
+    placed: &Placed,
+    region: SubRegion<&mut File>,
+    config: &ResolvedConfig,
+    time: Timestamp,
+    boot_src: Option<&kiln_recipe::InputPath>,
+) -> Result<PartitionReport, Error> {
+    let label = placed.spec.label.clone();
+    let fat_err = |source| Error::Fat {
+        partition: label.clone(),
+        source,
+    };
+    let vol_id = req.seed.u32(&format!("fat:{label}"));
+    let fat_type = if placed.spec.fs == FsKind::Fat32 {
+        FatType::Fat32
+    } else {
+        FatType::Fat16
+    };
+    let opts = FatOptions::new(vol_id, time)
+        .fat_type(fat_type)
+        .volume_label(&label)
+        .hidden_sectors(u32::try_from(placed.start / 512).unwrap_or(u32::MAX));
+    let mut w = FatWriter::new(region, placed.size, opts).map_err(fat_err)?;
+
+    // Generated files replace what the boot files carry at those paths.
+    let mut generated = vec![Generated {
+        path: tp("config.json"),
+        mode: 0o644,
+        data: config.to_pretty_bytes(),
+    }];
+    for p in &req.recipe.network_profiles {
+        let name = p
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = TreePath::root()
+            .join(b"system-connections")
+            .and_then(|d| d.join(name.as_bytes()))
+            .map_err(|e| p.invalid(e.to_string()))?;
+        generated.push(Generated {
+            path,
+            mode: 0o600,
+            data: p.read()?,
+        });
+    }
+    for x in &req.recipe.boot_extra {
+        let path = TreePath::parse(x.dest.as_bytes()).map_err(|e| x.src.invalid(e.to_string()))?;
+        generated.push(Generated {
+            path,
+            mode: 0o644,
+            data: x.src.read()?,
+        });
+    }
+    let skip: BTreeSet<TreePath> = generated.iter().map(|g| g.path.clone()).collect();
+    if let Some(src) = boot_src {
+        let mut filtered = Skip {
+            inner: &mut w,
+            skip: &skip,
+        };
+        feed_input(
+            src,
+            &SourceOptions {
+                clamp_time: Some(time),
+                force_owner: None,
+            },
+            &mut filtered,
+        )
+        .map_err(|e| match e {
+            SourceError::Source(source) => Error::Source {
+                partition: label.clone(),
+                input: src.path.display().to_string(),
+                source,
+            },
+            SourceError::Sink(source) => Error::Fat {
+                partition: label.clone(),
+                source,
+            },
+        })?;
+    }
+    feed_generated(&generated, time, &mut w).map_err(fat_err)?;
+    let report = w.finish().map_err(fat_err)?;
+    Ok(PartitionReport {
+        number: placed.number,
+        label: label.clone(),
+        start: placed.start,
+        size: placed.size,
+        fs: fs_name(placed.spec.fs),
+        fs_id: format!("{:04X}-{:04X}", vol_id >> 16, vol_id & 0xffff),
+        part_guid: None,
+        used_bytes: report.file_bytes,
+    })
+}
+
+fn write_table(
+    req: &BuildRequest<'_>,
+    plan: &Plan,
+    reports: &mut [PartitionReport],
+    file: &mut File,
+) -> Result<(), Error> {
+    let profile = &req.profile;
+    match profile.table {
+        TableKind::Mbr => {
+            let mut mbr = Mbr::new(req.seed.u32("mbr-disk-signature"));
+            mbr = mbr.align(profile.alignment);
+            let mut ext = plan
+                .extended
+                .map(|(s, l)| Extended::new(s, l, profile.ebr_gap));
+            for p in &plan.partitions {
+                let part = MbrPartition::new(
+                    p.spec.label.clone(),
+                    MbrType(p.spec.mbr_type),
+                    p.start,
+                    p.size,
+                )
+                .bootable(p.spec.bootable);
+                if p.spec.logical {
+                    if let Some(e) = ext.take() {
+                        ext = Some(e.logical(part));
+                    }
+                } else {
+                    mbr.push_primary(part);
+                }
+            }
+            if let Some(e) = ext {
+                mbr.push_extended(e);
+            }
+            mbr.write_to(file, plan.disk_bytes).map_err(Error::Table)
+        }
+        TableKind::Gpt => {
+            let mut gpt = Gpt::new(req.seed.uuid("gpt-disk")).align(profile.alignment);
+            for (p, r) in plan.partitions.iter().zip(reports.iter_mut()) {
+                let guid = req.seed.uuid(&format!("gpt-part:{}", p.spec.label));
+                r.part_guid = Some(guid.to_string());
+                // Attribute bit 2: legacy BIOS bootable (UEFI 2.10 table 5-8).
+                let attrs = if p.spec.bootable { 1 << 2 } else { 0 };
+                gpt.push(
+                    GptPartition::new(p.spec.label.clone(), p.spec.gpt_type, guid, p.start, p.size)
+                        .attributes(attrs),
+                );
+            }
+            gpt.write_to(file, plan.disk_bytes).map_err(Error::Table)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Errors of a build, each tagged with the stage and partition.
+
+use std::path::PathBuf;
+
+/// Why a build or an inspection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The profile or recipe (or a file it names) is invalid.
+    #[error(transparent)]
+    Recipe(#[from] kiln_recipe::Error),
+    /// A tree source (rootfs, boot files) could not be read.
+    #[error("partition {partition}: {input}")]
+    Source {
+        /// Partition label.
+        partition: String,
+        /// The input path.
+        input: String,
+        /// The cause.
+        #[source]
+        source: kiln_tree::Error,
+    },
+    /// Writing a FAT filesystem failed.
+    #[error("partition {partition}: FAT")]
+    Fat {
+        /// Partition label.
+        partition: String,
+        /// The cause.
+        #[source]
+        source: kiln_fat::Error,
+    },
+    /// Writing an ext4 filesystem failed.
+    #[error("partition {partition}: ext4")]
+    Ext4 {
+        /// Partition label.
+        partition: String,
+        /// The cause.
+        #[source]
+        source: kiln_ext4::Error,
+    },
+    /// Writing or reading the partition table failed.
+    #[error("partition table")]
+    Table(#[source] kiln_part::Error),
+    /// The image is larger than the target medium.
+    #[error("image needs {need} bytes ({need_h}) but medium {medium} holds {have} bytes ({have_h}); {hint}")]
+    TooBig {
+        /// Medium name.
+        medium: String,
+        /// Bytes needed.
+        need: u64,
+        /// Human readable.
+        need_h: String,
+        /// Medium bytes.
+        have: u64,
+        /// Human readable.
+        have_h: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A size that cannot be honoured (e.g. fixed data size too small).
+    #[error("partition {partition}: {reason}")]
+    Layout {
+        /// Partition label.
+        partition: String,
+        /// Why.
+        reason: String,
+    },
+    /// The output could not be created or written.
+    #[error("{}: {op}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image given to inspect is not understood.
+    #[error("{}: {reason}", path.display())]
+    Image {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Exit-code class: 2 for bad input (profile, recipe, sources,
+    /// layout, medium), 3 for output/I-O problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Recipe(_)
+            | Error::Source { .. }
+            | Error::TooBig { .. }
+            | Error::Layout { .. }
+            | Error::Image { .. } => 2,
+            Error::Output { .. } => 3,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The kiln build pipeline: from a validated board profile and recipe to
+//! one partitioned raw disk image.
+//!
+//! [`build`] plans the whole layout first (sizes, offsets, the data
+//! partition sized from what goes in plus headroom) and refuses an image
+//! that would not fit the target medium before writing anything. It then
+//! creates a sparse temporary file beside the output, writes each
+//! partition's filesystem into its window of that file (FAT boot partition
+//! with the injected configuration, ext4 root filesystems, the data
+//! partition with the swapfile), writes the partition table, syncs, and
+//! renames the file into place. On any error the temporary file is
+//! removed.
+//!
+//! [`inspect`] reads an image back: the table, each filesystem's label
+//! and identity, the boot partition's files and `config.json` (secrets
+//! redacted).
+//!
+//! ```no_run
+//! use kiln_pipeline::{build, BuildRequest, Seed};
+//! use kiln_recipe::{BoardProfile, Recipe};
+//! let req = BuildRequest {
+//!     profile: BoardProfile::load("board-profiles/nuc.toml".as_ref())?,
+//!     recipe: Recipe::load("recipes/bob-onprem.toml".as_ref())?,
+//!     medium: None,
+//!     output: "nuc.img".into(),
+//!     overrides: vec!["hostname=bob-1".into()],
+//!     timestamp: 1_700_000_000,
+//!     seed: Seed::new("bob-onprem"),
+//!     env: &|_| None,
+//! };
+//! let report = build(&req, &mut |line| eprintln!("{line}"))?;
+//! println!("{} bytes", report.disk_bytes);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Errors
+//! [`Error`] tags every failure with its stage and partition: recipe or
+//! input problems, filesystem writer errors, the medium being too small,
+//! output I/O.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod build;
+mod content;
+mod error;
+mod inspect;
+mod mkfs;
+mod plan;
+mod seed;
+mod swap;
+
+pub use build::{build, BuildReport, BuildRequest, PartitionReport};
+pub use error::Error;
+pub use inspect::{inspect, inspect_disk, BootFile, FsInfo, InspectReport, InspectedPartition};
+pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
+pub use plan::{Placed, Plan};
+pub use seed::Seed;
+pub use swap::{swap_header, SWAP_PAGE_SIZE};

@@ -1,0 +1,200 @@
+//! `kiln mkfs ext4`: a rootless, tar-aware replacement for `mke2fs -d`.
+//! Writes one ext4 filesystem from a directory or tar archive into a new
+//! file, or into a window of an existing image (`offset`).
+
+use crate::content::feed_input;
+use crate::Error;
+use kiln_ext4::{Ext4Estimator, Ext4Options, Ext4Writer};
+use kiln_recipe::{InputPath, Location};
+use kiln_tree::{SourceError, SourceOptions, Timestamp};
+use kiln_units::SubRegion;
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+
+/// Size of the filesystem to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MkfsSize {
+    /// Exactly this many bytes.
+    Bytes(u64),
+    /// The smallest size that holds the tree, plus `headroom` bytes.
+    Min {
+        /// Free space to leave, in bytes.
+        headroom: u64,
+    },
+}
+
+/// A `kiln mkfs ext4` request.
+#[derive(Debug, Clone)]
+pub struct MkfsRequest {
+    /// Directory or tar archive (plain, gz, xz, zst).
+    pub source: PathBuf,
+    /// Size.
+    pub size: MkfsSize,
+    /// Volume label.
+    pub label: String,
+    /// Filesystem UUID (RFC byte order).
+    pub uuid: [u8; 16],
+    /// Directory hash seed.
+    pub hash_seed: [u8; 16],
+    /// Inode ratio in bytes per inode.
+    pub inode_ratio: Option<u64>,
+    /// Times of every entry are clamped to this, and filesystem times set
+    /// to it.
+    pub timestamp: i64,
+    /// Owner of every entry (rootless images of a user's directory).
+    pub force_owner: Option<(u32, u32)>,
+    /// Output file.
+    pub output: PathBuf,
+    /// Write into an existing file at this byte offset instead of
+    /// creating it.
+    pub offset: Option<u64>,
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MkfsReport {
+    /// Filesystem size in bytes.
+    pub size_bytes: u64,
+    /// Inodes in use.
+    pub inodes_used: u64,
+    /// Blocks in use.
+    pub blocks_used: u64,
+}
+
+/// Makes the filesystem.
+pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
+    let time = Timestamp::new(req.timestamp, 0);
+    let src_opts = SourceOptions {
+        clamp_time: Some(time),
+        force_owner: req.force_owner,
+    };
+    let input = InputPath {
+        path: req.source.clone(),
+        key: "--source".into(),
+        at: Location {
+            file: req.source.clone(),
+            line: 0,
+            column: 0,
+        },
+    };
+    input.check_exists()?;
+    let label = req.label.clone();
+    let opts = |size: u64| {
+        let mut o = Ext4Options::new(size)
+            .label(&req.label)
+            .uuid(req.uuid)
+            .hash_seed(req.hash_seed)
+            .timestamp(time);
+        if let Some(r) = req.inode_ratio {
+            o = o.inode_ratio(r);
+        }
+        o
+    };
+    let map_src = |e: SourceError<kiln_ext4::Error>| match e {
+        SourceError::Source(source) => Error::Source {
+            partition: label.clone(),
+            input: req.source.display().to_string(),
+            source,
+        },
+        SourceError::Sink(source) => Error::Ext4 {
+            partition: label.clone(),
+            source,
+        },
+    };
+    let size = match req.size {
+        MkfsSize::Bytes(b) => b,
+        MkfsSize::Min { headroom } => {
+            let mut est = Ext4Estimator::new();
+            feed_input(&input, &src_opts, &mut est).map_err(map_src)?;
+            est.min_size_bytes(&opts(0), headroom)
+                .map_err(|source| Error::Ext4 {
+                    partition: label.clone(),
+                    source,
+                })?
+        }
+    };
+    let size = size - size % 4096;
+    let out_err = |op: &'static str| {
+        let path = req.output.clone();
+        move |source| Error::Output { path, op, source }
+    };
+    let (mut file, tmp) = match req.offset {
+        Some(_) => (
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&req.output)
+                .map_err(out_err("cannot open the target image"))?,
+            None,
+        ),
+        None => {
+            let dir = req
+                .output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            let name = req
+                .output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{name}.kiln-partial"));
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(out_err("cannot create the output file"))?;
+            f.set_len(size)
+                .map_err(out_err("cannot size the output file"))?;
+            (f, Some(tmp))
+        }
+    };
+    let result = (|| {
+        let offset = req.offset.unwrap_or(0);
+        if let Some(off) = req.offset {
+            let have = file
+                .metadata()
+                .map_err(out_err("cannot stat the target image"))?
+                .len();
+            if off.checked_add(size).is_none_or(|end| end > have) {
+                return Err(Error::Layout {
+                    partition: label.clone(),
+                    reason: format!(
+                        "{size} bytes at offset {off} do not fit in the {have}-byte target"
+                    ),
+                });
+            }
+        }
+        let mut w = Ext4Writer::new(SubRegion::new(&mut file, offset, size), opts(size)).map_err(
+            |source| Error::Ext4 {
+                partition: label.clone(),
+                source,
+            },
+        )?;
+        feed_input(&input, &src_opts, &mut w).map_err(map_src)?;
+        let r = w.finish().map_err(|source| Error::Ext4 {
+            partition: label.clone(),
+            source,
+        })?;
+        file.sync_all()
+            .map_err(out_err("cannot flush the output"))?;
+        Ok(MkfsReport {
+            size_bytes: r.size_bytes,
+            inodes_used: r.inodes_count - r.free_inodes,
+            blocks_used: r.blocks_count - r.free_blocks,
+        })
+    })();
+    match (&result, tmp) {
+        (Ok(_), Some(tmp)) => std::fs::rename(&tmp, &req.output)
+            .map_err(out_err("cannot move the filesystem into place"))?,
+        (Err(_), Some(tmp)) => {
+            if let Err(e) = std::fs::remove_file(&tmp) {
+                tracing::warn!("could not remove {}: {e}", tmp.display());
+            }
+        }
+        _ => {}
+    }
+    result
+}
