@@ -68,7 +68,9 @@ pub enum Error {
         min_bytes: u64,
     },
     /// The volume is too large for the requested FAT type.
-    #[error("a {size_bytes}-byte volume is too large for {fat_type:?} (at most {max_bytes} bytes)")]
+    #[error(
+        "a {size_bytes}-byte volume is too large for {fat_type:?} (at most {max_bytes} bytes)"
+    )]
     VolumeTooLarge {
         /// Requested volume size in bytes.
         size_bytes: u64,

@@ -99,7 +99,11 @@ impl SizeEstimator {
             .dirs
             .iter()
             .filter(|(p, _)| !(p.is_root() && layout.fat_type == FatType::Fat16))
-            .map(|(p, &c)| ((c + if p.is_root() { 1 } else { 2 }) * u64::from(DIR_ENTRY_SIZE)).div_ceil(cb).max(1))
+            .map(|(p, &c)| {
+                ((c + if p.is_root() { 1 } else { 2 }) * u64::from(DIR_ENTRY_SIZE))
+                    .div_ceil(cb)
+                    .max(1)
+            })
             .sum();
         (files + dirs) * cb
     }
@@ -119,7 +123,9 @@ impl SizeEstimator {
             if entries > MAX_DIR_ENTRIES {
                 return false;
             }
-            clusters += (entries * u64::from(DIR_ENTRY_SIZE)).div_ceil(u64::from(cb)).max(1);
+            clusters += (entries * u64::from(DIR_ENTRY_SIZE))
+                .div_ceil(u64::from(cb))
+                .max(1);
         }
         clusters <= u64::from(layout.cluster_count)
     }
@@ -148,7 +154,8 @@ impl SizeEstimator {
             return Err(Error::NoSpace {
                 what: "/".to_owned(),
                 needed_bytes: self.bytes_needed(&layout),
-                available_bytes: u64::from(layout.cluster_count) * u64::from(layout.cluster_bytes()),
+                available_bytes: u64::from(layout.cluster_count)
+                    * u64::from(layout.cluster_bytes()),
             });
         }
         let mut lo = 1u64;
@@ -206,11 +213,16 @@ mod tests {
         let mut e = SizeEstimator::new();
         let empty = e.min_size_bytes(&opts).unwrap();
         assert!(empty <= 4 << 20, "{empty}");
-        e.add_file(&TreePath::parse(b"a/b/c.bin").unwrap(), 10 << 20).unwrap();
+        e.add_file(&TreePath::parse(b"a/b/c.bin").unwrap(), 10 << 20)
+            .unwrap();
         let ten = e.min_size_bytes(&opts).unwrap();
         assert!(ten > 10 << 20 && ten < 12 << 20, "{ten}");
-        let fat32 = e.min_size_bytes(&opts.clone().fat_type(FatType::Fat32)).unwrap();
+        let fat32 = e
+            .min_size_bytes(&opts.clone().fat_type(FatType::Fat32))
+            .unwrap();
         assert!(fat32 >= 32 << 20, "{fat32}");
-        assert!(e.add_file(&TreePath::parse(b"x").unwrap(), 5 << 30).is_err());
+        assert!(e
+            .add_file(&TreePath::parse(b"x").unwrap(), 5 << 30)
+            .is_err());
     }
 }

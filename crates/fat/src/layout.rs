@@ -212,7 +212,9 @@ impl FatLayout {
         // the count that really fits next to two FATs of that size.
         let guess = (fatdata * sec + NUM_FATS as u64 * bpe * 2) / (c * sec + NUM_FATS as u64 * bpe);
         let fat_secs = align(((guess + 2) * bpe).div_ceil(sec), c, aligned);
-        let data = fatdata.checked_sub(NUM_FATS as u64 * fat_secs).ok_or(true)?;
+        let data = fatdata
+            .checked_sub(NUM_FATS as u64 * fat_secs)
+            .ok_or(true)?;
         let mut clusters = data / c;
         let capacity = (fat_secs * sec / bpe).saturating_sub(2);
         clusters = clusters.min(capacity);
@@ -282,11 +284,19 @@ mod tests {
         // with `fsck.fat -vn` (dosfstools 4.2).
         let l = FatLayout::compute(40 << 20, &opts().fat_type(FatType::Fat16)).unwrap();
         assert_eq!(
-            (l.sectors_per_cluster, l.reserved_sectors, l.fat_sectors, l.root_entries),
+            (
+                l.sectors_per_cluster,
+                l.reserved_sectors,
+                l.fat_sectors,
+                l.root_entries
+            ),
             (4, 4, 80, 512)
         );
         assert_eq!((l.first_data_sector, l.cluster_count), (196, 20431));
-        assert_eq!((l.sectors_per_track, l.heads, l.total_sectors), (32, 8, 81920));
+        assert_eq!(
+            (l.sectors_per_track, l.heads, l.total_sectors),
+            (32, 8, 81920)
+        );
         let l = FatLayout::compute(40 << 20, &opts().fat_type(FatType::Fat32)).unwrap();
         assert_eq!(
             (l.sectors_per_cluster, l.reserved_sectors, l.fat_sectors),

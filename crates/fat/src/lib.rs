@@ -5,8 +5,8 @@
 //! Specification: *Microsoft Extensible Firmware Initiative FAT32 File
 //! System Specification*, version 1.03, December 6, 2000 ("fatgen103").
 //! Sections used: §3.1–3.3 boot sector and BPB, §3.5–3.6 FAT type
-//! determination and FAT size, §4 FAT entries (EOC, media byte in FAT[0],
-//! clean-shutdown bits in FAT[1]), §5 FSInfo, §6 directory entries and
+//! determination and FAT size, §4 FAT entries (EOC, media byte in `FAT[0]`,
+//! clean-shutdown bits in `FAT[1]`), §5 FSInfo, §6 directory entries and
 //! date/time formats, §7 long-name entries and their checksum, and the
 //! short-name basis and numeric-tail algorithms. The byte layouts with
 //! offset tables are in [`raw`]; the sizing rules (which match `mkfs.fat`
@@ -68,7 +68,10 @@
 //! are not touched; everything else in the volume's metadata and every
 //! allocated cluster is written in full.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 #![deny(missing_docs)]
 
 mod error;

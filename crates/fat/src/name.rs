@@ -77,10 +77,7 @@ pub fn fold_key(name: &str) -> String {
 /// Characters allowed in a short name besides `A-Z` and `0-9`
 /// (fatgen103 §6, `DIR_Name` rules), ASCII only.
 fn is_short_char(b: u8) -> bool {
-    b.is_ascii_uppercase()
-        || b.is_ascii_digit()
-        || b"$%'-_@~`!(){}^#&".contains(&b)
-        || b >= 0x80
+    b.is_ascii_uppercase() || b.is_ascii_digit() || b"$%'-_@~`!(){}^#&".contains(&b) || b >= 0x80
 }
 
 /// How a long name maps to a short entry.
@@ -149,10 +146,7 @@ pub fn plan_short(name: &str) -> ShortPlan {
         };
         let valid = |p: &[u8]| p.iter().all(|&b| is_short_char(b.to_ascii_uppercase()));
         if (1..=8).contains(&base.len()) && ext.len() <= 3 && valid(base) && valid(ext) {
-            let short = pack(
-                &base.to_ascii_uppercase(),
-                &ext.to_ascii_uppercase(),
-            );
+            let short = pack(&base.to_ascii_uppercase(), &ext.to_ascii_uppercase());
             return match (uniform_lower(base), uniform_lower(ext)) {
                 (Some(bl), Some(el)) => ShortPlan::Exact {
                     short,
@@ -173,7 +167,11 @@ pub fn plan_short(name: &str) -> ShortPlan {
         }
         let b = if c.is_ascii() { c as u8 } else { b'_' };
         let b = b.to_ascii_uppercase();
-        Some(if is_short_char(b) || b == b'.' { b } else { b'_' })
+        Some(if is_short_char(b) || b == b'.' {
+            b
+        } else {
+            b'_'
+        })
     };
     let trimmed = name.trim_start_matches(['.', ' ']);
     let last_dot = trimmed.rfind('.');
@@ -341,7 +339,11 @@ mod tests {
                 continue;
             }
             let got = short_of(&mut n, name);
-            assert_eq!((got.0.as_str(), got.1, got.2), (*want, *lfn, *bits), "{name}");
+            assert_eq!(
+                (got.0.as_str(), got.1, got.2),
+                (*want, *lfn, *bits),
+                "{name}"
+            );
         }
     }
 
@@ -377,7 +379,17 @@ mod tests {
 
     #[test]
     fn validation() {
-        for bad in [&b""[..], b".", b"..", b"a:b", b"a\x01", b"x.", b"x ", b"\xff", b"a*"] {
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a:b",
+            b"a\x01",
+            b"x.",
+            b"x ",
+            b"\xff",
+            b"a*",
+        ] {
             assert!(validate_long_name(bad).is_err(), "{bad:?}");
         }
         for ok in ["a", "A b", "日本語", ".hidden", "a.b.c"] {

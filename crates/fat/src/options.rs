@@ -97,7 +97,7 @@ impl FatOptions {
         self
     }
 
-    /// The media descriptor (`BPB_Media`, also in FAT[0]); 0xF0 or
+    /// The media descriptor (`BPB_Media`, also in `FAT[0]`); 0xF0 or
     /// 0xF8..=0xFF.
     pub fn media(mut self, media: u8) -> Self {
         self.media = media;
@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(o().volume_label("").label_bytes().unwrap(), None);
         for bad in ["twelve chars", "a.b", "Ä", " x", "a\tb", "a*"] {
             assert!(
-                matches!(o().volume_label(bad).label_bytes(), Err(Error::InvalidLabel { .. })),
+                matches!(
+                    o().volume_label(bad).label_bytes(),
+                    Err(Error::InvalidLabel { .. })
+                ),
                 "{bad}"
             );
         }

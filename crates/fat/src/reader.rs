@@ -37,7 +37,9 @@ impl<R: ReadAt> Read for ReadAtIo<R> {
         }
         let spent = self
             .budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(n as u64));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                b.checked_sub(n as u64)
+            });
         if spent.is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -54,7 +56,11 @@ impl<R: ReadAt> Read for ReadAtIo<R> {
 /// unchecked arithmetic on cluster numbers that overflows on corrupt
 /// entries in debug builds) into an error. kiln's own code does not panic;
 /// this fences the third-party parser.
-fn guarded<T>(op: &'static str, path: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+fn guarded<T>(
+    op: &'static str,
+    path: &str,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(Error::Read {
             op,
@@ -83,7 +89,8 @@ impl<R> Seek for ReadAtIo<R> {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let new = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        let new =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
         self.pos = new;
         Ok(new)
     }
@@ -304,7 +311,9 @@ impl<R: ReadAt> FatReader<R> {
             },
         })?;
         // The size recorded in the directory entry; fatfs stops at it.
-        let size = file.seek(SeekFrom::End(0)).map_err(read_err("size", path))?;
+        let size = file
+            .seek(SeekFrom::End(0))
+            .map_err(read_err("size", path))?;
         if size > max_bytes {
             return Err(Error::ReadLimit {
                 path: path.to_owned(),
@@ -312,7 +321,8 @@ impl<R: ReadAt> FatReader<R> {
                 limit_bytes: max_bytes,
             });
         }
-        file.seek(SeekFrom::Start(0)).map_err(read_err("seek", path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(read_err("seek", path))?;
         let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         (&mut file)
             .take(max_bytes)

@@ -165,7 +165,11 @@ impl<W: WriteAt> FatWriter<W> {
             },
         };
         // FAT32: cluster 2 is the root directory's first cluster.
-        let next_cluster = if layout.fat_type == FatType::Fat32 { 3 } else { 2 };
+        let next_cluster = if layout.fat_type == FatType::Fat32 {
+            3
+        } else {
+            2
+        };
         Ok(Self {
             target,
             size_bytes,
@@ -227,14 +231,19 @@ impl<W: WriteAt> FatWriter<W> {
         let zeros = vec![0u8; IO_BUF.min(usize::try_from(len).unwrap_or(IO_BUF))];
         let end = offset + len;
         while offset < end {
-            let n = usize::try_from(end - offset).unwrap_or(IO_BUF).min(zeros.len());
+            let n = usize::try_from(end - offset)
+                .unwrap_or(IO_BUF)
+                .min(zeros.len());
             self.write(&zeros[..n], offset, "zeroing")?;
             offset += n as u64;
         }
         Ok(())
     }
 
-    fn dir_children_mut(&mut self, dir: usize) -> Option<(&mut Vec<usize>, &mut HashMap<String, usize>)> {
+    fn dir_children_mut(
+        &mut self,
+        dir: usize,
+    ) -> Option<(&mut Vec<usize>, &mut HashMap<String, usize>)> {
         match &mut self.nodes.get_mut(dir)?.kind {
             NodeKind::Dir {
                 children, index, ..
@@ -423,7 +432,9 @@ impl<W: WriteAt> FatWriter<W> {
     ) -> Result<u64, Error> {
         let mut done = 0u64;
         while done < size {
-            let want = usize::try_from(size - done).unwrap_or(buf.len()).min(buf.len());
+            let want = usize::try_from(size - done)
+                .unwrap_or(buf.len())
+                .min(buf.len());
             let mut filled = 0;
             while filled < want {
                 match reader.read(&mut buf[filled..want]) {
@@ -478,8 +489,16 @@ impl<W: WriteAt> FatWriter<W> {
             return Ok(Vec::new());
         };
         let mut kids = children.clone();
-        kids.sort_by(|&a, &b| self.nodes[a].name.as_bytes().cmp(self.nodes[b].name.as_bytes()));
-        let plans: Vec<ShortPlan> = kids.iter().map(|&k| plan_short(&self.nodes[k].name)).collect();
+        kids.sort_by(|&a, &b| {
+            self.nodes[a]
+                .name
+                .as_bytes()
+                .cmp(self.nodes[b].name.as_bytes())
+        });
+        let plans: Vec<ShortPlan> = kids
+            .iter()
+            .map(|&k| plan_short(&self.nodes[k].name))
+            .collect();
         let mut names = ShortNames::default();
         let mut shorts: Vec<Option<([u8; 11], u8)>> = vec![None; kids.len()];
         // Exact 8.3 names first, so a generated `~N` never takes a name
@@ -546,7 +565,13 @@ impl<W: WriteAt> FatWriter<W> {
         };
         base + slots
             .iter()
-            .map(|s| 1 + if s.lfn { lfn_entry_count(&self.nodes[s.node].name) as u64 } else { 0 })
+            .map(|s| {
+                1 + if s.lfn {
+                    lfn_entry_count(&self.nodes[s.node].name) as u64
+                } else {
+                    0
+                }
+            })
             .sum::<u64>()
     }
 
@@ -563,9 +588,19 @@ impl<W: WriteAt> FatWriter<W> {
             // `..` of a directory in the root points to cluster 0, also on
             // FAT32 (fatgen103 §6: "dotdot" of a directory whose parent is
             // the root has a first cluster of 0).
-            let up = if parent == 0 { 0 } else { self.dir_cluster(parent) };
-            out.extend_from_slice(self.entry(*b".          ", ATTR_DIRECTORY, 0, me, 0).as_bytes());
-            out.extend_from_slice(self.entry(*b"..         ", ATTR_DIRECTORY, 0, up, 0).as_bytes());
+            let up = if parent == 0 {
+                0
+            } else {
+                self.dir_cluster(parent)
+            };
+            out.extend_from_slice(
+                self.entry(*b".          ", ATTR_DIRECTORY, 0, me, 0)
+                    .as_bytes(),
+            );
+            out.extend_from_slice(
+                self.entry(*b"..         ", ATTR_DIRECTORY, 0, up, 0)
+                    .as_bytes(),
+            );
         }
         for s in slots {
             let node = &self.nodes[s.node];
@@ -623,16 +658,28 @@ impl<W: WriteAt> FatWriter<W> {
             if dir == 0 {
                 // FAT32 root: cluster 2, then more if needed.
                 let what = what();
-                runs.push(Run { start: 2, len: 1, next: 0 });
+                runs.push(Run {
+                    start: 2,
+                    len: 1,
+                    next: 0,
+                });
                 if clusters > 1 {
                     let start = self.allocate(clusters - 1, || what)?;
                     runs[0].next = start;
-                    runs.push(Run { start, len: clusters - 1, next: 0 });
+                    runs.push(Run {
+                        start,
+                        len: clusters - 1,
+                        next: 0,
+                    });
                 }
             } else {
                 let what = what();
                 let start = self.allocate(clusters, || what)?;
-                runs.push(Run { start, len: clusters, next: 0 });
+                runs.push(Run {
+                    start,
+                    len: clusters,
+                    next: 0,
+                });
             }
             if let NodeKind::Dir { first_cluster, .. } = &mut self.nodes[dir].kind {
                 *first_cluster = runs[0].start;
@@ -644,7 +691,10 @@ impl<W: WriteAt> FatWriter<W> {
             let mut bytes = self.dir_bytes(*dir, slots);
             if runs.is_empty() {
                 // FAT16 root: fill the whole fixed region.
-                bytes.resize(self.layout.root_dir_sectors as usize * BPB_BYTS_PER_SEC as usize, 0);
+                bytes.resize(
+                    self.layout.root_dir_sectors as usize * BPB_BYTS_PER_SEC as usize,
+                    0,
+                );
                 let off = self.layout.root_dir_offset();
                 self.write(&bytes, off, "writing the root directory")?;
                 continue;
@@ -668,7 +718,9 @@ impl<W: WriteAt> FatWriter<W> {
         // Make the whole region addressable (a standalone image file must
         // reach its last sector) without overwriting anything written.
         if self.high_water < self.size_bytes {
-            let from = self.high_water.max(self.size_bytes.saturating_sub(u64::from(BPB_BYTS_PER_SEC)));
+            let from = self
+                .high_water
+                .max(self.size_bytes.saturating_sub(u64::from(BPB_BYTS_PER_SEC)));
             let len = self.size_bytes - from;
             self.write_zeros(from, len, false)?;
         }
@@ -711,7 +763,9 @@ impl<W: WriteAt> FatWriter<W> {
                     0 => (eoc & !0xFF) | media,
                     1 => eoc,
                     _ => {
-                        while ri < runs.len() && u64::from(runs[ri].start) + u64::from(runs[ri].len) <= c {
+                        while ri < runs.len()
+                            && u64::from(runs[ri].start) + u64::from(runs[ri].len) <= c
+                        {
                             ri += 1;
                         }
                         match runs.get(ri) {
@@ -754,7 +808,11 @@ impl<W: WriteAt> FatWriter<W> {
         let l = &self.layout;
         let small = !fat32 && l.total_sectors < 0x1_0000;
         let bpb = RawBpb {
-            bs_jmp_boot: if fat32 { [0xEB, 0x58, 0x90] } else { [0xEB, 0x3C, 0x90] },
+            bs_jmp_boot: if fat32 {
+                [0xEB, 0x58, 0x90]
+            } else {
+                [0xEB, 0x3C, 0x90]
+            },
             bs_oem_name: self.opts.oem_name,
             bpb_byts_per_sec: U16::new(BPB_BYTS_PER_SEC as u16),
             bpb_sec_per_clus: l.sectors_per_cluster as u8,
@@ -838,9 +896,7 @@ impl<W: WriteAt> TreeSink for FatWriter<W> {
             })
         };
         match &entry.kind {
-            EntryKind::Dir => {
-                self.ensure_dir(path, path.components()).map(|_| ())
-            }
+            EntryKind::Dir => self.ensure_dir(path, path.components()).map(|_| ()),
             EntryKind::File => {
                 if path.is_root() {
                     return Err(Error::NotADirectory {

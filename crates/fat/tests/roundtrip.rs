@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use kiln_fat::{Error, FatEntryKind, FatOptions, FatReader, FatType, FatWriter, ListLimits, SizeEstimator};
+use kiln_fat::{
+    Error, FatEntryKind, FatOptions, FatReader, FatType, FatWriter, ListLimits, SizeEstimator,
+};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, TreePath, TreeSink};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -24,7 +26,11 @@ fn fold(s: &str) -> String {
 
 /// Reference model of what a FAT tree can hold: returns false if adding
 /// `path` conflicts (case-insensitively) with what is there.
-fn model_add(model: &mut BTreeMap<String, (String, Option<Vec<u8>>)>, path: &str, data: Option<Vec<u8>>) -> bool {
+fn model_add(
+    model: &mut BTreeMap<String, (String, Option<Vec<u8>>)>,
+    path: &str,
+    data: Option<Vec<u8>>,
+) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
     let mut exact = String::new();
     let mut folded = String::new();
@@ -46,7 +52,11 @@ fn model_add(model: &mut BTreeMap<String, (String, Option<Vec<u8>>)>, path: &str
                     return false;
                 }
             }
-            None => to_create.push((folded.clone(), exact.clone(), if last { data.clone() } else { None })),
+            None => to_create.push((
+                folded.clone(),
+                exact.clone(),
+                if last { data.clone() } else { None },
+            )),
         }
     }
     for (f, e, d) in to_create {
@@ -127,7 +137,10 @@ fn estimator_is_tight() {
     let mut tree = Tree::default();
     tree.big("kernel.img", 1, 6 * MIB + 5)
         .file("config.json", b"{}")
-        .file("system-connections/a very long network name.nmconnection", b"x");
+        .file(
+            "system-connections/a very long network name.nmconnection",
+            b"x",
+        );
     for i in 0..300 {
         tree.file(&format!("overlays/overlay-number-{i}.dtbo"), &[1u8; 3000]);
     }
@@ -158,22 +171,42 @@ fn bad_names_and_conflicts_are_errors() {
     let mut v = Vec::new();
     let mut w = new_writer(&mut v);
     for bad in ["a:b", "dir/trailing.", "x/trailing ", "q?", "ctl\u{1}"] {
-        let e = w.add(&entry(bad, EntryKind::File), Content::bytes(b"x")).unwrap_err();
+        let e = w
+            .add(&entry(bad, EntryKind::File), Content::bytes(b"x"))
+            .unwrap_err();
         assert!(matches!(e, Error::InvalidName { .. }), "{bad}: {e}");
     }
-    let raw = Entry::new(TreePath::parse(b"bad\xff").unwrap(), EntryKind::File, meta());
-    assert!(matches!(w.add(&raw, Content::None), Err(Error::InvalidName { .. })));
+    let raw = Entry::new(
+        TreePath::parse(b"bad\xff").unwrap(),
+        EntryKind::File,
+        meta(),
+    );
+    assert!(matches!(
+        w.add(&raw, Content::None),
+        Err(Error::InvalidName { .. })
+    ));
 
-    w.add(&entry("Boot/config.json", EntryKind::File), Content::bytes(b"{}")).unwrap();
-    let e = w.add(&entry("boot/CONFIG.JSON", EntryKind::File), Content::None).unwrap_err();
+    w.add(
+        &entry("Boot/config.json", EntryKind::File),
+        Content::bytes(b"{}"),
+    )
+    .unwrap();
+    let e = w
+        .add(&entry("boot/CONFIG.JSON", EntryKind::File), Content::None)
+        .unwrap_err();
     assert!(matches!(e, Error::NameCollision { .. }), "{e}");
     assert!(e.to_string().contains("/Boot"), "{e}");
-    let e = w.add(&entry("Boot/config.json", EntryKind::File), Content::None).unwrap_err();
+    let e = w
+        .add(&entry("Boot/config.json", EntryKind::File), Content::None)
+        .unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
-    let e = w.add(&entry("Boot/config.json/x", EntryKind::File), Content::None).unwrap_err();
+    let e = w
+        .add(&entry("Boot/config.json/x", EntryKind::File), Content::None)
+        .unwrap_err();
     assert!(matches!(e, Error::NotADirectory { .. }), "{e}");
     // A directory entry for an existing directory is fine (tar order).
-    w.add(&entry("Boot", EntryKind::Dir), Content::None).unwrap();
+    w.add(&entry("Boot", EntryKind::Dir), Content::None)
+        .unwrap();
     w.finish().unwrap();
 }
 
@@ -182,8 +215,12 @@ fn unrepresentable_kinds_are_refused_with_the_path() {
     let mut v = Vec::new();
     let mut w = new_writer(&mut v);
     let kinds = [
-        EntryKind::Symlink { target: b"/x".to_vec() },
-        EntryKind::Hardlink { target: TreePath::parse(b"a").unwrap() },
+        EntryKind::Symlink {
+            target: b"/x".to_vec(),
+        },
+        EntryKind::Hardlink {
+            target: TreePath::parse(b"a").unwrap(),
+        },
         EntryKind::CharDev { major: 1, minor: 3 },
         EntryKind::BlockDev { major: 8, minor: 0 },
         EntryKind::Fifo,
@@ -202,19 +239,53 @@ fn size_limits_are_errors() {
     let mut v = Vec::new();
     let mut w = new_writer(&mut v);
     let e = w
-        .add(&entry("huge.bin", EntryKind::File), Content::Preallocated { size: 5 << 30, head: b"" })
+        .add(
+            &entry("huge.bin", EntryKind::File),
+            Content::Preallocated {
+                size: 5 << 30,
+                head: b"",
+            },
+        )
         .unwrap_err();
-    assert!(matches!(e, Error::FileTooLarge { size_bytes, .. } if size_bytes == 5 << 30), "{e}");
+    assert!(
+        matches!(e, Error::FileTooLarge { size_bytes, .. } if size_bytes == 5 << 30),
+        "{e}"
+    );
 
     // Does not fit: the error says by how much.
-    let mut r = Pattern { seed: 1, size: 30 * MIB, pos: 0 };
-    w.add(&entry("a.bin", EntryKind::File), Content::Stream { size: 30 * MIB, reader: &mut r }).unwrap();
-    let mut r = Pattern { seed: 2, size: 30 * MIB, pos: 0 };
+    let mut r = Pattern {
+        seed: 1,
+        size: 30 * MIB,
+        pos: 0,
+    };
+    w.add(
+        &entry("a.bin", EntryKind::File),
+        Content::Stream {
+            size: 30 * MIB,
+            reader: &mut r,
+        },
+    )
+    .unwrap();
+    let mut r = Pattern {
+        seed: 2,
+        size: 30 * MIB,
+        pos: 0,
+    };
     let e = w
-        .add(&entry("b.bin", EntryKind::File), Content::Stream { size: 30 * MIB, reader: &mut r })
+        .add(
+            &entry("b.bin", EntryKind::File),
+            Content::Stream {
+                size: 30 * MIB,
+                reader: &mut r,
+            },
+        )
         .unwrap_err();
     match &e {
-        Error::NoSpace { what, needed_bytes, available_bytes } => {
+        Error::NoSpace {
+            what,
+            needed_bytes,
+            available_bytes,
+        } => {
             assert_eq!(what, "/b.bin");
             assert_eq!(*needed_bytes, 30 * MIB);
             assert!(*available_bytes < 11 * MIB && *available_bytes > 9 * MIB);
@@ -227,17 +298,29 @@ fn size_limits_are_errors() {
     let mut v = Vec::new();
     let mut w = new_writer(&mut v);
     for i in 0..300 {
-        w.add(&entry(&format!("file number {i}"), EntryKind::File), Content::None).unwrap();
+        w.add(
+            &entry(&format!("file number {i}"), EntryKind::File),
+            Content::None,
+        )
+        .unwrap();
     }
     let e = w.finish().unwrap_err();
-    assert!(matches!(e, Error::TooManyRootEntries { max: 512, .. }), "{e}");
+    assert!(
+        matches!(e, Error::TooManyRootEntries { max: 512, .. }),
+        "{e}"
+    );
 
     // Volume sizes.
     let o = FatOptions::new(1, EPOCH);
-    assert!(matches!(FatWriter::new(Vec::new(), MIB, o.clone()), Err(Error::VolumeTooSmall { .. })));
+    assert!(matches!(
+        FatWriter::new(Vec::new(), MIB, o.clone()),
+        Err(Error::VolumeTooSmall { .. })
+    ));
     let e = FatWriter::new(Vec::new(), 20 * MIB, o.clone().fat_type(FatType::Fat32)).unwrap_err();
     match e {
-        Error::VolumeTooSmall { min_bytes, .. } => assert!(min_bytes > 32 * MIB && min_bytes < 36 * MIB),
+        Error::VolumeTooSmall { min_bytes, .. } => {
+            assert!(min_bytes > 32 * MIB && min_bytes < 36 * MIB)
+        }
         other => panic!("{other}"),
     }
     assert!(matches!(
@@ -258,27 +341,77 @@ fn source_and_target_failures_are_errors() {
     let mut v = Vec::new();
     let mut w = new_writer(&mut v);
     let mut short = &b"ten bytes!"[..];
-    let e = w.add(&entry("short", EntryKind::File), Content::Stream { size: 1000, reader: &mut short }).unwrap_err();
-    assert!(matches!(e, Error::ShortContent { expected: 1000, got: 10, .. }), "{e}");
-    let e = w.add(&entry("broken", EntryKind::File), Content::Stream { size: 10, reader: &mut Failing }).unwrap_err();
+    let e = w
+        .add(
+            &entry("short", EntryKind::File),
+            Content::Stream {
+                size: 1000,
+                reader: &mut short,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ShortContent {
+                expected: 1000,
+                got: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = w
+        .add(
+            &entry("broken", EntryKind::File),
+            Content::Stream {
+                size: 10,
+                reader: &mut Failing,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::ContentIo { .. }), "{e}");
 
     // The target region is smaller than the volume: a write fails.
     let mut backing = Vec::new();
     let region = kiln_units::SubRegion::new(&mut backing, 0, MIB);
     let mut w = FatWriter::new(region, 40 * MIB, opts(FatType::Fat16)).unwrap();
-    let mut r = Pattern { seed: 1, size: 5 * MIB, pos: 0 };
-    let e = w.add(&entry("x", EntryKind::File), Content::Stream { size: 5 * MIB, reader: &mut r }).unwrap_err();
+    let mut r = Pattern {
+        seed: 1,
+        size: 5 * MIB,
+        pos: 0,
+    };
+    let e = w
+        .add(
+            &entry("x", EntryKind::File),
+            Content::Stream {
+                size: 5 * MIB,
+                reader: &mut r,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
 }
 
 /// A small valid image to corrupt.
 fn small_image(t: FatType) -> Vec<u8> {
-    let size = if t == FatType::Fat32 { 34 * MIB } else { 4 * MIB };
+    let size = if t == FatType::Fat32 {
+        34 * MIB
+    } else {
+        4 * MIB
+    };
     let mut v = Vec::new();
     let mut w = FatWriter::new(&mut v, size, opts(t)).unwrap();
-    w.add(&entry("d/e/f.txt", EntryKind::File), Content::bytes(b"hello")).unwrap();
-    w.add(&entry("g.txt", EntryKind::File), Content::bytes(&[7u8; 9000])).unwrap();
+    w.add(
+        &entry("d/e/f.txt", EntryKind::File),
+        Content::bytes(b"hello"),
+    )
+    .unwrap();
+    w.add(
+        &entry("g.txt", EntryKind::File),
+        Content::bytes(&[7u8; 9000]),
+    )
+    .unwrap();
     w.finish().unwrap();
     v
 }
@@ -287,7 +420,10 @@ fn small_image(t: FatType) -> Vec<u8> {
 fn poke(img: &[u8]) {
     let Ok(r) = FatReader::open(img) else { return };
     let _ = r.volume_label();
-    let limits = ListLimits { max_entries: 5000, max_depth: 16 };
+    let limits = ListLimits {
+        max_entries: 5000,
+        max_depth: 16,
+    };
     if let Ok(list) = r.list(limits) {
         for e in list.iter().take(50) {
             if e.kind == FatEntryKind::File {
@@ -354,7 +490,10 @@ fn reader_stops_on_directory_cluster_loops() {
     for i in 0..16 {
         let e = &img[root + 32 * i..root + 32 * i + 32];
         if &e[..11] == b"D          " {
-            cluster = Some(u32::from(u16::from_le_bytes([e[26], e[27]])) | u32::from(u16::from_le_bytes([e[20], e[21]])) << 16);
+            cluster = Some(
+                u32::from(u16::from_le_bytes([e[26], e[27]]))
+                    | u32::from(u16::from_le_bytes([e[20], e[21]])) << 16,
+            );
         }
     }
     let c = cluster.expect("entry D in root");
@@ -373,8 +512,16 @@ fn reader_stops_on_directory_cluster_loops() {
         bad[at..at + 4].copy_from_slice(&c.to_le_bytes());
     }
     let r = FatReader::open(&bad[..]).unwrap();
-    let e = r.list(ListLimits { max_entries: 10_000, max_depth: 64 }).unwrap_err();
-    assert!(matches!(e, Error::TooManyEntries { .. } | Error::Read { .. }), "{e}");
+    let e = r
+        .list(ListLimits {
+            max_entries: 10_000,
+            max_depth: 64,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TooManyEntries { .. } | Error::Read { .. }),
+        "{e}"
+    );
     // Reading still works afterwards (the budget is per operation).
     assert_eq!(r.read_file("g.txt", 10_000).unwrap(), vec![7u8; 9000]);
 }

@@ -27,7 +27,10 @@ fn full_check(t: FatType) {
     let expected = tree.expected();
     assert_eq!(files, expected.len() as u64 + 1, "fsck file count");
     assert_eq!(total, u64::from(report.total_clusters));
-    assert_eq!(used, u64::from(report.total_clusters - report.free_clusters));
+    assert_eq!(
+        used,
+        u64::from(report.total_clusters - report.free_clusters)
+    );
 
     // fsck.fat -vn: geometry equals what `mkfs.fat -F 16|32 -h 8192` makes
     // for 40 MiB (see layout docs), and for FAT32 the free-cluster summary
@@ -63,7 +66,10 @@ fn full_check(t: FatType) {
         ],
     };
     for w in want {
-        assert!(v.lines().any(|l| l.trim() == *w), "fsck.fat -vn lacks {w:?}:\n{v}");
+        assert!(
+            v.lines().any(|l| l.trim() == *w),
+            "fsck.fat -vn lacks {w:?}:\n{v}"
+        );
     }
     assert!(!v.contains("Free cluster summary wrong"), "{v}");
 
@@ -83,7 +89,10 @@ fn full_check(t: FatType) {
         "Volume in drive : is resin-boot",
         "Volume Serial Number is 1234-ABCD",
     ] {
-        assert!(root_listing.contains(needle), "mdir lacks {needle:?}:\n{root_listing}");
+        assert!(
+            root_listing.contains(needle),
+            "mdir lacks {needle:?}:\n{root_listing}"
+        );
     }
     let o = run("mdir", "mtools", &["-i", &spec, "::/overlays"]);
     let listing = text(&o).0;
@@ -93,7 +102,11 @@ fn full_check(t: FatType) {
     assert!(listing.contains("1102 files"), "{listing}");
 
     // mtype prints a file; mcopy extracts the whole tree byte for byte.
-    let o = run("mtype", "mtools", &["-i", &spec, "::/system-connections/My Wifi"]);
+    let o = run(
+        "mtype",
+        "mtools",
+        &["-i", &spec, "::/system-connections/My Wifi"],
+    );
     assert_eq!(o.stdout, b"[connection]\nid=My Wifi\n");
     let o = run("mtype", "mtools", &["-i", &spec, "::/日本語/ファイル.txt"]);
     assert_eq!(o.stdout, "こんにちは".as_bytes());
@@ -124,13 +137,23 @@ fn full_check(t: FatType) {
         }
     }
     let big = r.read_file("kernel-20mib.img", 21 * MIB).unwrap();
-    assert!(big == Data::Pattern { seed: 7, size: 20 * MIB }.bytes());
+    assert!(
+        big == Data::Pattern {
+            seed: 7,
+            size: 20 * MIB
+        }
+        .bytes()
+    );
     assert!(matches!(
         r.read_file("kernel-20mib.img", MIB),
         Err(kiln_fat::Error::ReadLimit { .. })
     ));
     // blkid sees the label (what balenaOS mounts by).
-    let o = run("blkid", "util-linux", &["-o", "value", "-s", "LABEL", img.to_str().unwrap()]);
+    let o = run(
+        "blkid",
+        "util-linux",
+        &["-o", "value", "-s", "LABEL", img.to_str().unwrap()],
+    );
     assert_eq!(text(&o).0.trim(), "resin-boot");
 }
 
@@ -156,17 +179,29 @@ fn subregion_inside_a_larger_image() {
     let total = start + len + 4 * MIB;
     std::fs::write(&disk, vec![0xAAu8; total as usize]).unwrap();
     let mut tree = Tree::default();
-    tree.file("config.json", b"{}\n").file("dir/sub/file name.txt", b"x").big("big.bin", 3, 3 * MIB);
+    tree.file("config.json", b"{}\n")
+        .file("dir/sub/file name.txt", b"x")
+        .big("big.bin", 3, 3 * MIB);
     {
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&disk).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .unwrap();
         let region = SubRegion::new(&mut f, start, len);
         let mut w = FatWriter::new(region, len, opts(FatType::Fat32)).unwrap();
         tree.feed(&mut w).unwrap();
         w.finish().unwrap();
     }
     let bytes = std::fs::read(&disk).unwrap();
-    assert!(bytes[..start as usize].iter().all(|&b| b == 0xAA), "wrote before the region");
-    assert!(bytes[(start + len) as usize..].iter().all(|&b| b == 0xAA), "wrote after the region");
+    assert!(
+        bytes[..start as usize].iter().all(|&b| b == 0xAA),
+        "wrote before the region"
+    );
+    assert!(
+        bytes[(start + len) as usize..].iter().all(|&b| b == 0xAA),
+        "wrote after the region"
+    );
     let spec = format!("{}@@{start}", disk.to_str().unwrap());
     assert_eq!(mdir_paths(&spec), mtools_paths(&tree));
     mcopy_matches(&spec, &tree);
@@ -193,14 +228,25 @@ fn deterministic_output() {
         build(&a, 40 * MIB, opts(t), &tree);
         build(&b, 40 * MIB, opts(t), &tree);
         build(&c, 40 * MIB, opts(t).assume_zeroed_target(true), &tree);
-        let (ba, bb, bc) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
+        let (ba, bb, bc) = (
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            std::fs::read(&c).unwrap(),
+        );
         assert!(ba == bb, "{t:?}: two runs differ");
         assert!(ba == bc, "{t:?}: assume_zeroed changes the image");
         fsck_clean(&c);
     }
     // A different timestamp changes the bytes (it is really used).
-    build(&b, 40 * MIB, FatOptions::new(0x1234_ABCD, kiln_tree::Timestamp::new(1_600_000_000, 0))
-        .fat_type(FatType::Fat32).volume_label("resin-boot").hidden_sectors(8192), &tree);
+    build(
+        &b,
+        40 * MIB,
+        FatOptions::new(0x1234_ABCD, kiln_tree::Timestamp::new(1_600_000_000, 0))
+            .fat_type(FatType::Fat32)
+            .volume_label("resin-boot")
+            .hidden_sectors(8192),
+        &tree,
+    );
     assert!(std::fs::read(&a).unwrap() != std::fs::read(&b).unwrap());
 }
 
@@ -235,7 +281,17 @@ fn differential_against_mkfs_fat_and_mcopy() {
         let o = run(
             "mkfs.fat",
             "dosfstools",
-            &["-F", flag, "-n", "resin-boot", "-i", "1234ABCD", "-h", "8192", theirs.to_str().unwrap()],
+            &[
+                "-F",
+                flag,
+                "-n",
+                "resin-boot",
+                "-i",
+                "1234ABCD",
+                "-h",
+                "8192",
+                theirs.to_str().unwrap(),
+            ],
         );
         assert!(o.status.success(), "{:?}", text(&o));
         let mut args = vec!["-s", "-i", theirs.to_str().unwrap()];
@@ -251,13 +307,18 @@ fn differential_against_mkfs_fat_and_mcopy() {
         let ours = dir.path().join(format!("kiln{flag}.img"));
         let f = std::fs::File::create(&ours).unwrap();
         let mut w = FatWriter::new(f, 40 * MIB, opts(t)).unwrap();
-        DirSource::new(&src, SourceOptions::default()).feed(&mut w).unwrap();
+        DirSource::new(&src, SourceOptions::default())
+            .feed(&mut w)
+            .unwrap();
         w.finish().unwrap();
 
         let (files_t, _, total_t) = fsck_clean(&theirs);
         let (files_o, _, total_o) = fsck_clean(&ours);
         assert_eq!((files_o, total_o), (files_t, total_t), "{t:?}");
-        let (pt, po) = (mdir_paths(theirs.to_str().unwrap()), mdir_paths(ours.to_str().unwrap()));
+        let (pt, po) = (
+            mdir_paths(theirs.to_str().unwrap()),
+            mdir_paths(ours.to_str().unwrap()),
+        );
         assert_eq!(po, pt, "{t:?}: listings differ");
         mcopy_matches(ours.to_str().unwrap(), &tree);
         mcopy_matches(theirs.to_str().unwrap(), &tree);
@@ -270,7 +331,11 @@ fn differential_against_mkfs_fat_and_mcopy() {
                 .map(str::to_owned)
                 .collect()
         };
-        assert_eq!(geo(&fsck_verbose(&ours)), geo(&fsck_verbose(&theirs)), "{t:?}");
+        assert_eq!(
+            geo(&fsck_verbose(&ours)),
+            geo(&fsck_verbose(&theirs)),
+            "{t:?}"
+        );
     }
 }
 
@@ -282,22 +347,63 @@ fn reader_reads_mkfs_vfat_images() {
     let f = std::fs::File::create(&img).unwrap();
     f.set_len(40 * MIB).unwrap();
     drop(f);
-    let o = run("mkfs.vfat", "dosfstools", &["-n", "resin-boot", "-i", "C0FFEE00", img.to_str().unwrap()]);
+    let o = run(
+        "mkfs.vfat",
+        "dosfstools",
+        &["-n", "resin-boot", "-i", "C0FFEE00", img.to_str().unwrap()],
+    );
     assert!(o.status.success());
     let host = dir.path().join("config.json");
     std::fs::write(&host, b"{\"uuid\":\"abc\"}\n").unwrap();
     let spec = img.to_str().unwrap();
-    assert!(run("mmd", "mtools", &["-i", spec, "::/system-connections"]).status.success());
-    assert!(run("mcopy", "mtools", &["-i", spec, host.to_str().unwrap(), "::/config.json"]).status.success());
-    assert!(run("mcopy", "mtools", &["-i", spec, host.to_str().unwrap(), "::/system-connections/Home Network"]).status.success());
+    assert!(run("mmd", "mtools", &["-i", spec, "::/system-connections"])
+        .status
+        .success());
+    assert!(run(
+        "mcopy",
+        "mtools",
+        &["-i", spec, host.to_str().unwrap(), "::/config.json"]
+    )
+    .status
+    .success());
+    assert!(run(
+        "mcopy",
+        "mtools",
+        &[
+            "-i",
+            spec,
+            host.to_str().unwrap(),
+            "::/system-connections/Home Network"
+        ]
+    )
+    .status
+    .success());
     let f = std::fs::File::open(&img).unwrap();
     let r = FatReader::open(&f).unwrap();
     assert_eq!(r.fat_type(), Some(FatType::Fat16));
     assert_eq!(r.volume_id(), 0xC0FF_EE00);
     assert_eq!(r.volume_label().unwrap().as_deref(), Some("resin-boot"));
-    let mut paths: Vec<String> = r.list(ListLimits::default()).unwrap().into_iter().map(|e| e.path).collect();
+    let mut paths: Vec<String> = r
+        .list(ListLimits::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
     paths.sort();
-    assert_eq!(paths, ["config.json", "system-connections", "system-connections/Home Network"]);
-    assert_eq!(r.read_file("system-connections/Home Network", 100).unwrap(), b"{\"uuid\":\"abc\"}\n");
-    assert!(matches!(r.read_file("nope.txt", 100), Err(kiln_fat::Error::NotFound { .. })));
+    assert_eq!(
+        paths,
+        [
+            "config.json",
+            "system-connections",
+            "system-connections/Home Network"
+        ]
+    );
+    assert_eq!(
+        r.read_file("system-connections/Home Network", 100).unwrap(),
+        b"{\"uuid\":\"abc\"}\n"
+    );
+    assert!(matches!(
+        r.read_file("nope.txt", 100),
+        Err(kiln_fat::Error::NotFound { .. })
+    ));
 }

@@ -86,7 +86,13 @@ pub fn mdir_paths(img_spec: &str) -> Vec<String> {
 /// them back); this only adapts the expectation to the tool.
 pub fn mtools_name(p: &str) -> String {
     p.chars()
-        .flat_map(|c| if u32::from(c) > 0xFFFF { vec!['_', '_'] } else { vec![c] })
+        .flat_map(|c| {
+            if u32::from(c) > 0xFFFF {
+                vec!['_', '_']
+            } else {
+                vec![c]
+            }
+        })
         .collect()
 }
 
@@ -131,9 +137,7 @@ impl Data {
     pub fn bytes(&self) -> Vec<u8> {
         match self {
             Data::Bytes(b) => b.clone(),
-            Data::Pattern { seed, size } => {
-                (0..*size).map(|i| pattern_byte(*seed, i)).collect()
-            }
+            Data::Pattern { seed, size } => (0..*size).map(|i| pattern_byte(*seed, i)).collect(),
         }
     }
 }
@@ -150,11 +154,13 @@ impl Tree {
         self
     }
     pub fn file(&mut self, p: &str, data: &[u8]) -> &mut Self {
-        self.entries.push((p.to_owned(), Some(Data::Bytes(data.to_vec()))));
+        self.entries
+            .push((p.to_owned(), Some(Data::Bytes(data.to_vec()))));
         self
     }
     pub fn big(&mut self, p: &str, seed: u64, size: u64) -> &mut Self {
-        self.entries.push((p.to_owned(), Some(Data::Pattern { seed, size })));
+        self.entries
+            .push((p.to_owned(), Some(Data::Pattern { seed, size })));
         self
     }
 
@@ -169,10 +175,17 @@ impl Tree {
                     sink.add(&Entry::new(path, EntryKind::File, meta), Content::bytes(b))?
                 }
                 Some(Data::Pattern { seed, size }) => {
-                    let mut r = Pattern { seed: *seed, size: *size, pos: 0 };
+                    let mut r = Pattern {
+                        seed: *seed,
+                        size: *size,
+                        pos: 0,
+                    };
                     sink.add(
                         &Entry::new(path, EntryKind::File, meta),
-                        Content::Stream { size: *size, reader: &mut r },
+                        Content::Stream {
+                            size: *size,
+                            reader: &mut r,
+                        },
                     )?
                 }
             }
@@ -205,33 +218,45 @@ impl Tree {
     /// The boot-partition-like tree used by the validator tests.
     pub fn boot_like() -> Tree {
         let mut t = Tree::default();
-        t.file("config.json", b"{\n  \"deviceType\": \"fincm3\",\n  \"hostname\": \"kiln\"\n}\n")
-            .file("cmdline.txt", b"console=serial0,115200 root=LABEL=resin-rootA\n")
-            .file("README", b"readme\n")
-            .file("Makefile", b"all:\n")
-            .file("readme.TXT", b"mixed case parts\n")
-            // Arrives before its parents.
-            .file("system-connections/My Wifi", b"[connection]\nid=My Wifi\n")
-            .dir("system-connections")
-            .file("system-connections/ethernet-static", b"[ipv4]\nmethod=manual\n")
-            .file("a/b/c/d/e/deep file with a long name.txt", b"deep\n")
-            .dir("a/b/empty dir")
-            .file("empty", b"")
-            .file("a/empty.txt", b"")
-            .file("longfilename1.txt", b"1")
-            .file("longfilename2.txt", b"2")
-            .file("longfilename3.txt", b"3")
-            .file(".hidden", b"dot")
-            .file("foo.tar.gz", b"tgz")
-            .file("résumé.txt", "é".as_bytes())
-            .file("日本語/ファイル.txt", "こんにちは".as_bytes())
-            .file("emoji-🙂.txt", "🙂".as_bytes())
-            .file("UPPER.TXT", b"upper")
-            .file("a+b,c;d=e[f].txt", b"odd chars")
-            .big("kernel-20mib.img", 7, 20 * MIB)
-            .big("bootcode.bin", 8, 52_456);
+        t.file(
+            "config.json",
+            b"{\n  \"deviceType\": \"fincm3\",\n  \"hostname\": \"kiln\"\n}\n",
+        )
+        .file(
+            "cmdline.txt",
+            b"console=serial0,115200 root=LABEL=resin-rootA\n",
+        )
+        .file("README", b"readme\n")
+        .file("Makefile", b"all:\n")
+        .file("readme.TXT", b"mixed case parts\n")
+        // Arrives before its parents.
+        .file("system-connections/My Wifi", b"[connection]\nid=My Wifi\n")
+        .dir("system-connections")
+        .file(
+            "system-connections/ethernet-static",
+            b"[ipv4]\nmethod=manual\n",
+        )
+        .file("a/b/c/d/e/deep file with a long name.txt", b"deep\n")
+        .dir("a/b/empty dir")
+        .file("empty", b"")
+        .file("a/empty.txt", b"")
+        .file("longfilename1.txt", b"1")
+        .file("longfilename2.txt", b"2")
+        .file("longfilename3.txt", b"3")
+        .file(".hidden", b"dot")
+        .file("foo.tar.gz", b"tgz")
+        .file("résumé.txt", "é".as_bytes())
+        .file("日本語/ファイル.txt", "こんにちは".as_bytes())
+        .file("emoji-🙂.txt", "🙂".as_bytes())
+        .file("UPPER.TXT", b"upper")
+        .file("a+b,c;d=e[f].txt", b"odd chars")
+        .big("kernel-20mib.img", 7, 20 * MIB)
+        .big("bootcode.bin", 8, 52_456);
         for i in 0..1100 {
-            t.file(&format!("overlays/dtoverlay-{i:04}.dtbo"), format!("overlay {i}\n").as_bytes());
+            t.file(
+                &format!("overlays/dtoverlay-{i:04}.dtbo"),
+                format!("overlay {i}\n").as_bytes(),
+            );
         }
         t
     }
@@ -270,8 +295,11 @@ pub fn mcopy_matches(img_spec: &str, tree: &Tree) {
         &["-s", "-n", "-i", img_spec, "::/*", dest.to_str().unwrap()],
     );
     assert!(o.status.success(), "mcopy failed: {:?}", text(&o));
-    let expected: BTreeMap<String, Option<Data>> =
-        tree.expected().into_iter().map(|(k, v)| (mtools_name(&k), v)).collect();
+    let expected: BTreeMap<String, Option<Data>> = tree
+        .expected()
+        .into_iter()
+        .map(|(k, v)| (mtools_name(&k), v))
+        .collect();
     let mut found = BTreeMap::new();
     walk(&dest, &dest, &mut found);
     let want: Vec<&String> = expected.keys().collect();
@@ -282,7 +310,11 @@ pub fn mcopy_matches(img_spec: &str, tree: &Tree) {
             (None, None) => {}
             (Some(d), Some(host)) => {
                 let got = std::fs::read(host).unwrap();
-                assert!(got == d.bytes(), "{p}: content differs ({} bytes)", got.len());
+                assert!(
+                    got == d.bytes(),
+                    "{p}: content differs ({} bytes)",
+                    got.len()
+                );
             }
             _ => panic!("{p}: kind differs"),
         }
@@ -292,7 +324,13 @@ pub fn mcopy_matches(img_spec: &str, tree: &Tree) {
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Option<std::path::PathBuf>>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         if e.file_type().unwrap().is_dir() {
             out.insert(rel, None);
             walk(root, &e.path(), out);
