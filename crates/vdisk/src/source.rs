@@ -165,11 +165,15 @@ impl<D: VirtualDisk + ?Sized> Iterator for AllocatedExtents<'_, D> {
                 return Some(Err(e));
             }
         };
+        if first.len == 0 {
+            self.done = true;
+            return None;
+        }
         let mut ext = first;
         // Merge regions that touch (formats report per cluster/table).
         loop {
             match self.disk.next_allocated(ext.end()) {
-                Ok(Some(n)) if n.offset == ext.end() => ext.len = ext.len.saturating_add(n.len),
+                Ok(Some(n)) if n.offset == ext.end() && n.len > 0 => ext.len = ext.len.saturating_add(n.len),
                 Ok(_) => break,
                 Err(e) => {
                     self.done = true;

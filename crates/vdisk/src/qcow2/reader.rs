@@ -216,6 +216,9 @@ impl<R: ReadAt> VirtualDisk for Qcow2Reader<R> {
         self.size
     }
     fn next_allocated(&self, from: u64) -> Result<Option<Extent>> {
+        if from >= self.size {
+            return Ok(None);
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let cs = self.cluster_size;
         let l2_span = cs / 8 * cs;

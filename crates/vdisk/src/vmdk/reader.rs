@@ -219,6 +219,9 @@ impl<R: ReadAt> VirtualDisk for VmdkReader<R> {
         self.size
     }
     fn next_allocated(&self, from: u64) -> Result<Option<Extent>> {
+        if from >= self.size {
+            return Ok(None);
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let grains = self.size.div_ceil(self.grain_bytes);
         let mut g = from / self.grain_bytes;

@@ -1,0 +1,99 @@
+//! qcow2: validated by qemu-img (check, compare, info), read back by our
+//! reader, compared against qemu-img's own qcow2 output.
+
+mod common;
+
+use std::fs::File;
+
+use common::*;
+use kiln_vdisk::{open, Format, OutputFormat, Qcow2Options, VirtualDisk};
+
+#[test]
+fn qcow2_passes_check_and_equals_raw() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let out = d.path("out.qcow2");
+    let s = write_with(&raw, &out, &OutputFormat::Qcow2(Qcow2Options::new()));
+    assert_check("qcow2", &out);
+    assert_identical(&raw, "qcow2", &out);
+    let j = info(None, &out);
+    assert_eq!(j["format"], "qcow2");
+    assert_eq!(j["virtual-size"], SIZE);
+    assert_eq!(j["cluster-size"], 65536);
+    assert_eq!(j["format-specific"]["data"]["compat"], "1.1");
+    assert_eq!(j["format-specific"]["data"]["refcount-bits"], 16);
+    // The zero region and all holes are skipped: 58 data clusters of 64 KiB
+    // (the regions' cluster footprint), not the 1 MiB zero region.
+    assert_eq!(s.allocated_bytes, 58 * 65536);
+    assert_eq!(s.file_size, std::fs::metadata(&out).unwrap().len());
+}
+
+#[test]
+fn qcow2_compressed_clusters_pass_check() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let plain = d.path("plain.qcow2");
+    let out = d.path("comp.qcow2");
+    let sp = write_with(&raw, &plain, &OutputFormat::Qcow2(Qcow2Options::new()));
+    let sc = write_with(&raw, &out, &OutputFormat::Qcow2(Qcow2Options::new().compressed(6)));
+    assert_check("qcow2", &out);
+    let o = qemu_img(&["check", p(&out)]);
+    assert!(o.stdout.contains("compressed clusters"), "{}", o.stdout);
+    assert!(!o.stdout.contains(" 0.00% compressed"), "{}", o.stdout);
+    assert_identical(&raw, "qcow2", &out);
+    assert!(sc.file_size < sp.file_size, "compressed {} !< plain {}", sc.file_size, sp.file_size);
+    assert_reader_matches(&open(File::open(&out).unwrap()).unwrap(), &raw);
+}
+
+#[test]
+fn qcow2_is_deterministic() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    assert_deterministic(&d, &raw, &OutputFormat::Qcow2(Qcow2Options::new()), "plain");
+    assert_deterministic(&d, &raw, &OutputFormat::Qcow2(Qcow2Options::new().compressed(1)), "comp");
+}
+
+#[test]
+fn qcow2_reader_reads_ours_and_qemus() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let ours = d.path("ours.qcow2");
+    write_with(&raw, &ours, &OutputFormat::Qcow2(Qcow2Options::new()));
+    let img = open(File::open(&ours).unwrap()).unwrap();
+    assert_eq!(img.format(), Format::Qcow2);
+    assert_reader_matches(&img, &raw);
+    for (name, extra) in [("q.qcow2", &[][..]), ("qc.qcow2", &["-c"][..]), ("q2.qcow2", &["-o", "compat=0.10"][..])] {
+        let theirs = d.path(name);
+        qemu_convert(&raw, &theirs, "qcow2", extra);
+        let img = open(File::open(&theirs).unwrap()).unwrap();
+        assert_eq!(img.format(), Format::Qcow2, "{name}");
+        assert_reader_matches(&img, &raw);
+    }
+}
+
+/// Differential: qemu-img convert's qcow2 and ours hold the same disk, and
+/// ours is not larger (both skip zero clusters).
+#[test]
+fn qcow2_differential_against_qemu_img_convert() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let ours = d.path("ours.qcow2");
+    let theirs = d.path("theirs.qcow2");
+    write_with(&raw, &ours, &OutputFormat::Qcow2(Qcow2Options::new()));
+    qemu_convert(&raw, &theirs, "qcow2", &[]);
+    let o = qemu_img(&["compare", "-f", "qcow2", "-F", "qcow2", p(&ours), p(&theirs)]);
+    assert_eq!(o.code, Some(0), "{} {}", o.stdout, o.stderr);
+    let (a, b) = (
+        std::fs::metadata(&ours).unwrap().len(),
+        std::fs::metadata(&theirs).unwrap().len(),
+    );
+    eprintln!("qcow2 sizes: kiln {a} B, qemu-img {b} B");
+    assert!(a <= b, "ours {a} > qemu-img {b}");
+    let (ja, jb) = (info(None, &ours), info(None, &theirs));
+    assert_eq!(ja["virtual-size"], jb["virtual-size"]);
+}
