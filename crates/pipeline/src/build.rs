@@ -165,7 +165,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         )
     })?;
     rootfs.check_exists()?;
-    if let Some(b) = &os.boot {
+    for b in os.boot.iter().chain(&os.bios_boot) {
         b.check_exists()?;
     }
     for i in recipe
@@ -364,7 +364,11 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     }
 
     progress("writing the partition table");
-    write_table(req, &plan, &mut reports, &mut *file)?;
+    let boot_code = match &os.bios_boot {
+        Some(input) => Some(write_bios_boot(profile, &plan, input, &mut *file)?),
+        None => None,
+    };
+    write_table(req, &plan, &mut reports, boot_code, &mut *file)?;
     file.sync_all().map_err(|source| Error::Output {
         path: out.clone(),
         op: "cannot flush the output file",
@@ -588,10 +592,52 @@ fn write_boot(
     })
 }
 
+/// BIOS boot (GRUB's boot.img + core.img, as balenaOS and grub-install
+/// lay it out on MBR disks): returns the 440 bytes of MBR boot code and
+/// writes core.img from LBA 1 up to (not into) the first partition.
+fn write_bios_boot(
+    profile: &BoardProfile,
+    plan: &Plan,
+    input: &kiln_recipe::InputPath,
+    file: &mut File,
+) -> Result<[u8; 440], Error> {
+    if profile.table != TableKind::Mbr {
+        return Err(input
+            .invalid("BIOS boot code needs an MBR board; GPT boards boot through UEFI")
+            .into());
+    }
+    let bytes = input.read()?;
+    let first = plan
+        .partitions
+        .iter()
+        .map(|p| p.ebr.unwrap_or(p.start))
+        .min()
+        .unwrap_or(0);
+    if bytes.len() < 1024 || bytes.len() as u64 > first {
+        return Err(input
+            .invalid(format!(
+                "expected boot.img (512 bytes) followed by core.img, at most {first} bytes in all before the first partition; got {} bytes",
+                bytes.len()
+            ))
+            .into());
+    }
+    let mut code = [0u8; 440];
+    code.copy_from_slice(&bytes[..440]);
+    kiln_units::WriteAt::write_all_at(file, &bytes[512..], 512).map_err(|source| {
+        Error::Output {
+            path: input.path.clone(),
+            op: "cannot write core.img before the first partition",
+            source,
+        }
+    })?;
+    Ok(code)
+}
+
 fn write_table(
     req: &BuildRequest<'_>,
     plan: &Plan,
     reports: &mut [PartitionReport],
+    boot_code: Option<[u8; 440]>,
     file: &mut File,
 ) -> Result<(), Error> {
     let profile = &req.profile;
@@ -599,6 +645,9 @@ fn write_table(
         TableKind::Mbr => {
             let mut mbr = Mbr::new(req.seed.u32("mbr-disk-signature"));
             mbr = mbr.align(profile.alignment);
+            if let Some(code) = boot_code {
+                mbr = mbr.boot_code(kiln_part::BootCode::Code(Box::new(code)));
+            }
             let mut ext = plan
                 .extended
                 .map(|(s, l)| Extended::new(s, l, profile.ebr_gap));

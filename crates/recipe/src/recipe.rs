@@ -83,6 +83,10 @@ pub struct OsSpec {
     pub rootfs: Option<InputPath>,
     /// Boot partition files: directory or tar.
     pub boot: Option<InputPath>,
+    /// MBR boards, BIOS boot: GRUB's `boot.img` (512 bytes, of which the
+    /// first 440 become the MBR boot code) followed by `core.img`, which
+    /// is written from LBA 1 up to the first partition.
+    pub bios_boot: Option<InputPath>,
 }
 
 /// An extra file for the boot partition.
@@ -254,6 +258,7 @@ struct WireRecipe {
 struct WireOs {
     rootfs: Option<Spanned<String>>,
     boot: Option<Spanned<String>>,
+    bios_boot: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -412,6 +417,10 @@ impl Recipe {
                         .boot
                         .as_ref()
                         .map(|p| input(p, format!("os.{arch_name}.boot"))),
+                    bios_boot: s
+                        .bios_boot
+                        .as_ref()
+                        .map(|p| input(p, format!("os.{arch_name}.bios-boot"))),
                 },
             );
         }
