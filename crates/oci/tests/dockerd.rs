@@ -461,6 +461,18 @@ fn dockerd_runs_the_written_store_and_matches_docker_load() {
         errors.join("\n")
     );
 
+    // docker 20.10's own `docker save` (manifest.json, repositories,
+    // <id>/layer.tar) is an input too: same images, same layers.
+    let saved = Store::open(&[ImageInput::new(&all_tar)], opts("linux/amd64")).unwrap();
+    for (reference, (id, diff_ids)) in &fx.expect {
+        let img = saved.find(reference).unwrap();
+        assert_eq!(img.id.to_string(), *id);
+        assert!(img.manifest_digest_computed);
+        assert_eq!(img.diff_ids().iter().map(ToString::to_string).collect::<Vec<_>>(), *diff_ids);
+    }
+    let resaved = saved.feed(&mut DirSink::new(&dir.join("resaved"))).unwrap();
+    assert_eq!(resaved.layers.len(), report.layers.len());
+
     // Reference: the same images through `docker load` into a fresh root.
     let ref_root = dir.join("ref-data");
     let mut reference = Engine::start(&dir.join("ref-engine"), &ref_root);
