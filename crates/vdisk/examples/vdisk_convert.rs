@@ -7,12 +7,16 @@
 use std::fs::{File, OpenOptions};
 use std::time::Instant;
 
-use kiln_vdisk::{copy_allocated, open, OutputFormat, Qcow2Options, VhdKind, VhdOptions, VirtualDisk, VmdkOptions};
+use kiln_vdisk::{
+    copy_allocated, open, OutputFormat, Qcow2Options, VhdKind, VhdOptions, VirtualDisk, VmdkOptions,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, input, output, format] = args.as_slice() else {
-        return Err("usage: vdisk_convert IN OUT raw|qcow2|qcow2-compressed|vmdk|vhd|vhd-dynamic".into());
+        return Err(
+            "usage: vdisk_convert IN OUT raw|qcow2|qcow2-compressed|vmdk|vhd|vhd-dynamic".into(),
+        );
     };
     let fmt = match format.as_str() {
         "raw" => OutputFormat::Raw,
@@ -25,7 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let start = Instant::now();
     let img = open(File::open(input)?)?;
-    let out = OpenOptions::new().create(true).write(true).truncate(true).open(output)?;
+    let out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(output)?;
     let mut w = fmt.create_writer(out, img.virtual_size())?;
     copy_allocated(&img, &mut w)?;
     let s = w.finish()?;

@@ -92,7 +92,9 @@ pub enum Error {
         format: Format,
     },
     /// A read outside the virtual disk.
-    #[error("read of {len} bytes at virtual byte {offset} is outside the {virtual_size}-byte disk")]
+    #[error(
+        "read of {len} bytes at virtual byte {offset} is outside the {virtual_size}-byte disk"
+    )]
     ReadOutOfRange {
         /// Virtual byte offset.
         offset: u64,

@@ -43,17 +43,34 @@
 //! [`Error::ExtentOutOfOrder`], [`Error::SizeNotSupported`],
 //! [`Error::AlreadyFinished`], [`Error::ReadOutOfRange`] for requests.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 #![deny(missing_docs)]
 
+// Field helpers and the cluster assembler serve the format modules, all
+// of which may be compiled out.
+#[cfg_attr(
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    allow(dead_code)
+)]
 mod bytes;
+#[cfg_attr(
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    allow(dead_code)
+)]
 mod error;
+#[cfg_attr(
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    allow(dead_code)
+)]
 mod extent;
 mod source;
 
-pub mod raw;
 #[cfg(feature = "qcow2")]
 pub mod qcow2;
+pub mod raw;
 #[cfg(feature = "vhd")]
 pub mod vhd;
 #[cfg(feature = "vmdk")]
@@ -65,8 +82,8 @@ pub use extent::{DiskWriter, Extent, WriteSummary};
 pub use qcow2::{Qcow2Options, Qcow2Reader, Qcow2Writer};
 pub use raw::{RawReader, RawWriter};
 pub use source::{
-    allocated_extents, copy_allocated, feed_read_at, feed_sparse_file, AllocatedExtents, DataRegions, NoHoles,
-    VirtualDisk, PUMP_BUFFER, ZERO_SKIP_BLOCK,
+    allocated_extents, copy_allocated, feed_read_at, feed_sparse_file, AllocatedExtents,
+    DataRegions, NoHoles, VirtualDisk, PUMP_BUFFER, ZERO_SKIP_BLOCK,
 };
 #[cfg(feature = "vhd")]
 pub use vhd::{VhdKind, VhdOptions, VhdReader, VhdWriter};
@@ -149,7 +166,8 @@ pub fn open<R: DataRegions>(src: R) -> Result<Image<R>> {
     }
     let mut tail = [0u8; 8];
     if size >= 512 {
-        src.read_exact_at(&mut tail, size - 512).map_err(Error::io(size - 512))?;
+        src.read_exact_at(&mut tail, size - 512)
+            .map_err(Error::io(size - 512))?;
     }
     #[cfg(feature = "qcow2")]
     if head[..4] == qcow2::QCOW2_MAGIC {

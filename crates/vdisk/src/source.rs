@@ -173,7 +173,9 @@ impl<D: VirtualDisk + ?Sized> Iterator for AllocatedExtents<'_, D> {
         // Merge regions that touch (formats report per cluster/table).
         loop {
             match self.disk.next_allocated(ext.end()) {
-                Ok(Some(n)) if n.offset == ext.end() && n.len > 0 => ext.len = ext.len.saturating_add(n.len),
+                Ok(Some(n)) if n.offset == ext.end() && n.len > 0 => {
+                    ext.len = ext.len.saturating_add(n.len)
+                }
                 Ok(_) => break,
                 Err(e) => {
                     self.done = true;
@@ -237,7 +239,11 @@ pub fn copy_allocated<D: VirtualDisk + ?Sized, W: DiskWriter + ?Sized>(
 
 /// Sends the runs of `data` (at virtual `offset`) made of non-zero
 /// [`ZERO_SKIP_BLOCK`]-aligned blocks to `writer`.
-fn write_nonzero_runs<W: DiskWriter + ?Sized>(writer: &mut W, offset: u64, data: &[u8]) -> Result<()> {
+fn write_nonzero_runs<W: DiskWriter + ?Sized>(
+    writer: &mut W,
+    offset: u64,
+    data: &[u8],
+) -> Result<()> {
     let blk = ZERO_SKIP_BLOCK as u64;
     let mut run_start: Option<usize> = None;
     let mut i = 0usize;

@@ -1,12 +1,13 @@
 //! Hostile and truncated input: readers return errors, never panic, and
 //! never allocate past their documented bounds.
+#![cfg(all(feature = "qcow2", feature = "vmdk", feature = "vhd"))]
 
 mod common;
 
 use kiln_vdisk::vhd::VhdChecksum;
 use kiln_vdisk::{
-    allocated_extents, open, DiskWriter, Error, OutputFormat, Qcow2Options, VhdKind, VhdOptions, VirtualDisk,
-    VmdkOptions,
+    allocated_extents, open, DiskWriter, Error, OutputFormat, Qcow2Options, VhdKind, VhdOptions,
+    VirtualDisk, VmdkOptions,
 };
 
 fn sample(fmt: &OutputFormat) -> Vec<u8> {
@@ -23,9 +24,15 @@ fn sample(fmt: &OutputFormat) -> Vec<u8> {
 fn formats() -> Vec<(&'static str, OutputFormat)> {
     vec![
         ("qcow2", OutputFormat::Qcow2(Qcow2Options::new())),
-        ("qcow2c", OutputFormat::Qcow2(Qcow2Options::new().compressed(6))),
+        (
+            "qcow2c",
+            OutputFormat::Qcow2(Qcow2Options::new().compressed(6)),
+        ),
         ("vmdk", OutputFormat::Vmdk(VmdkOptions::new())),
-        ("vhd-dyn", OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic))),
+        (
+            "vhd-dyn",
+            OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic)),
+        ),
     ]
 }
 
@@ -85,14 +92,19 @@ fn set_le64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+
 fn corrupt_or_unsupported<T: std::fmt::Debug>(r: kiln_vdisk::Result<T>) -> bool {
-    matches!(r, Err(Error::Corrupt { .. }) | Err(Error::Unsupported { .. }))
+    matches!(
+        r,
+        Err(Error::Corrupt { .. }) | Err(Error::Unsupported { .. })
+    )
 }
 
 #[test]
 fn qcow2_hostile_fields() {
     let good = sample(&OutputFormat::Qcow2(Qcow2Options::new()));
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("l1_size huge", Box::new(|b| set_be32(b, 36, u32::MAX))),
         ("l1 offset past end", Box::new(|b| set_be64(b, 40, 1 << 60))),
         ("cluster_bits 40", Box::new(|b| set_be32(b, 20, 40))),
@@ -146,7 +158,10 @@ fn vmdk_hostile_fields() {
             set_le64(&mut b[n - 1024..], 12, 1);
             b
         }),
-        ("text descriptor", b"# Disk DescriptorFile\nversion=1\n".repeat(40)),
+        (
+            "text descriptor",
+            b"# Disk DescriptorFile\nversion=1\n".repeat(40),
+        ),
     ];
     for (what, b) in cases {
         assert!(corrupt_or_unsupported(open(b)), "{what}");
@@ -189,8 +204,14 @@ fn vhd_hostile_fields() {
         ("checksum", bad_sum),
         ("header checksum", bad_hdr),
         ("max table entries huge", huge_bat),
-        ("current size huge", footer_edit(&|f| set_be64(f, 48, 1 << 62))),
-        ("data offset past end", footer_edit(&|f| set_be64(f, 16, 1 << 40))),
+        (
+            "current size huge",
+            footer_edit(&|f| set_be64(f, 48, 1 << 62)),
+        ),
+        (
+            "data offset past end",
+            footer_edit(&|f| set_be64(f, 16, 1 << 40)),
+        ),
         ("differencing", footer_edit(&|f| set_be32(f, 60, 4))),
         ("disk type 9", footer_edit(&|f| set_be32(f, 60, 9))),
     ];

@@ -1,5 +1,6 @@
 //! qcow2: validated by qemu-img (check, compare, info), read back by our
 //! reader, compared against qemu-img's own qcow2 output.
+#![cfg(all(feature = "qcow2", feature = "vmdk", feature = "vhd"))]
 
 mod common;
 
@@ -37,13 +38,22 @@ fn qcow2_compressed_clusters_pass_check() {
     let plain = d.path("plain.qcow2");
     let out = d.path("comp.qcow2");
     let sp = write_with(&raw, &plain, &OutputFormat::Qcow2(Qcow2Options::new()));
-    let sc = write_with(&raw, &out, &OutputFormat::Qcow2(Qcow2Options::new().compressed(6)));
+    let sc = write_with(
+        &raw,
+        &out,
+        &OutputFormat::Qcow2(Qcow2Options::new().compressed(6)),
+    );
     assert_check("qcow2", &out);
     let o = qemu_img(&["check", p(&out)]);
     assert!(o.stdout.contains("compressed clusters"), "{}", o.stdout);
     assert!(!o.stdout.contains(" 0.00% compressed"), "{}", o.stdout);
     assert_identical(&raw, "qcow2", &out);
-    assert!(sc.file_size < sp.file_size, "compressed {} !< plain {}", sc.file_size, sp.file_size);
+    assert!(
+        sc.file_size < sp.file_size,
+        "compressed {} !< plain {}",
+        sc.file_size,
+        sp.file_size
+    );
     assert_reader_matches(&open(File::open(&out).unwrap()).unwrap(), &raw);
 }
 
@@ -53,7 +63,12 @@ fn qcow2_is_deterministic() {
     let raw = d.path("in.raw");
     make_raw(&raw);
     assert_deterministic(&d, &raw, &OutputFormat::Qcow2(Qcow2Options::new()), "plain");
-    assert_deterministic(&d, &raw, &OutputFormat::Qcow2(Qcow2Options::new().compressed(1)), "comp");
+    assert_deterministic(
+        &d,
+        &raw,
+        &OutputFormat::Qcow2(Qcow2Options::new().compressed(1)),
+        "comp",
+    );
 }
 
 #[test]
@@ -66,7 +81,11 @@ fn qcow2_reader_reads_ours_and_qemus() {
     let img = open(File::open(&ours).unwrap()).unwrap();
     assert_eq!(img.format(), Format::Qcow2);
     assert_reader_matches(&img, &raw);
-    for (name, extra) in [("q.qcow2", &[][..]), ("qc.qcow2", &["-c"][..]), ("q2.qcow2", &["-o", "compat=0.10"][..])] {
+    for (name, extra) in [
+        ("q.qcow2", &[][..]),
+        ("qc.qcow2", &["-c"][..]),
+        ("q2.qcow2", &["-o", "compat=0.10"][..]),
+    ] {
         let theirs = d.path(name);
         qemu_convert(&raw, &theirs, "qcow2", extra);
         let img = open(File::open(&theirs).unwrap()).unwrap();
@@ -86,7 +105,15 @@ fn qcow2_differential_against_qemu_img_convert() {
     let theirs = d.path("theirs.qcow2");
     write_with(&raw, &ours, &OutputFormat::Qcow2(Qcow2Options::new()));
     qemu_convert(&raw, &theirs, "qcow2", &[]);
-    let o = qemu_img(&["compare", "-f", "qcow2", "-F", "qcow2", p(&ours), p(&theirs)]);
+    let o = qemu_img(&[
+        "compare",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        p(&ours),
+        p(&theirs),
+    ]);
     assert_eq!(o.code, Some(0), "{} {}", o.stdout, o.stderr);
     let (a, b) = (
         std::fs::metadata(&ours).unwrap().len(),

@@ -1,5 +1,6 @@
 //! Raw sparse writer, the extent pumps (SEEK_DATA/SEEK_HOLE and any
 //! ReadAt), the writer contract, and 64 GiB disks with bounded tables.
+#![cfg(all(feature = "qcow2", feature = "vmdk", feature = "vhd"))]
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use common::*;
 use kiln_vdisk::{
-    feed_read_at, feed_sparse_file, open, DiskWriter, Error, Format, OutputFormat, Qcow2Options, VhdKind,
-    VhdOptions, VmdkOptions, WriteSummary,
+    feed_read_at, feed_sparse_file, open, DiskWriter, Error, Format, OutputFormat, Qcow2Options,
+    VhdKind, VhdOptions, VmdkOptions, WriteSummary,
 };
 
 /// Records the extents a pump sends.
@@ -44,10 +45,17 @@ fn raw_writer_is_sparse_and_identical() {
     assert_identical(&raw, "raw", &out);
     // Holes stay holes and the written-zero MiB is not allocated either.
     let allocated = std::fs::metadata(&out).unwrap().blocks() * 512;
-    assert!(allocated < 6 << 20, "raw output allocates {allocated} bytes");
+    assert!(
+        allocated < 6 << 20,
+        "raw output allocates {allocated} bytes"
+    );
     let img = open(File::open(&out).unwrap()).unwrap();
-    let exts: Vec<_> = kiln_vdisk::allocated_extents(&img).collect::<Result<_, _>>().unwrap();
-    assert!(exts.iter().all(|e| e.end() <= ZERO_REGION.0 || e.offset >= ZERO_REGION.0 + ZERO_REGION.1 as u64));
+    let exts: Vec<_> = kiln_vdisk::allocated_extents(&img)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(exts
+        .iter()
+        .all(|e| e.end() <= ZERO_REGION.0 || e.offset >= ZERO_REGION.0 + ZERO_REGION.1 as u64));
 }
 
 #[test]
@@ -89,12 +97,33 @@ fn writers_enforce_the_extent_contract() {
         let mut out = Vec::new();
         let mut w = fmt.create_writer(&mut out, 4 << 20).unwrap();
         w.write_extent(8192, &[1; 100]).unwrap();
-        assert!(matches!(w.write_extent(8000, &[1]), Err(Error::ExtentOutOfOrder { .. })), "{fmt:?}");
-        assert!(matches!(w.write_extent(8200, &[1]), Err(Error::ExtentOutOfOrder { .. })), "{fmt:?}");
-        assert!(matches!(w.write_extent(4 << 20, &[1]), Err(Error::ExtentOutOfOrder { .. })), "{fmt:?}");
+        assert!(
+            matches!(
+                w.write_extent(8000, &[1]),
+                Err(Error::ExtentOutOfOrder { .. })
+            ),
+            "{fmt:?}"
+        );
+        assert!(
+            matches!(
+                w.write_extent(8200, &[1]),
+                Err(Error::ExtentOutOfOrder { .. })
+            ),
+            "{fmt:?}"
+        );
+        assert!(
+            matches!(
+                w.write_extent(4 << 20, &[1]),
+                Err(Error::ExtentOutOfOrder { .. })
+            ),
+            "{fmt:?}"
+        );
         w.write_extent((4 << 20) - 1, &[2]).unwrap();
         w.finish().unwrap();
-        assert!(matches!(w.write_extent((4 << 20) - 1, &[]), Err(Error::AlreadyFinished { .. })));
+        assert!(matches!(
+            w.write_extent((4 << 20) - 1, &[]),
+            Err(Error::AlreadyFinished { .. })
+        ));
         assert!(matches!(w.finish(), Err(Error::AlreadyFinished { .. })));
         drop(w);
         let img = open(out).unwrap();
@@ -119,14 +148,27 @@ fn sixty_four_gib_disks() {
     let raw = d.path("big.raw");
     let f = File::create(&raw).unwrap();
     f.set_len(size).unwrap();
-    for (off, fill) in [(0u64, 1u8), (33 << 30, 2), ((48 << 30) + 777, 3), (size - 4096, 4)] {
+    for (off, fill) in [
+        (0u64, 1u8),
+        (33 << 30, 2),
+        ((48 << 30) + 777, 3),
+        (size - 4096, 4),
+    ] {
         f.write_all_at(&vec![fill; 4096], off).unwrap();
     }
     drop(f);
     for (name, fmt, qfmt) in [
-        ("big.qcow2", OutputFormat::Qcow2(Qcow2Options::new()), "qcow2"),
+        (
+            "big.qcow2",
+            OutputFormat::Qcow2(Qcow2Options::new()),
+            "qcow2",
+        ),
         ("big.vmdk", OutputFormat::Vmdk(VmdkOptions::new()), "vmdk"),
-        ("big.vhd", OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic)), "vpc"),
+        (
+            "big.vhd",
+            OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic)),
+            "vpc",
+        ),
         ("bigf.vhd", OutputFormat::Vhd(VhdOptions::new()), "vpc"),
     ] {
         let out = d.path(name);

@@ -1,6 +1,7 @@
 //! VHD fixed and dynamic: validated by qemu-img (compare, info; QEMU
 //! verifies the footer and header checksums on open), read back by our
 //! reader, geometry and checksum cross-checked against qemu-img's files.
+#![cfg(all(feature = "qcow2", feature = "vmdk", feature = "vhd"))]
 
 mod common;
 
@@ -35,14 +36,20 @@ fn vhd_fixed_equals_raw_and_has_spec_footer() {
     let j = info(Some("vpc"), &out);
     assert_eq!(j["format"], "vpc");
     assert_eq!(j["virtual-size"], MIB256);
-    assert!(j.get("cluster-size").is_none(), "a fixed VHD has no blocks: {j}");
+    assert!(
+        j.get("cluster-size").is_none(),
+        "a fixed VHD has no blocks: {j}"
+    );
     assert_identical(&raw, "vpc", &out);
     let f = File::open(&out).unwrap();
     let mut footer = [0u8; 512];
     f.read_exact_at(&mut footer, MIB256).unwrap();
     assert_eq!(&footer[..8], b"conectix");
     assert_eq!(&footer[60..64], &[0, 0, 0, 2], "disk type fixed");
-    assert_eq!(&footer[24..28], &(1_700_000_000u32 - 946_684_800).to_be_bytes());
+    assert_eq!(
+        &footer[24..28],
+        &(1_700_000_000u32 - 946_684_800).to_be_bytes()
+    );
     assert_eq!(&footer[68..84], &Guid::v4_from_seed([7; 16]).to_rfc_bytes());
 }
 
@@ -92,14 +99,22 @@ fn vhd_reader_reads_ours_and_qemus() {
         assert_eq!(img.virtual_size(), MIB256);
         assert_reader_matches(&img, &raw);
     }
-    for sub in ["subformat=fixed", "subformat=dynamic", "subformat=fixed,force_size=on"] {
+    for sub in [
+        "subformat=fixed",
+        "subformat=dynamic",
+        "subformat=fixed,force_size=on",
+    ] {
         let theirs = d.path("theirs.vhd");
         let _ = std::fs::remove_file(&theirs);
         qemu_convert(&raw, &theirs, "vpc", &["-o", sub]);
         let img = open(File::open(&theirs).unwrap()).unwrap();
         assert_eq!(img.format(), Format::Vhd, "{sub}");
         let j = info(Some("vpc"), &theirs);
-        assert_eq!(j["virtual-size"], img.virtual_size(), "{sub}: size rule differs from QEMU's");
+        assert_eq!(
+            j["virtual-size"],
+            img.virtual_size(),
+            "{sub}: size rule differs from QEMU's"
+        );
         assert_reader_matches(&img, &raw);
     }
 }
@@ -114,14 +129,26 @@ fn vhd_checksum_and_geometry_match_qemu() {
         let bytes = ChsGeometry::from_sectors(sectors).sectors() * 512;
         let path = d.path("q.vhd");
         let _ = std::fs::remove_file(&path);
-        let o = qemu_img(&["create", "-f", "vpc", "-o", "subformat=fixed", p(&path), &bytes.to_string()]);
+        let o = qemu_img(&[
+            "create",
+            "-f",
+            "vpc",
+            "-o",
+            "subformat=fixed",
+            p(&path),
+            &bytes.to_string(),
+        ]);
         assert!(o.ok, "{}", o.stderr);
         let f = File::open(&path).unwrap();
         let len = f.metadata().unwrap().len();
         let mut footer = [0u8; 512];
         f.read_exact_at(&mut footer, len - 512).unwrap();
         let stored = u32::from_be_bytes(footer[64..68].try_into().unwrap());
-        assert_eq!(VhdChecksum::compute(&footer, 64), VhdChecksum(stored), "{sectors}");
+        assert_eq!(
+            VhdChecksum::compute(&footer, 64),
+            VhdChecksum(stored),
+            "{sectors}"
+        );
         let cur = u64::from_be_bytes(footer[48..56].try_into().unwrap());
         assert_eq!(cur, bytes, "{sectors}: QEMU kept the exact CHS size");
         let g = ChsGeometry::from_sectors(bytes / 512);
@@ -130,6 +157,10 @@ fn vhd_checksum_and_geometry_match_qemu() {
             footer[58],
             footer[59],
         );
-        assert_eq!((g.cylinders, g.heads, g.sectors_per_track), theirs, "{sectors}");
+        assert_eq!(
+            (g.cylinders, g.heads, g.sectors_per_track),
+            theirs,
+            "{sectors}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! VMDK streamOptimized: validated by qemu-img (check, compare, info
 //! create-type), read back by our reader, compared with qemu-img's output.
+#![cfg(all(feature = "qcow2", feature = "vmdk", feature = "vhd"))]
 
 mod common;
 
@@ -14,7 +15,11 @@ fn vmdk_stream_optimized_passes_check_and_equals_raw() {
     let raw = d.path("in.raw");
     make_raw(&raw);
     let out = d.path("out.vmdk");
-    write_with(&raw, &out, &OutputFormat::Vmdk(VmdkOptions::new().cid(0x1234_5678)));
+    write_with(
+        &raw,
+        &out,
+        &OutputFormat::Vmdk(VmdkOptions::new().cid(0x1234_5678)),
+    );
     assert_check("vmdk", &out);
     assert_identical(&raw, "vmdk", &out);
     let j = info(None, &out);
@@ -51,7 +56,10 @@ fn vmdk_reader_reads_ours_and_qemus() {
     let img = open(File::open(&ours).unwrap()).unwrap();
     assert_eq!(img.format(), Format::Vmdk);
     assert_reader_matches(&img, &raw);
-    for (name, sub) in [("s.vmdk", "subformat=streamOptimized"), ("m.vmdk", "subformat=monolithicSparse")] {
+    for (name, sub) in [
+        ("s.vmdk", "subformat=streamOptimized"),
+        ("m.vmdk", "subformat=monolithicSparse"),
+    ] {
         let theirs = d.path(name);
         qemu_convert(&raw, &theirs, "vmdk", &["-o", sub]);
         let img = open(File::open(&theirs).unwrap()).unwrap();

@@ -73,7 +73,12 @@ impl Header {
         let (incompat, refcount_order, header_length) = match version {
             2 => (0, 4, QCOW2_V2_HEADER_LEN),
             3 => (be64(b, 72), be32(b, 96), be32(b, 100)),
-            _ => return Err(Error::unsupported(Format::Qcow2, "version other than 2 or 3")),
+            _ => {
+                return Err(Error::unsupported(
+                    Format::Qcow2,
+                    "version other than 2 or 3",
+                ))
+            }
         };
         let h = Header {
             version,
@@ -107,10 +112,16 @@ impl Header {
             return Err(Error::unsupported(Format::Qcow2, "external data file"));
         }
         if h.incompatible_features & QCOW2_INCOMPAT_COMPRESSION != 0 && h.compression_type != 0 {
-            return Err(Error::unsupported(Format::Qcow2, "compression type other than zlib"));
+            return Err(Error::unsupported(
+                Format::Qcow2,
+                "compression type other than zlib",
+            ));
         }
         if h.incompatible_features & !(QCOW2_INCOMPAT_SUPPORTED | QCOW2_INCOMPAT_COMPRESSION) != 0 {
-            return Err(Error::unsupported(Format::Qcow2, "unknown incompatible feature bits"));
+            return Err(Error::unsupported(
+                Format::Qcow2,
+                "unknown incompatible feature bits",
+            ));
         }
         if h.backing_file_offset != 0 {
             return Err(Error::unsupported(Format::Qcow2, "backing file"));

@@ -83,7 +83,10 @@ mod tests {
         assert_eq!(c.encode(16), 0x40c0_0000_0001_2345);
         assert_eq!(L2Entry::decode(0x40c0_0000_0001_2345, 16), c);
         assert_eq!(L2Entry::Standard(0x30000).encode(16), 0x8000_0000_0003_0000);
-        assert_eq!(L2Entry::decode(0x8000_0000_0003_0000, 16), L2Entry::Standard(0x30000));
+        assert_eq!(
+            L2Entry::decode(0x8000_0000_0003_0000, 16),
+            L2Entry::Standard(0x30000)
+        );
         assert_eq!(L2Entry::decode(1, 16), L2Entry::Zero);
         assert_eq!(L2Entry::decode(0, 16), L2Entry::Unallocated);
         assert_eq!(l1_entry(0x20000), 0x8000_0000_0002_0000);

@@ -77,7 +77,9 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let l1_bytes = l1_size * 8;
         if l1_size != 0
             && (h.l1_table_offset % cluster_size != 0
-                || h.l1_table_offset.checked_add(l1_bytes).is_none_or(|e| e > file_size))
+                || h.l1_table_offset
+                    .checked_add(l1_bytes)
+                    .is_none_or(|e| e > file_size))
         {
             return Err(corrupt(40, "L1 table outside the file or unaligned"));
         }
@@ -118,12 +120,19 @@ impl<R: ReadAt> Qcow2Reader<R> {
         }
         if cache.l2_offset != l2_off || cache.l2.is_empty() {
             if l2_off % self.cluster_size != 0
-                || l2_off.checked_add(self.cluster_size).is_none_or(|e| e > self.file_size)
+                || l2_off
+                    .checked_add(self.cluster_size)
+                    .is_none_or(|e| e > self.file_size)
             {
-                return Err(corrupt(self.l1_entry_pos(l1_idx), "L2 table outside the file"));
+                return Err(corrupt(
+                    self.l1_entry_pos(l1_idx),
+                    "L2 table outside the file",
+                ));
             }
             let mut b = vec![0u8; usize::try_from(self.cluster_size).unwrap_or(0)];
-            self.src.read_exact_at(&mut b, l2_off).map_err(Error::io(l2_off))?;
+            self.src
+                .read_exact_at(&mut b, l2_off)
+                .map_err(Error::io(l2_off))?;
             cache.l2 = b.chunks_exact(8).map(|c| be64(c, 0)).collect();
             cache.l2_offset = l2_off;
         }
@@ -147,7 +156,9 @@ impl<R: ReadAt> Qcow2Reader<R> {
             L2Entry::Unallocated | L2Entry::Zero => buf.fill(0),
             L2Entry::Standard(host) => {
                 if host % self.cluster_size != 0
-                    || host.checked_add(self.cluster_size).is_none_or(|e| e > self.file_size)
+                    || host
+                        .checked_add(self.cluster_size)
+                        .is_none_or(|e| e > self.file_size)
                 {
                     return Err(corrupt(cache.l2_offset, "data cluster outside the file"));
                 }
@@ -182,18 +193,28 @@ impl<R: ReadAt> Qcow2Reader<R> {
             .ok_or_else(|| corrupt(host, "compressed length"))?;
         // Compressed data never exceeds a cluster plus a sector of slack.
         if len > self.cluster_size + 512 || host >= self.file_size {
-            return Err(corrupt(host, "compressed cluster too large or outside the file"));
+            return Err(corrupt(
+                host,
+                "compressed cluster too large or outside the file",
+            ));
         }
         let len = len.min(self.file_size - host);
         let mut input = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        self.src.read_exact_at(&mut input, host).map_err(Error::io(host))?;
+        self.src
+            .read_exact_at(&mut input, host)
+            .map_err(Error::io(host))?;
         let mut d = Decompress::new_with_window_bits(false, 12);
         cache.comp_data.clear();
-        cache.comp_data.resize(usize::try_from(self.cluster_size).unwrap_or(0), 0);
+        cache
+            .comp_data
+            .resize(usize::try_from(self.cluster_size).unwrap_or(0), 0);
         let res = d.decompress(&input, &mut cache.comp_data, FlushDecompress::Finish);
         let out = usize::try_from(d.total_out()).unwrap_or(0);
         if res.is_err() || out != cache.comp_data.len() {
-            return Err(corrupt(host, "compressed cluster does not inflate to a cluster"));
+            return Err(corrupt(
+                host,
+                "compressed cluster does not inflate to a cluster",
+            ));
         }
         Ok(())
     }
@@ -254,9 +275,12 @@ impl<R: ReadAt> VirtualDisk for Qcow2Reader<R> {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let room = usize::try_from(self.cluster_size - pos % self.cluster_size).unwrap_or(usize::MAX);
+            let room =
+                usize::try_from(self.cluster_size - pos % self.cluster_size).unwrap_or(usize::MAX);
             let n = room.min(buf.len() - done);
-            let part = buf.get_mut(done..done + n).ok_or_else(|| corrupt(0, "read"))?;
+            let part = buf
+                .get_mut(done..done + n)
+                .ok_or_else(|| corrupt(0, "read"))?;
             self.read_in_cluster(&mut cache, part, pos)?;
             done += n;
         }

@@ -115,7 +115,10 @@ impl State {
                 bytes.extend_from_slice(&e.to_be_bytes());
             }
             out.write_all_at(&bytes, off).map_err(Error::io(off))?;
-            if let Some(slot) = usize::try_from(l1_idx).ok().and_then(|i| self.l1.get_mut(i)) {
+            if let Some(slot) = usize::try_from(l1_idx)
+                .ok()
+                .and_then(|i| self.l1.get_mut(i))
+            {
                 *slot = l1_entry(off);
             }
         }
@@ -144,7 +147,10 @@ impl State {
         };
         self.allocated_bytes += CLUSTER;
         if let Some((_, t)) = self.l2.as_mut() {
-            if let Some(slot) = usize::try_from(idx % L2_ENTRIES).ok().and_then(|i| t.get_mut(i)) {
+            if let Some(slot) = usize::try_from(idx % L2_ENTRIES)
+                .ok()
+                .and_then(|i| t.get_mut(i))
+            {
                 *slot = entry.encode(QCOW2_CLUSTER_BITS);
             }
         }
@@ -152,7 +158,12 @@ impl State {
     }
 
     /// Deflates one cluster; `None` when it does not shrink.
-    fn write_compressed<W: WriteAt>(&mut self, out: &mut W, data: &[u8], level: u32) -> Result<Option<L2Entry>> {
+    fn write_compressed<W: WriteAt>(
+        &mut self,
+        out: &mut W,
+        data: &[u8],
+        level: u32,
+    ) -> Result<Option<L2Entry>> {
         // QEMU inflates with a 4 KiB window (windowBits -12), so compress
         // with the same window, raw (no zlib header).
         let mut c = Compress::new_with_window_bits(Compression::new(level), false, 12);
@@ -165,7 +176,11 @@ impl State {
         }
         // Compressed data starts on a 512-byte boundary and never crosses a
         // host cluster boundary, so each counter is simple to keep.
-        let room = if self.comp_pos == 0 { 0 } else { CLUSTER - self.comp_pos % CLUSTER };
+        let room = if self.comp_pos == 0 {
+            0
+        } else {
+            CLUSTER - self.comp_pos % CLUSTER
+        };
         if self.comp_pos == 0 || room < len || self.comp_pos % CLUSTER == 0 {
             self.comp_pos = self.alloc_cluster();
         } else if let Some(rc) = usize::try_from(self.comp_pos / CLUSTER)
@@ -175,7 +190,8 @@ impl State {
             *rc = rc.saturating_add(1);
         }
         let off = self.comp_pos;
-        out.write_all_at(&self.comp_buf, off).map_err(Error::io(off))?;
+        out.write_all_at(&self.comp_buf, off)
+            .map_err(Error::io(off))?;
         let sectors = len.div_ceil(512);
         self.comp_pos = off + sectors * 512;
         Ok(Some(L2Entry::Compressed {
@@ -223,13 +239,18 @@ impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
             let off = (layout.blocks_start + b) * CLUSTER;
             out.write_all_at(&block, off).map_err(Error::io(off))?;
         }
-        let mut table = Vec::with_capacity(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0));
+        let mut table =
+            Vec::with_capacity(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0));
         for b in 0..layout.blocks {
             table.extend_from_slice(&((layout.blocks_start + b) * CLUSTER).to_be_bytes());
         }
-        table.resize(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0), 0);
+        table.resize(
+            usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0),
+            0,
+        );
         let table_off = layout.table_start * CLUSTER;
-        out.write_all_at(&table, table_off).map_err(Error::io(table_off))?;
+        out.write_all_at(&table, table_off)
+            .map_err(Error::io(table_off))?;
 
         let mut l1 = Vec::with_capacity(usize::try_from(st.l1_clusters * CLUSTER).unwrap_or(0));
         for e in &st.l1 {

@@ -50,6 +50,8 @@ impl<R: DataRegions> VirtualDisk for RawReader<R> {
     }
     fn read_virtual(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         crate::source::check_range(offset, buf.len(), self.size)?;
-        self.src.read_exact_at(buf, offset).map_err(Error::io(offset))
+        self.src
+            .read_exact_at(buf, offset)
+            .map_err(Error::io(offset))
     }
 }

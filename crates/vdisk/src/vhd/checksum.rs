@@ -27,7 +27,10 @@ mod tests {
     #[test]
     fn known_answers() {
         // Sum of "conectix" = 0x35d; !0x35d = 0xfffffca2.
-        assert_eq!(VhdChecksum::compute(b"conectix", 100), VhdChecksum(0xffff_fca2));
+        assert_eq!(
+            VhdChecksum::compute(b"conectix", 100),
+            VhdChecksum(0xffff_fca2)
+        );
         // The checksum field is ignored.
         assert_eq!(
             VhdChecksum::compute(&[1, 2, 0xff, 0xff, 0xff, 0xff, 3], 2),

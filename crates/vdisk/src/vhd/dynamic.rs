@@ -35,10 +35,18 @@ impl DynamicHeader {
 
     pub(crate) fn parse(b: &[u8; VHD_DYN_HEADER_LEN], at: u64) -> Result<Self> {
         if b[..8] != VHD_DYN_COOKIE {
-            return Err(Error::corrupt(Format::Vhd, at, "dynamic header cookie is not cxsparse"));
+            return Err(Error::corrupt(
+                Format::Vhd,
+                at,
+                "dynamic header cookie is not cxsparse",
+            ));
         }
         if VhdChecksum::compute(b, CHECKSUM_AT).0 != be32(b, CHECKSUM_AT) {
-            return Err(Error::corrupt(Format::Vhd, at + 36, "dynamic header checksum mismatch"));
+            return Err(Error::corrupt(
+                Format::Vhd,
+                at + 36,
+                "dynamic header checksum mismatch",
+            ));
         }
         let h = DynamicHeader {
             table_offset: be64(b, 16),

@@ -41,7 +41,11 @@ impl Footer {
         put(&mut b, 40, &self.original_size.to_be_bytes());
         put(&mut b, 48, &self.current_size.to_be_bytes());
         put(&mut b, 56, &self.geometry.cylinders.to_be_bytes());
-        put(&mut b, 58, &[self.geometry.heads, self.geometry.sectors_per_track]);
+        put(
+            &mut b,
+            58,
+            &[self.geometry.heads, self.geometry.sectors_per_track],
+        );
         put(&mut b, 60, &self.disk_type.to_be_bytes());
         put(&mut b, 68, &self.unique_id);
         let sum = VhdChecksum::compute(&b, CHECKSUM_AT);
@@ -52,11 +56,19 @@ impl Footer {
     /// Parses a footer read from file byte `at` (for error locations).
     pub(crate) fn parse(b: &[u8; VHD_FOOTER_LEN], at: u64) -> Result<Self> {
         if b[..8] != VHD_COOKIE {
-            return Err(Error::corrupt(Format::Vhd, at, "footer cookie is not conectix"));
+            return Err(Error::corrupt(
+                Format::Vhd,
+                at,
+                "footer cookie is not conectix",
+            ));
         }
         let stored = be32(b, CHECKSUM_AT);
         if VhdChecksum::compute(b, CHECKSUM_AT).0 != stored {
-            return Err(Error::corrupt(Format::Vhd, at + 64, "footer checksum mismatch"));
+            return Err(Error::corrupt(
+                Format::Vhd,
+                at + 64,
+                "footer checksum mismatch",
+            ));
         }
         Ok(Footer {
             data_offset: be64(b, 16),

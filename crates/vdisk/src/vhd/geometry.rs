@@ -62,17 +62,29 @@ mod tests {
         // cylinders, so 63 spt: 524288 / 63 = 8322, / 16 = 520.
         assert_eq!(
             ChsGeometry::from_sectors(524_288),
-            ChsGeometry { cylinders: 520, heads: 16, sectors_per_track: 63 }
+            ChsGeometry {
+                cylinders: 520,
+                heads: 16,
+                sectors_per_track: 63
+            }
         );
         // 10 MiB: 20480 / 17 = 1204 -> 2 heads -> 4 heads, 301 cylinders.
         assert_eq!(
             ChsGeometry::from_sectors(20_480),
-            ChsGeometry { cylinders: 301, heads: 4, sectors_per_track: 17 }
+            ChsGeometry {
+                cylinders: 301,
+                heads: 4,
+                sectors_per_track: 17
+            }
         );
         // Huge disks saturate at 65535/16/255.
         assert_eq!(
             ChsGeometry::from_sectors(u64::MAX),
-            ChsGeometry { cylinders: 65535, heads: 16, sectors_per_track: 255 }
+            ChsGeometry {
+                cylinders: 65535,
+                heads: 16,
+                sectors_per_track: 255
+            }
         );
     }
 }

@@ -11,7 +11,8 @@ use crate::source::{check_range, VirtualDisk};
 
 use super::dynamic::{DynamicHeader, VHD_BAT_UNUSED, VHD_DYN_HEADER_LEN};
 use super::footer::{
-    Footer, VHD_COOKIE, VHD_DISK_TYPE_DIFFERENCING, VHD_DISK_TYPE_DYNAMIC, VHD_DISK_TYPE_FIXED, VHD_FOOTER_LEN,
+    Footer, VHD_COOKIE, VHD_DISK_TYPE_DIFFERENCING, VHD_DISK_TYPE_DYNAMIC, VHD_DISK_TYPE_FIXED,
+    VHD_FOOTER_LEN,
 };
 use super::VhdKind;
 
@@ -62,8 +63,11 @@ impl<R: ReadAt> VhdReader<R> {
         };
         let chs = footer.geometry.sectors() * 512;
         let use_chs = matches!(&footer.creator_app, b"vpc " | b"qemu")
-            && (footer.geometry.cylinders, footer.geometry.heads, footer.geometry.sectors_per_track)
-                != (65535, 16, 255);
+            && (
+                footer.geometry.cylinders,
+                footer.geometry.heads,
+                footer.geometry.sectors_per_track,
+            ) != (65535, 16, 255);
         let size = if use_chs { chs } else { footer.current_size };
         let mut r = Self {
             src,
@@ -92,24 +96,38 @@ impl<R: ReadAt> VhdReader<R> {
 
     fn open_dynamic(&mut self, footer: &Footer) -> Result<()> {
         let hat = footer.data_offset;
-        if hat.checked_add(VHD_DYN_HEADER_LEN as u64).is_none_or(|e| e > self.file_size) {
+        if hat
+            .checked_add(VHD_DYN_HEADER_LEN as u64)
+            .is_none_or(|e| e > self.file_size)
+        {
             return Err(corrupt(16, "dynamic header outside the file"));
         }
         let mut hb = [0u8; VHD_DYN_HEADER_LEN];
-        self.src.read_exact_at(&mut hb, hat).map_err(Error::io(hat))?;
+        self.src
+            .read_exact_at(&mut hb, hat)
+            .map_err(Error::io(hat))?;
         let h = DynamicHeader::parse(&hb, hat)?;
         let bs = u64::from(h.block_size);
         let needed = self.size.div_ceil(bs);
         let entries = u64::from(h.max_table_entries);
         if entries < needed || entries > MAX_BAT_ENTRIES {
-            return Err(corrupt(hat + 28, "max table entries does not match the disk size"));
+            return Err(corrupt(
+                hat + 28,
+                "max table entries does not match the disk size",
+            ));
         }
         let bat_len = entries * 4;
-        if h.table_offset.checked_add(bat_len).is_none_or(|e| e > self.file_size) {
+        if h.table_offset
+            .checked_add(bat_len)
+            .is_none_or(|e| e > self.file_size)
+        {
             return Err(corrupt(hat + 16, "BAT outside the file"));
         }
-        let mut raw = vec![0u8; usize::try_from(bat_len).map_err(|_| corrupt(hat + 28, "BAT size"))?];
-        self.src.read_exact_at(&mut raw, h.table_offset).map_err(Error::io(h.table_offset))?;
+        let mut raw =
+            vec![0u8; usize::try_from(bat_len).map_err(|_| corrupt(hat + 28, "BAT size"))?];
+        self.src
+            .read_exact_at(&mut raw, h.table_offset)
+            .map_err(Error::io(h.table_offset))?;
         self.bat = raw.chunks_exact(4).map(|c| be32(c, 0)).collect();
         self.bat_offset = h.table_offset;
         self.kind = VhdKind::Dynamic;
@@ -133,7 +151,10 @@ impl<R: ReadAt> VhdReader<R> {
             return Ok(None);
         }
         let data = u64::from(e) * 512 + self.bitmap_len;
-        if data.checked_add(self.block_size).is_none_or(|end| end > self.file_size) {
+        if data
+            .checked_add(self.block_size)
+            .is_none_or(|end| end > self.file_size)
+        {
             return Err(corrupt(self.bat_offset + idx * 4, "block outside the file"));
         }
         Ok(Some(data))
@@ -184,7 +205,10 @@ impl<R: ReadAt> VirtualDisk for VhdReader<R> {
     fn read_virtual(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(offset, buf.len(), self.size)?;
         if self.kind == VhdKind::Fixed {
-            return self.src.read_exact_at(buf, offset).map_err(Error::io(offset));
+            return self
+                .src
+                .read_exact_at(buf, offset)
+                .map_err(Error::io(offset));
         }
         let mut done = 0usize;
         while done < buf.len() {
@@ -192,7 +216,9 @@ impl<R: ReadAt> VirtualDisk for VhdReader<R> {
             let within = pos % self.block_size;
             let room = usize::try_from(self.block_size - within).unwrap_or(usize::MAX);
             let n = room.min(buf.len() - done);
-            let part = buf.get_mut(done..done + n).ok_or_else(|| corrupt(0, "read"))?;
+            let part = buf
+                .get_mut(done..done + n)
+                .ok_or_else(|| corrupt(0, "read"))?;
             match self.block_data(pos / self.block_size)? {
                 None => part.fill(0),
                 Some(data) => {

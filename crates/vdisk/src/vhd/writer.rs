@@ -6,7 +6,9 @@ use crate::error::{Error, Format, Result};
 use crate::extent::{Assembler, DiskWriter, ExtentGuard, WriteSummary};
 
 use super::dynamic::{DynamicHeader, VHD_BAT_UNUSED, VHD_DYN_HEADER_LEN};
-use super::footer::{Footer, VHD_DISK_TYPE_DYNAMIC, VHD_DISK_TYPE_FIXED, VHD_FOOTER_LEN, VHD_NO_DATA_OFFSET};
+use super::footer::{
+    Footer, VHD_DISK_TYPE_DYNAMIC, VHD_DISK_TYPE_FIXED, VHD_FOOTER_LEN, VHD_NO_DATA_OFFSET,
+};
 use super::geometry::ChsGeometry;
 use super::{VhdKind, VhdOptions, VHD_BLOCK_SIZE, VHD_EPOCH_UNIX, VHD_MAX_SIZE, VHD_SIZE_ALIGN};
 
@@ -62,13 +64,22 @@ impl<W: WriteAt> VhdWriter<W> {
         let blocks = size.div_ceil(VHD_BLOCK_SIZE);
         let bat_bytes = (blocks * 4).div_ceil(512) * 512;
         let footer = Footer {
-            data_offset: if dynamic { FOOTER_LEN } else { VHD_NO_DATA_OFFSET },
-            timestamp: u32::try_from(options.timestamp_unix.saturating_sub(VHD_EPOCH_UNIX)).unwrap_or(u32::MAX),
+            data_offset: if dynamic {
+                FOOTER_LEN
+            } else {
+                VHD_NO_DATA_OFFSET
+            },
+            timestamp: u32::try_from(options.timestamp_unix.saturating_sub(VHD_EPOCH_UNIX))
+                .unwrap_or(u32::MAX),
             creator_app: *b"kiln",
             original_size: size,
             current_size: size,
             geometry: ChsGeometry::from_sectors(size / 512),
-            disk_type: if dynamic { VHD_DISK_TYPE_DYNAMIC } else { VHD_DISK_TYPE_FIXED },
+            disk_type: if dynamic {
+                VHD_DISK_TYPE_DYNAMIC
+            } else {
+                VHD_DISK_TYPE_FIXED
+            },
             unique_id: options.unique_id.to_rfc_bytes(),
         };
         Ok(Self {
@@ -100,7 +111,8 @@ impl Blocks {
         // written holds its zeros explicitly).
         let bitmap = [0xffu8; BITMAP_LEN as usize];
         out.write_all_at(&bitmap, at).map_err(Error::io(at))?;
-        out.write_all_at(data, at + BITMAP_LEN).map_err(Error::io(at + BITMAP_LEN))?;
+        out.write_all_at(data, at + BITMAP_LEN)
+            .map_err(Error::io(at + BITMAP_LEN))?;
         if let Some(slot) = usize::try_from(idx).ok().and_then(|i| self.bat.get_mut(i)) {
             *slot = u32::try_from(at / 512).unwrap_or(VHD_BAT_UNUSED);
         }
@@ -120,7 +132,9 @@ impl<W: WriteAt> DiskWriter for VhdWriter<W> {
         self.guard.check(offset, data.len())?;
         match self.dynamic.as_mut() {
             None => {
-                self.out.write_all_at(data, offset).map_err(Error::io(offset))?;
+                self.out
+                    .write_all_at(data, offset)
+                    .map_err(Error::io(offset))?;
                 self.written += data.len() as u64;
                 Ok(())
             }
@@ -154,8 +168,10 @@ impl<W: WriteAt> DiskWriter for VhdWriter<W> {
                 let mut bat: Vec<u8> = d.bat.iter().flat_map(|e| e.to_be_bytes()).collect();
                 bat.resize(bat.len().div_ceil(512) * 512, 0xff);
                 out.write_all_at(&footer, 0).map_err(Error::io(0))?;
-                out.write_all_at(&header.to_bytes(), FOOTER_LEN).map_err(Error::io(FOOTER_LEN))?;
-                out.write_all_at(&bat, BAT_OFFSET).map_err(Error::io(BAT_OFFSET))?;
+                out.write_all_at(&header.to_bytes(), FOOTER_LEN)
+                    .map_err(Error::io(FOOTER_LEN))?;
+                out.write_all_at(&bat, BAT_OFFSET)
+                    .map_err(Error::io(BAT_OFFSET))?;
                 let at = d.next_block;
                 out.write_all_at(&footer, at).map_err(Error::io(at))?;
                 out.set_len(at + FOOTER_LEN).map_err(Error::io(at))?;

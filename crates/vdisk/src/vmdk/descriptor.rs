@@ -39,7 +39,9 @@ mod tests {
 
     #[test]
     fn deterministic_and_complete() {
-        let o = VmdkOptions::new().cid(0xdeadbeef).extent_file_name("a\"b.vmdk");
+        let o = VmdkOptions::new()
+            .cid(0xdeadbeef)
+            .extent_file_name("a\"b.vmdk");
         let d = render(&o, 524_288);
         assert_eq!(d, render(&o, 524_288));
         assert!(d.contains("CID=deadbeef\n"));

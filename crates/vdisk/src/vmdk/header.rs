@@ -65,7 +65,10 @@ impl SparseHeader {
             compress_algorithm: le16(b, 77),
         };
         if !(1..=3).contains(&h.version) {
-            return Err(Error::unsupported(Format::Vmdk, "sparse extent version other than 1..3"));
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                "sparse extent version other than 1..3",
+            ));
         }
         // VMware requires a power of two of at least 8 sectors; QEMU caps
         // grains at 2 MiB (4096 sectors), which bounds our buffers.
@@ -80,7 +83,10 @@ impl SparseHeader {
             return Err(c(12, "capacity"));
         }
         if h.flags & VMDK4_FLAG_COMPRESS != 0 && h.compress_algorithm != VMDK4_COMPRESSION_DEFLATE {
-            return Err(Error::unsupported(Format::Vmdk, "compression other than deflate"));
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                "compression other than deflate",
+            ));
         }
         Ok(h)
     }

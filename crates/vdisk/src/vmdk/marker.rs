@@ -33,6 +33,9 @@ mod tests {
     fn known_bytes() {
         let m = metadata_marker(4, VMDK_MARKER_GT);
         assert_eq!(&m[..16], &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(grain_marker(0x80, 0x1234), [0x80, 0, 0, 0, 0, 0, 0, 0, 0x34, 0x12, 0, 0]);
+        assert_eq!(
+            grain_marker(0x80, 0x1234),
+            [0x80, 0, 0, 0, 0, 0, 0, 0, 0x34, 0x12, 0, 0]
+        );
     }
 }

@@ -66,7 +66,10 @@ impl<R: ReadAt> VmdkReader<R> {
         let mut hb = [0u8; 512];
         src.read_exact_at(&mut hb, 0).map_err(Error::io(0))?;
         if hb.starts_with(b"# Disk DescriptorFile") {
-            return Err(Error::unsupported(Format::Vmdk, "descriptor file with separate extents"));
+            return Err(Error::unsupported(
+                Format::Vmdk,
+                "descriptor file with separate extents",
+            ));
         }
         let mut h = SparseHeader::parse(&hb, 0)?;
         let stream_optimized = h.gd_offset == VMDK4_GD_AT_END;
@@ -88,12 +91,17 @@ impl<R: ReadAt> VmdkReader<R> {
         let size = h.capacity * SECTOR;
         let gd_entries = h.capacity.div_ceil(h.grain_size).div_ceil(gtes);
         let gd_bytes = gd_entries * 4;
-        let gd_at = h.gd_offset.checked_mul(SECTOR).ok_or_else(|| corrupt(56, "gdOffset"))?;
+        let gd_at = h
+            .gd_offset
+            .checked_mul(SECTOR)
+            .ok_or_else(|| corrupt(56, "gdOffset"))?;
         if gd_bytes > MAX_GD_BYTES || gd_at.checked_add(gd_bytes).is_none_or(|e| e > file_size) {
             return Err(corrupt(56, "grain directory outside the file"));
         }
-        let mut raw = vec![0u8; usize::try_from(gd_bytes).map_err(|_| corrupt(56, "grain directory"))?];
-        src.read_exact_at(&mut raw, gd_at).map_err(Error::io(gd_at))?;
+        let mut raw =
+            vec![0u8; usize::try_from(gd_bytes).map_err(|_| corrupt(56, "grain directory"))?];
+        src.read_exact_at(&mut raw, gd_at)
+            .map_err(Error::io(gd_at))?;
         let gd = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
         Ok(Self {
             src,
@@ -130,7 +138,10 @@ impl<R: ReadAt> VmdkReader<R> {
             let at = u64::from(gt_sector) * SECTOR;
             let len = self.gtes * 4;
             if at.checked_add(len).is_none_or(|e| e > self.file_size) {
-                return Err(corrupt(self.gd_at + gt_idx * 4, "grain table outside the file"));
+                return Err(corrupt(
+                    self.gd_at + gt_idx * 4,
+                    "grain table outside the file",
+                ));
             }
             let mut b = vec![0u8; usize::try_from(len).unwrap_or(0)];
             self.src.read_exact_at(&mut b, at).map_err(Error::io(at))?;
@@ -154,10 +165,16 @@ impl<R: ReadAt> VmdkReader<R> {
         }
         let at = u64::from(gte) * SECTOR;
         if !self.compressed {
-            if at.checked_add(self.grain_bytes).is_none_or(|e| e > self.file_size) {
+            if at
+                .checked_add(self.grain_bytes)
+                .is_none_or(|e| e > self.file_size)
+            {
                 return Err(corrupt(at, "grain outside the file"));
             }
-            return self.src.read_exact_at(buf, at + within).map_err(Error::io(at + within));
+            return self
+                .src
+                .read_exact_at(buf, at + within)
+                .map_err(Error::io(at + within));
         }
         if cache.grain_sector != gte || cache.grain.is_empty() {
             cache.grain_sector = 0;
@@ -175,7 +192,10 @@ impl<R: ReadAt> VmdkReader<R> {
 
     fn inflate(&self, cache: &mut Cache, at: u64) -> Result<()> {
         let mut m = [0u8; VMDK_GRAIN_MARKER_LEN];
-        if at.checked_add(VMDK_GRAIN_MARKER_LEN as u64).is_none_or(|e| e > self.file_size) {
+        if at
+            .checked_add(VMDK_GRAIN_MARKER_LEN as u64)
+            .is_none_or(|e| e > self.file_size)
+        {
             return Err(corrupt(at, "grain marker outside the file"));
         }
         self.src.read_exact_at(&mut m, at).map_err(Error::io(at))?;
@@ -183,13 +203,19 @@ impl<R: ReadAt> VmdkReader<R> {
         let size = u64::from(le32(&m, 8));
         let data_at = at + VMDK_GRAIN_MARKER_LEN as u64;
         // Deflate never grows a grain by more than a few bytes per 16 KiB.
-        if size > self.grain_bytes + 4096 || data_at.checked_add(size).is_none_or(|e| e > self.file_size) {
+        if size > self.grain_bytes + 4096
+            || data_at.checked_add(size).is_none_or(|e| e > self.file_size)
+        {
             return Err(corrupt(at + 8, "compressed grain size"));
         }
         let mut input = vec![0u8; usize::try_from(size).unwrap_or(0)];
-        self.src.read_exact_at(&mut input, data_at).map_err(Error::io(data_at))?;
+        self.src
+            .read_exact_at(&mut input, data_at)
+            .map_err(Error::io(data_at))?;
         cache.grain.clear();
-        cache.grain.resize(usize::try_from(self.grain_bytes).unwrap_or(0), 0);
+        cache
+            .grain
+            .resize(usize::try_from(self.grain_bytes).unwrap_or(0), 0);
         let mut d = Decompress::new(true);
         let r = d.decompress(&input, &mut cache.grain, FlushDecompress::Finish);
         if r.is_err() {
@@ -253,9 +279,12 @@ impl<R: ReadAt> VirtualDisk for VmdkReader<R> {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let room = usize::try_from(self.grain_bytes - pos % self.grain_bytes).unwrap_or(usize::MAX);
+            let room =
+                usize::try_from(self.grain_bytes - pos % self.grain_bytes).unwrap_or(usize::MAX);
             let n = room.min(buf.len() - done);
-            let part = buf.get_mut(done..done + n).ok_or_else(|| corrupt(0, "read"))?;
+            let part = buf
+                .get_mut(done..done + n)
+                .ok_or_else(|| corrupt(0, "read"))?;
             self.read_in_grain(&mut cache, part, pos)?;
             done += n;
         }

@@ -7,12 +7,12 @@ use crate::error::{Error, Format, Result};
 use crate::extent::{Assembler, DiskWriter, ExtentGuard, WriteSummary};
 
 use super::header::{
-    SparseHeader, VMDK4_COMPRESSION_DEFLATE, VMDK4_FLAG_COMPRESS, VMDK4_FLAG_MARKER, VMDK4_FLAG_NL_DETECT,
-    VMDK4_GD_AT_END,
+    SparseHeader, VMDK4_COMPRESSION_DEFLATE, VMDK4_FLAG_COMPRESS, VMDK4_FLAG_MARKER,
+    VMDK4_FLAG_NL_DETECT, VMDK4_GD_AT_END,
 };
 use super::marker::{
-    grain_marker, metadata_marker, VMDK_GRAIN_MARKER_LEN, VMDK_MARKER_EOS, VMDK_MARKER_FOOTER, VMDK_MARKER_GD,
-    VMDK_MARKER_GT,
+    grain_marker, metadata_marker, VMDK_GRAIN_MARKER_LEN, VMDK_MARKER_EOS, VMDK_MARKER_FOOTER,
+    VMDK_MARKER_GD, VMDK_MARKER_GT,
 };
 use super::{descriptor, VmdkOptions, VMDK_GRAIN_SECTORS, VMDK_GTES_PER_GT};
 
@@ -68,7 +68,9 @@ impl<W: WriteAt> VmdkWriter<W> {
         }
         let capacity = virtual_size.div_ceil(SECTOR);
         let desc = descriptor::render(options, capacity);
-        let desc_sectors = (desc.len() as u64).div_ceil(SECTOR).max(DESCRIPTOR_SECTORS_MIN);
+        let desc_sectors = (desc.len() as u64)
+            .div_ceil(SECTOR)
+            .max(DESCRIPTOR_SECTORS_MIN);
         let overhead = (1 + desc_sectors).div_ceil(VMDK_GRAIN_SECTORS) * VMDK_GRAIN_SECTORS;
         let header = SparseHeader {
             version: 3,
@@ -169,7 +171,10 @@ impl State {
         self.buf = buf;
         let sector = r?;
         if let Some((_, gt)) = self.gt.as_mut() {
-            if let Some(slot) = usize::try_from(idx % per_gt).ok().and_then(|i| gt.get_mut(i)) {
+            if let Some(slot) = usize::try_from(idx % per_gt)
+                .ok()
+                .and_then(|i| gt.get_mut(i))
+            {
                 *slot = u32::try_from(sector).unwrap_or(0);
             }
         }
@@ -193,7 +198,13 @@ impl<W: WriteAt> DiskWriter for VmdkWriter<W> {
 
     fn finish(&mut self) -> Result<WriteSummary> {
         self.guard.finish()?;
-        let Self { out, asm, st, header, .. } = self;
+        let Self {
+            out,
+            asm,
+            st,
+            header,
+            ..
+        } = self;
         asm.flush(&mut |idx, g| st.write_grain(out, idx, g))?;
         st.flush_gt(out)?;
         let gd: Vec<u8> = st.gd.iter().flat_map(|e| e.to_le_bytes()).collect();

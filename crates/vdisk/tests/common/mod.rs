@@ -65,7 +65,8 @@ pub fn make_raw(path: &Path) {
         fill(&mut b, 0x9e37_79b9 + i as u64, comp);
         f.write_all_at(&b, off).unwrap();
     }
-    f.write_all_at(&vec![0u8; ZERO_REGION.1], ZERO_REGION.0).unwrap();
+    f.write_all_at(&vec![0u8; ZERO_REGION.1], ZERO_REGION.0)
+        .unwrap();
     f.sync_all().unwrap();
 }
 
@@ -78,7 +79,9 @@ pub fn write_with(raw: &Path, out: &Path, fmt: &OutputFormat) -> kiln_vdisk::Wri
         .truncate(true)
         .open(out)
         .unwrap();
-    let mut w = fmt.create_writer(dst, src.metadata().unwrap().len()).unwrap();
+    let mut w = fmt
+        .create_writer(dst, src.metadata().unwrap().len())
+        .unwrap();
     feed_sparse_file(&src, &mut w).unwrap();
     w.finish().unwrap()
 }
@@ -92,9 +95,12 @@ pub struct Out {
 
 /// Runs qemu-img; a missing binary fails the test naming the package.
 pub fn qemu_img(args: &[&str]) -> Out {
-    let o = Command::new("qemu-img").args(args).output().unwrap_or_else(|e| {
-        panic!("qemu-img not runnable ({e}): install the Debian package qemu-utils")
-    });
+    let o = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("qemu-img not runnable ({e}): install the Debian package qemu-utils")
+        });
     Out {
         ok: o.status.success(),
         code: o.status.code(),
@@ -110,7 +116,11 @@ pub fn p(path: &Path) -> &str {
 /// `qemu-img check` must exit 0 and report no errors and no leaks.
 pub fn assert_check(fmt: &str, path: &Path) {
     let o = qemu_img(&["check", "-f", fmt, p(path)]);
-    assert!(o.ok, "qemu-img check {fmt} failed: {} {}", o.stdout, o.stderr);
+    assert!(
+        o.ok,
+        "qemu-img check {fmt} failed: {} {}",
+        o.stdout, o.stderr
+    );
     assert!(o.stdout.contains("No errors were found"), "{}", o.stdout);
     assert!(!o.stdout.contains("leaked"), "{}", o.stdout);
 }
@@ -118,7 +128,13 @@ pub fn assert_check(fmt: &str, path: &Path) {
 /// `qemu-img compare` of the raw image with `path` must say identical.
 pub fn assert_identical(raw: &Path, fmt: &str, path: &Path) {
     let o = qemu_img(&["compare", "-f", "raw", "-F", fmt, p(raw), p(path)]);
-    assert_eq!(o.code, Some(0), "qemu-img compare: {} {}", o.stdout, o.stderr);
+    assert_eq!(
+        o.code,
+        Some(0),
+        "qemu-img compare: {} {}",
+        o.stdout,
+        o.stderr
+    );
     assert!(o.stdout.contains("Images are identical"), "{}", o.stdout);
 }
 
@@ -147,7 +163,11 @@ pub fn qemu_convert(raw: &Path, out: &Path, fmt: &str, extra: &[&str]) {
 pub fn assert_reader_matches(img: &dyn VirtualDisk, raw: &Path) {
     let raw = File::open(raw).unwrap();
     let size = raw.metadata().unwrap().len();
-    assert!(img.virtual_size() >= size, "virtual size {} < {size}", img.virtual_size());
+    assert!(
+        img.virtual_size() >= size,
+        "virtual size {} < {size}",
+        img.virtual_size()
+    );
     let mut a = vec![0u8; 1 << 20];
     let mut b = vec![0u8; 1 << 20];
     let mut off = 0;
@@ -169,7 +189,10 @@ pub fn assert_reader_matches(img: &dyn VirtualDisk, raw: &Path) {
     let exts: Vec<_> = allocated_extents(img).collect::<Result<_, _>>().unwrap();
     assert!(!exts.is_empty());
     for w in exts.windows(2) {
-        assert!(w[0].end() < w[1].offset, "extents not merged/ordered: {w:?}");
+        assert!(
+            w[0].end() < w[1].offset,
+            "extents not merged/ordered: {w:?}"
+        );
     }
     for &(off, len, _) in REGIONS {
         let end = off + len as u64;
@@ -177,7 +200,10 @@ pub fn assert_reader_matches(img: &dyn VirtualDisk, raw: &Path) {
             .iter()
             .map(|e| e.end().min(end).saturating_sub(e.offset.max(off)))
             .sum();
-        assert_eq!(covered, len as u64, "region {off}+{len} not fully in {exts:?}");
+        assert_eq!(
+            covered, len as u64,
+            "region {off}+{len} not fully in {exts:?}"
+        );
     }
     // Reads past the end are refused.
     let mut one = [0u8; 1];
