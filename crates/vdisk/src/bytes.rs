@@ -5,6 +5,10 @@
 //! not fit reads as zero instead of panicking (it never happens for the
 //! constant offsets used, but keeps the parsers panic-free by construction).
 
+// Each format uses a subset (qcow2/VHD big-endian, VMDK little-endian) and
+// formats are optional features.
+#![allow(dead_code)]
+
 pub(crate) fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     if let Some(s) = at.checked_add(N).and_then(|end| b.get(at..end)) {
