@@ -468,7 +468,13 @@ fn dockerd_runs_the_written_store_and_matches_docker_load() {
         let img = saved.find(reference).unwrap();
         assert_eq!(img.id.to_string(), *id);
         assert!(img.manifest_digest_computed);
-        assert_eq!(img.diff_ids().iter().map(ToString::to_string).collect::<Vec<_>>(), *diff_ids);
+        assert_eq!(
+            img.diff_ids()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            *diff_ids
+        );
     }
     let resaved = saved.feed(&mut DirSink::new(&dir.join("resaved"))).unwrap();
     assert_eq!(resaved.layers.len(), report.layers.len());

@@ -6,14 +6,19 @@
 mod common;
 
 use common::fixture::{self, Comp, Layout, M};
-use kiln_oci::{AppIds, AppsJson, Compose, Error, FeedError, ImageInput, Platform, Store, StoreOptions};
+use kiln_oci::{
+    AppIds, AppsJson, Compose, Error, FeedError, ImageInput, Platform, Store, StoreOptions,
+};
 use kiln_tree::{Content, Entry, Timestamp, TreeSink};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
 fn opts(platform: &str) -> StoreOptions {
-    StoreOptions { platform: Platform::parse(platform).unwrap(), time: Timestamp::new(1_700_000_000, 0) }
+    StoreOptions {
+        platform: Platform::parse(platform).unwrap(),
+        time: Timestamp::new(1_700_000_000, 0),
+    }
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -57,8 +62,18 @@ fn two_platform_layout(dir: &Path, arm_variant: &str) -> PathBuf {
     let l = dir.join("mp.oci");
     let mut layout = Layout::new(&l);
     let top = fixture::layer_tar(&[M::File("etc/app", b"app\n".to_vec(), 0o644, (0, 0))]);
-    let amd = layout.image(&[(base_layer(), Comp::Gzip), (top.clone(), Comp::Zstd)], "amd64", None, &["/bin/true"]);
-    let arm = layout.image(&[(base_layer(), Comp::Gzip), (top, Comp::None)], "arm", Some(arm_variant), &["/bin/true"]);
+    let amd = layout.image(
+        &[(base_layer(), Comp::Gzip), (top.clone(), Comp::Zstd)],
+        "amd64",
+        None,
+        &["/bin/true"],
+    );
+    let arm = layout.image(
+        &[(base_layer(), Comp::Gzip), (top, Comp::None)],
+        "arm",
+        Some(arm_variant),
+        &["/bin/true"],
+    );
     layout.add_index(&[amd.manifest, arm.manifest], "1");
     layout.finish();
     fixture::skopeo_validate(&l, "1", dir, true);
@@ -77,20 +92,31 @@ fn picks_the_platform_with_arm_fallback_and_names_what_is_present() {
     assert_ne!(amd.images()[0].id, arm.images()[0].id);
     let err = Store::open(&input, opts("linux/arm64")).unwrap_err();
     match &err {
-        Error::PlatformNotFound { wanted, present, .. } => {
+        Error::PlatformNotFound {
+            wanted, present, ..
+        } => {
             assert_eq!(wanted, "linux/arm64");
             assert_eq!(present, "linux/amd64, linux/arm/v7");
         }
         other => panic!("wrong error {other}"),
     }
-    assert!(err.to_string().contains("linux/amd64, linux/arm/v7"), "{err}");
+    assert!(
+        err.to_string().contains("linux/amd64, linux/arm/v7"),
+        "{err}"
+    );
     // An armv6-only image serves an armv7 board; an armv7 image does not
     // serve an armv6 board.
     let d6 = tmp();
     let l6 = two_platform_layout(d6.path(), "v6");
     let input6 = [ImageInput::new(&l6).named("demo/app")];
-    assert_eq!(Store::open(&input6, opts("linux/arm/v7")).unwrap().images()[0].platform, "linux/arm/v6");
-    assert!(matches!(Store::open(&input, opts("linux/arm/v6")), Err(Error::PlatformNotFound { .. })));
+    assert_eq!(
+        Store::open(&input6, opts("linux/arm/v7")).unwrap().images()[0].platform,
+        "linux/arm/v6"
+    );
+    assert!(matches!(
+        Store::open(&input, opts("linux/arm/v6")),
+        Err(Error::PlatformNotFound { .. })
+    ));
 }
 
 #[test]
@@ -98,9 +124,20 @@ fn feeding_is_deterministic_and_directory_equals_archive() {
     let d = tmp();
     let l = two_platform_layout(d.path(), "v7");
     let tar = d.path().join("mp.tar");
-    common::run(std::process::Command::new("tar").arg("-C").arg(&l).arg("-cf").arg(&tar).arg("."));
+    common::run(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&l)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
     let digest = |p: &Path| {
-        let s = Store::open(&[ImageInput::new(p).named("demo/app")], opts("linux/arm/v7")).unwrap();
+        let s = Store::open(
+            &[ImageInput::new(p).named("demo/app")],
+            opts("linux/arm/v7"),
+        )
+        .unwrap();
         let mut h = HashSink::default();
         let rep = s.feed(&mut h).unwrap();
         assert_eq!(rep.entries, h.1);
@@ -129,8 +166,16 @@ fn blob_file(l: &Path, digest: &str) -> PathBuf {
 }
 
 fn layer_digests(l: &Path, b: &fixture::Built) -> Vec<String> {
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_file(l, b.manifest["digest"].as_str().unwrap())).unwrap()).unwrap();
-    m["layers"].as_array().unwrap().iter().map(|x| x["digest"].as_str().unwrap().to_string()).collect()
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob_file(l, b.manifest["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["digest"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn feed_err(l: &Path) -> Error {
@@ -153,7 +198,10 @@ fn digest_mismatch_names_the_blob() {
     data[5000] ^= 0xff;
     std::fs::write(&f, data).unwrap();
     let e = feed_err(&l);
-    assert!(matches!(&e, Error::DigestMismatch { digest, .. } if *digest == layer), "{e}");
+    assert!(
+        matches!(&e, Error::DigestMismatch { digest, .. } if *digest == layer),
+        "{e}"
+    );
     assert!(e.to_string().contains(&layer));
     // A corrupt config is caught when opening.
     let d2 = tmp();
@@ -163,7 +211,10 @@ fn digest_mismatch_names_the_blob() {
     c[10] ^= 1;
     std::fs::write(&cf, c).unwrap();
     let e = Store::open(&[ImageInput::new(&l2).named("x")], opts("linux/amd64")).unwrap_err();
-    assert!(matches!(&e, Error::DigestMismatch { digest, .. } if *digest == b2.config_digest), "{e}");
+    assert!(
+        matches!(&e, Error::DigestMismatch { digest, .. } if *digest == b2.config_digest),
+        "{e}"
+    );
 }
 
 #[test]
@@ -173,11 +224,15 @@ fn wrong_diff_id_is_refused() {
     let mut layout = Layout::new(&l);
     let b = layout.image(&[(base_layer(), Comp::Gzip)], "amd64", None, &["/bin/true"]);
     // Rewrite the config with another diff ID, and the manifest with it.
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_file(&l, &b.config_digest)).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob_file(&l, &b.config_digest)).unwrap()).unwrap();
     cfg["rootfs"]["diff_ids"] = json!([fixture::sha(b"not the layer")]);
     let cb = serde_json::to_vec(&cfg).unwrap();
     let (cd, cs) = layout.blob(&cb);
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_file(&l, b.manifest["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob_file(&l, b.manifest["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
     m["config"]["digest"] = json!(cd);
     m["config"]["size"] = json!(cs);
     let mb = serde_json::to_vec(&m).unwrap();
@@ -191,23 +246,36 @@ fn wrong_diff_id_is_refused() {
 #[test]
 fn missing_blob_and_unsupported_media_type() {
     let d = tmp();
-    let (l, b) = single(d.path(), &[(base_layer(), Comp::Gzip), (base_layer(), Comp::Zstd)]);
+    let (l, b) = single(
+        d.path(),
+        &[(base_layer(), Comp::Gzip), (base_layer(), Comp::Zstd)],
+    );
     let layers = layer_digests(&l, &b);
     std::fs::remove_file(blob_file(&l, &layers[1])).unwrap();
     let e = Store::open(&[ImageInput::new(&l).named("x")], opts("linux/amd64")).unwrap_err();
-    assert!(matches!(&e, Error::MissingBlob { digest, .. } if *digest == layers[1]), "{e}");
+    assert!(
+        matches!(&e, Error::MissingBlob { digest, .. } if *digest == layers[1]),
+        "{e}"
+    );
 
     let d = tmp();
     let l = d.path().join("mt.oci");
     let mut layout = Layout::new(&l);
     let b = layout.image(&[(base_layer(), Comp::Gzip)], "amd64", None, &["/bin/true"]);
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(blob_file(&l, b.manifest["digest"].as_str().unwrap())).unwrap()).unwrap();
-    m["layers"][0]["mediaType"] = json!("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip");
+    let mut m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob_file(&l, b.manifest["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    m["layers"][0]["mediaType"] =
+        json!("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip");
     let (md, ms) = layout.blob(&serde_json::to_vec(&m).unwrap());
     layout.add(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}), "1");
     layout.finish();
     let e = Store::open(&[ImageInput::new(&l).named("x")], opts("linux/amd64")).unwrap_err();
-    assert!(matches!(&e, Error::UnsupportedMediaType { media_type, .. } if media_type.contains("nondistributable")), "{e}");
+    assert!(
+        matches!(&e, Error::UnsupportedMediaType { media_type, .. } if media_type.contains("nondistributable")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -215,17 +283,36 @@ fn hostile_layers_are_refused() {
     use tar::EntryType as T;
     let cases: Vec<(&str, Vec<M>)> = vec![
         ("dotdot", vec![M::Hostile("../evil", T::Regular, None)]),
-        ("absolute", vec![M::Hostile("/etc/shadow", T::Regular, None)]),
-        ("inner dotdot", vec![M::Hostile("a/../../b", T::Regular, None)]),
-        ("hardlink escaping", vec![M::Hostile("x", T::Link, Some("../../etc/shadow"))]),
-        ("hardlink to unseen", vec![M::Hostile("x", T::Link, Some("never/seen"))]),
+        (
+            "absolute",
+            vec![M::Hostile("/etc/shadow", T::Regular, None)],
+        ),
+        (
+            "inner dotdot",
+            vec![M::Hostile("a/../../b", T::Regular, None)],
+        ),
+        (
+            "hardlink escaping",
+            vec![M::Hostile("x", T::Link, Some("../../etc/shadow"))],
+        ),
+        (
+            "hardlink to unseen",
+            vec![M::Hostile("x", T::Link, Some("never/seen"))],
+        ),
     ];
     for (what, members) in cases {
         let d = tmp();
         let (l, _) = single(d.path(), &[(fixture::layer_tar(&members), Comp::Gzip)]);
         let e = feed_err(&l);
         assert!(
-            matches!(&e, Error::Layer { source: kiln_tree::Error::HostilePath { .. } | kiln_tree::Error::DanglingHardlink { .. }, .. }),
+            matches!(
+                &e,
+                Error::Layer {
+                    source: kiln_tree::Error::HostilePath { .. }
+                        | kiln_tree::Error::DanglingHardlink { .. },
+                    ..
+                }
+            ),
             "{what}: {e}"
         );
     }
@@ -235,7 +322,10 @@ fn hostile_layers_are_refused() {
 fn not_an_image_and_unnamed_images_are_refused() {
     let d = tmp();
     std::fs::write(d.path().join("x"), b"x").unwrap();
-    assert!(matches!(Store::open(&[ImageInput::new(d.path())], opts("linux/amd64")), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        Store::open(&[ImageInput::new(d.path())], opts("linux/amd64")),
+        Err(Error::InvalidInput { .. })
+    ));
     let (l, _) = single(d.path(), &[(base_layer(), Comp::Gzip)]);
     // ref.name "1" is a bare tag: without a name the image cannot be stored.
     let e = Store::open(&[ImageInput::new(&l)], opts("linux/amd64")).unwrap_err();
@@ -263,15 +353,26 @@ volumes:
 fn apps_json_uses_the_stored_digest_references() {
     let d = tmp();
     let l = two_platform_layout(d.path(), "v7");
-    let store = Store::open(&[ImageInput::new(&l).named("demo/app")], opts("linux/arm/v7")).unwrap();
+    let store = Store::open(
+        &[ImageInput::new(&l).named("demo/app")],
+        opts("linux/arm/v7"),
+    )
+    .unwrap();
     let img = &store.images()[0];
     let yaml = COMPOSE.replace("DIGEST", &img.manifest_digest.to_string());
     let compose = Compose::parse(Path::new("docker-compose.yml"), yaml.as_bytes()).unwrap();
     let ids = AppIds::derive(b"seed", "bob");
-    let config = [("HOST_CONFIG_gpu_mem".to_string(), "16".to_string())].into_iter().collect();
+    let config = [("HOST_CONFIG_gpu_mem".to_string(), "16".to_string())]
+        .into_iter()
+        .collect();
     let apps = AppsJson::build(&compose, &store, &ids, &config, Some(true)).unwrap();
     let bytes = apps.to_bytes();
-    assert_eq!(bytes, AppsJson::build(&compose, &store, &ids, &config, Some(true)).unwrap().to_bytes());
+    assert_eq!(
+        bytes,
+        AppsJson::build(&compose, &store, &ids, &config, Some(true))
+            .unwrap()
+            .to_bytes()
+    );
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let rel = &v["apps"][&ids.app_uuid]["releases"][&ids.release_commit];
     let want = format!("demo/app@{}", img.manifest_digest);
@@ -284,13 +385,23 @@ fn apps_json_uses_the_stored_digest_references() {
     assert_eq!(v["config"]["HOST_CONFIG_gpu_mem"], "16");
     // The reference apps.json uses is in repositories.json.
     let repos: serde_json::Value = serde_json::from_slice(&store.repositories_json()).unwrap();
-    assert_eq!(repos["Repositories"]["demo/app"][&want], json!(img.id.to_string()));
+    assert_eq!(
+        repos["Repositories"]["demo/app"][&want],
+        json!(img.id.to_string())
+    );
     // Keys sorted at every level.
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.find("\"apps\"").unwrap() < text.find("\"config\"").unwrap());
 
-    let bad = Compose::parse(Path::new("c.yml"), b"services:\n  web:\n    image: demo/missing:1\n").unwrap();
+    let bad = Compose::parse(
+        Path::new("c.yml"),
+        b"services:\n  web:\n    image: demo/missing:1\n",
+    )
+    .unwrap();
     let e = AppsJson::build(&bad, &store, &ids, &config, None).unwrap_err();
-    assert!(matches!(&e, Error::ImageNotProvided { service, .. } if service == "web"), "{e}");
+    assert!(
+        matches!(&e, Error::ImageNotProvided { service, .. } if service == "web"),
+        "{e}"
+    );
     assert!(e.to_string().contains("demo/app:1"), "{e}");
 }
