@@ -69,9 +69,19 @@ pub fn validate_long_name(raw: &[u8]) -> Result<&str, &'static str> {
     Ok(s)
 }
 
-/// The key under which FAT compares names: case-insensitive.
+/// The key under which FAT compares names: case-insensitive with simple
+/// (one-to-one) uppercase mappings, like the Windows upcase table; a
+/// character whose uppercase is several characters (`ß`) stays as is.
 pub fn fold_key(name: &str) -> String {
-    name.chars().flat_map(char::to_uppercase).collect()
+    name.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 /// Characters allowed in a short name besides `A-Z` and `0-9`
@@ -396,6 +406,7 @@ mod tests {
             assert!(validate_long_name(ok.as_bytes()).is_ok(), "{ok}");
         }
         assert!(validate_long_name("é".repeat(256).as_bytes()).is_err());
-        assert_eq!(fold_key("Straße"), "STRASSE");
+        assert_eq!(fold_key("Straße"), "STRAßE");
+        assert_eq!(fold_key("résumé.txt"), "RÉSUMÉ.TXT");
     }
 }

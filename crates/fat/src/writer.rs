@@ -279,20 +279,31 @@ impl<W: WriteAt> FatWriter<W> {
     }
 
     /// Walks `comps` from the root, creating missing directories.
+    /// `target`: the last component is the entry itself (a directory entry),
+    /// not a parent on the way to a file.
     fn ensure_dir<'a>(
         &mut self,
         path: &TreePath,
         comps: impl Iterator<Item = &'a [u8]>,
+        target: bool,
     ) -> Result<usize, Error> {
         let mut cur = 0usize;
-        for comp in comps {
+        let mut comps = comps.peekable();
+        while let Some(comp) = comps.next() {
             let (name, key) = Self::check_name(path, comp)?;
+            let last = target && comps.peek().is_none();
             cur = match self.lookup(cur, &key) {
                 Some(id) => {
                     let node = &self.nodes[id];
                     if !matches!(node.kind, NodeKind::Dir { .. }) {
-                        return Err(Error::NotADirectory {
-                            path: path.to_string(),
+                        return Err(if last && node.name == name {
+                            Error::AlreadyExists {
+                                path: path.to_string(),
+                            }
+                        } else {
+                            Error::NotADirectory {
+                                path: path.to_string(),
+                            }
                         });
                     }
                     if node.name != name {
@@ -338,7 +349,7 @@ impl<W: WriteAt> FatWriter<W> {
             });
         };
         let depth = path.depth();
-        let parent = self.ensure_dir(path, path.components().take(depth - 1))?;
+        let parent = self.ensure_dir(path, path.components().take(depth - 1), false)?;
         let (name, key) = Self::check_name(path, file_name)?;
         if let Some(id) = self.lookup(parent, &key) {
             return Err(if self.nodes[id].name == name {
@@ -896,7 +907,7 @@ impl<W: WriteAt> TreeSink for FatWriter<W> {
             })
         };
         match &entry.kind {
-            EntryKind::Dir => self.ensure_dir(path, path.components()).map(|_| ()),
+            EntryKind::Dir => self.ensure_dir(path, path.components(), true).map(|_| ()),
             EntryKind::File => {
                 if path.is_root() {
                     return Err(Error::NotADirectory {

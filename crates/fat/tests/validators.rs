@@ -73,12 +73,51 @@ fn full_check(t: FatType) {
     }
     assert!(!v.contains("Free cluster summary wrong"), "{v}");
 
+    // On-disk details fsck does not report: backup boot sector and FSInfo
+    // copies, FSInfo free count and next-free hint, FAT[0] media byte.
+    let raw = std::fs::read(&img).unwrap();
+    let sector = |n: usize| &raw[n * 512..(n + 1) * 512];
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    if t == FatType::Fat32 {
+        assert_eq!(sector(6), sector(0), "backup boot sector");
+        assert_eq!(sector(7), sector(1), "backup FSInfo");
+        let info = sector(1);
+        assert_eq!(le32(info, 0), 0x4161_5252);
+        assert_eq!(le32(info, 484), 0x6141_7272);
+        assert_eq!(le32(info, 488), report.free_clusters);
+        let next_free = le32(info, 492) as usize;
+        let fat = &raw[32 * 512..];
+        assert_eq!(le32(fat, 4 * next_free), 0, "next free cluster is free");
+        assert_ne!(
+            le32(fat, 4 * (next_free - 1)),
+            0,
+            "and the one before is used"
+        );
+        assert!(
+            fat[4 * next_free..630 * 512].iter().all(|&b| b == 0),
+            "all free after it"
+        );
+        assert_eq!(le32(fat, 0), 0x0FFF_FFF8);
+    } else {
+        assert_eq!(&raw[4 * 512..4 * 512 + 4], &[0xF8, 0xFF, 0xFF, 0xFF]);
+    }
+    assert_eq!(&raw[510..512], &[0x55, 0xAA]);
+
     // mdir shows the long names of everything, recursively.
     let spec = img.to_str().unwrap().to_owned();
     assert_eq!(mdir_paths(&spec), mtools_paths(&tree));
     // Short names: ~N tails, NT lowercase bits, mixed case kept long.
     let o = run("mdir", "mtools", &["-i", &spec, "::/"]);
     let (root_listing, _) = text(&o);
+    assert!(
+        root_listing
+            .lines()
+            .filter(|l| l
+                .split_whitespace()
+                .any(|w| w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-'))
+            .all(|l| l.contains("2023-11-14  22:13")),
+        "{root_listing}"
+    );
     for needle in [
         "cmdline  txt", // NT case bits: shown lowercase, no long name
         "MAKEFILE",
@@ -88,6 +127,8 @@ fn full_check(t: FatType) {
         "SYSTEM~1",
         "Volume in drive : is resin-boot",
         "Volume Serial Number is 1234-ABCD",
+        // Every time is SOURCE_DATE_EPOCH (UTC), 2-second resolution.
+        "2023-11-14  22:13",
     ] {
         assert!(
             root_listing.contains(needle),
