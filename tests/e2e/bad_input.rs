@@ -1,0 +1,205 @@
+//! Bad input: each case gives a clear one-line error naming the file,
+//! key or partition, a non-zero exit code, and leaves no output behind.
+
+use kiln_e2e::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A recipe in `dir` built from the demo recipe with `edit` applied; the
+/// demo input paths are made absolute.
+fn recipe(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let demo = demo_inputs();
+    let src = std::fs::read_to_string(repo().join("recipes/bob-onprem.toml")).unwrap();
+    let src = src
+        .replace("../.cache/demo", demo.to_str().unwrap())
+        .replace(
+            "\"bob-onprem/",
+            &format!("\"{}/recipes/bob-onprem/", repo().display()),
+        );
+    let p = dir.join("r.toml");
+    std::fs::write(&p, edit(src)).unwrap();
+    p
+}
+
+/// Runs a failing build into `out_dir` and checks the contract.
+fn fails(recipe: &Path, out_dir: &Path, extra: &[&str], want_code: i32, want: &[&str]) -> String {
+    let out = run(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(recipe)
+        .arg("-o")
+        .arg(out_dir.join("out.img"))
+        .args(extra));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(want_code),
+        "exit code; stderr: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("kiln: error: "), "{err}");
+    for w in want {
+        assert!(err.contains(w), "want {w:?} in: {err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "r.toml" && n != "bad.tar")
+        .collect();
+    assert!(left.is_empty(), "output left behind: {left:?}");
+    err
+}
+
+#[test]
+fn unknown_key_names_line_and_suggests() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), |s| s.replace("headroom = ", "hedroom = "));
+    let line = std::fs::read_to_string(&r)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("hedroom"))
+        .unwrap()
+        + 1;
+    fails(
+        &r,
+        d.path(),
+        &[],
+        2,
+        &[
+            &format!("r.toml:{line}:1"),
+            "unknown key `hedroom`",
+            "did you mean `headroom`",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), |s| s.replace("size = \"1GiB\"", "size = true"));
+    fails(&r, d.path(), &[], 2, &["r.toml:", "invalid type"]);
+    let r = recipe(d.path(), |s| {
+        s.replace("listenPort = 48484", "listenPort = \"many\"")
+    });
+    fails(&r, d.path(), &[], 2, &["listenPort"]);
+}
+
+#[test]
+fn missing_rootfs_names_key_and_path() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), |s| {
+        s.replace("rootfs-amd64.tar.gz", "no-such-rootfs.tar.gz")
+    });
+    fails(
+        &r,
+        d.path(),
+        &[],
+        2,
+        &["os.amd64.rootfs", "no-such-rootfs.tar.gz"],
+    );
+}
+
+fn hostile_tar(dir: &Path, name: &str) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    // Raw name field: the tar crate's set_path refuses these, an attacker's tool does not.
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_cksum();
+    b.append(&h, &b"evil"[..]).unwrap();
+    let p = dir.join("bad.tar");
+    std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn hostile_tar_paths_are_refused() {
+    for name in ["../../etc/evil", "/etc/evil", "a/../../evil"] {
+        let d = tempfile::tempdir().unwrap();
+        let t = hostile_tar(d.path(), name);
+        let r = recipe(d.path(), |s| {
+            s.replace(
+                &format!("{}/rootfs-amd64.tar.gz", demo_inputs().display()),
+                t.to_str().unwrap(),
+            )
+        });
+        fails(&r, d.path(), &[], 2, &["resin-rootA", "refusing path"]);
+    }
+}
+
+#[test]
+fn image_larger_than_medium() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), |s| {
+        s.replace("size = \"auto\"", "size = \"7GiB\"")
+    });
+    fails(
+        &r,
+        d.path(),
+        &["--media", "8GB"],
+        2,
+        &[
+            "medium 8GB holds 8000000000 bytes",
+            "image needs",
+            "it fits 16GB",
+        ],
+    );
+    let r = recipe(d.path(), |s| {
+        s.replace("size = \"1GiB\"", "size = \"300GiB\"")
+    });
+    fails(
+        &r,
+        d.path(),
+        &[],
+        2,
+        &["no medium of board nuc is large enough"],
+    );
+    fails(
+        &recipe(d.path(), |s| s),
+        d.path(),
+        &["--media", "1TB"],
+        2,
+        &["no medium \"1TB\"", "8GB, 16GB"],
+    );
+}
+
+/// Mounts a tmpfs with `opts` at a new directory (tests run as root, as CI does).
+struct Tmpfs(tempfile::TempDir);
+impl Tmpfs {
+    fn new(opts: &str) -> Self {
+        let d = tempfile::tempdir().unwrap();
+        ok(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "kiln-test"])
+            .arg(d.path()));
+        Self(d)
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn output_directory_not_writable() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), |s| s);
+    let ro = Tmpfs::new("ro,size=1m");
+    fails(
+        &r,
+        ro.0.path(),
+        &[],
+        3,
+        &["out.img", "cannot create the output file"],
+    );
+}
+
+#[test]
+fn disk_full_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), |s| s);
+    let small = Tmpfs::new("size=3m");
+    let err = fails(&r, small.0.path(), &[], 1, &["No space left on device"]);
+    assert!(err.contains("resin-"), "names the partition: {err}");
+}

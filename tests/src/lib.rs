@@ -1,0 +1,210 @@
+//! Helpers for kiln's end-to-end tests: run the built `kiln` binary and
+//! the real validators. A missing validator fails the test, naming the
+//! Debian package to install (`make test` installs them all).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The `kiln` binary: `$KILN_BIN`, or the one next to this test binary's
+/// target directory (`make test` builds it first).
+pub fn kiln_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/<test> -> target/<profile>/kiln
+    let candidate = exe.parent().and_then(Path::parent).map(|d| d.join("kiln"));
+    match candidate {
+        Some(p) if p.is_file() => p,
+        _ => panic!("kiln binary not found next to {}: run `cargo build -p kiln` (make test does) or set KILN_BIN", exe.display()),
+    }
+}
+
+/// Fails unless `tool` is on PATH, naming the package that provides it.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(tool).is_file()
+        || Path::new("/sbin").join(tool).is_file();
+    assert!(
+        found,
+        "validator `{tool}` is missing: apt-get install {package} (make test installs it)"
+    );
+}
+
+/// Runs a command, returning its output.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+/// Runs a command and asserts success; returns stdout as text.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `kiln` command with a fixed environment (SOURCE_DATE_EPOCH unset
+/// unless the test sets it).
+pub fn kiln() -> Command {
+    let mut c = Command::new(kiln_bin());
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c.env("KILN_PROFILES_DIR", repo().join("board-profiles"));
+    c.env("KILN_RECIPES_DIR", repo().join("recipes"));
+    c
+}
+
+/// The demo inputs made by `demo/make-inputs.sh` (run it if missing).
+pub fn demo_inputs() -> PathBuf {
+    let dir = repo().join(".cache/demo");
+    if !dir.join("rootfs-armhf.tar.gz").is_file() || !dir.join("boot-amd64").is_dir() {
+        ok(Command::new("bash").arg(repo().join("demo/make-inputs.sh")));
+    }
+    dir
+}
+
+/// One partition from `sfdisk --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfPart {
+    /// Node name suffix number.
+    pub number: u32,
+    /// Start sector.
+    pub start: u64,
+    /// Size in sectors.
+    pub size: u64,
+    /// Type (`e`, `83`, GUID).
+    pub kind: String,
+    /// Bootable flag.
+    pub bootable: bool,
+    /// GPT name.
+    pub name: Option<String>,
+}
+
+/// The partition table as `sfdisk --json` reads it.
+pub fn sfdisk(image: &Path) -> (serde_json::Value, Vec<SfPart>) {
+    require("sfdisk", "fdisk");
+    let text = ok(Command::new("sfdisk").arg("--json").arg(image));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("sfdisk json");
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            let node = p["node"].as_str().unwrap_or_default();
+            let number = node
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            SfPart {
+                number,
+                start: p["start"].as_u64().unwrap_or(0),
+                size: p["size"].as_u64().unwrap_or(0),
+                kind: p["type"].as_str().unwrap_or_default().to_string(),
+                bootable: p["bootable"].as_bool().unwrap_or(false),
+                name: p["name"].as_str().map(str::to_string),
+            }
+        })
+        .collect();
+    (v, parts)
+}
+
+/// Copies a partition out of an image into its own sparse file.
+pub fn extract(image: &Path, part: &SfPart, dest: &Path) {
+    ok(Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", dest.display()))
+        .arg("bs=512")
+        .arg(format!("skip={}", part.start))
+        .arg(format!("count={}", part.size))
+        .arg("conv=sparse")
+        .arg("status=none"));
+}
+
+/// `blkid -p` of a partition inside an image: (TYPE, LABEL, UUID).
+pub fn blkid(image: &Path, part: &SfPart) -> (String, String, String) {
+    require("blkid", "util-linux");
+    let out = ok(Command::new("blkid")
+        .args(["-p", "-o", "export", "-O"])
+        .arg((part.start * 512).to_string())
+        .arg("-S")
+        .arg((part.size * 512).to_string())
+        .arg(image));
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (get("TYPE"), get("LABEL"), get("UUID"))
+}
+
+/// `e2fsck -fn` must exit 0.
+pub fn e2fsck_clean(fs: &Path) {
+    require("e2fsck", "e2fsprogs");
+    let out = run(Command::new("e2fsck").arg("-fn").arg(fs));
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {} failed:\n{}{}",
+        fs.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `fsck.fat -n` must exit 0.
+pub fn fsck_fat_clean(fs: &Path) {
+    require("fsck.fat", "dosfstools");
+    let out = run(Command::new("fsck.fat").arg("-n").arg(fs));
+    assert!(
+        out.status.success(),
+        "fsck.fat -n {} failed:\n{}{}",
+        fs.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mtype` of a file in a FAT partition of an image.
+pub fn mtype(image: &Path, part: &SfPart, path: &str) -> Vec<u8> {
+    require("mtype", "mtools");
+    let out = run(Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@{}", image.display(), part.start * 512))
+        .arg(format!("::{path}"))
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    assert!(
+        out.status.success(),
+        "mtype {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(p).expect("open");
+    std::io::copy(&mut f, &mut h).expect("read");
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
