@@ -1,0 +1,70 @@
+# kiln: the two commands a newcomer runs on a fresh Debian machine:
+#   make image   installs what it needs, builds the default demo NUC image (out/nuc.img)
+#   make test    installs the validators, runs every test and the lints
+# Further targets: make bench (benchmarks, side by side with the standard tools), make lint.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+OUT ?= out
+BOARD ?= nuc
+RECIPE ?= bob-onprem
+export SOURCE_DATE_EPOCH ?= 1700000000
+
+# Debian packages: what the demo inputs need, and the validators the tests run.
+IMAGE_PKGS := ca-certificates curl gcc libc6-dev make pkg-config busybox-static dpkg-dev debian-archive-keyring gzip xz-utils zstd
+TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bmap-tools attr time \
+	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3
+BENCH_PKGS := $(TEST_PKGS) genimage hyperfine
+
+.PHONY: all image test bench lint deps-image deps-test deps-bench demo-inputs build build-release clean
+
+all: build
+
+# Installs what is missing (root on a fresh Debian machine; apt-get update first).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps-image:
+	$(call apt_install,$(IMAGE_PKGS))
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+
+deps-test:
+	$(call apt_install,$(TEST_PKGS))
+
+deps-bench:
+	$(call apt_install,$(BENCH_PKGS))
+
+demo-inputs: deps-image
+	bash demo/make-inputs.sh
+
+build:
+	$(CARGO) build -p kiln
+
+build-release:
+	$(CARGO) build --release -p kiln
+
+image: deps-image demo-inputs build-release
+	mkdir -p $(OUT)
+	target/release/kiln build --board $(BOARD) --recipe $(RECIPE) -o $(OUT)/$(BOARD).img
+	target/release/kiln inspect $(OUT)/$(BOARD).img
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+test: deps-test demo-inputs build
+	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) lint
+
+bench: deps-bench demo-inputs build-release
+	@for b in bench/*.sh; do echo "== $$b"; bash "$$b" || exit 1; done
+
+clean:
+	rm -rf $(OUT) target
