@@ -88,3 +88,41 @@ fn vmdk_differential_against_qemu_img_convert() {
     eprintln!("vmdk sizes: kiln {a} B, qemu-img {b} B");
     assert!(a <= b + b / 10, "ours {a} much larger than qemu-img {b}");
 }
+
+/// The grain directory read from the footer of a stream we wrote.
+fn grain_directory(path: &std::path::Path) -> Vec<u32> {
+    let b = std::fs::read(path).unwrap();
+    let n = b.len();
+    let footer = &b[n - 1024..n - 512];
+    let gd = u64::from_le_bytes(footer[56..64].try_into().unwrap()) as usize * 512;
+    let cap = u64::from_le_bytes(footer[12..20].try_into().unwrap());
+    let entries = cap.div_ceil(128).div_ceil(512) as usize;
+    (0..entries)
+        .map(|i| u32::from_le_bytes(b[gd + 4 * i..gd + 4 * i + 4].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn vmdk_grain_table_modes_both_valid() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let all = d.path("all.vmdk");
+    let sparse = d.path("sparse.vmdk");
+    write_with(&raw, &all, &OutputFormat::Vmdk(VmdkOptions::new()));
+    write_with(
+        &raw,
+        &sparse,
+        &OutputFormat::Vmdk(VmdkOptions::new().empty_grain_tables(false)),
+    );
+    for f in [&all, &sparse] {
+        assert_check("vmdk", f);
+        assert_identical(&raw, "vmdk", f);
+    }
+    let (ga, gs) = (grain_directory(&all), grain_directory(&sparse));
+    assert_eq!(ga.len(), 8);
+    assert!(ga.iter().all(|&s| s != 0), "{ga:?}");
+    // Spans 4 and 5 (128..192 MiB) hold no data.
+    assert_eq!((gs[4], gs[5]), (0, 0), "{gs:?}");
+    assert_eq!(gs.iter().filter(|&&s| s != 0).count(), 6);
+}

@@ -42,7 +42,8 @@
 //!
 //! Layout written: header, descriptor, padding to sector 128, then for each
 //! 32 MiB span the compressed grains in order followed by that span's grain
-//! table (GT marker + table; spans without data get no table), then the GD
+//! table (GT marker + table; an all-zero table for spans without data
+//! unless [`VmdkOptions::empty_grain_tables`] is off), then the GD
 //! marker + GD, the footer marker + footer, and the end-of-stream marker.
 //! This is what `qemu-img convert -O vmdk -o subformat=streamOptimized`
 //! produces and what VMware and VirtualBox import.
@@ -88,6 +89,7 @@ pub struct VmdkOptions {
     adapter: VmdkAdapter,
     compression_level: u32,
     extent_file_name: String,
+    empty_grain_tables: bool,
 }
 
 impl Default for VmdkOptions {
@@ -98,13 +100,14 @@ impl Default for VmdkOptions {
 
 impl VmdkOptions {
     /// Defaults: CID 0x6b696c6e (`kiln`), IDE adapter, deflate level 6,
-    /// extent file name `disk.vmdk`.
+    /// extent file name `disk.vmdk`, every grain table written.
     pub fn new() -> Self {
         Self {
             cid: 0x6b69_6c6e,
             adapter: VmdkAdapter::Ide,
             compression_level: 6,
             extent_file_name: "disk.vmdk".to_owned(),
+            empty_grain_tables: true,
         }
     }
     /// The descriptor's content id (callers derive it from the build seed;
@@ -121,6 +124,14 @@ impl VmdkOptions {
     /// Deflate level for grains (1..=9, clamped).
     pub fn compression_level(mut self, level: u32) -> Self {
         self.compression_level = level.clamp(1, 9);
+        self
+    }
+    /// Whether grain tables of 32 MiB spans without data are written (all
+    /// zero, the default, as VMware's tools lay a stream out: 2.5 KiB per
+    /// span) or left out with a zero directory entry (smaller; QEMU reads
+    /// both, other importers are not verified here).
+    pub fn empty_grain_tables(mut self, write: bool) -> Self {
+        self.empty_grain_tables = write;
         self
     }
     /// The file name the descriptor's extent line names (the output's own

@@ -48,6 +48,10 @@ struct State {
     pos: u64,
     gd: Vec<u32>,
     gt: Option<(u64, Vec<u32>)>,
+    /// Whether to write all-zero tables for spans without data, and the
+    /// first span whose table is not yet written.
+    empty_tables: bool,
+    next_table: u64,
     buf: Vec<u8>,
     allocated: u64,
 }
@@ -104,6 +108,8 @@ impl<W: WriteAt> VmdkWriter<W> {
                 pos: overhead * SECTOR,
                 gd: vec![0; usize::try_from(gd_len).unwrap_or(0)],
                 gt: None,
+                empty_tables: options.empty_grain_tables,
+                next_table: 0,
                 buf: Vec::with_capacity(GRAIN as usize + 1024),
                 allocated: 0,
             },
@@ -124,15 +130,34 @@ impl State {
         Ok(at / SECTOR)
     }
 
+    fn write_table<W: WriteAt>(&mut self, out: &mut W, idx: u64, gt: &[u32]) -> Result<()> {
+        let table: Vec<u8> = gt.iter().flat_map(|e| e.to_le_bytes()).collect();
+        let sectors = (table.len() as u64).div_ceil(SECTOR);
+        self.write_sectors(out, &metadata_marker(sectors, VMDK_MARKER_GT))?;
+        let at = self.write_sectors(out, &table)?;
+        if let Some(slot) = usize::try_from(idx).ok().and_then(|i| self.gd.get_mut(i)) {
+            *slot = u32::try_from(at).unwrap_or(0);
+        }
+        self.next_table = idx + 1;
+        Ok(())
+    }
+
+    /// Writes all-zero tables for the spans before `upto` not yet written.
+    fn write_empty_tables<W: WriteAt>(&mut self, out: &mut W, upto: u64) -> Result<()> {
+        if !self.empty_tables {
+            return Ok(());
+        }
+        let empty = vec![0u32; VMDK_GTES_PER_GT as usize];
+        while self.next_table < upto {
+            self.write_table(out, self.next_table, &empty)?;
+        }
+        Ok(())
+    }
+
     fn flush_gt<W: WriteAt>(&mut self, out: &mut W) -> Result<()> {
         if let Some((idx, gt)) = self.gt.take() {
-            let table: Vec<u8> = gt.iter().flat_map(|e| e.to_le_bytes()).collect();
-            let sectors = (table.len() as u64).div_ceil(SECTOR);
-            self.write_sectors(out, &metadata_marker(sectors, VMDK_MARKER_GT))?;
-            let at = self.write_sectors(out, &table)?;
-            if let Some(slot) = usize::try_from(idx).ok().and_then(|i| self.gd.get_mut(i)) {
-                *slot = u32::try_from(at).unwrap_or(0);
-            }
+            self.write_empty_tables(out, idx)?;
+            self.write_table(out, idx, &gt)?;
         }
         Ok(())
     }
@@ -207,6 +232,8 @@ impl<W: WriteAt> DiskWriter for VmdkWriter<W> {
         } = self;
         asm.flush(&mut |idx, g| st.write_grain(out, idx, g))?;
         st.flush_gt(out)?;
+        let tables = st.gd.len() as u64;
+        st.write_empty_tables(out, tables)?;
         let gd: Vec<u8> = st.gd.iter().flat_map(|e| e.to_le_bytes()).collect();
         let gd_sectors = (gd.len() as u64).div_ceil(SECTOR).max(1);
         st.write_sectors(out, &metadata_marker(gd_sectors, VMDK_MARKER_GD))?;
