@@ -22,6 +22,14 @@
 //! writes FAT itself; `fatfs` remains an independent reader (its reading
 //! side is fine), used by [`FatReader`] and by the tests.
 //!
+//! # Reading untrusted images
+//! [`FatReader`] never writes (its I/O adapter refuses writes), bounds
+//! listings ([`ListLimits`]) and file reads (a byte limit per call), gives
+//! fatfs a read budget per operation (twice the volume plus 16 MiB) so a
+//! cluster-chain loop ends in an error instead of spinning, and turns a
+//! panic inside fatfs (0.3.6 multiplies cluster numbers unchecked, which
+//! overflows on corrupt entries in debug builds) into [`Error::Read`].
+//!
 //! # Example
 //! ```
 //! use kiln_fat::{FatOptions, FatReader, FatType, FatWriter};

@@ -21,7 +21,7 @@
 //!   so output is deterministic.
 
 use crate::raw::{RawLfnEntry, ATTR_LONG_NAME, LAST_LONG_ENTRY, NTRES_LOWER_BASE, NTRES_LOWER_EXT};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use zerocopy::little_endian::U16;
 
 /// Longest long name, in UTF-16 code units (fatgen103 §7).
@@ -211,6 +211,10 @@ pub fn plan_short(name: &str) -> ShortPlan {
 #[derive(Debug, Default)]
 pub struct ShortNames {
     used: HashSet<[u8; 11]>,
+    /// Per (base, extension): the tail to try next, so a directory of
+    /// thousands of similar names is not quadratic. Tails of one basis
+    /// are handed out in increasing order, so nothing below it is free.
+    next_tail: HashMap<(Vec<u8>, Vec<u8>), u32>,
 }
 
 impl ShortNames {
@@ -234,13 +238,19 @@ impl ShortNames {
             }
             ShortPlan::Tail { base, ext } => (base.clone(), ext.clone()),
         };
-        for n in 1..=MAX_TAIL {
+        let first = self
+            .next_tail
+            .get(&(base.clone(), ext.clone()))
+            .copied()
+            .unwrap_or(1);
+        for n in first..=MAX_TAIL {
             let tail = format!("~{n}");
             let keep = 8usize.saturating_sub(tail.len()).min(base.len());
             let mut b = base[..keep].to_vec();
             b.extend_from_slice(tail.as_bytes());
             let short = pack(&b, &ext);
             if self.used.insert(short) {
+                self.next_tail.insert((base, ext), n + 1);
                 return Some(short);
             }
         }

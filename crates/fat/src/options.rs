@@ -122,8 +122,8 @@ impl FatOptions {
         self
     }
 
-    /// Slots of the fixed FAT16 root directory (default 512; rounded up
-    /// to fill whole clusters). Ignored for FAT32.
+    /// Slots of the fixed FAT16 root directory, 1..=32768 (default 512;
+    /// rounded up to fill whole clusters). Ignored for FAT32.
     pub fn root_entries(mut self, entries: u16) -> Self {
         self.root_entries = entries;
         self
@@ -200,10 +200,12 @@ impl FatOptions {
                 });
             }
         }
-        if self.root_entries == 0 {
+        // Rounded up to whole clusters the count must still fit the
+        // 16-bit BPB_RootEntCnt; 32768 leaves room for any cluster size.
+        if self.root_entries == 0 || self.root_entries > 32768 {
             return Err(Error::InvalidOption {
                 option: "root_entries",
-                reason: "must be non-zero",
+                reason: "must be 1..=32768",
             });
         }
         self.label_bytes().map(|_| ())
@@ -245,6 +247,8 @@ mod tests {
         assert!(o().cluster_size(131072).check().is_err());
         assert!(o().geometry(0, 4).check().is_err());
         assert!(o().root_entries(0).check().is_err());
+        assert!(o().root_entries(40000).check().is_err());
+        assert!(o().root_entries(32768).check().is_ok());
         assert_eq!(&o().oem_name(b"mkfs.fat").oem_name, b"mkfs.fat");
         assert_eq!(&o().oem_name(b"ab").oem_name, b"ab      ");
     }

@@ -448,3 +448,31 @@ fn reader_reads_mkfs_vfat_images() {
         Err(kiln_fat::Error::NotFound { .. })
     ));
 }
+
+/// Throughput of writing the 40 MiB boot tree (about 21 MiB of content,
+/// 1130 files) to a file; prints numbers, asserts nothing about time.
+/// Run with `cargo test -p kiln-fat --test validators -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_write_40mib_boot_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("bench.img");
+    let mut tree = Tree::boot_like();
+    // Pre-generate the content so only the writer is timed.
+    for (_, d) in tree.entries.iter_mut() {
+        if let Some(data) = d {
+            *data = Data::Bytes(data.bytes());
+        }
+    }
+    for t in [FatType::Fat16, FatType::Fat32] {
+        let start = std::time::Instant::now();
+        let report = build(&img, 40 * MIB, opts(t), &tree);
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{t:?}: {} files, {} bytes in {secs:.3} s ({:.0} MiB/s)",
+            report.files,
+            report.file_bytes,
+            report.file_bytes as f64 / secs / MIB as f64
+        );
+    }
+}
