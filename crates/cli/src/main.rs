@@ -295,6 +295,9 @@ fn run(cli: Cli) -> Result<()> {
                         report.fits.join(", ")
                     }
                 );
+                if let Some(app) = &report.app {
+                    eprintln!("kiln: preloaded images:\n{}", app.trim_end());
+                }
                 for p in &report.partitions {
                     eprintln!(
                         "  p{:<2} {:<12} {:>6} start {:>12} size {:>12} used {:>12} id {}",

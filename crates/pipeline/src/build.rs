@@ -81,6 +81,36 @@ pub struct BuildReport {
     pub config: serde_json::Value,
     /// Swapfile size in bytes (0: none).
     pub swap_bytes: u64,
+    /// The preloaded images, one line each.
+    pub app: Option<String>,
+}
+
+fn data_err(label: &str, e: DataFeedError<kiln_ext4::Error>) -> Error {
+    match e {
+        DataFeedError::App(source) => Error::App {
+            partition: label.to_string(),
+            source,
+        },
+        DataFeedError::Sink(source) => ext4_err(label, source),
+    }
+}
+
+fn ext4_err(label: &str, source: kiln_ext4::Error) -> Error {
+    Error::Ext4 {
+        partition: label.to_string(),
+        source,
+    }
+}
+
+fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4::Error>) -> Error {
+    match e {
+        SourceError::Source(source) => Error::Source {
+            partition: label.to_string(),
+            input: input.path.display().to_string(),
+            source,
+        },
+        SourceError::Sink(source) => ext4_err(label, source),
+    }
 }
 
 /// Deletes the temporary image unless the build succeeded.
@@ -107,43 +137,153 @@ fn fs_name(fs: FsKind) -> &'static str {
     }
 }
 
-/// The files kiln adds to the data partition besides the app.
-struct DataTree<'a> {
-    swap: Option<(TreePath, u64, [u8; 4096])>,
-    time: Timestamp,
-    _recipe: &'a Recipe,
+/// The preloaded application: the engine store and its `apps.json`.
+struct App {
+    store: kiln_oci::Store,
+    apps_json: Vec<u8>,
+    store_path: TreePath,
+    summary: kiln_oci::Summary,
 }
 
-impl DataTree<'_> {
-    fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<(), S::Error> {
-        add_dir(sink, &TreePath::root(), 0o755, self.time)?;
-        // What balenaOS expects at the data partition root.
-        add_dir(sink, &tp("resin-data"), 0o755, self.time)?;
-        feed_generated(
-            &[Generated {
-                path: tp("remove_me_to_reset"),
-                mode: 0o644,
-                data: Vec::new(),
-            }],
-            self.time,
-            sink,
-        )?;
+/// A failure while feeding the data partition.
+enum DataFeedError<E> {
+    App(kiln_oci::Error),
+    Sink(E),
+}
+
+/// What goes into the data partition: the balenaOS root files, the
+/// swapfile (first, so it gets one contiguous run of blocks), `apps.json`
+/// and the engine store.
+struct DataTree {
+    swap: Option<(TreePath, u64, [u8; 4096])>,
+    app: Option<App>,
+    time: Timestamp,
+}
+
+impl DataTree {
+    fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<(), DataFeedError<S::Error>> {
+        let t = self.time;
+        add_dir(sink, &TreePath::root(), 0o755, t).map_err(DataFeedError::Sink)?;
         if let Some((path, size, header)) = &self.swap {
-            let e = Entry::new(
-                path.clone(),
-                EntryKind::File,
-                Metadata::new(0o600, self.time),
-            );
+            let e = Entry::new(path.clone(), EntryKind::File, Metadata::new(0o600, t));
             sink.add(
                 &e,
                 Content::Preallocated {
                     size: *size,
                     head: header,
                 },
-            )?;
+            )
+            .map_err(DataFeedError::Sink)?;
+        }
+        // What balenaOS expects at the data partition root.
+        add_dir(sink, &tp("resin-data"), 0o755, t).map_err(DataFeedError::Sink)?;
+        let mut files = vec![Generated {
+            path: tp("remove_me_to_reset"),
+            mode: 0o644,
+            data: Vec::new(),
+        }];
+        if let Some(app) = &self.app {
+            files.push(Generated {
+                path: tp("apps.json"),
+                mode: 0o644,
+                data: app.apps_json.clone(),
+            });
+        }
+        feed_generated(&files, t, sink).map_err(DataFeedError::Sink)?;
+        if let Some(app) = &self.app {
+            add_dir(sink, &app.store_path, 0o710, t).map_err(DataFeedError::Sink)?;
+            let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
+            app.store.feed(&mut prefixed).map_err(|e| match e {
+                kiln_oci::FeedError::Input(i) => DataFeedError::App(i),
+                kiln_oci::FeedError::Sink(s) => DataFeedError::Sink(s),
+                #[allow(unreachable_patterns)]
+                _ => DataFeedError::App(kiln_oci::Error::InvalidRequest("unknown feed error")),
+            })?;
         }
         Ok(())
     }
+}
+
+/// Resolves the `[app]` inputs for the board's platform and builds
+/// `apps.json` (reads only JSON and the compose file; layers stream later).
+fn prepare_app(
+    req: &BuildRequest<'_>,
+    a: &kiln_recipe::AppSpec,
+    time: Timestamp,
+    label: &str,
+) -> Result<App, Error> {
+    a.compose.check_exists()?;
+    for i in &a.images {
+        i.input.check_exists()?;
+    }
+    let app_err = |source| Error::App {
+        partition: label.to_string(),
+        source,
+    };
+    let platform = req
+        .profile
+        .arch
+        .platforms()
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let platform = kiln_oci::Platform::parse(&platform).map_err(app_err)?;
+    let inputs: Vec<kiln_oci::ImageInput> = a
+        .images
+        .iter()
+        .map(|i| {
+            let input = kiln_oci::ImageInput::new(&i.input.path);
+            match &i.name {
+                Some(n) => input.named(n.clone()),
+                None => input,
+            }
+        })
+        .collect();
+    let store = kiln_oci::Store::open(&inputs, kiln_oci::StoreOptions { platform, time })
+        .map_err(app_err)?;
+    let compose = kiln_oci::Compose::read(&a.compose.path).map_err(app_err)?;
+    let mut ids = kiln_oci::AppIds::derive(&req.seed.derive("app"), &a.name);
+    if let Some(u) = &a.uuid {
+        ids.app_uuid = u.clone();
+    }
+    if let Some(c) = &a.commit {
+        ids.release_commit = c.clone();
+    }
+    ids.app_id = a.app_id;
+    ids.release_id = a.release_id;
+    let config: std::collections::BTreeMap<String, String> = a
+        .config
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let apps = kiln_oci::AppsJson::build(
+        &compose,
+        &store,
+        &ids,
+        &config,
+        a.pin_device.then_some(true),
+    )
+    .map_err(app_err)?;
+    let store_path = TreePath::parse(a.store_path.as_bytes()).map_err(|e| Error::Layout {
+        partition: label.to_string(),
+        reason: format!("app.store-path: {e}"),
+    })?;
+    let summary = store.summary();
+    Ok(App {
+        store,
+        apps_json: apps.to_bytes(),
+        store_path,
+        summary,
+    })
 }
 
 fn tp(s: &str) -> TreePath {
@@ -200,11 +340,28 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         } else {
             None
         };
-    let data_tree = DataTree {
-        swap,
-        time,
-        _recipe: recipe,
+    let data_label = profile
+        .partitions
+        .iter()
+        .find(|p| p.role == Role::Data)
+        .map_or_else(|| "resin-data".to_string(), |p| p.label.clone());
+    let app = match &recipe.app {
+        Some(a) => {
+            progress("resolving the application images");
+            Some(prepare_app(req, a, time, &data_label)?)
+        }
+        None => None,
     };
+    if recipe.swap.size.bytes() > 0 && recipe.swap.activation == SwapActivation::AppService {
+        return Err(Error::Layout {
+            partition: data_label,
+            reason:
+                "swap.activation = \"app-service\" is not implemented yet; use \"systemd-unit\""
+                    .into(),
+        });
+    }
+    let app_summary = app.as_ref().map(|a| a.summary.to_string());
+    let data_tree = DataTree { swap, app, time };
 
     // Size the data partition.
     progress("planning the layout");
@@ -219,10 +376,10 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     let data_opts =
         |size: u64| ext4_options(req, data_spec.label.as_str(), size, time).inode_ratio(8192);
     let mut est = Ext4Estimator::new();
-    data_tree.feed(&mut est).map_err(|source| Error::Ext4 {
-        partition: data_spec.label.clone(),
-        source,
-    })?;
+    progress("sizing the data partition");
+    data_tree
+        .feed(&mut est)
+        .map_err(|e| data_err(&data_spec.label, e))?;
     let min_data = est
         .min_size_bytes(&data_opts(0), recipe.data.headroom.bytes())
         .map_err(|source| Error::Ext4 {
@@ -339,25 +496,25 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         let report = match placed.spec.role {
             Role::Boot => write_boot(req, placed, region, &config, time, os.boot.as_ref())?,
             Role::RootA => write_ext4(req, placed, region, time, |sink| {
-                feed_input(
-                    rootfs,
-                    &SourceOptions {
-                        clamp_time: Some(time),
-                        force_owner: None,
-                    },
-                    sink,
-                )?;
+                let label = &placed.spec.label;
+                let opts = SourceOptions {
+                    clamp_time: Some(time),
+                    force_owner: None,
+                };
+                feed_input(rootfs, &opts, sink).map_err(|e| src_err(label, rootfs, e))?;
                 if recipe.swap.size.bytes() > 0
                     && recipe.swap.activation == SwapActivation::SystemdUnit
                 {
                     feed_generated(&swap_units(&recipe.swap.path), time, sink)
-                        .map_err(SourceError::Sink)?;
+                        .map_err(|source| ext4_err(label, source))?;
                 }
                 Ok(())
             })?,
             Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
             Role::Data => write_ext4(req, placed, region, time, |sink| {
-                data_tree.feed(sink).map_err(SourceError::Sink)
+                data_tree
+                    .feed(sink)
+                    .map_err(|e| data_err(&placed.spec.label, e))
             })?,
         };
         reports.push(report);
@@ -389,6 +546,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         partitions: reports,
         config: config.redacted(),
         swap_bytes: recipe.swap.size.bytes(),
+        app: app_summary,
     })
 }
 
@@ -460,7 +618,7 @@ fn write_ext4<F>(
     feed: F,
 ) -> Result<PartitionReport, Error>
 where
-    F: FnOnce(&mut Ext4Writer<SubRegion<&mut File>>) -> Result<(), SourceError<kiln_ext4::Error>>,
+    F: FnOnce(&mut Ext4Writer<SubRegion<&mut File>>) -> Result<(), Error>,
 {
     let label = placed.spec.label.clone();
     let mut opts = ext4_options(req, &label, placed.size, time);
@@ -468,23 +626,9 @@ where
         opts = opts.inode_ratio(8192);
     }
     let uuid = req.seed.uuid(&format!("fs:{label}"));
-    let ext4_err = |source| Error::Ext4 {
-        partition: label.clone(),
-        source,
-    };
-    let mut w = Ext4Writer::new(region, opts).map_err(ext4_err)?;
-    feed(&mut w).map_err(|e| match e {
-        SourceError::Source(source) => Error::Source {
-            partition: label.clone(),
-            input: "root filesystem".into(),
-            source,
-        },
-        SourceError::Sink(source) => Error::Ext4 {
-            partition: label.clone(),
-            source,
-        },
-    })?;
-    let report = w.finish().map_err(ext4_err)?;
+    let mut w = Ext4Writer::new(region, opts).map_err(|e| ext4_err(&label, e))?;
+    feed(&mut w)?;
+    let report = w.finish().map_err(|e| ext4_err(&label, e))?;
     Ok(PartitionReport {
         number: placed.number,
         label: label.clone(),

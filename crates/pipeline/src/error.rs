@@ -38,6 +38,15 @@ pub enum Error {
         #[source]
         source: kiln_ext4::Error,
     },
+    /// The application preload inputs are invalid or unreadable.
+    #[error("partition {partition}: app preload")]
+    App {
+        /// Partition label.
+        partition: String,
+        /// The cause.
+        #[source]
+        source: kiln_oci::Error,
+    },
     /// Writing or reading the partition table failed.
     #[error("partition table")]
     Table(#[source] kiln_part::Error),

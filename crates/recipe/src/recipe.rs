@@ -124,7 +124,7 @@ pub struct AppSpec {
     /// The compose file.
     pub compose: InputPath,
     /// Images: OCI layouts (directory or tar) or `docker save` archives.
-    pub images: Vec<InputPath>,
+    pub images: Vec<AppImage>,
     /// App name in apps.json.
     pub name: String,
     /// App uuid (32 hex); derived from the build seed when absent.
@@ -141,6 +141,16 @@ pub struct AppSpec {
     pub pin_device: bool,
     /// `config` vars in apps.json.
     pub config: serde_json::Value,
+}
+
+/// One image input of `[app]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppImage {
+    /// OCI layout (directory or tar) or `docker save` archive.
+    pub input: InputPath,
+    /// Repository name (`demo/api`) for layouts that name images by tag
+    /// only.
+    pub name: Option<String>,
 }
 
 /// How the swapfile is switched on on the device.
@@ -312,7 +322,7 @@ struct WireData {
 struct WireApp {
     compose: Spanned<String>,
     #[serde(default)]
-    images: Vec<Spanned<String>>,
+    images: Vec<WireImage>,
     name: Spanned<String>,
     #[serde(default)]
     uuid: Option<Spanned<String>>,
@@ -328,6 +338,14 @@ struct WireApp {
     pin_device: bool,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireImage {
+    path: Spanned<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -538,11 +556,11 @@ impl Recipe {
                 }
                 if let Some(c) = &a.commit {
                     let s = c.get_ref();
-                    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                    if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
                         return Err(invalid(
                             c.span(),
                             "app.commit",
-                            "must be 1 to 64 hex digits".into(),
+                            "must be 32 hex digits".into(),
                         ));
                     }
                 }
@@ -569,7 +587,10 @@ impl Recipe {
                     images: a
                         .images
                         .iter()
-                        .map(|p| input(p, "app.images".into()))
+                        .map(|i| AppImage {
+                            input: input(&i.path, "app.images.path".into()),
+                            name: i.name.clone(),
+                        })
                         .collect(),
                     name,
                     uuid: a.uuid.map(|u| u.into_inner().to_ascii_lowercase()),
