@@ -2,6 +2,8 @@
 //! the real validators. A missing validator fails the test, naming the
 //! Debian package to install (`make test` installs them all).
 
+pub mod engine;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
