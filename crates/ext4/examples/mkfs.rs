@@ -85,7 +85,8 @@ fn run() -> Result<(), String> {
     let size = if size == "min" {
         let mut est = Ext4Estimator::new();
         feed(&source, &mut est)?;
-        est.min_size_bytes(&opts, headroom).map_err(|e| e.to_string())?
+        est.min_size_bytes(&opts, headroom)
+            .map_err(|e| e.to_string())?
     } else {
         size.parse::<u64>().map_err(|e| format!("--size: {e}"))?
     };

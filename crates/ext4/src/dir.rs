@@ -173,7 +173,9 @@ mod tests {
 
     #[test]
     fn linear_counts_match() {
-        let names: Vec<Vec<u8>> = (0..1000).map(|i| format!("file-{i}").into_bytes()).collect();
+        let names: Vec<Vec<u8>> = (0..1000)
+            .map(|i| format!("file-{i}").into_bytes())
+            .collect();
         let ents: Vec<DirEntryRef<'_>> = names
             .iter()
             .map(|n| DirEntryRef {

@@ -67,7 +67,11 @@ impl Ext4Estimator {
                 // Indexed: leaves lose at most one maximal record each.
                 let per_leaf = (LEAF_SPACE - rec_len(255)) as u64;
                 let leaves = bytes.div_ceil(per_leaf) + 1;
-                let nodes = if leaves > 507 { leaves.div_ceil(510) } else { 0 };
+                let nodes = if leaves > 507 {
+                    leaves.div_ceil(510)
+                } else {
+                    0
+                };
                 let total = 1 + nodes + leaves;
                 dir_blocks += total + tree_blocks((total / 1024 + 2) as usize);
             }

@@ -177,7 +177,12 @@ impl Layout {
         let mut metadata: Vec<(u64, u64)> = Vec::new();
         let sb_areas: Vec<(u64, u64)> = (0..groups)
             .filter(|&g| has_super(g))
-            .map(|g| (g * BLOCKS_PER_GROUP, sb_len.min(blocks - g * BLOCKS_PER_GROUP)))
+            .map(|g| {
+                (
+                    g * BLOCKS_PER_GROUP,
+                    sb_len.min(blocks - g * BLOCKS_PER_GROUP),
+                )
+            })
             .collect();
         // Per flex group: bitmaps then inode tables.
         let mut group = vec![
@@ -254,8 +259,6 @@ impl Layout {
     pub(crate) fn fixed_overhead(&self) -> u64 {
         self.journal_blocks + 1 + 1 + LOST_FOUND_BLOCKS
     }
-
-
 }
 
 /// Blocks of `lost+found` (16 KiB, like mke2fs).

@@ -39,7 +39,10 @@
 //! capacity ([`Error::DoesNotFit`] with the shortfall and the minimum size,
 //! [`Error::TooManyInodes`]).
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 #![deny(missing_docs)]
 
 mod alloc;

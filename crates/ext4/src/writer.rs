@@ -16,7 +16,9 @@ use crate::group::{GroupDesc, BG_INODE_UNINIT};
 use crate::htree;
 use crate::inode::{self, InodeFields, EXT4_EXTENTS_FL, EXT4_INDEX_FL, INLINE_XATTR_SPACE};
 use crate::journal;
-use crate::layout::{self, has_super, Layout, BLOCKS_PER_GROUP, FIRST_INO, INODES_PER_BLOCK, INODE_SIZE};
+use crate::layout::{
+    self, has_super, Layout, BLOCKS_PER_GROUP, FIRST_INO, INODES_PER_BLOCK, INODE_SIZE,
+};
 use crate::options::{Ext4Options, BLOCK_SIZE};
 use crate::superblock::*;
 use crate::xattr::{self, DiskXattr};
@@ -383,7 +385,9 @@ impl<W: WriteAt> Ext4Writer<W> {
             let xa = self.xattrs(entry, ROOT_INO)?;
             let n = self.node_mut(ROOT_INO);
             n.set_meta(&entry.meta, EntryKind::Dir.type_bits());
-            n.set_xattrs(xa);
+            if let Some(b) = n.set_xattrs(xa) {
+                self.freed.push((b, 1));
+            }
             return Ok(());
         };
         let pdir = self.parent_dir(path)?;
@@ -395,7 +399,9 @@ impl<W: WriteAt> Ext4Writer<W> {
                 target: path_str(target),
                 reason,
             };
-            let t = self.lookup(target).ok_or_else(|| bad("target not added before"))?;
+            let t = self
+                .lookup(target)
+                .ok_or_else(|| bad("target not added before"))?;
             if self.dir_of(t).is_some() {
                 return Err(bad("target is a directory"));
             }
@@ -426,7 +432,9 @@ impl<W: WriteAt> Ext4Writer<W> {
                 let xa = self.xattrs(entry, old)?;
                 let n = self.node_mut(old);
                 n.set_meta(&entry.meta, EntryKind::Dir.type_bits());
-                n.set_xattrs(xa);
+                if let Some(b) = n.set_xattrs(xa) {
+                    self.freed.push((b, 1));
+                }
                 return Ok(());
             }
             self.remove_name(pdir, name, old, path)?;
@@ -446,7 +454,7 @@ impl<W: WriteAt> Ext4Writer<W> {
         };
         if entry.kind == EntryKind::Dir {
             self.make_dir(ino, pdir, name, &entry.meta);
-            self.node_mut(ino).set_xattrs(xa);
+            let _fresh = self.node_mut(ino).set_xattrs(xa);
             return Ok(());
         }
         let mut node = Node::empty(Timestamp::default());
@@ -463,7 +471,9 @@ impl<W: WriteAt> Ext4Writer<W> {
                         (n, self.stream(path, &mut r, n)?)
                     }
                     Content::Stream { size, reader } => (size, self.stream(path, reader, size)?),
-                    Content::Preallocated { size, head } => (size, self.preallocate(path, size, head)?),
+                    Content::Preallocated { size, head } => {
+                        (size, self.preallocate(path, size, head)?)
+                    }
                 };
                 node.size = size;
                 if let Some(ext) = ext_or_overflow(self.overflow, ext) {
@@ -498,6 +508,14 @@ impl<W: WriteAt> Ext4Writer<W> {
                 }
             }
             EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => {
+                // Linux dev_t: 12-bit major, 20-bit minor.
+                if *major >= 1 << 12 || *minor >= 1 << 20 {
+                    self.free_inos.push(ino);
+                    return Err(Error::TooLarge {
+                        path: path_str(path),
+                        what: "device number",
+                    });
+                }
                 let mut b = Box::new([0u8; 60]);
                 if *major < 256 && *minor < 256 {
                     b[0..4].copy_from_slice(&((major << 8) | minor).to_le_bytes());
@@ -511,7 +529,7 @@ impl<W: WriteAt> Ext4Writer<W> {
             EntryKind::Dir | EntryKind::Hardlink { .. } => {}
         }
         *self.node_mut(ino) = node;
-        self.node_mut(ino).set_xattrs(xa);
+        let _fresh = self.node_mut(ino).set_xattrs(xa);
         self.dirs[pdir as usize]
             .children
             .insert(name.to_vec().into_boxed_slice(), ino);
@@ -520,7 +538,13 @@ impl<W: WriteAt> Ext4Writer<W> {
 
     /// Removes `name` (currently `old`) from directory `pdir` before it is
     /// replaced; refuses non-empty directories.
-    fn remove_name(&mut self, pdir: u32, name: &[u8], old: u32, path: &TreePath) -> Result<(), Error> {
+    fn remove_name(
+        &mut self,
+        pdir: u32,
+        name: &[u8],
+        old: u32,
+        path: &TreePath,
+    ) -> Result<(), Error> {
         if let Some(d) = self.dir_of(old) {
             if !self.dirs[d as usize].children.is_empty() {
                 return Err(Error::ReplaceNonEmptyDir {
@@ -583,13 +607,20 @@ impl<W: WriteAt> Ext4Writer<W> {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
-        self.out.write_all_at(data, offset).map_err(Error::io(offset))
+        self.out
+            .write_all_at(data, offset)
+            .map_err(Error::io(offset))
     }
 
     /// Streams `size` bytes into newly allocated blocks, skipping all-zero
     /// blocks (holes). Returns the extents, or an empty list with
     /// `self.overflow` set when space ran out.
-    fn stream(&mut self, path: &TreePath, reader: &mut dyn Read, size: u64) -> Result<Vec<Extent>, Error> {
+    fn stream(
+        &mut self,
+        path: &TreePath,
+        reader: &mut dyn Read,
+        size: u64,
+    ) -> Result<Vec<Extent>, Error> {
         if size.div_ceil(BS) > u64::from(u32::MAX) {
             return Err(Error::TooLarge {
                 path: path_str(path),
@@ -605,10 +636,12 @@ impl<W: WriteAt> Ext4Writer<W> {
                 let want = (size - done).min(CHUNK as u64) as usize;
                 let mut got = 0;
                 while got < want {
-                    let n = reader.read(&mut buf[got..want]).map_err(|source| Error::Read {
-                        path: path_str(path),
-                        source,
-                    })?;
+                    let n = reader
+                        .read(&mut buf[got..want])
+                        .map_err(|source| Error::Read {
+                            path: path_str(path),
+                            source,
+                        })?;
                     if n == 0 {
                         return Err(Error::ShortContent {
                             path: path_str(path),
@@ -662,7 +695,12 @@ impl<W: WriteAt> Ext4Writer<W> {
 
     /// Allocates `size` bytes contiguously where possible: the head is
     /// written, the rest mapped as unwritten extents.
-    fn preallocate(&mut self, path: &TreePath, size: u64, head: &[u8]) -> Result<Vec<Extent>, Error> {
+    fn preallocate(
+        &mut self,
+        path: &TreePath,
+        size: u64,
+        head: &[u8],
+    ) -> Result<Vec<Extent>, Error> {
         let blocks = size.div_ceil(BS);
         if blocks > u64::from(u32::MAX) {
             return Err(Error::TooLarge {
@@ -704,7 +742,8 @@ impl<W: WriteAt> Ext4Writer<W> {
     /// Builds the extent tree for `ext` (writing tree blocks) and stores
     /// it in `node`.
     fn attach_extents(&mut self, node: &mut Node, ext: &[Extent], seed: u32) -> Result<(), Error> {
-        let mut owned: Vec<(u64, u64)> = ext.iter().map(|e| (e.physical, u64::from(e.len))).collect();
+        let mut owned: Vec<(u64, u64)> =
+            ext.iter().map(|e| (e.physical, u64::from(e.len))).collect();
         let alloc = &mut self.alloc;
         let mut overflow = false;
         let tree = extent::build_tree(ext, seed, || {
@@ -799,9 +838,11 @@ impl<W: WriteAt> Ext4Writer<W> {
                     })
                     .collect();
                 hashed.sort_unstable_by(|a, b| (a.0, a.1, a.2.name).cmp(&(b.0, b.1, b.2.name)));
-                let b = htree::build_indexed(ino, parent, &hashed, seed).ok_or_else(|| Error::TooLarge {
-                    path: format!("<directory inode {ino}>"),
-                    what: "directory (more than two htree levels)",
+                let b = htree::build_indexed(ino, parent, &hashed, seed).ok_or_else(|| {
+                    Error::TooLarge {
+                        path: format!("<directory inode {ino}>"),
+                        what: "directory (more than two htree levels)",
+                    }
                 })?;
                 (b, true)
             };
@@ -836,7 +877,11 @@ impl<W: WriteAt> Ext4Writer<W> {
             }
             let mut node = std::mem::replace(self.node_mut(ino), Node::empty(Timestamp::default()));
             node.size = n * BS;
-            node.links = if subdirs + 2 > LINK_MAX { 1 } else { subdirs + 2 };
+            node.links = if subdirs + 2 > LINK_MAX {
+                1
+            } else {
+                subdirs + 2
+            };
             self.attach_extents(&mut node, &ext, seed)?;
             node.data = match node.data {
                 Data::Extents { i_block, .. } => Data::Extents {
@@ -893,11 +938,12 @@ impl Node {
             self.data = Data::Empty;
         }
     }
-    fn set_xattrs(&mut self, x: Option<XattrPlacement>) {
-        if self.xattr_block != 0 {
-            // Replaced attributes of a directory updated in place: the old
-            // block stays allocated but unowned; count it so nothing leaks
-            // silently (freed below by the caller's bookkeeping).
+    /// Replaces the attributes; returns the old xattr block (now unowned)
+    /// so the caller can free it.
+    #[must_use]
+    fn set_xattrs(&mut self, x: Option<XattrPlacement>) -> Option<u64> {
+        let old = self.xattr_block;
+        if old != 0 {
             self.blocks = self.blocks.saturating_sub(1);
         }
         self.xattr_inline = None;
@@ -909,6 +955,7 @@ impl Node {
                 self.blocks += 1;
             }
         }
+        (old != 0).then_some(old)
     }
     fn flags_extents(&mut self) {
         self.flags |= EXT4_EXTENTS_FL;
@@ -935,7 +982,11 @@ impl Node {
             flags: self.flags,
             i_block,
             file_acl: self.xattr_block,
-            xattr_inline: self.xattr_inline.as_deref().copied().unwrap_or([0; INLINE_XATTR_SPACE]),
+            xattr_inline: self
+                .xattr_inline
+                .as_deref()
+                .copied()
+                .unwrap_or([0; INLINE_XATTR_SPACE]),
         }
     }
 }
@@ -1004,7 +1055,14 @@ fn count_bits(bm: &[u8], n: usize) -> u64 {
 
 /// Applies sorted ranges to the bitmap of the group covering
 /// `[start, end)`, advancing `idx` past ranges that end before `end`.
-fn apply_ranges(bm: &mut [u8], ranges: &[(u64, u64)], idx: &mut usize, start: u64, end: u64, on: bool) {
+fn apply_ranges(
+    bm: &mut [u8],
+    ranges: &[(u64, u64)],
+    idx: &mut usize,
+    start: u64,
+    end: u64,
+    on: bool,
+) {
     while let Some(&(s, l)) = ranges.get(*idx) {
         if s >= end {
             break;

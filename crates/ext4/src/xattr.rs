@@ -43,7 +43,9 @@ pub(crate) enum XattrError {
 impl XattrError {
     pub(crate) fn reason(self) -> &'static str {
         match self {
-            XattrError::UnknownNamespace => "unknown namespace (user., trusted., security., system.)",
+            XattrError::UnknownNamespace => {
+                "unknown namespace (user., trusted., security., system.)"
+            }
             XattrError::NameTooLong => "name longer than 255 bytes after its prefix",
             XattrError::BadAcl => "malformed POSIX ACL value",
             XattrError::TooLarge => "attributes do not fit in the inode plus one 4 KiB block",
@@ -143,9 +145,7 @@ pub(crate) fn entry_hash(x: &DiskXattr) -> u32 {
 /// Sort order of block entries (kernel's sorted lookup): index, name
 /// length, name.
 pub(crate) fn sort(v: &mut [DiskXattr]) {
-    v.sort_by(|a, b| {
-        (a.index, a.name.len(), &a.name).cmp(&(b.index, b.name.len(), &b.name))
-    });
+    v.sort_by(|a, b| (a.index, a.name.len(), &a.name).cmp(&(b.index, b.name.len(), &b.name)));
 }
 
 /// Writes entries at `base + entries_at` and values downward from
@@ -252,7 +252,10 @@ mod tests {
     fn namespaces() {
         let t = |n: &[u8]| to_disk(n, b"").map(|d| (d.index, d.name));
         assert_eq!(t(b"user.foo"), Ok((1, b"foo".to_vec())));
-        assert_eq!(t(b"trusted.overlay.opaque"), Ok((4, b"overlay.opaque".to_vec())));
+        assert_eq!(
+            t(b"trusted.overlay.opaque"),
+            Ok((4, b"overlay.opaque".to_vec()))
+        );
         assert_eq!(t(b"security.capability"), Ok((6, b"capability".to_vec())));
         assert_eq!(t(b"system.data"), Ok((7, b"data".to_vec())));
         assert_eq!(t(b"bogus.x"), Err(XattrError::UnknownNamespace));
@@ -263,7 +266,13 @@ mod tests {
     fn acl_conversion() {
         // user::rw- user:1000:r-- group::r-- mask::r-- other::---
         let mut x = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)] {
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 4, 1000),
+            (4, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
             x.extend_from_slice(&tag.to_le_bytes());
             x.extend_from_slice(&perm.to_le_bytes());
             x.extend_from_slice(&id.to_le_bytes());
@@ -277,13 +286,25 @@ mod tests {
 
     #[test]
     fn placement_spills_to_block() {
-        let small = DiskXattr { index: 6, name: b"capability".to_vec(), value: vec![1; 20] };
-        let big = DiskXattr { index: 1, name: b"big".to_vec(), value: vec![2; 1000] };
+        let small = DiskXattr {
+            index: 6,
+            name: b"capability".to_vec(),
+            value: vec![1; 20],
+        };
+        let big = DiskXattr {
+            index: 1,
+            name: b"big".to_vec(),
+            value: vec![2; 1000],
+        };
         let p = place(vec![small.clone()]).unwrap();
         assert!(p.inline.is_some() && p.block.is_empty());
         let p = place(vec![small, big]).unwrap();
         assert_eq!(p.block.len(), 1);
-        let huge = DiskXattr { index: 1, name: b"h".to_vec(), value: vec![2; 5000] };
+        let huge = DiskXattr {
+            index: 1,
+            name: b"h".to_vec(),
+            value: vec![2; 5000],
+        };
         assert_eq!(place(vec![huge]).unwrap_err(), XattrError::TooLarge);
     }
 }

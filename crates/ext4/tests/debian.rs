@@ -103,7 +103,9 @@ fn debian_rootfs_from_tar() {
             continue;
         }
         let p = format!("/{}", String::from_utf8_lossy(key));
-        let md = fs.symlink_metadata(p.as_str()).unwrap_or_else(|x| panic!("{p}: {x}"));
+        let md = fs
+            .symlink_metadata(p.as_str())
+            .unwrap_or_else(|x| panic!("{p}: {x}"));
         assert_eq!(u32::from(md.mode()) & 0o7777, e.meta.mode, "{p}");
         assert_eq!((md.uid(), md.gid()), (e.meta.uid, e.meta.gid), "{p}");
         assert_eq!(md.modified().seconds(), e.meta.mtime.secs, "{p}");
@@ -115,7 +117,11 @@ fn debian_rootfs_from_tar() {
                 assert_eq!(h.finish(), *hash, "{p}: content");
             }
             EntryKind::Symlink { target } => {
-                assert_eq!(fs.read_link(p.as_str()).unwrap().as_ref(), target.as_slice(), "{p}");
+                assert_eq!(
+                    fs.read_link(p.as_str()).unwrap().as_ref(),
+                    target.as_slice(),
+                    "{p}"
+                );
             }
             EntryKind::Dir => assert!(md.is_dir(), "{p}"),
             _ => {}
@@ -129,7 +135,11 @@ fn debian_rootfs_from_tar() {
                 } else {
                     x.value.clone()
                 };
-                assert_eq!(debugfs_xattr(&img, &p[1..], &name), Some(want), "{p} {name}");
+                assert_eq!(
+                    debugfs_xattr(&img, &p[1..], &name),
+                    Some(want),
+                    "{p} {name}"
+                );
             }
         }
     }

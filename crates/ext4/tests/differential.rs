@@ -99,9 +99,11 @@ fn inventory(img: &Path, paths: &[String]) -> BTreeMap<String, String> {
             // source is read, so it is not compared (kinds.rs checks
             // nanosecond times exactly).
             v.push(l.split(':').take(2).collect::<Vec<_>>().join(":"));
-        } else if l.starts_with("Device major") || l.starts_with("Fast link dest") {
-            v.push(l.to_string());
-        } else if l.starts_with("Extended attributes:") || line.starts_with("  ") && l.contains(" = ") {
+        } else if l.starts_with("Device major")
+            || l.starts_with("Fast link dest")
+            || l.starts_with("Extended attributes:")
+            || line.starts_with("  ") && l.contains(" = ")
+        {
             v.push(l.to_string());
         }
     }
@@ -115,7 +117,10 @@ fn walk(root: &Path) -> Vec<String> {
     let mut out = vec!["/".to_string()];
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let mut names: Vec<_> = std::fs::read_dir(root.join(&rel)).unwrap().map(|e| e.unwrap()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(root.join(&rel))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         names.sort_by_key(|e| e.file_name());
         for e in names {
             let p = rel.join(e.file_name());
@@ -145,14 +150,20 @@ fn same_as_mke2fs_d() {
         .env("E2FSPROGS_FAKE_TIME", "1700000000")
         .output()
         .unwrap();
-    assert!(out.status.success(), "mke2fs: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     e2fsck_clean(&reference);
     // kiln.
     let ours = dir.path().join("kiln.img");
     let f = std::fs::File::create(&ours).unwrap();
     f.set_len(size).unwrap();
     let mut w = Ext4Writer::new(f, Ext4Options::new(size)).unwrap();
-    DirSource::new(&src, SourceOptions::default()).feed(&mut w).unwrap();
+    DirSource::new(&src, SourceOptions::default())
+        .feed(&mut w)
+        .unwrap();
     w.finish().unwrap();
     e2fsck_clean(&ours);
 
@@ -160,7 +171,11 @@ fn same_as_mke2fs_d() {
     assert!(paths.len() > 3000);
     let a = inventory(&reference, &paths);
     let b = inventory(&ours, &paths);
-    assert_eq!(a.len(), paths.len(), "debugfs missed paths in the reference");
+    assert_eq!(
+        a.len(),
+        paths.len(),
+        "debugfs missed paths in the reference"
+    );
     for p in &paths {
         let (mut x, mut y) = (a.get(p).cloned().unwrap(), b.get(p).cloned().unwrap());
         if p == "/" {
@@ -190,9 +205,16 @@ fn same_as_mke2fs_d() {
             };
             assert_eq!(list(&fa), list(&fb), "{p}");
         } else if ma.file_type().is_regular_file() {
-            assert!(fa.read(p.as_str()).unwrap() == fb.read(p.as_str()).unwrap(), "{p}: content");
+            assert!(
+                fa.read(p.as_str()).unwrap() == fb.read(p.as_str()).unwrap(),
+                "{p}: content"
+            );
         } else if ma.file_type().is_symlink() {
-            assert_eq!(fa.read_link(p.as_str()).unwrap(), fb.read_link(p.as_str()).unwrap(), "{p}");
+            assert_eq!(
+                fa.read_link(p.as_str()).unwrap(),
+                fb.read_link(p.as_str()).unwrap(),
+                "{p}"
+            );
         }
     }
 }

@@ -28,8 +28,15 @@ fn fifty_thousand_entry_directory() {
     e2fsck_clean(&img);
     // htree: a root with indexes, every name resolvable through lookups.
     let s = debugfs(&img, "htree_dump /big");
-    assert!(s.contains("Indirect levels: 0") || s.contains("Indirect levels: 1"), "{s}");
-    assert!(!s.contains("EXPECTED"), "checksum mismatch in htree: {}", &s[..2000.min(s.len())]);
+    assert!(
+        s.contains("Indirect levels: 0") || s.contains("Indirect levels: 1"),
+        "{s}"
+    );
+    assert!(
+        !s.contains("EXPECTED"),
+        "checksum mismatch in htree: {}",
+        &s[..2000.min(s.len())]
+    );
     // ext4-view lists and looks up everything (hashed lookups).
     let fs = ext4_view::Ext4::load_from_path(&img).unwrap();
     let n = fs.read_dir("/big").unwrap().count();
@@ -62,7 +69,10 @@ fn five_gib_sparse_file() {
         "huge.sparse",
         EntryKind::File,
         meta(0o644),
-        Body::Sparse { size, pieces: pieces.clone() },
+        Body::Sparse {
+            size,
+            pieces: pieces.clone(),
+        },
     )];
     let img = write_image(dir.path(), "s.img", &items, Ext4Options::new(1 << 30));
     e2fsck_clean(&img);

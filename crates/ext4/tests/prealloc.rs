@@ -17,7 +17,9 @@ fn swap_head() -> Vec<u8> {
 }
 
 fn opts() -> Ext4Options {
-    Ext4Options::new(1 << 30).uuid([0x11; 16]).timestamp(t(1_700_000_000, 0))
+    Ext4Options::new(1 << 30)
+        .uuid([0x11; 16])
+        .timestamp(t(1_700_000_000, 0))
 }
 
 /// Parses debugfs's EXTENTS line into (logical start, logical end,
@@ -39,8 +41,14 @@ fn extents(stat: &str) -> Vec<(u64, u64, u64, bool)> {
         let unwritten = l.ends_with("[u]");
         let l = l.trim_end_matches("[u]");
         let (ls, le) = match l.split_once('-') {
-            Some((a, b)) => (a.parse().unwrap_or_else(|_| panic!("{line}")), b.parse().unwrap_or_else(|_| panic!("{line}"))),
-            None => (l.parse().unwrap_or_else(|_| panic!("{line}")), l.parse().unwrap()),
+            Some((a, b)) => (
+                a.parse().unwrap_or_else(|_| panic!("{line}")),
+                b.parse().unwrap_or_else(|_| panic!("{line}")),
+            ),
+            None => (
+                l.parse().unwrap_or_else(|_| panic!("{line}")),
+                l.parse().unwrap(),
+            ),
         };
         let ps: u64 = p.split('-').next().unwrap().parse().unwrap();
         v.push((ls, le, ps, unwritten));
@@ -59,7 +67,10 @@ fn swapfile_is_unwritten_contiguous_and_free_in_the_image() {
         "swapfile",
         EntryKind::File,
         meta(0o600),
-        Body::Prealloc { size, head: head.clone() },
+        Body::Prealloc {
+            size,
+            head: head.clone(),
+        },
     ));
     let img0 = write_image(dir.path(), "base.img", &base, opts());
     let img = write_image(dir.path(), "swap.img", &with, opts());
@@ -92,7 +103,11 @@ fn swapfile_is_unwritten_contiguous_and_free_in_the_image() {
     // extent-tree block and the journal-free metadata already there).
     let a0 = std::fs::metadata(&img0).unwrap().blocks() * 512;
     let a1 = std::fs::metadata(&img).unwrap().blocks() * 512;
-    assert!(a1 >= a0 + 4096 && a1 - a0 <= 3 * 4096, "image grew by {} bytes", a1 - a0);
+    assert!(
+        a1 >= a0 + 4096 && a1 - a0 <= 3 * 4096,
+        "image grew by {} bytes",
+        a1 - a0
+    );
 
     // ext4-view reads the head and zeros.
     let fs = ext4_view::Ext4::load_from_path(&img).unwrap();
@@ -130,9 +145,33 @@ fn swapfile_is_unwritten_contiguous_and_free_in_the_image() {
 fn small_preallocated_files_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let items = vec![
-        item("p/empty-head", EntryKind::File, meta(0o600), Body::Prealloc { size: 1 << 20, head: vec![] }),
-        item("p/odd", EntryKind::File, meta(0o600), Body::Prealloc { size: 3 * 4096 + 5, head: vec![7; 5000] }),
-        item("p/tiny", EntryKind::File, meta(0o600), Body::Prealloc { size: 10, head: b"0123456789abc".to_vec() }),
+        item(
+            "p/empty-head",
+            EntryKind::File,
+            meta(0o600),
+            Body::Prealloc {
+                size: 1 << 20,
+                head: vec![],
+            },
+        ),
+        item(
+            "p/odd",
+            EntryKind::File,
+            meta(0o600),
+            Body::Prealloc {
+                size: 3 * 4096 + 5,
+                head: vec![7; 5000],
+            },
+        ),
+        item(
+            "p/tiny",
+            EntryKind::File,
+            meta(0o600),
+            Body::Prealloc {
+                size: 10,
+                head: b"0123456789abc".to_vec(),
+            },
+        ),
     ];
     let img = write_image(dir.path(), "p.img", &items, Ext4Options::new(64 << 20));
     e2fsck_clean(&img);

@@ -40,7 +40,10 @@ fn kind() -> impl Strategy<Value = Kind> {
     ]
 }
 
-fn spec() -> impl Strategy<Value = Vec<(Vec<String>, Kind, u32, Vec<(String, usize)>, (i64, u32))>> {
+/// One generated row: path components, kind, mode, xattrs, mtime.
+type Row = (Vec<String>, Kind, u32, Vec<(String, usize)>, (i64, u32));
+
+fn spec() -> impl Strategy<Value = Vec<Row>> {
     prop::collection::vec(
         (
             prop::collection::vec(name(), 1..5),
@@ -55,7 +58,7 @@ fn spec() -> impl Strategy<Value = Vec<(Vec<String>, Kind, u32, Vec<(String, usi
 
 /// Turns a random spec into a consistent tree: unique paths, every path
 /// used as a parent is a directory, hardlinks point at earlier files.
-fn build(spec: Vec<(Vec<String>, Kind, u32, Vec<(String, usize)>, (i64, u32))>) -> Vec<Item> {
+fn build(spec: Vec<Row>) -> Vec<Item> {
     let mut seen = BTreeSet::new();
     let mut parents = BTreeSet::new();
     let mut rows = Vec::new();
@@ -83,7 +86,11 @@ fn build(spec: Vec<(Vec<String>, Kind, u32, Vec<(String, usize)>, (i64, u32))>) 
         // Unique xattr names.
         let mut names = BTreeSet::new();
         m.xattrs.retain(|x| names.insert(x.name.clone()));
-        let total: usize = m.xattrs.iter().map(|x| x.value.len() + x.name.len() + 20).sum();
+        let total: usize = m
+            .xattrs
+            .iter()
+            .map(|x| x.value.len() + x.name.len() + 20)
+            .sum();
         if total > 3500 {
             m.xattrs.clear();
         }
@@ -94,24 +101,53 @@ fn build(spec: Vec<(Vec<String>, Kind, u32, Vec<(String, usize)>, (i64, u32))>) 
             Kind::File { size, fill, sparse } => {
                 let size = u64::from(size);
                 let body = if sparse {
-                    Body::Sparse { size, pieces: vec![(size / 3, vec![fill | 1; 5000.min(size as usize / 2)])] }
+                    Body::Sparse {
+                        size,
+                        pieces: vec![(size / 3, vec![fill | 1; 5000.min(size as usize / 2)])],
+                    }
                 } else {
-                    Body::Bytes((0..size).map(|i| (i as u8).wrapping_mul(fill | 1)).collect())
+                    Body::Bytes(
+                        (0..size)
+                            .map(|i| (i as u8).wrapping_mul(fill | 1))
+                            .collect(),
+                    )
                 };
                 files.push(path.clone());
                 item(&path, EntryKind::File, m, body)
             }
             Kind::Symlink(n) => {
                 // Components stay under 255 bytes (ext4-view refuses longer).
-                let target = (0..=n / 4).map(|i| format!("seg{i}")).collect::<Vec<_>>().join("/");
-                item(&path, EntryKind::Symlink { target: target.into_bytes() }, m, Body::None)
+                let target = (0..=n / 4)
+                    .map(|i| format!("seg{i}"))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                item(
+                    &path,
+                    EntryKind::Symlink {
+                        target: target.into_bytes(),
+                    },
+                    m,
+                    Body::None,
+                )
             }
             Kind::Hardlink(i) if !files.is_empty() => {
                 let target = files[i % files.len()].clone();
-                item(&path, EntryKind::Hardlink { target: TreePath::parse(target.as_bytes()).unwrap() }, m, Body::None)
+                item(
+                    &path,
+                    EntryKind::Hardlink {
+                        target: TreePath::parse(target.as_bytes()).unwrap(),
+                    },
+                    m,
+                    Body::None,
+                )
             }
             Kind::Hardlink(_) | Kind::Fifo => item(&path, EntryKind::Fifo, m, Body::None),
-            Kind::Dev(a, b) => item(&path, EntryKind::CharDev { major: a, minor: b }, m, Body::None),
+            Kind::Dev(a, b) => item(
+                &path,
+                EntryKind::CharDev { major: a, minor: b },
+                m,
+                Body::None,
+            ),
         };
         items.push(it);
     }
@@ -120,8 +156,9 @@ fn build(spec: Vec<(Vec<String>, Kind, u32, Vec<(String, usize)>, (i64, u32))>) 
     if items.len() % 2 == 0 {
         items.reverse();
         // Hardlinks must still come after their targets: move them last.
-        let (links, rest): (Vec<Item>, Vec<Item>) =
-            items.into_iter().partition(|i| matches!(i.entry.kind, EntryKind::Hardlink { .. }));
+        let (links, rest): (Vec<Item>, Vec<Item>) = items
+            .into_iter()
+            .partition(|i| matches!(i.entry.kind, EntryKind::Hardlink { .. }));
         items = rest;
         items.extend(links);
     }

@@ -23,12 +23,22 @@ fn grow(img: &std::path::Path, new_size: u64) {
 }
 
 fn tree() -> Vec<Item> {
-    let mut v = vec![dir("data"), file("data/a", b"alpha"), file("data/b", &vec![9u8; 300_000])];
+    let mut v = vec![
+        dir("data"),
+        file("data/a", b"alpha"),
+        file("data/b", &vec![9u8; 300_000]),
+    ];
     for i in 0..2000 {
-        v.push(file(&format!("store/{}/f{i}", i % 7), format!("{i}").as_bytes()));
+        v.push(file(
+            &format!("store/{}/f{i}", i % 7),
+            format!("{i}").as_bytes(),
+        ));
     }
     let mut x = file("data/x", b"xattrs");
-    x.entry.meta.xattrs = vec![xa("user.k", &vec![1; 500]), xa("trusted.overlay.opaque", b"y")];
+    x.entry.meta.xattrs = vec![
+        xa("user.k", &vec![1; 500]),
+        xa("trusted.overlay.opaque", b"y"),
+    ];
     v.push(x);
     v
 }
@@ -37,7 +47,12 @@ fn tree() -> Vec<Item> {
 fn grow_4x_small() {
     let dir = tempfile::tempdir().unwrap();
     let items = tree();
-    let img = write_image(dir.path(), "g.img", &items, Ext4Options::new(128 << 20).inode_ratio(8192));
+    let img = write_image(
+        dir.path(),
+        "g.img",
+        &items,
+        Ext4Options::new(128 << 20).inode_ratio(8192),
+    );
     e2fsck_clean(&img);
     grow(&img, 512 << 20);
     e2fsck_clean(&img);

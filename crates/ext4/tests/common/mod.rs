@@ -16,8 +16,14 @@ pub enum Body {
     None,
     Bytes(Vec<u8>),
     /// `size` bytes of zeros with `pieces` of data at their offsets.
-    Sparse { size: u64, pieces: Vec<(u64, Vec<u8>)> },
-    Prealloc { size: u64, head: Vec<u8> },
+    Sparse {
+        size: u64,
+        pieces: Vec<(u64, Vec<u8>)>,
+    },
+    Prealloc {
+        size: u64,
+        head: Vec<u8>,
+    },
 }
 
 impl Body {
@@ -101,7 +107,12 @@ pub fn item(path: &str, kind: EntryKind, m: Metadata, body: Body) -> Item {
 }
 
 pub fn file(path: &str, data: &[u8]) -> Item {
-    item(path, EntryKind::File, meta(0o644), Body::Bytes(data.to_vec()))
+    item(
+        path,
+        EntryKind::File,
+        meta(0o644),
+        Body::Bytes(data.to_vec()),
+    )
 }
 
 pub fn dir(path: &str) -> Item {
@@ -121,8 +132,17 @@ pub fn feed<S: TreeSink>(items: &[Item], sink: &mut S) -> Result<(), S::Error> {
             Body::None => Content::None,
             Body::Bytes(b) => Content::Bytes { data: b },
             Body::Sparse { size, .. } => {
-                let mut r = SparseReader { body: &it.body, pos: 0 };
-                sink.add(&it.entry, Content::Stream { size: *size, reader: &mut r })?;
+                let mut r = SparseReader {
+                    body: &it.body,
+                    pos: 0,
+                };
+                sink.add(
+                    &it.entry,
+                    Content::Stream {
+                        size: *size,
+                        reader: &mut r,
+                    },
+                )?;
                 continue;
             }
             Body::Prealloc { size, head } => Content::Preallocated { size: *size, head },
@@ -182,7 +202,11 @@ pub fn debugfs(img: &Path, cmd: &str) -> String {
         .arg(img)
         .output()
         .unwrap();
-    assert!(out.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "debugfs {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -253,21 +277,40 @@ pub fn verify(img: &Path, items: &[Item], xattrs: bool) {
         let md = fs
             .symlink_metadata(p.as_str())
             .unwrap_or_else(|e| panic!("{p}: {e}"));
-        assert!(kind_matches(&it.entry.kind, md.file_type()), "{p}: kind {:?}", md.file_type());
+        assert!(
+            kind_matches(&it.entry.kind, md.file_type()),
+            "{p}: kind {:?}",
+            md.file_type()
+        );
         assert_eq!(u32::from(md.mode()) & 0o7777, m.mode & 0o7777, "{p}: mode");
         assert_eq!((md.uid(), md.gid()), (m.uid, m.gid), "{p}: owner");
         let mt = md.modified();
-        assert_eq!((mt.seconds(), mt.nanoseconds()), (m.mtime.secs, m.mtime.nanos), "{p}: mtime");
+        assert_eq!(
+            (mt.seconds(), mt.nanoseconds()),
+            (m.mtime.secs, m.mtime.nanos),
+            "{p}: mtime"
+        );
         let at = md.accessed();
-        assert_eq!((at.seconds(), at.nanoseconds()), (m.atime.secs, m.atime.nanos), "{p}: atime");
+        assert_eq!(
+            (at.seconds(), at.nanoseconds()),
+            (m.atime.secs, m.atime.nanos),
+            "{p}: atime"
+        );
         let ct = md.created().unwrap();
-        assert_eq!((ct.seconds(), ct.nanoseconds()), (m.crtime.secs, m.crtime.nanos), "{p}: crtime");
+        assert_eq!(
+            (ct.seconds(), ct.nanoseconds()),
+            (m.crtime.secs, m.crtime.nanos),
+            "{p}: crtime"
+        );
         match &it.entry.kind {
             EntryKind::File => {
                 assert_eq!(md.len(), it.body.size(), "{p}: size");
                 if it.body.size() <= 64 << 20 {
                     let got = fs.read(p.as_str()).unwrap();
-                    assert!(got == it.body.range(0, it.body.size() as usize), "{p}: content differs");
+                    assert!(
+                        got == it.body.range(0, it.body.size() as usize),
+                        "{p}: content differs"
+                    );
                 }
             }
             EntryKind::Symlink { target } => {
