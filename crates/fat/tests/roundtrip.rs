@@ -130,6 +130,33 @@ proptest! {
     }
 }
 
+/// Entries in reverse order (children long before their parents' own
+/// entries) give a valid volume with the same tree.
+#[test]
+fn any_arrival_order() {
+    let mut tree = Tree::boot_like();
+    tree.entries
+        .retain(|(p, _)| !p.starts_with("overlays/dtoverlay-1"));
+    let mut rev = tree.clone();
+    rev.entries.reverse();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for (name, t) in [("fwd.img", &tree), ("rev.img", &rev)] {
+        let img = dir.path().join(name);
+        build(&img, 40 * MIB, opts(FatType::Fat32), t);
+        fsck_clean(&img);
+        let f = std::fs::File::open(&img).unwrap();
+        let mut list = FatReader::open(&f)
+            .unwrap()
+            .list(ListLimits::default())
+            .unwrap();
+        list.sort();
+        seen.push(list);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0].len(), tree.expected().len());
+}
+
 /// The estimator's minimum holds the tree (fsck clean) and 64 KiB less
 /// does not.
 #[test]

@@ -372,6 +372,10 @@ fn differential_against_mkfs_fat_and_mcopy() {
                 .map(str::to_owned)
                 .collect()
         };
+        assert!(
+            geo(&fsck_verbose(&ours)).len() > 8,
+            "fsck.fat -vn shows the boot sector"
+        );
         assert_eq!(
             geo(&fsck_verbose(&ours)),
             geo(&fsck_verbose(&theirs)),
@@ -473,6 +477,66 @@ fn bench_write_40mib_boot_tree() {
             report.files,
             report.file_bytes,
             report.file_bytes as f64 / secs / MIB as f64
+        );
+    }
+}
+
+/// The automatic layout (FAT type, cluster size, reserved sectors, FAT
+/// size, geometry) equals mkfs.fat's for a range of sizes, and each empty
+/// volume is fsck clean.
+#[test]
+fn layout_matches_mkfs_fat_across_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = |s: &str| -> Vec<String> {
+        s.lines()
+            .skip_while(|l| !l.starts_with("Boot sector contents"))
+            .take_while(|l| !l.starts_with("Checking"))
+            .filter(|l| !l.starts_with("System ID"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let cases: &[(u64, Option<FatType>)] = &[
+        (16 * MIB, None),
+        (64 * MIB, None),
+        (200 * MIB, Some(FatType::Fat16)),
+        (300 * MIB, None),
+        (300 * MIB, Some(FatType::Fat32)),
+        (600 * MIB, None),
+        (2048 * MIB, Some(FatType::Fat16)),
+        (3000 * MIB, None),
+    ];
+    for &(size, t) in cases {
+        let theirs = dir.path().join("theirs.img");
+        let ours = dir.path().join("ours.img");
+        let f = std::fs::File::create(&theirs).unwrap();
+        f.set_len(size).unwrap();
+        drop(f);
+        let mut args = vec!["-n", "resin-boot", "-i", "1234ABCD", "-h", "2048"];
+        match t {
+            Some(FatType::Fat16) => args.extend(["-F", "16"]),
+            Some(FatType::Fat32) => args.extend(["-F", "32"]),
+            None => {}
+        }
+        args.push(theirs.to_str().unwrap());
+        let o = run("mkfs.fat", "dosfstools", &args);
+        assert!(o.status.success(), "mkfs.fat {args:?}: {:?}", text(&o));
+        let mut opts = FatOptions::new(0x1234_ABCD, EPOCH)
+            .volume_label("resin-boot")
+            .hidden_sectors(2048);
+        if let Some(t) = t {
+            opts = opts.fat_type(t);
+        }
+        build(&ours, size, opts, &Tree::default());
+        fsck_clean(&ours);
+        assert!(
+            geo(&fsck_verbose(&ours)).len() > 8,
+            "fsck.fat -vn shows the boot sector"
+        );
+        assert_eq!(
+            geo(&fsck_verbose(&ours)),
+            geo(&fsck_verbose(&theirs)),
+            "{} MiB {t:?}",
+            size / MIB
         );
     }
 }
