@@ -69,6 +69,25 @@ fn inspect_roundtrips_a_kiln_image() {
     ] {
         assert!(files.contains(&f), "{f} not in {files:?}");
     }
+    // The data partition: preloaded images, apps.json services, swapfile.
+    let data = &seen["data"];
+    let images = data["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3, "{data}");
+    assert!(images.iter().all(|i| i["layers"].as_u64().unwrap() >= 1));
+    let services: Vec<&str> = data["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["api", "db", "proxy"]);
+    assert!(data["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["preloaded"] == true));
+    assert_eq!(data["swap"]["size"], 1u64 << 30);
+    assert_eq!(data["swap"]["label"], "bob-swap");
     // The text form names partitions and never prints the secret.
     let text = ok(kiln().arg("inspect").arg(&img));
     assert!(

@@ -355,6 +355,41 @@ fn run(cli: Cli) -> Result<()> {
                 println!("config.json (secrets redacted):");
                 println!("{}", serde_json::to_string_pretty(c)?);
             }
+            if let Some(d) = &r.data {
+                if !d.images.is_empty() {
+                    println!("preloaded images (docker/):");
+                    for i in &d.images {
+                        println!(
+                            "  {} {} layers  {}",
+                            &i.id[..19.min(i.id.len())],
+                            i.layers,
+                            i.references.join(" ")
+                        );
+                    }
+                }
+                if !d.services.is_empty() {
+                    println!("apps.json services:");
+                    for s in &d.services {
+                        println!(
+                            "  {}/{} {} {}",
+                            s.app,
+                            s.service,
+                            s.image,
+                            if s.preloaded {
+                                "(preloaded)"
+                            } else {
+                                "(NOT in the store: the device would pull it)"
+                            }
+                        );
+                    }
+                }
+                if let Some(sw) = &d.swap {
+                    println!(
+                        "swapfile  {} {} bytes label={} uuid={}",
+                        sw.path, sw.size, sw.label, sw.uuid
+                    );
+                }
+            }
             Ok(())
         }
         Command::Boards => {

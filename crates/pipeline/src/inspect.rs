@@ -89,6 +89,9 @@ pub struct InspectReport {
     pub boot_files: Vec<BootFile>,
     /// Its `config.json`, secrets redacted.
     pub config: Option<serde_json::Value>,
+    /// The data partition (label `resin-data`): preloaded images, apps,
+    /// swapfile.
+    pub data: Option<crate::inspect_data::DataInfo>,
 }
 
 /// Largest config.json read (bytes).
@@ -101,11 +104,30 @@ pub fn inspect(path: &Path) -> Result<InspectReport, Error> {
         op: "cannot open image",
         source,
     })?;
-    inspect_disk(&file, path)
+    inspect_disk(std::rc::Rc::new(file), path)
 }
 
 /// Inspects any disk readable at offsets; `name` labels errors.
-pub fn inspect_disk<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Error> {
+pub fn inspect_disk<R: ReadAt + 'static>(
+    disk: std::rc::Rc<R>,
+    name: &Path,
+) -> Result<InspectReport, Error> {
+    let data = {
+        let disk_ref: &R = &disk;
+        let mut report = inspect_table(disk_ref, name)?;
+        let data_part = report
+            .partitions
+            .iter()
+            .find(|p| matches!(&p.fs, FsInfo::Ext4 { label, .. } if label == "resin-data"));
+        let data = data_part
+            .and_then(|p| crate::inspect_data::inspect_data(disk.clone(), p.start, "docker"));
+        report.data = data;
+        report
+    };
+    Ok(data)
+}
+
+fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Error> {
     let bad = |reason: String| Error::Image {
         path: name.to_path_buf(),
         reason,
@@ -184,6 +206,7 @@ pub fn inspect_disk<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, E
         partitions,
         boot_files,
         config,
+        data: None,
     })
 }
 
