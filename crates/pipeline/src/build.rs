@@ -89,7 +89,7 @@ fn data_err(label: &str, e: DataFeedError<kiln_ext4::Error>) -> Error {
     match e {
         DataFeedError::App(source) => Error::App {
             partition: label.to_string(),
-            source,
+            source: Box::new(source),
         },
         DataFeedError::Sink(source) => ext4_err(label, source),
     }
@@ -218,7 +218,7 @@ fn prepare_app(
     }
     let app_err = |source| Error::App {
         partition: label.to_string(),
-        source,
+        source: Box::new(source),
     };
     let platform = req
         .profile

@@ -43,9 +43,9 @@ pub enum Error {
     App {
         /// Partition label.
         partition: String,
-        /// The cause.
+        /// The cause (boxed: the OCI error is large).
         #[source]
-        source: kiln_oci::Error,
+        source: Box<kiln_oci::Error>,
     },
     /// Writing or reading the partition table failed.
     #[error("partition table")]
