@@ -10,6 +10,9 @@
 //! [`OutputFormat::create_writer`] picks the writer from options;
 //! [`feed_sparse_file`] pumps a sparse raw file into any writer using
 //! SEEK_DATA/SEEK_HOLE, and [`feed_read_at`] pumps from any reader.
+//! Raw, VHD fixed and VMDK streamOptimized output is produced strictly
+//! front to back, so [`SequentialWriter`] can feed it straight into a pipe,
+//! compressor or hasher; qcow2 and VHD dynamic need a seekable target.
 //!
 //! **Reading.** [`open`] detects the format by its magic and returns an
 //! [`Image`] that implements [`kiln_units::ReadAt`] over the *virtual*
@@ -67,6 +70,7 @@ mod error;
 )]
 mod extent;
 mod source;
+mod stream;
 
 #[cfg(feature = "qcow2")]
 pub mod qcow2;
@@ -85,6 +89,7 @@ pub use source::{
     allocated_extents, copy_allocated, feed_read_at, feed_sparse_file, AllocatedExtents,
     DataRegions, NoHoles, VirtualDisk, PUMP_BUFFER, ZERO_SKIP_BLOCK,
 };
+pub use stream::SequentialWriter;
 #[cfg(feature = "vhd")]
 pub use vhd::{VhdKind, VhdOptions, VhdReader, VhdWriter};
 #[cfg(feature = "vmdk")]

@@ -180,3 +180,40 @@ fn sixty_four_gib_disks() {
         let _ = std::fs::remove_file(&out);
     }
 }
+
+/// Raw, VHD fixed and VMDK streamOptimized stream into a plain `Write`
+/// (here a file opened for appending-only writes through the adapter) and
+/// come out identical to the positional output; qcow2 refuses clearly.
+#[test]
+fn sequential_output_for_stream_formats() {
+    use kiln_vdisk::SequentialWriter;
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let src = File::open(&raw).unwrap();
+    for (name, fmt, qfmt) in [
+        ("s.raw", OutputFormat::Raw, "raw"),
+        ("s.vhd", OutputFormat::Vhd(VhdOptions::new()), "vpc"),
+        ("s.vmdk", OutputFormat::Vmdk(VmdkOptions::new()), "vmdk"),
+    ] {
+        let out = d.path(name);
+        let sink = SequentialWriter::new(std::io::BufWriter::new(File::create(&out).unwrap()));
+        let mut w = fmt.create_writer(sink, SIZE).unwrap();
+        feed_sparse_file(&src, &mut w).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        assert_identical(&raw, qfmt, &out);
+        let positional = d.path(&format!("p.{name}"));
+        write_with(&raw, &positional, &fmt);
+        assert!(
+            same_bytes(&out, &positional),
+            "{name}: streamed output differs"
+        );
+    }
+    let sink = SequentialWriter::new(Vec::new());
+    let mut w = OutputFormat::Qcow2(Qcow2Options::new())
+        .create_writer(sink, SIZE)
+        .unwrap();
+    feed_sparse_file(&src, &mut w).unwrap();
+    assert!(matches!(w.finish(), Err(Error::Io { .. })));
+}
