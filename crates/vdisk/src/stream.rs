@@ -18,7 +18,7 @@ pub struct SequentialWriter<W> {
     pos: u64,
 }
 
-const ZEROS: [u8; 65536] = [0; 65536];
+static ZEROS: [u8; 65536] = [0; 65536];
 
 impl<W: Write> SequentialWriter<W> {
     /// Wraps `inner`, positioned at byte 0.
