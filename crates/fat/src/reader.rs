@@ -26,6 +26,36 @@ struct ReadAtIo<R> {
     pos: u64,
     len: u64,
     budget: Arc<AtomicU64>,
+    /// One aligned block of the volume: fatfs reads directories and FAT
+    /// entries a few bytes at a time, which would be one system call each
+    /// on a file.
+    cache: Vec<u8>,
+    cache_start: u64,
+}
+
+/// Size of the read cache block in bytes.
+const CACHE_BLOCK: u64 = 64 * 1024;
+
+impl<R: ReadAt> ReadAtIo<R> {
+    /// Copies from the cache at `self.pos`, filling it first if needed.
+    fn read_cached(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let cached_end = self.cache_start + self.cache.len() as u64;
+        if self.pos < self.cache_start || self.pos >= cached_end {
+            let start = self.pos - self.pos % CACHE_BLOCK;
+            let n = CACHE_BLOCK.min(self.len - start);
+            self.cache.resize(usize::try_from(n).unwrap_or(0), 0);
+            if let Err(e) = self.inner.read_exact_at(&mut self.cache, start) {
+                self.cache.clear();
+                return Err(e);
+            }
+            self.cache_start = start;
+        }
+        let off = usize::try_from(self.pos - self.cache_start).unwrap_or(usize::MAX);
+        let avail = self.cache.get(off..).unwrap_or(&[]);
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        Ok(n)
+    }
 }
 
 impl<R: ReadAt> Read for ReadAtIo<R> {
@@ -46,7 +76,7 @@ impl<R: ReadAt> Read for ReadAtIo<R> {
                 "read budget exhausted (corrupt volume: cluster chain loop?)",
             ));
         }
-        self.inner.read_exact_at(&mut buf[..n], self.pos)?;
+        let n = self.read_cached(&mut buf[..n])?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -187,6 +217,8 @@ impl<R: ReadAt> FatReader<R> {
             pos: 0,
             len,
             budget: Arc::clone(&budget),
+            cache: Vec::new(),
+            cache_start: 0,
         };
         let fs = guarded("mount", "/", || {
             fatfs::FileSystem::new(io, fatfs::FsOptions::new()).map_err(read_err("mount", "/"))
