@@ -8,9 +8,13 @@
 //! determination and FAT size, §4 FAT entries (EOC, media byte in `FAT[0]`,
 //! clean-shutdown bits in `FAT[1]`), §5 FSInfo, §6 directory entries and
 //! date/time formats, §7 long-name entries and their checksum, and the
-//! short-name basis and numeric-tail algorithms. The byte layouts with
-//! offset tables are in [`raw`]; the sizing rules (which match `mkfs.fat`
-//! 4.2) in [`layout`]; name rules in the `name` module docs.
+//! short-name basis and numeric-tail algorithms. The byte layouts, with
+//! offset tables of the boot sector/BPB (FAT16 and FAT32 variants),
+//! FSInfo, directory entry and long-name entry, are the crate-private
+//! zerocopy structs of `src/raw.rs` (each size pinned by a const assert,
+//! each offset by a unit test); the sizing rules (which match `mkfs.fat`
+//! 4.2) are in [`layout`]; name rules in `src/name.rs`; date/time encoding
+//! in [`FatTime`].
 //!
 //! # Why native and not `fatfs`
 //! Checked hands-on (scratch program, `fatfs` 0.3.6 `format_volume` +
@@ -87,7 +91,7 @@ mod estimate;
 pub mod layout;
 mod name;
 mod options;
-pub mod raw;
+mod raw;
 mod reader;
 mod time;
 mod writer;
