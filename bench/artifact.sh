@@ -27,7 +27,7 @@ for t in xz gzip zstd bmaptool /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y xz-utils gzip zstd bmap-tools time" >&2; exit 1; }
 done
 
-cargo build --release -q -p kiln-artifact --examples --manifest-path "$ROOT/Cargo.toml"
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p kiln-artifact --examples --manifest-path "$ROOT/Cargo.toml"
 EX="$CARGO_TARGET_DIR/release/examples"
 
 DIR="${BENCH_DIR:-$(mktemp -d /var/tmp/kiln-artifact-bench.XXXXXX)}"
@@ -43,39 +43,43 @@ fi
 head -c "$((XZ_MB << 20))" "$DIR/payload" > "$DIR/xzin"
 
 declare -a ROWS
-measure() { # name cmd... ; sets SECS and RSS_MB
+measure() { # cmd... ; sets SECS (wall), CPU (user+sys) and RSS_MB
   local out
-  out="$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )"
-  SECS="${out% *}"; RSS_MB="$(( ${out#* } / 1024 ))"
+  /usr/bin/time -o "$DIR/time.out" -f '%e %U %S %M' "$@" >/dev/null 2>"$DIR/cmd.err" \
+    || { echo "failed: $*" >&2; cat "$DIR/cmd.err" >&2; exit 1; }
+  out="$(tail -1 "$DIR/time.out")"
+  read -r SECS u s k <<<"$out"
+  CPU="$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')"
+  RSS_MB="$(( k / 1024 ))"
 }
-row() { ROWS+=("$(printf '%-34s %9s %8s %9s' "$1" "$2" "$3" "$4")"); }
+row() { ROWS+=("$(printf '%-40s %8s %8s %8s %8s' "$1" "$2" "$3" "$4" "$5")"); }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "-" }'; }
 
 # xz
-measure "$EX/compress" "$DIR/xzin" "$DIR/ours.xz" xz "$XZ_PRESET" "$THREADS"; OS=$SECS; OR=$RSS_MB
-measure sh -c "xz -T0 -$XZ_PRESET -c '$DIR/xzin' > '$DIR/cli.xz'"; CS=$SECS; CR=$RSS_MB
+measure "$EX/compress" "$DIR/xzin" "$DIR/ours.xz" xz "$XZ_PRESET" "$THREADS"; OS=$SECS; OR=$RSS_MB; OC=$CPU
+measure sh -c "xz -T0 -$XZ_PRESET -c '$DIR/xzin' > '$DIR/cli.xz'"; CS=$SECS; CR=$RSS_MB; CC=$CPU
 xz -t "$DIR/ours.xz"
 same=$(cmp -s "$DIR/ours.xz" "$DIR/cli.xz" && echo "identical bytes" || echo "bytes differ")
-row "xz -$XZ_PRESET, ${XZ_MB} MiB: kiln" "$OS" "$OR" "$(ratio "$OS" "$CS")"
-row "xz -$XZ_PRESET: xz -T0 ($same)" "$CS" "$CR" "1.00"
+row "xz -$XZ_PRESET, ${XZ_MB} MiB: kiln" "$OS" "$OC" "$OR" "$(ratio "$OS" "$CS")"
+row "xz -$XZ_PRESET: xz -T0 ($same)" "$CS" "$CC" "$CR" "1.00"
 
 # gzip
-measure "$EX/compress" "$DIR/payload" "$DIR/ours.gz" gz "$GZ_LEVEL"; OS=$SECS; OR=$RSS_MB
-measure sh -c "gzip -$GZ_LEVEL -c '$DIR/payload' > '$DIR/cli.gz'"; CS=$SECS; CR=$RSS_MB
+measure "$EX/compress" "$DIR/payload" "$DIR/ours.gz" gz "$GZ_LEVEL"; OS=$SECS; OR=$RSS_MB; OC=$CPU
+measure sh -c "gzip -$GZ_LEVEL -c '$DIR/payload' > '$DIR/cli.gz'"; CS=$SECS; CR=$RSS_MB; CC=$CPU
 gzip -t "$DIR/ours.gz"
-row "gzip -$GZ_LEVEL, ${BENCH_MB} MiB: kiln" "$OS" "$OR" "$(ratio "$OS" "$CS")"
-row "gzip -$GZ_LEVEL: gzip" "$CS" "$CR" "1.00"
+row "gzip -$GZ_LEVEL, ${BENCH_MB} MiB: kiln" "$OS" "$OC" "$OR" "$(ratio "$OS" "$CS")"
+row "gzip -$GZ_LEVEL: gzip" "$CS" "$CC" "$CR" "1.00"
 if command -v pigz >/dev/null; then
   measure sh -c "pigz -$GZ_LEVEL -c '$DIR/payload' > '$DIR/pigz.gz'"
-  row "gzip -$GZ_LEVEL: pigz (kiln ratio)" "$SECS" "$RSS_MB" "$(ratio "$OS" "$SECS")"
+  row "gzip -$GZ_LEVEL: pigz (kiln ratio)" "$SECS" "$CPU" "$RSS_MB" "$(ratio "$OS" "$SECS")"
 fi
 
 # zstd
-measure "$EX/compress" "$DIR/payload" "$DIR/ours.zst" zst "$ZST_LEVEL" "$THREADS"; OS=$SECS; OR=$RSS_MB
-measure sh -c "zstd -q -T0 -$ZST_LEVEL -c '$DIR/payload' > '$DIR/cli.zst'"; CS=$SECS; CR=$RSS_MB
+measure "$EX/compress" "$DIR/payload" "$DIR/ours.zst" zst "$ZST_LEVEL" "$THREADS"; OS=$SECS; OR=$RSS_MB; OC=$CPU
+measure sh -c "zstd -q -T0 -$ZST_LEVEL -c '$DIR/payload' > '$DIR/cli.zst'"; CS=$SECS; CR=$RSS_MB; CC=$CPU
 zstd -q -t "$DIR/ours.zst"
-row "zstd -$ZST_LEVEL, ${BENCH_MB} MiB: kiln" "$OS" "$OR" "$(ratio "$OS" "$CS")"
-row "zstd -$ZST_LEVEL: zstd -T0" "$CS" "$CR" "1.00"
+row "zstd -$ZST_LEVEL, ${BENCH_MB} MiB: kiln" "$OS" "$OC" "$OR" "$(ratio "$OS" "$CS")"
+row "zstd -$ZST_LEVEL: zstd -T0" "$CS" "$CC" "$CR" "1.00"
 
 # flash: sparse image with the payload in four extents, bmap, to a file.
 IMG="$DIR/disk.img"
@@ -86,16 +90,17 @@ for i in 0 1 2 3; do
 done
 "$EX/bmap" "$IMG" "$DIR/disk.bmap" >/dev/null
 rm -f "$DIR/t1.img" "$DIR/t2.img" "$DIR/t3.img"
-measure "$EX/flash" "$IMG" "$DIR/t1.img" --bmap "$DIR/disk.bmap" --force; OS=$SECS; OR=$RSS_MB
-measure "$EX/flash" "$IMG" "$DIR/t3.img" --bmap "$DIR/disk.bmap" --force --no-verify; NS=$SECS; NR=$RSS_MB
-measure bmaptool -q copy --bmap "$DIR/disk.bmap" "$IMG" "$DIR/t2.img"; CS=$SECS; CR=$RSS_MB
+measure "$EX/flash" "$IMG" "$DIR/t1.img" --bmap "$DIR/disk.bmap" --force; OS=$SECS; OR=$RSS_MB; OC=$CPU
+measure "$EX/flash" "$IMG" "$DIR/t3.img" --bmap "$DIR/disk.bmap" --force --no-verify; NS=$SECS; NR=$RSS_MB; NC=$CPU
+measure bmaptool -q copy --bmap "$DIR/disk.bmap" "$IMG" "$DIR/t2.img"; CS=$SECS; CR=$RSS_MB; CC=$CPU
 cmp "$IMG" "$DIR/t1.img"; cmp "$IMG" "$DIR/t2.img"
-row "flash ${FLASH_GB} GiB/${BENCH_MB} MiB mapped: kiln" "$OS" "$OR" "$(ratio "$OS" "$CS")"
-row "flash: kiln without read-back" "$NS" "$NR" "$(ratio "$NS" "$CS")"
-row "flash: bmaptool copy" "$CS" "$CR" "1.00"
+row "flash ${FLASH_GB} GiB/${BENCH_MB} MiB mapped: kiln" "$OS" "$OC" "$OR" "$(ratio "$OS" "$CS")"
+row "flash: kiln without read-back" "$NS" "$NC" "$NR" "$(ratio "$NS" "$CS")"
+row "flash: bmaptool copy" "$CS" "$CC" "$CR" "1.00"
 
 echo
 echo "kiln-artifact bench ($(nproc) cores, $(date -u +%F))"
-printf '%-34s %9s %8s %9s\n' "job" "seconds" "RSS MiB" "speedup"
+printf '%-40s %8s %8s %8s %8s\n' "job" "wall s" "cpu s" "RSS MiB" "speedup"
 printf '%s\n' "${ROWS[@]}"
-echo "(speedup = tool seconds / kiln seconds; > 1: kiln faster)"
+echo "(speedup = tool wall seconds / kiln wall seconds; > 1: kiln faster. cpu s = user+sys of the row."
+echo " The machine is shared: compare cpu s too when the load is high.)"

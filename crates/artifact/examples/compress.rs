@@ -26,9 +26,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     opts = opts.threads(threads);
     let start = std::time::Instant::now();
     let mut input = std::fs::File::open(&args[1])?;
-    let file = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&args[2])?));
+    let file = HashingWriter::new(std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&args[2])?,
+    ));
     let mut raw = HashingWriter::new(Encoder::new(file, &opts)?);
-    std::io::copy(&mut input, &mut raw)?;
+    // Large reads: 1 MiB per write into the encoder.
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut input, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.write_all(&buf[..n])?;
+    }
     let (enc, raw_digest, raw_bytes) = raw.finish();
     let (mut out, out_digest, out_bytes) = enc.finish()?.finish();
     out.flush()?;

@@ -17,7 +17,10 @@ use kiln_artifact::flash::{flash, FlashOptions, FlashTarget, HoleMode, ImageSour
 
 /// (major, minor) of the target and of its partitions, from sysfs.
 fn devices_of(rdev: u64) -> Vec<(u32, u32)> {
-    let (maj, min) = (((rdev >> 8) & 0xfff) as u32, ((rdev & 0xff) | ((rdev >> 12) & 0xfff00)) as u32);
+    let (maj, min) = (
+        ((rdev >> 8) & 0xfff) as u32,
+        ((rdev & 0xff) | ((rdev >> 12) & 0xfff00)) as u32,
+    );
     let mut out = vec![(maj, min)];
     if let Ok(dir) = std::fs::read_dir(format!("/sys/dev/block/{maj}:{min}")) {
         for e in dir.flatten() {
@@ -64,7 +67,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         i += 1;
     }
-    let mut target = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(target_path)?;
+    let mut target = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target_path)?;
     let md = target.metadata()?;
     let kind = if md.file_type().is_block_device() {
         TargetKind::BlockDevice
@@ -73,7 +81,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         TargetKind::Other
     };
-    let devices = if kind == TargetKind::BlockDevice { devices_of(md.rdev()) } else { vec![] };
+    let devices = if kind == TargetKind::BlockDevice {
+        devices_of(md.rdev())
+    } else {
+        vec![]
+    };
     let mounts = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo")?)?;
     let facts = TargetFacts::from_mountinfo(kind, target.capacity()?, &devices, &mounts);
 
@@ -101,8 +113,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         last = Instant::now();
         let secs = start.elapsed().as_secs_f64();
         let speed = p.done_bytes as f64 / secs;
-        let eta = p.total_bytes.map_or(String::from("?"), |t| format!("{:.0} s", (t - p.done_bytes) as f64 / speed));
-        eprint!("\r{:?}: {} MB, {:.1} MB/s, ETA {eta}   ", p.phase, p.done_bytes / 1_000_000, speed / 1e6);
+        let eta = p.total_bytes.map_or(String::from("?"), |t| {
+            format!("{:.0} s", (t - p.done_bytes) as f64 / speed)
+        });
+        eprint!(
+            "\r{:?}: {} MB, {:.1} MB/s, ETA {eta}   ",
+            p.phase,
+            p.done_bytes / 1_000_000,
+            speed / 1e6
+        );
         let _ = std::io::stderr().flush();
     };
     let report = flash(source, bmap.as_ref(), &mut target, &opts, &mut show)?;
