@@ -116,8 +116,8 @@ fn mutated_gpt_headers_never_panic() {
     for _ in 0..3_000 {
         let mut disk = vec![0u8; 256 * 512];
         disk[512..520].copy_from_slice(b"EFI PART");
-        for i in 520..604 {
-            disk[i] = if rng.below(3) == 0 {
+        for b in &mut disk[520..604] {
+            *b = if rng.below(3) == 0 {
                 rng.next() as u8
             } else {
                 0
