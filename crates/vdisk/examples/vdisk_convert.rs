@@ -2,7 +2,7 @@
 //! format with kiln-vdisk, printing the elapsed time. Used by
 //! `bench/vdisk.sh`.
 //!
-//! Usage: `vdisk_convert IN OUT raw|qcow2|qcow2-compressed|vmdk|vhd|vhd-dynamic`
+//! Usage: `vdisk_convert IN OUT raw|qcow2|qcow2-compressed[-mt]|vmdk[-mt]|vhd|vhd-dynamic`
 
 use std::fs::{File, OpenOptions};
 use std::time::Instant;
@@ -15,14 +15,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, input, output, format] = args.as_slice() else {
         return Err(
-            "usage: vdisk_convert IN OUT raw|qcow2|qcow2-compressed|vmdk|vhd|vhd-dynamic".into(),
+            "usage: vdisk_convert IN OUT raw|qcow2|qcow2-compressed[-mt]|vmdk[-mt]|vhd|vhd-dynamic"
+                .into(),
         );
     };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let fmt = match format.as_str() {
         "raw" => OutputFormat::Raw,
         "qcow2" => OutputFormat::Qcow2(Qcow2Options::new()),
         "qcow2-compressed" => OutputFormat::Qcow2(Qcow2Options::new().compressed(6)),
         "vmdk" => OutputFormat::Vmdk(VmdkOptions::new()),
+        "vmdk-mt" => OutputFormat::Vmdk(VmdkOptions::new().threads(threads)),
+        "qcow2-compressed-mt" => {
+            OutputFormat::Qcow2(Qcow2Options::new().compressed(6).threads(threads))
+        }
         "vhd" => OutputFormat::Vhd(VhdOptions::new()),
         "vhd-dynamic" => OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic)),
         other => return Err(format!("unknown format {other}").into()),

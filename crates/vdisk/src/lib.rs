@@ -69,6 +69,8 @@ mod error;
     allow(dead_code)
 )]
 mod extent;
+#[cfg(any(feature = "qcow2", feature = "vmdk"))]
+mod parallel;
 mod source;
 mod stream;
 

@@ -124,3 +124,16 @@ fn qcow2_differential_against_qemu_img_convert() {
     let (ja, jb) = (info(None, &ours), info(None, &theirs));
     assert_eq!(ja["virtual-size"], jb["virtual-size"]);
 }
+
+/// Parallel compression: same bytes as one thread, and valid.
+#[test]
+fn qcow2_compressed_threads_are_deterministic() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let one = OutputFormat::Qcow2(Qcow2Options::new().compressed(6));
+    let two = OutputFormat::Qcow2(Qcow2Options::new().compressed(6).threads(3));
+    let out = assert_same_output(&d, &raw, &one, &two, "mt");
+    assert_check("qcow2", &out);
+    assert_identical(&raw, "qcow2", &out);
+}

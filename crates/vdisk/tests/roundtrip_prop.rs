@@ -14,8 +14,9 @@ fn formats() -> Vec<OutputFormat> {
         OutputFormat::Raw,
         OutputFormat::Qcow2(Qcow2Options::new()),
         OutputFormat::Qcow2(Qcow2Options::new().compressed(1)),
+        OutputFormat::Qcow2(Qcow2Options::new().compressed(1).threads(2)),
         OutputFormat::Vmdk(VmdkOptions::new().compression_level(1)),
-        OutputFormat::Vmdk(VmdkOptions::new().empty_grain_tables(false)),
+        OutputFormat::Vmdk(VmdkOptions::new().empty_grain_tables(false).threads(2)),
         OutputFormat::Vhd(VhdOptions::new()),
         OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic)),
     ]

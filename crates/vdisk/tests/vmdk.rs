@@ -126,3 +126,16 @@ fn vmdk_grain_table_modes_both_valid() {
     assert_eq!((gs[4], gs[5]), (0, 0), "{gs:?}");
     assert_eq!(gs.iter().filter(|&&s| s != 0).count(), 6);
 }
+
+/// Parallel deflate: same bytes as one thread, and valid.
+#[test]
+fn vmdk_threads_are_deterministic() {
+    let d = Dir::new();
+    let raw = d.path("in.raw");
+    make_raw(&raw);
+    let one = OutputFormat::Vmdk(VmdkOptions::new());
+    let two = OutputFormat::Vmdk(VmdkOptions::new().threads(3));
+    let out = assert_same_output(&d, &raw, &one, &two, "mt");
+    assert_check("vmdk", &out);
+    assert_identical(&raw, "vmdk", &out);
+}

@@ -5,6 +5,7 @@ use kiln_units::WriteAt;
 
 use crate::error::{Error, Format, Result};
 use crate::extent::{Assembler, DiskWriter, ExtentGuard, WriteSummary};
+use crate::parallel::Batch;
 
 use super::header::{Header, QCOW2_V3_HEADER_LEN};
 use super::l1l2::{l1_entry, L2Entry};
@@ -22,9 +23,10 @@ const MAX_VIRTUAL: u64 = (32 << 20) / 8 * L2_ENTRIES * CLUSTER;
 /// Writes a qcow2 v3 image from an ordered extent stream.
 ///
 /// Memory kept: the L1 table (8 bytes per 512 MiB of virtual size), one
-/// L2 table (64 KiB), one cluster being assembled (64 KiB), one compression
-/// buffer (64 KiB, compressed mode only), and a 16-bit refcount per host
-/// cluster written (2 bytes per 64 KiB of output).
+/// L2 table (64 KiB), one cluster being assembled (64 KiB), in compressed
+/// mode a batch of 16 clusters per thread (see [`Qcow2Options::threads`]),
+/// and a 16-bit refcount per host cluster written (2 bytes per 64 KiB of
+/// output).
 #[derive(Debug)]
 pub struct Qcow2Writer<W> {
     out: W,
@@ -48,7 +50,7 @@ struct State {
     /// Host byte offset where the next compressed cluster may go, inside a
     /// partially filled cluster (0: none open).
     comp_pos: u64,
-    comp_buf: Vec<u8>,
+    batch: Batch,
     allocated_bytes: u64,
 }
 
@@ -87,7 +89,7 @@ impl<W: WriteAt> Qcow2Writer<W> {
                 next_cluster: first_data,
                 refcounts: vec![1; usize::try_from(first_data).unwrap_or(0)],
                 comp_pos: 0,
-                comp_buf: Vec::new(),
+                batch: Batch::new(options.get_threads()),
                 allocated_bytes: 0,
             },
         })
@@ -126,6 +128,44 @@ impl State {
     }
 
     fn write_cluster<W: WriteAt>(&mut self, out: &mut W, idx: u64, data: &[u8]) -> Result<()> {
+        match self.level {
+            None => self.place(out, idx, data, &[]),
+            Some(level) if self.batch.threads() <= 1 => {
+                let packed = deflate_cluster(data, level);
+                self.place(out, idx, data, &packed)
+            }
+            Some(_) => {
+                if self.batch.push(idx, data) {
+                    self.drain(out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Compresses queued clusters in parallel and places them in order.
+    fn drain<W: WriteAt>(&mut self, out: &mut W) -> Result<()> {
+        let Some(level) = self.level else {
+            return Ok(());
+        };
+        let mut batch = std::mem::replace(&mut self.batch, Batch::new(1));
+        let r = batch.drain(
+            |_, data| Ok(deflate_cluster(data, level)),
+            |idx, data, packed| self.place(out, idx, data, &packed),
+        );
+        self.batch = batch;
+        r
+    }
+
+    /// Stores virtual cluster `idx`: compressed when `packed` is not empty,
+    /// else `data` in a cluster of its own; records it in the L2 table.
+    fn place<W: WriteAt>(
+        &mut self,
+        out: &mut W,
+        idx: u64,
+        data: &[u8],
+        packed: &[u8],
+    ) -> Result<()> {
         let l1_idx = idx / L2_ENTRIES;
         if self.l2.as_ref().is_some_and(|(i, _)| *i != l1_idx) {
             self.flush_l2(out)?;
@@ -133,17 +173,12 @@ impl State {
         if self.l2.is_none() {
             self.l2 = Some((l1_idx, vec![0; L2_ENTRIES as usize]));
         }
-        let entry = match self.level {
-            Some(level) => self.write_compressed(out, data, level)?,
-            None => None,
-        };
-        let entry = match entry {
-            Some(e) => e,
-            None => {
-                let off = self.alloc_cluster();
-                out.write_all_at(data, off).map_err(Error::io(off))?;
-                L2Entry::Standard(off)
-            }
+        let entry = if packed.is_empty() {
+            let off = self.alloc_cluster();
+            out.write_all_at(data, off).map_err(Error::io(off))?;
+            L2Entry::Standard(off)
+        } else {
+            self.write_compressed(out, packed)?
         };
         self.allocated_bytes += CLUSTER;
         if let Some((_, t)) = self.l2.as_mut() {
@@ -157,23 +192,9 @@ impl State {
         Ok(())
     }
 
-    /// Deflates one cluster; `None` when it does not shrink.
-    fn write_compressed<W: WriteAt>(
-        &mut self,
-        out: &mut W,
-        data: &[u8],
-        level: u32,
-    ) -> Result<Option<L2Entry>> {
-        // QEMU inflates with a 4 KiB window (windowBits -12), so compress
-        // with the same window, raw (no zlib header).
-        let mut c = Compress::new_with_window_bits(Compression::new(level), false, 12);
-        self.comp_buf.clear();
-        self.comp_buf.reserve(CLUSTER_USIZE);
-        let status = c.compress_vec(data, &mut self.comp_buf, FlushCompress::Finish);
-        let len = self.comp_buf.len() as u64;
-        if !matches!(status, Ok(Status::StreamEnd)) || len >= CLUSTER - 512 {
-            return Ok(None);
-        }
+    /// Appends already-deflated cluster data (shorter than a cluster).
+    fn write_compressed<W: WriteAt>(&mut self, out: &mut W, packed: &[u8]) -> Result<L2Entry> {
+        let len = packed.len() as u64;
         // Compressed data starts on a 512-byte boundary and never crosses a
         // host cluster boundary, so each counter is simple to keep.
         let room = if self.comp_pos == 0 {
@@ -190,15 +211,26 @@ impl State {
             *rc = rc.saturating_add(1);
         }
         let off = self.comp_pos;
-        out.write_all_at(&self.comp_buf, off)
-            .map_err(Error::io(off))?;
+        out.write_all_at(packed, off).map_err(Error::io(off))?;
         let sectors = len.div_ceil(512);
         self.comp_pos = off + sectors * 512;
-        Ok(Some(L2Entry::Compressed {
+        Ok(L2Entry::Compressed {
             offset: off,
             extra_sectors: sectors - 1,
-        }))
+        })
     }
+}
+
+/// Raw deflate of one cluster with QEMU's 4 KiB window (QEMU inflates with
+/// windowBits -12); empty when the result would not save a sector.
+fn deflate_cluster(data: &[u8], level: u32) -> Vec<u8> {
+    let mut c = Compress::new_with_window_bits(Compression::new(level), false, 12);
+    let mut buf = Vec::with_capacity(CLUSTER_USIZE);
+    let status = c.compress_vec(data, &mut buf, FlushCompress::Finish);
+    if !matches!(status, Ok(Status::StreamEnd)) || buf.len() as u64 >= CLUSTER - 512 {
+        buf.clear();
+    }
+    buf
 }
 
 impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
@@ -218,6 +250,7 @@ impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
         self.guard.finish()?;
         let Self { out, asm, st, .. } = self;
         asm.flush(&mut |idx, c| st.write_cluster(out, idx, c))?;
+        st.drain(out)?;
         st.flush_l2(out)?;
 
         let layout = RefcountLayout::after(st.next_cluster, CLUSTER);

@@ -5,6 +5,7 @@ use kiln_units::WriteAt;
 
 use crate::error::{Error, Format, Result};
 use crate::extent::{Assembler, DiskWriter, ExtentGuard, WriteSummary};
+use crate::parallel::Batch;
 
 use super::header::{
     SparseHeader, VMDK4_COMPRESSION_DEFLATE, VMDK4_FLAG_COMPRESS, VMDK4_FLAG_MARKER,
@@ -29,8 +30,9 @@ const MAX_VIRTUAL: u64 = (u32::MAX as u64) * SECTOR;
 /// Output is written strictly front to back (the header says "grain
 /// directory at end"), so the target never needs to seek backwards.
 /// Memory kept: the grain directory (4 bytes per 32 MiB of virtual size),
-/// one grain table (2 KiB), one grain being assembled (64 KiB) and one
-/// compression buffer.
+/// one grain table (2 KiB), one grain being assembled (64 KiB) and, with
+/// [`VmdkOptions::threads`] above 1, a batch of 16 grains per thread
+/// (inputs and outputs, about 2 MiB per thread).
 #[derive(Debug)]
 pub struct VmdkWriter<W> {
     out: W,
@@ -52,7 +54,7 @@ struct State {
     /// first span whose table is not yet written.
     empty_tables: bool,
     next_table: u64,
-    buf: Vec<u8>,
+    batch: Batch,
     allocated: u64,
 }
 
@@ -110,7 +112,7 @@ impl<W: WriteAt> VmdkWriter<W> {
                 gt: None,
                 empty_tables: options.empty_grain_tables,
                 next_table: 0,
-                buf: Vec::with_capacity(GRAIN as usize + 1024),
+                batch: Batch::new(options.threads),
                 allocated: 0,
             },
         })
@@ -162,7 +164,34 @@ impl State {
         Ok(())
     }
 
-    fn write_grain<W: WriteAt>(&mut self, out: &mut W, idx: u64, data: &[u8]) -> Result<()> {
+    /// Deflates one grain into its on-disk form: marker, zlib stream,
+    /// padding to a sector.
+    fn deflate_grain(idx: u64, data: &[u8], level: u32) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(GRAIN as usize / 2);
+        buf.extend_from_slice(&[0u8; VMDK_GRAIN_MARKER_LEN]);
+        let mut c = Compress::new(Compression::new(level), true);
+        loop {
+            buf.reserve(GRAIN as usize);
+            let consumed = usize::try_from(c.total_in()).unwrap_or(0);
+            let rest = data.get(consumed..).unwrap_or(&[]);
+            match c.compress_vec(rest, &mut buf, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => break,
+                Ok(_) => continue,
+                Err(_) => return Err(Error::unsupported(Format::Vmdk, "deflate failed")),
+            }
+        }
+        let size = u32::try_from(c.total_out()).unwrap_or(u32::MAX);
+        let marker = grain_marker(idx * VMDK_GRAIN_SECTORS, size);
+        if let Some(m) = buf.get_mut(..VMDK_GRAIN_MARKER_LEN) {
+            m.copy_from_slice(&marker);
+        }
+        let padded = buf.len().div_ceil(SECTOR as usize) * SECTOR as usize;
+        buf.resize(padded, 0);
+        Ok(buf)
+    }
+
+    /// Appends a deflated grain and records it in its grain table.
+    fn emit_grain<W: WriteAt>(&mut self, out: &mut W, idx: u64, bytes: &[u8]) -> Result<()> {
         let per_gt = u64::from(VMDK_GTES_PER_GT);
         let gt_idx = idx / per_gt;
         if self.gt.as_ref().is_some_and(|(i, _)| *i != gt_idx) {
@@ -171,30 +200,7 @@ impl State {
         if self.gt.is_none() {
             self.gt = Some((gt_idx, vec![0; VMDK_GTES_PER_GT as usize]));
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0u8; VMDK_GRAIN_MARKER_LEN]);
-        let mut c = Compress::new(Compression::new(self.level), true);
-        loop {
-            self.buf.reserve(GRAIN as usize);
-            let consumed = usize::try_from(c.total_in()).unwrap_or(0);
-            let rest = data.get(consumed..).unwrap_or(&[]);
-            match c.compress_vec(rest, &mut self.buf, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => break,
-                Ok(_) => continue,
-                Err(_) => return Err(Error::unsupported(Format::Vmdk, "deflate failed")),
-            }
-        }
-        let size = u32::try_from(c.total_out()).unwrap_or(u32::MAX);
-        let marker = grain_marker(idx * VMDK_GRAIN_SECTORS, size);
-        if let Some(m) = self.buf.get_mut(..VMDK_GRAIN_MARKER_LEN) {
-            m.copy_from_slice(&marker);
-        }
-        let padded = self.buf.len().div_ceil(SECTOR as usize) * SECTOR as usize;
-        self.buf.resize(padded, 0);
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.write_sectors(out, &buf);
-        self.buf = buf;
-        let sector = r?;
+        let sector = self.write_sectors(out, bytes)?;
         if let Some((_, gt)) = self.gt.as_mut() {
             if let Some(slot) = usize::try_from(idx % per_gt)
                 .ok()
@@ -205,6 +211,29 @@ impl State {
         }
         self.allocated += GRAIN;
         Ok(())
+    }
+
+    fn write_grain<W: WriteAt>(&mut self, out: &mut W, idx: u64, data: &[u8]) -> Result<()> {
+        if self.batch.threads() <= 1 {
+            let bytes = Self::deflate_grain(idx, data, self.level)?;
+            return self.emit_grain(out, idx, &bytes);
+        }
+        if self.batch.push(idx, data) {
+            self.drain(out)?;
+        }
+        Ok(())
+    }
+
+    /// Compresses the queued grains in parallel and appends them in order.
+    fn drain<W: WriteAt>(&mut self, out: &mut W) -> Result<()> {
+        let level = self.level;
+        let mut batch = std::mem::replace(&mut self.batch, Batch::new(1));
+        let r = batch.drain(
+            |idx, data| Self::deflate_grain(idx, data, level),
+            |idx, _, bytes| self.emit_grain(out, idx, &bytes),
+        );
+        self.batch = batch;
+        r
     }
 }
 
@@ -231,6 +260,7 @@ impl<W: WriteAt> DiskWriter for VmdkWriter<W> {
             ..
         } = self;
         asm.flush(&mut |idx, g| st.write_grain(out, idx, g))?;
+        st.drain(out)?;
         st.flush_gt(out)?;
         let tables = st.gd.len() as u64;
         st.write_empty_tables(out, tables)?;

@@ -239,3 +239,19 @@ pub fn assert_deterministic(dir: &Dir, raw: &Path, fmt: &OutputFormat, name: &st
     write_with(raw, &b, fmt);
     assert!(same_bytes(&a, &b), "{name}: two writes differ");
 }
+
+/// Two option sets that must give byte-identical files (e.g. thread counts).
+pub fn assert_same_output(
+    dir: &Dir,
+    raw: &Path,
+    a: &OutputFormat,
+    b: &OutputFormat,
+    name: &str,
+) -> PathBuf {
+    let pa = dir.path(&format!("{name}.1"));
+    let pb = dir.path(&format!("{name}.2"));
+    write_with(raw, &pa, a);
+    write_with(raw, &pb, b);
+    assert!(same_bytes(&pa, &pb), "{name}: outputs differ");
+    pb
+}
