@@ -54,10 +54,6 @@
 
 // Field helpers and the cluster assembler serve the format modules, all
 // of which may be compiled out.
-#[cfg_attr(
-    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
-    allow(dead_code)
-)]
 mod bytes;
 #[cfg_attr(
     not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
