@@ -79,7 +79,7 @@ impl<R: Read> Read for Tee<R> {
 
 enum Decomp<R: BufRead> {
     Plain(R),
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
@@ -158,7 +158,9 @@ pub(crate) fn stream_layer<S: TreeSink>(
         other => other,
     };
     let decomp = match comp {
-        LayerCompression::Gzip => Decomp::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
+        LayerCompression::Gzip => {
+            Decomp::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+        }
         LayerCompression::Zstd => {
             Decomp::Zstd(zstd::stream::read::Decoder::with_buffer(buffered).map_err(lio)?)
         }
@@ -361,9 +363,8 @@ pub(crate) fn stream_layer<S: TreeSink>(
             dirs.insert(path.clone(), m.clone());
         }
     }
-    if !dirs.contains_key(&TreePath::root()) {
-        dirs.insert(TreePath::root(), default_meta.clone());
-    }
+    dirs.entry(TreePath::root())
+        .or_insert_with(|| default_meta.clone());
     for (path, mut meta) in dirs {
         if opaque.contains_key(&path) {
             meta.xattrs.retain(|x| x.name != OPAQUE_XATTR);

@@ -106,7 +106,8 @@ mod tests {
     fn ranking_table() {
         let v7 = Platform::parse("linux/arm/v7").unwrap();
         let amd = Platform::parse("linux/amd64").unwrap();
-        let cases: &[(&Platform, &str, &str, Option<&str>, Option<u32>)] = &[
+        type Case<'a> = (&'a Platform, &'a str, &'a str, Option<&'a str>, Option<u32>);
+        let cases: &[Case<'_>] = &[
             (&v7, "linux", "arm", Some("v7"), Some(0)),
             (&v7, "linux", "arm", Some("v6"), Some(1)),
             (&v7, "linux", "arm", Some("v8"), None),

@@ -223,7 +223,7 @@ fn canonical_listing(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for top in ["image", "overlay2"] {
         let out_ref = &mut out;
-        walk(root, &root.join(top), &mut |p, md| {
+        walk(&root.join(top), &mut |p, md| {
             let rel = norm(&String::from_utf8_lossy(
                 std::os::unix::ffi::OsStrExt::as_bytes(p.strip_prefix(root).unwrap().as_os_str()),
             ));
@@ -280,7 +280,7 @@ fn canonical_listing(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn walk(root: &Path, p: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
+fn walk(p: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
     let md = std::fs::symlink_metadata(p).unwrap();
     f(p, &md);
     if md.is_dir() {
@@ -290,7 +290,7 @@ fn walk(root: &Path, p: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
             .collect();
         names.sort();
         for n in names {
-            walk(root, &n, f);
+            walk(&n, f);
         }
     }
 }

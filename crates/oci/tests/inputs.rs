@@ -46,7 +46,6 @@ impl TreeSink for HashSink {
         Ok(())
     }
 }
-use std::io::Read;
 
 fn base_layer() -> Vec<u8> {
     fixture::layer_tar(&[
