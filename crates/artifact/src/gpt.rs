@@ -1,3 +1,4 @@
+#![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
 //! Moving the backup GPT to the end of a larger disk after flashing
 //! (what `sgdisk -e` does; bmaptool does not).
 //!
@@ -122,9 +123,23 @@ fn gpt_err(lba: u64, reason: &'static str) -> Error {
     Error::Gpt { lba, reason }
 }
 
+/// Byte offset of `lba`.
+fn byte_off(lba: u64, ss: u64) -> Result<u64> {
+    lba.checked_mul(ss).ok_or(gpt_err(lba, "LBA overflows"))
+}
+
+/// A zeroed buffer of `lbas` sectors.
+fn sectors(lbas: u64, ss: u64) -> Result<Vec<u8>> {
+    let n = lbas
+        .checked_mul(ss)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or(gpt_err(lbas, "size overflows"))?;
+    Ok(vec![0u8; n])
+}
+
 fn read_block<T: ReadAt + ?Sized>(dev: &T, lba: u64, ss: u64) -> Result<Vec<u8>> {
-    let mut b = vec![0u8; ss as usize];
-    let off = lba.checked_mul(ss).ok_or(gpt_err(lba, "LBA overflows"))?;
+    let mut b = sectors(1, ss)?;
+    let off = byte_off(lba, ss)?;
     dev.read_exact_at(&mut b, off)
         .map_err(io_err("reading a GPT block", off))?;
     Ok(b)
@@ -148,11 +163,11 @@ pub fn relocate_backup_gpt<T: ReadAt + WriteAt + ?Sized>(
     target_bytes: u64,
 ) -> Result<Option<GptRelocation>> {
     let ss = sector.bytes();
-    let total_lbas = target_bytes / ss;
+    let total_lbas = target_bytes.checked_div(ss).unwrap_or(0);
     if total_lbas < 4 {
         return Ok(None);
     }
-    let new_last = total_lbas - 1;
+    let new_last = total_lbas.saturating_sub(1);
     let block = read_block(&*dev, 1, ss)?;
     let Some(head) = block.get(..GPT_HEADER_SIZE) else {
         return Err(gpt_err(1, "block smaller than the header"));
@@ -163,8 +178,8 @@ pub fn relocate_backup_gpt<T: ReadAt + WriteAt + ?Sized>(
     if hdr.signature != GPT_SIGNATURE {
         return Ok(None);
     }
-    let header_size = hdr.header_size.get() as usize;
-    if header_size < GPT_HEADER_SIZE || header_size as u64 > ss {
+    let header_size = usize::try_from(hdr.header_size.get()).unwrap_or(usize::MAX);
+    if header_size < GPT_HEADER_SIZE || u64::try_from(header_size).unwrap_or(u64::MAX) > ss {
         return Err(gpt_err(1, "header size out of range"));
     }
     if GptCrc32::header(&block, header_size) != Some(hdr.header_crc32.get()) {
@@ -188,13 +203,15 @@ pub fn relocate_backup_gpt<T: ReadAt + WriteAt + ?Sized>(
         .ok_or(gpt_err(1, "partition entry array too large"))?;
     let array_lbas = array_bytes.div_ceil(ss);
     let entry_lba = hdr.partition_entry_lba.get();
-    let mut array = vec![0u8; (array_lbas * ss) as usize];
-    let array_off = entry_lba
-        .checked_mul(ss)
-        .ok_or(gpt_err(1, "entry LBA overflows"))?;
+    let mut array = sectors(array_lbas, ss)?;
+    let array_off = byte_off(entry_lba, ss)?;
     dev.read_exact_at(&mut array, array_off)
         .map_err(io_err("reading the GPT entry array", array_off))?;
-    let crc = GptCrc32::checksum(array.get(..array_bytes as usize).unwrap_or_default());
+    let crc = GptCrc32::checksum(
+        array
+            .get(..usize::try_from(array_bytes).unwrap_or(usize::MAX))
+            .unwrap_or_default(),
+    );
     if crc != hdr.partition_entry_array_crc32.get() {
         return Err(gpt_err(entry_lba, "partition entry array CRC mismatch"));
     }
@@ -213,19 +230,18 @@ pub fn relocate_backup_gpt<T: ReadAt + WriteAt + ?Sized>(
     }
 
     // 1. New backup array and header at the end.
-    dev.write_all_at(&array, new_entries_lba * ss)
-        .map_err(io_err(
-            "writing the backup GPT entries",
-            new_entries_lba * ss,
-        ))?;
+    let off = byte_off(new_entries_lba, ss)?;
+    dev.write_all_at(&array, off)
+        .map_err(io_err("writing the backup GPT entries", off))?;
     let mut backup = hdr.clone();
     backup.my_lba = U64::new(new_last);
     backup.alternate_lba = U64::new(1);
     backup.partition_entry_lba = U64::new(new_entries_lba);
     backup.last_usable_lba = U64::new(new_last_usable);
     let backup_block = header_block(&block, &mut backup, header_size);
-    dev.write_all_at(&backup_block, new_last * ss)
-        .map_err(io_err("writing the backup GPT header", new_last * ss))?;
+    let off = byte_off(new_last, ss)?;
+    dev.write_all_at(&backup_block, off)
+        .map_err(io_err("writing the backup GPT header", off))?;
 
     // 2. Primary header points at it.
     let mut primary = hdr.clone();
@@ -241,10 +257,11 @@ pub fn relocate_backup_gpt<T: ReadAt + WriteAt + ?Sized>(
         let stale_first = old_alt
             .saturating_sub(array_lbas)
             .max(old_last_usable.saturating_add(1));
-        let zeros = vec![0u8; ss as usize];
+        let zeros = sectors(1, ss)?;
         for lba in stale_first..=old_alt {
-            dev.write_all_at(&zeros, lba * ss)
-                .map_err(io_err("clearing the old backup GPT", lba * ss))?;
+            let off = byte_off(lba, ss)?;
+            dev.write_all_at(&zeros, off)
+                .map_err(io_err("clearing the old backup GPT", off))?;
         }
     }
 
@@ -256,11 +273,12 @@ pub fn relocate_backup_gpt<T: ReadAt + WriteAt + ?Sized>(
     if mbr.get(510..512) == Some(&[0x55, 0xAA][..]) {
         let old_size = old_alt.min(u64::from(u32::MAX));
         let new_size = u32::try_from(new_last.min(u64::from(u32::MAX))).unwrap_or(u32::MAX);
-        for i in 0..4usize {
-            let base = 446 + 16 * i;
-            let Some(rec) = mbr.get_mut(base..base + 16) else {
-                continue;
-            };
+        // Four 16-byte partition records at offset 446.
+        for rec in mbr
+            .get_mut(446..510)
+            .unwrap_or_default()
+            .chunks_exact_mut(16)
+        {
             let start = u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]);
             let size = u32::from_le_bytes([rec[12], rec[13], rec[14], rec[15]]);
             if rec[4] == 0xEE && start == 1 && u64::from(size) == old_size {
@@ -298,6 +316,7 @@ fn header_block(orig: &[u8], hdr: &mut RawGptHeader, header_size: usize) -> Vec<
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 mod tests {
     use super::*;
 

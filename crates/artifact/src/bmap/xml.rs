@@ -1,3 +1,4 @@
+#![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
 //! A minimal, strict, bounded XML tokenizer for bmap files.
 //!
 //! Supports exactly what bmap files use: one XML declaration, comments,
@@ -78,6 +79,11 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
+    /// Moves forward, never past the end of the input.
+    fn advance(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.src.len());
+    }
+
     fn rest(&self) -> &'a str {
         self.src.get(self.pos..).unwrap_or_default()
     }
@@ -86,7 +92,7 @@ impl<'a> Tokenizer<'a> {
         let rest = self.rest();
         let i = rest.find(end).ok_or_else(|| syntax(self.pos, reason))?;
         let inner = rest.get(..i).unwrap_or_default();
-        self.pos += i + end.len();
+        self.advance(i.saturating_add(end.len()));
         Ok(inner)
     }
 
@@ -96,14 +102,16 @@ impl<'a> Tokenizer<'a> {
         if len == 0 {
             return Err(syntax(self.pos, "expected a name"));
         }
-        self.pos += len;
+        self.advance(len);
         Ok(rest.get(..len).unwrap_or_default())
     }
 
     fn skip_ws(&mut self) {
         let rest = self.rest();
-        let n = rest.len() - rest.trim_start_matches([' ', '\t', '\r', '\n']).len();
-        self.pos += n;
+        let n = rest
+            .len()
+            .saturating_sub(rest.trim_start_matches([' ', '\t', '\r', '\n']).len());
+        self.advance(n);
     }
 
     /// Next token, or `None` at the end of input.
@@ -122,7 +130,7 @@ impl<'a> Tokenizer<'a> {
                 continue;
             }
             if rest.starts_with("<!--") {
-                self.pos += 4;
+                self.advance(4);
                 self.skip_until("-->", "unterminated comment")?;
                 continue;
             }
@@ -130,27 +138,27 @@ impl<'a> Tokenizer<'a> {
                 return Err(syntax(start, "DOCTYPE and CDATA are not allowed"));
             }
             if rest.starts_with("</") {
-                self.pos += 2;
+                self.advance(2);
                 let name = self.name()?;
                 self.skip_ws();
                 if !self.rest().starts_with('>') {
                     return Err(syntax(self.pos, "expected '>'"));
                 }
-                self.pos += 1;
+                self.advance(1);
                 return Ok(Some(Token::End {
                     name,
                     offset: start,
                 }));
             }
             if rest.starts_with('<') {
-                self.pos += 1;
+                self.advance(1);
                 let name = self.name()?;
                 let mut attrs = Vec::new();
                 loop {
                     self.skip_ws();
                     let r = self.rest();
                     if r.starts_with("/>") {
-                        self.pos += 2;
+                        self.advance(2);
                         self.seen_element = true;
                         return Ok(Some(Token::Start {
                             name,
@@ -160,7 +168,7 @@ impl<'a> Tokenizer<'a> {
                         }));
                     }
                     if r.starts_with('>') {
-                        self.pos += 1;
+                        self.advance(1);
                         self.seen_element = true;
                         return Ok(Some(Token::Start {
                             name,
@@ -177,13 +185,13 @@ impl<'a> Tokenizer<'a> {
                     if !self.rest().starts_with('=') {
                         return Err(syntax(self.pos, "expected '=' after attribute name"));
                     }
-                    self.pos += 1;
+                    self.advance(1);
                     self.skip_ws();
                     let quote = match self.rest().chars().next() {
                         Some(q @ ('"' | '\'')) => q,
                         _ => return Err(syntax(self.pos, "expected a quoted attribute value")),
                     };
-                    self.pos += 1;
+                    self.advance(1);
                     let vpos = self.pos;
                     let raw = self.skip_until(
                         if quote == '"' { "\"" } else { "'" },
@@ -200,7 +208,7 @@ impl<'a> Tokenizer<'a> {
             }
             let len = rest.find('<').unwrap_or(rest.len());
             let raw = rest.get(..len).unwrap_or_default();
-            self.pos += len;
+            self.advance(len);
             if raw.contains('>') && raw.contains("]]>") {
                 return Err(syntax(start, "']]>' in text"));
             }
@@ -213,6 +221,7 @@ impl<'a> Tokenizer<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 mod tests {
     use super::*;
 

@@ -1,3 +1,4 @@
+#![warn(clippy::arithmetic_side_effects, clippy::as_conversions)]
 //! Parsing `/proc/self/mountinfo` text (proc(5), "/proc/pid/mountinfo").
 //!
 //! # Line format
@@ -50,21 +51,22 @@ fn unescape(field: &str) -> String {
     while i < bytes.len() {
         let b = bytes.get(i).copied().unwrap_or_default();
         if b == b'\\' {
-            if let Some(oct) = bytes.get(i + 1..i + 4) {
+            if let Some(oct) = bytes.get(i.saturating_add(1)..i.saturating_add(4)) {
                 if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                    let v = oct
-                        .iter()
-                        .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                    let v = oct.iter().fold(0u32, |acc, c| {
+                        acc.saturating_mul(8)
+                            .saturating_add(u32::from(c.saturating_sub(b'0')))
+                    });
                     if let Ok(v) = u8::try_from(v) {
                         out.push(v);
-                        i += 4;
+                        i = i.saturating_add(4);
                         continue;
                     }
                 }
             }
         }
         out.push(b);
-        i += 1;
+        i = i.saturating_add(1);
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -76,7 +78,7 @@ fn unescape(field: &str) -> String {
 pub fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
+        let line_no = i.saturating_add(1);
         let err = |reason| Error::Mountinfo {
             line: line_no,
             reason,
@@ -100,9 +102,9 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>> {
             .skip(6)
             .position(|f| *f == "-")
             .ok_or(err("missing '-' separator"))?
-            + 6;
-        let fs_type = get(sep + 1)?.to_owned();
-        let source = unescape(get(sep + 2)?);
+            .saturating_add(6);
+        let fs_type = get(sep.saturating_add(1))?.to_owned();
+        let source = unescape(get(sep.saturating_add(2))?);
         out.push(MountEntry {
             mount_id,
             parent_id,
@@ -138,6 +140,7 @@ pub fn mount_points_on(entries: &[MountEntry], devices: &[(u32, u32)]) -> Vec<Pa
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 mod tests {
     use super::*;
 
