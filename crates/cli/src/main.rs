@@ -58,6 +58,15 @@ enum Command {
         /// Override a config.json key: --set hostname=bob-17 --set os.network.wifi=false.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Output formats (raw, qcow2, vmdk, vhd, vhd-dynamic); repeat or comma-separate. Default: the recipe's [output].
+        #[arg(long = "format", value_delimiter = ',')]
+        formats: Vec<String>,
+        /// Compress the raw image: xz, gz, zst or none. Default: the recipe's [output].
+        #[arg(long)]
+        compress: Option<String>,
+        /// Compression level (xz 0-9, gz 1-9, zst 1-19).
+        #[arg(long)]
+        level: Option<u32>,
         /// Print the build report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -255,8 +264,22 @@ fn run(cli: Cli) -> Result<()> {
             output,
             media,
             set,
+            formats,
+            compress,
+            level,
             json,
         } => {
+            let formats = formats
+                .iter()
+                .map(|f| {
+                    kiln_pipeline::DiskFormat::parse(f).ok_or_else(|| {
+                        anyhow::anyhow!("--format {f:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let threads = std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(1))
+                .unwrap_or(1);
             let profile = BoardProfile::load(&locate(&board, "board-profiles")?)?;
             let recipe = Recipe::load(&locate(&recipe, "recipes")?)?;
             let sde = source_date_epoch(recipe.build.source_date_epoch)?;
@@ -275,6 +298,9 @@ fn run(cli: Cli) -> Result<()> {
                 timestamp: sde.unwrap_or_else(now),
                 seed,
                 env: &env,
+                formats,
+                compress: compress.map(|c| (c, level)),
+                threads,
             };
             let progress = Progress::new(cli.quiet);
             let started = std::time::Instant::now();
@@ -302,6 +328,16 @@ fn run(cli: Cli) -> Result<()> {
                     eprintln!(
                         "  p{:<2} {:<12} {:>6} start {:>12} size {:>12} used {:>12} id {}",
                         p.number, p.label, p.fs, p.start, p.size, p.used_bytes, p.fs_id
+                    );
+                }
+                eprintln!("kiln: image sha256 {}", report.image_sha256);
+                for a in &report.artifacts {
+                    eprintln!(
+                        "  {:<12} {:>12} bytes  {}  {}",
+                        a.format,
+                        a.size_bytes,
+                        &a.sha256[..16],
+                        a.path.display()
                     );
                 }
             }

@@ -3,6 +3,7 @@
 //! failure removes the temporary file, so no partial image is left.
 
 use crate::content::{add_dir, feed_generated, feed_input, Generated, Skip};
+use crate::deliver::{deliver, write_sums, Delivered, Delivery, DiskFormat, Temps};
 use crate::plan::{Placed, Plan};
 use crate::seed::Seed;
 use crate::swap::swap_header;
@@ -41,6 +42,13 @@ pub struct BuildRequest<'a> {
     pub seed: Seed,
     /// Environment lookup for `from-env` config values.
     pub env: EnvLookup<'a>,
+    /// Image formats to deliver (empty: the recipe's `[output] formats`).
+    pub formats: Vec<DiskFormat>,
+    /// Compression of the raw image: `xz`, `gz`, `zst` with an optional
+    /// level (`None`: the recipe's `[output] compress`).
+    pub compress: Option<(String, Option<u32>)>,
+    /// Threads for compression.
+    pub threads: u32,
 }
 
 /// One written partition.
@@ -83,6 +91,12 @@ pub struct BuildReport {
     pub swap_bytes: u64,
     /// The preloaded images, one line each.
     pub app: Option<String>,
+    /// Swap header UUID.
+    pub swap_uuid: Option<String>,
+    /// sha256 of the whole raw image (holes as zeros).
+    pub image_sha256: String,
+    /// Every delivered file.
+    pub artifacts: Vec<Delivered>,
 }
 
 fn data_err(label: &str, e: DataFeedError<kiln_ext4::Error>) -> Error {
@@ -138,9 +152,9 @@ fn fs_name(fs: FsKind) -> &'static str {
 }
 
 /// The preloaded application: the engine store and its `apps.json`.
-struct App {
-    store: kiln_oci::Store,
-    apps_json: Vec<u8>,
+pub(crate) struct App {
+    pub(crate) store: kiln_oci::Store,
+    pub(crate) apps_json: Vec<u8>,
     store_path: TreePath,
     summary: kiln_oci::Summary,
 }
@@ -161,7 +175,10 @@ struct DataTree {
 }
 
 impl DataTree {
-    fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<(), DataFeedError<S::Error>> {
+    fn feed<S: TreeSink>(
+        &self,
+        sink: &mut S,
+    ) -> Result<Option<kiln_oci::FeedReport>, DataFeedError<S::Error>> {
         let t = self.time;
         add_dir(sink, &TreePath::root(), 0o755, t).map_err(DataFeedError::Sink)?;
         if let Some((path, size, header)) = &self.swap {
@@ -193,14 +210,15 @@ impl DataTree {
         if let Some(app) = &self.app {
             add_dir(sink, &app.store_path, 0o710, t).map_err(DataFeedError::Sink)?;
             let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
-            app.store.feed(&mut prefixed).map_err(|e| match e {
+            let report = app.store.feed(&mut prefixed).map_err(|e| match e {
                 kiln_oci::FeedError::Input(i) => DataFeedError::App(i),
                 kiln_oci::FeedError::Sink(s) => DataFeedError::Sink(s),
                 #[allow(unreachable_patterns)]
                 _ => DataFeedError::App(kiln_oci::Error::InvalidRequest("unknown feed error")),
             })?;
+            return Ok(Some(report));
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -484,6 +502,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         })?;
 
     let mut reports = Vec::new();
+    let mut feed_report = None;
     for placed in &plan.partitions {
         progress(&format!(
             "writing p{} {} ({}, {})",
@@ -512,9 +531,10 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             })?,
             Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
             Role::Data => write_ext4(req, placed, region, time, |sink| {
-                data_tree
+                feed_report = data_tree
                     .feed(sink)
-                    .map_err(|e| data_err(&placed.spec.label, e))
+                    .map_err(|e| data_err(&placed.spec.label, e))?;
+                Ok(())
             })?,
         };
         reports.push(report);
@@ -531,14 +551,26 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         op: "cannot flush the output file",
         source,
     })?;
-    std::fs::rename(&tmp_path, out).map_err(|source| Error::Output {
-        path: out.clone(),
-        op: "cannot move the finished image into place",
-        source,
-    })?;
-    // Renamed: nothing left to clean up.
-    tmp.file = None;
-    Ok(BuildReport {
+
+    // Delivery: formats, compression, bmap, checksums, manifest.
+    let delivery = delivery_for(req)?;
+    progress(&format!(
+        "delivering {}{}",
+        delivery
+            .formats
+            .iter()
+            .map(|f| format!("{f:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", "),
+        delivery
+            .compress
+            .as_ref()
+            .map(|c| format!(" ({:?})", c.compression()).to_lowercase())
+            .unwrap_or_default()
+    ));
+    let mut temps = Temps::new();
+    let (mut artifacts, image_digest, keep_raw) = deliver(file, out, &delivery, &mut temps)?;
+    let mut report = BuildReport {
         image: out.clone(),
         disk_bytes: plan.disk_bytes,
         medium: medium.map(|m| (m.name, m.size.bytes())),
@@ -547,6 +579,128 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         config: config.redacted(),
         swap_bytes: recipe.swap.size.bytes(),
         app: app_summary,
+        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
+        image_sha256: image_digest.to_hex(),
+        artifacts: Vec::new(),
+    };
+    let disk_id = match profile.table {
+        TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
+        TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
+    };
+    let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
+        profile,
+        recipe,
+        source_date_epoch: req.timestamp,
+        report: &report,
+        image_sha256: image_digest,
+        disk_id,
+        app: data_tree.app.as_ref().zip(feed_report.as_ref()),
+        artifacts: &artifacts,
+    })?;
+    let manifest_path = {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = name.strip_suffix(".img").unwrap_or(&name).to_string();
+        out.with_file_name(format!("{stem}.manifest.json"))
+    };
+    let tmp_manifest = temps.add(&manifest_path);
+    std::fs::write(&tmp_manifest, manifest.as_bytes()).map_err(|source| Error::Output {
+        path: manifest_path.clone(),
+        op: "cannot write the manifest",
+        source,
+    })?;
+    artifacts.push(Delivered::file(
+        manifest_path,
+        "manifest",
+        manifest.as_bytes(),
+    ));
+    let sums_path = write_sums(dir, &artifacts, &mut temps)?;
+    artifacts.push(Delivered::file(
+        sums_path.clone(),
+        "sha256sums",
+        &std::fs::read(temps_path(&sums_path)).unwrap_or_default(),
+    ));
+    temps.commit()?;
+    if keep_raw {
+        std::fs::rename(&tmp_path, out).map_err(|source| Error::Output {
+            path: out.clone(),
+            op: "cannot move the finished image into place",
+            source,
+        })?;
+        // Renamed: nothing left to clean up.
+        tmp.file = None;
+    }
+    report.artifacts = artifacts;
+    Ok(report)
+}
+
+/// The temporary name [`Temps::add`] gave `dest` (already renamed after
+/// commit, so read before committing).
+fn temps_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.kiln-partial"))
+}
+
+/// The delivery the request (or, failing that, the recipe) asks for.
+fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
+    let out = &req.recipe.output;
+    let formats = if req.formats.is_empty() {
+        out.formats
+            .iter()
+            .map(|f| {
+                DiskFormat::parse(f).ok_or_else(|| Error::Layout {
+                    partition: "output".into(),
+                    reason: format!("unknown format {f:?}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        req.formats.clone()
+    };
+    let (kind, level) = match &req.compress {
+        Some((k, l)) => (k.clone(), *l),
+        None => (out.compress.clone(), None),
+    };
+    let compression = match kind.as_str() {
+        "none" | "" => None,
+        "xz" => Some(kiln_artifact::compress::Compression::Xz),
+        "gz" | "gzip" => Some(kiln_artifact::compress::Compression::Gzip),
+        "zst" | "zstd" => Some(kiln_artifact::compress::Compression::Zstd),
+        other => {
+            return Err(Error::Layout {
+                partition: "output".into(),
+                reason: format!("unknown compression {other:?} (use xz, gz, zst or none)"),
+            })
+        }
+    };
+    let compress = match compression {
+        None => None,
+        Some(c) => {
+            let mut o =
+                kiln_artifact::compress::CompressOptions::new(c).threads(req.threads.max(1));
+            if let Some(l) = level {
+                let (lo, hi) = c.level_range();
+                if !(lo..=hi).contains(&l) {
+                    return Err(Error::Layout {
+                        partition: "output".into(),
+                        reason: format!("compression level {l} is outside {lo}..={hi}"),
+                    });
+                }
+                o = o.level(l);
+            }
+            Some(o)
+        }
+    };
+    Ok(Delivery {
+        formats,
+        compress,
+        seed: req.seed.bytes16("vdisk"),
+        timestamp: req.timestamp,
     })
 }
 

@@ -45,15 +45,18 @@
 
 mod build;
 mod content;
+mod deliver;
 mod error;
 mod inspect;
 mod inspect_data;
+mod manifest;
 mod mkfs;
 mod plan;
 mod seed;
 mod swap;
 
 pub use build::{build, BuildReport, BuildRequest, PartitionReport};
+pub use deliver::{Delivered, Delivery, DiskFormat};
 pub use error::Error;
 pub use inspect::{inspect, inspect_disk, BootFile, FsInfo, InspectReport, InspectedPartition};
 pub use inspect_data::{AppService, DataInfo, StoredImage, SwapInfo};
