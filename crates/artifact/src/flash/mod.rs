@@ -225,7 +225,8 @@ impl FlashOptions {
         self.relocate_gpt = on;
         self
     }
-    /// Logical sector size of the image's partition table.
+    /// Logical sector size of the image's partition table (tried first;
+    /// the other of 512/4096 is tried when no GPT is found).
     pub fn sector_size(mut self, s: SectorSize) -> Self {
         self.sector_size = s;
         self
@@ -590,7 +591,20 @@ pub fn flash<T: FlashTarget + ?Sized>(
     if opts.relocate_gpt {
         let cap = target.capacity().map_err(io_err("sizing the target", 0))?;
         if cap > final_size {
-            gpt = relocate_backup_gpt(target, opts.sector_size, cap)?;
+            // The configured sector size first; a GPT written for the
+            // other common size (512 / 4096) is found too, since its
+            // header can only be at LBA 1 of its own sector size.
+            let other = if opts.sector_size == SectorSize::S512 {
+                SectorSize::S4096
+            } else {
+                SectorSize::S512
+            };
+            for ss in [opts.sector_size, other] {
+                gpt = relocate_backup_gpt(target, ss, cap)?;
+                if gpt.is_some() {
+                    break;
+                }
+            }
             if gpt.is_some() {
                 target
                     .sync_data()
