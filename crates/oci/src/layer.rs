@@ -365,6 +365,9 @@ pub(crate) fn stream_layer<S: TreeSink>(
     }
     dirs.entry(TreePath::root())
         .or_insert_with(|| default_meta.clone());
+    if let Some(clash) = dirs.keys().find(|p| seen.contains(*p)) {
+        return Err(bad(format!("{clash} is both a directory and a non-directory")).into());
+    }
     for (path, mut meta) in dirs {
         if opaque.contains_key(&path) {
             meta.xattrs.retain(|x| x.name != OPAQUE_XATTR);

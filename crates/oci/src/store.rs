@@ -167,6 +167,18 @@ fn p(s: &str) -> Result<TreePath, Error> {
     TreePath::parse(s.as_bytes()).map_err(|_| Error::InvalidRequest("internal path"))
 }
 
+/// Re-reads a layer blob and checks its digest and size.
+fn verify_blob(c: &Container, layer: &LayerSpec) -> Result<(), Error> {
+    let crate::input::BlobLoc::Oci { digest, size } = &layer.blob else {
+        return Ok(());
+    };
+    let (r, _) = c.open_file(
+        &format!("blobs/sha256/{}", digest.hex()),
+        &digest.to_string(),
+    )?;
+    crate::digest::HashingReader::new(r).verify(c.path(), digest, Some(*size))
+}
+
 impl Store {
     /// Reads every input's index/manifests/configs, picks the platform,
     /// and checks that all blobs are present. Layers are not read yet.
@@ -300,9 +312,36 @@ impl Store {
         v.to_string().into_bytes()
     }
 
+    /// Reads and verifies every layer without writing anything, and
+    /// reports what [`Store::feed`] would write (entry count, content
+    /// bytes, per-layer sizes): a size estimate for the partition.
+    pub fn measure(&self) -> Result<FeedReport, Error> {
+        struct Drain;
+        impl TreeSink for Drain {
+            type Error = std::io::Error;
+            fn add(&mut self, _e: &Entry, c: Content<'_>) -> Result<(), Self::Error> {
+                if let Content::Stream { reader, .. } = c {
+                    std::io::copy(reader, &mut std::io::sink())?;
+                }
+                Ok(())
+            }
+        }
+        self.feed(&mut Drain).map_err(|e| match e {
+            FeedError::Input(e) => e,
+            FeedError::Sink(source) => Error::Io {
+                path: std::path::PathBuf::new(),
+                op: "cannot read layer data",
+                source,
+            },
+        })
+    }
+
     /// Writes the store into `sink`, paths relative to the engine's data
     /// root. Every blob is read, verified and streamed; feeding twice
-    /// gives the same entries.
+    /// gives the same entries. Every path is emitted exactly once;
+    /// a layer's directories come after its files (sinks accept parents
+    /// after children), so the opaque-directory xattr is part of the
+    /// directory's own entry.
     pub fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<FeedReport, FeedError<S::Error>> {
         let t = self.opts.time;
         let mut rep = FeedReport::default();
@@ -348,7 +387,20 @@ impl Store {
                 .containers
                 .get(input)
                 .ok_or(Error::InvalidRequest("input index"))?;
-            let res = stream_layer(container, layer, &diff_root, &Metadata::new(0o755, t), sink)?;
+            let res =
+                match stream_layer(container, layer, &diff_root, &Metadata::new(0o755, t), sink) {
+                    Ok(r) => r,
+                    // A blob that does not decompress or parse is most often
+                    // corrupt: say so, naming the blob, when its digest is off.
+                    Err(FeedError::Input(
+                        e @ (Error::LayerIo { .. } | Error::BadLayer { .. } | Error::Layer { .. }),
+                    )) => {
+                        return Err(FeedError::Input(
+                            verify_blob(container, layer).err().unwrap_or(e),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
             rep.entries += res.entries;
             rep.content_bytes = rep.content_bytes.saturating_add(res.size);
             emit(

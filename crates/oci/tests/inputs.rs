@@ -147,6 +147,12 @@ fn feeding_is_deterministic_and_directory_equals_archive() {
     let (c, _) = digest(&tar);
     assert_eq!(a, b, "two feeds differ");
     assert_eq!(a, c, "directory and archive inputs differ");
+    let s = Store::open(
+        &[ImageInput::new(&l).named("demo/app")],
+        opts("linux/arm/v7"),
+    )
+    .unwrap();
+    assert_eq!(s.measure().unwrap(), ra);
     // 300000 + 5 + 4 bytes of files.
     assert_eq!(ra.layers.iter().map(|l| l.size).sum::<u64>(), 300_009);
 }
@@ -403,4 +409,21 @@ fn apps_json_uses_the_stored_digest_references() {
         "{e}"
     );
     assert!(e.to_string().contains("demo/app:1"), "{e}");
+}
+
+#[test]
+fn corrupt_compressed_layer_is_named_as_corrupt() {
+    let d = tmp();
+    let (l, b) = single(d.path(), &[(base_layer(), Comp::Gzip)]);
+    let layer = layer_digests(&l, &b).remove(0);
+    let f = blob_file(&l, &layer);
+    let mut z = std::fs::read(&f).unwrap();
+    let mid = z.len() / 2;
+    z[mid] ^= 0x55;
+    std::fs::write(&f, z).unwrap();
+    let e = feed_err(&l);
+    assert!(
+        matches!(&e, Error::DigestMismatch { digest, .. } if *digest == layer),
+        "{e}"
+    );
 }
