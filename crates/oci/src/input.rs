@@ -14,10 +14,12 @@
 //! `schemaVersion, mediaType, config{mediaType,digest,size},
 //! layers[{mediaType,digest,size}]`, uncompressed layers
 //! `application/vnd.oci.image.layer.v1.tar` whose digest is the diff ID).
-//! That manifest describes exactly the bytes the engine can re-export, so
-//! pushing the preloaded image with uncompressed layers yields the same
-//! digest. A member that is itself compressed is refused (its uncompressed
-//! size is not known without reading it).
+//! The digest is stable (same archive, same digest) and determined by the
+//! image's config and layers, but it is *not* the digest a registry shows
+//! for the image (the archive does not carry that): give OCI layouts where
+//! `name@sha256:` references must match a registry. A layer member that
+//! is itself compressed is refused (its uncompressed size, part of the
+//! canonical manifest, is not known without reading it).
 
 use crate::container::{norm, Container};
 use crate::spec::{self, Descriptor, LayerCompression};
