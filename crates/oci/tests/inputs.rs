@@ -427,3 +427,32 @@ fn corrupt_compressed_layer_is_named_as_corrupt() {
         "{e}"
     );
 }
+
+#[test]
+fn docker_save_archive_of_another_platform_is_refused() {
+    let d = tmp();
+    let l = d.path().join("arm.oci");
+    let mut layout = Layout::new(&l);
+    let b = layout.image(
+        &[(base_layer(), Comp::Gzip)],
+        "arm",
+        Some("v7"),
+        &["/bin/true"],
+    );
+    layout.add(b.manifest, "1");
+    layout.finish();
+    let tar = d.path().join("arm.docker.tar");
+    fixture::skopeo_docker_archive(&l, "1", &tar, "demo/arm:1");
+    let e = Store::open(&[ImageInput::new(&tar)], opts("linux/amd64")).unwrap_err();
+    assert!(
+        matches!(&e, Error::PlatformNotFound { present, .. } if present == "linux/arm/v7"),
+        "{e}"
+    );
+    let s = Store::open(&[ImageInput::new(&tar)], opts("linux/arm/v7")).unwrap();
+    let img = s.find("demo/arm:1").unwrap();
+    assert!(img.manifest_digest_computed);
+    // Same archive, same computed digest; the layers verify on feed.
+    let again = Store::open(&[ImageInput::new(&tar)], opts("linux/arm/v7")).unwrap();
+    assert_eq!(again.images()[0].manifest_digest, img.manifest_digest);
+    s.measure().unwrap();
+}
