@@ -326,10 +326,15 @@ pub(crate) fn stream_layer<S: TreeSink>(
             ts.file(&raw_name, data_size, crc).map_err(lio)?;
         }
     }
-    // Everything after the last member: end-of-archive blocks and any
-    // padding, then whatever the decompressor leaves of the raw blob.
+    // After the last member, as tar-split (Go's archive/tar) records it:
+    // one segment with the end-of-archive marker (the tar parser stopped
+    // after its first zero block; Go reads the second one too), then one
+    // with everything else up to the end of the stream.
     st.borrow_mut().mode = Mode::Header;
     let mut tee = archive.into_inner();
+    std::io::copy(&mut (&mut tee).take(512), &mut std::io::sink()).map_err(lio)?;
+    let eof = std::mem::take(&mut st.borrow_mut().segment);
+    ts.segment(&eof).map_err(lio)?;
     std::io::copy(&mut tee, &mut std::io::sink()).map_err(lio)?;
     let tail = std::mem::take(&mut st.borrow_mut().segment);
     ts.segment(&tail).map_err(lio)?;

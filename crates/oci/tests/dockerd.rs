@@ -507,4 +507,28 @@ fn dockerd_runs_the_written_store_and_matches_docker_load() {
         "store differs from docker load's:\n{}",
         diffs.join("\n")
     );
+    // tar-split: the same records (raw segments, names, sizes, CRC-64s) as
+    // the engine's own disassembly of the same layer tars.
+    for l in &report.layers {
+        let read = |root: &Path| -> Vec<serde_json::Value> {
+            let f = root
+                .join("image/overlay2/layerdb/sha256")
+                .join(l.chain_id.hex())
+                .join("tar-split.json.gz");
+            let mut s = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()),
+                &mut s,
+            )
+            .unwrap();
+            s.lines()
+                .map(|x| serde_json::from_str(x).unwrap())
+                .collect()
+        };
+        let (a, b) = (read(&data), read(&ref_root));
+        assert_eq!(a.len(), b.len(), "tar-split record count of {}", l.chain_id);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "tar-split of layer {}", l.chain_id);
+        }
+    }
 }
