@@ -2,7 +2,9 @@
 # Benchmark of kiln-vdisk writers against qemu-img on the same sparse raw
 # input (warm page cache for both):
 #   - qcow2 : kiln vs `qemu-img convert -O qcow2`
-#   - vmdk  : kiln vs `qemu-img convert -O vmdk -o subformat=streamOptimized`
+#   - vmdk  : kiln (1 thread, and -mt: all cores) vs
+#             `qemu-img convert -O vmdk -o subformat=streamOptimized`
+#   - qcow2c: kiln compressed clusters (1 thread, -mt) vs `qemu-img convert -c`
 #   - vhd   : kiln (dynamic) vs `qemu-img convert -O vpc -o subformat=dynamic`
 #   - plus kiln qcow2 vs kiln raw (the target: qcow2 <= 1.1x raw)
 # Every output is checked with `qemu-img compare` against the input.
@@ -77,6 +79,9 @@ row() { # name kiln_fmt qemu_fmt qemu_opts...
 }
 row qcow2 qcow2 qcow2
 row vmdk vmdk vmdk -o subformat=streamOptimized
+row vmdk-mt vmdk-mt vmdk -o subformat=streamOptimized
+row qcow2c qcow2-compressed qcow2 -c
+row qcow2c-mt qcow2-compressed-mt qcow2 -c
 row vhd vhd-dynamic vpc -o subformat=dynamic
 
 read -r rs rr < <(measure "$BIN" "$RAW" "$DIR/k.raw" raw)

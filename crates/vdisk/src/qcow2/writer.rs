@@ -47,8 +47,8 @@ struct State {
     next_cluster: u64,
     /// Refcount per host cluster allocated so far.
     refcounts: Vec<u16>,
-    /// Host byte offset where the next compressed cluster may go, inside a
-    /// partially filled cluster (0: none open).
+    /// Host byte offset just past the last compressed stream (0: none yet);
+    /// the next one goes there while that cluster is not full.
     comp_pos: u64,
     batch: Batch,
     allocated_bytes: u64,
@@ -193,31 +193,50 @@ impl State {
     }
 
     /// Appends already-deflated cluster data (shorter than a cluster).
+    ///
+    /// Compressed streams are packed back to back at 512-byte boundaries
+    /// (the descriptor counts sectors) and may run into the next host
+    /// cluster when that one is the next to be allocated, as QEMU packs
+    /// them; every host cluster a stream touches gets one reference.
     fn write_compressed<W: WriteAt>(&mut self, out: &mut W, packed: &[u8]) -> Result<L2Entry> {
         let len = packed.len() as u64;
-        // Compressed data starts on a 512-byte boundary and never crosses a
-        // host cluster boundary, so each counter is simple to keep.
-        let room = if self.comp_pos == 0 {
-            0
+        let sectors = len.div_ceil(512);
+        let open = self.comp_pos != 0 && self.comp_pos % CLUSTER != 0;
+        let start = if open {
+            let cur = self.comp_pos / CLUSTER;
+            let end = self.comp_pos + sectors * 512;
+            let crosses = (end - 1) / CLUSTER != cur;
+            if crosses && self.next_cluster != cur + 1 {
+                // Something else took the following cluster: start afresh.
+                self.alloc_cluster()
+            } else {
+                self.add_ref(cur);
+                self.comp_pos
+            }
         } else {
-            CLUSTER - self.comp_pos % CLUSTER
+            self.alloc_cluster()
         };
-        if self.comp_pos == 0 || room < len || self.comp_pos % CLUSTER == 0 {
-            self.comp_pos = self.alloc_cluster();
-        } else if let Some(rc) = usize::try_from(self.comp_pos / CLUSTER)
+        let end = start + sectors * 512;
+        // Clusters past the first one the stream runs into are new (and,
+        // by the check above, contiguous).
+        while self.next_cluster * CLUSTER < end {
+            self.alloc_cluster();
+        }
+        out.write_all_at(packed, start).map_err(Error::io(start))?;
+        self.comp_pos = end;
+        Ok(L2Entry::Compressed {
+            offset: start,
+            extra_sectors: sectors - 1,
+        })
+    }
+
+    fn add_ref(&mut self, cluster: u64) {
+        if let Some(rc) = usize::try_from(cluster)
             .ok()
             .and_then(|i| self.refcounts.get_mut(i))
         {
             *rc = rc.saturating_add(1);
         }
-        let off = self.comp_pos;
-        out.write_all_at(packed, off).map_err(Error::io(off))?;
-        let sectors = len.div_ceil(512);
-        self.comp_pos = off + sectors * 512;
-        Ok(L2Entry::Compressed {
-            offset: off,
-            extra_sectors: sectors - 1,
-        })
     }
 }
 
