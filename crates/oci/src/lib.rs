@@ -53,6 +53,7 @@ mod crc64;
 mod digest;
 mod error;
 mod input;
+mod inspect;
 mod layer;
 mod platform;
 mod reference;
@@ -65,6 +66,7 @@ pub use compose::{Compose, Service};
 pub use digest::Digest;
 pub use error::{Error, FeedError};
 pub use input::{Image, ImageInput};
+pub use inspect::{parse_apps_json, parse_repositories_json, AppSummary};
 pub use platform::Platform;
 pub use reference::ImageRef;
 pub use store::{

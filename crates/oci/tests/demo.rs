@@ -90,6 +90,21 @@ fn demo_app_preloads_and_runs() {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(part.join("apps.json")).unwrap()).unwrap();
     let services = &v["apps"][&ids.app_uuid]["releases"][&ids.release_commit]["services"];
+    // What `kiln inspect` reads back: every apps.json image is stored.
+    let stored = kiln_oci::parse_repositories_json(
+        &std::fs::read(part.join("docker/image/overlay2/repositories.json")).unwrap(),
+    )
+    .unwrap();
+    let summary =
+        kiln_oci::parse_apps_json(&std::fs::read(part.join("apps.json")).unwrap()).unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].services.len(), 3);
+    for (svc, image) in &summary[0].services {
+        assert!(
+            stored.contains_key(image),
+            "{svc}: {image} not in repositories.json"
+        );
+    }
 
     let mut engine = Engine::start(&dir.join("engine"), &part.join("docker"));
     let start = [
