@@ -456,3 +456,55 @@ fn docker_save_archive_of_another_platform_is_refused() {
     assert_eq!(again.images()[0].manifest_digest, img.manifest_digest);
     s.measure().unwrap();
 }
+
+#[test]
+fn names_from_annotations_and_conflicting_tags() {
+    let d = tmp();
+    let l = d.path().join("named.oci");
+    let mut layout = Layout::new(&l);
+    let a = layout.image(&[(base_layer(), Comp::Gzip)], "amd64", None, &["/a"]);
+    let mut desc = a.manifest.clone();
+    desc["annotations"] = json!({
+        "io.containerd.image.name": "docker.io/library/foo:2",
+        "org.opencontainers.image.ref.name": "2"
+    });
+    let b = layout.image(&[(base_layer(), Comp::Gzip)], "amd64", None, &["/b"]);
+    layout.add(b.manifest.clone(), "registry.local:5000/team/bar:3");
+    layout.finish();
+    let mut idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    idx["manifests"].as_array_mut().unwrap().push(desc);
+    std::fs::write(l.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    // Without a name for the input: names come from the annotations.
+    let s = Store::open(&[ImageInput::new(&l)], opts("linux/amd64")).unwrap();
+    assert_eq!(s.find("foo:2").unwrap().id.to_string(), a.config_digest);
+    assert_eq!(
+        s.find("docker.io/library/foo:2").unwrap().id.to_string(),
+        a.config_digest
+    );
+    assert_eq!(
+        s.find("registry.local:5000/team/bar:3")
+            .unwrap()
+            .id
+            .to_string(),
+        b.config_digest
+    );
+    let refs = s.references();
+    assert!(refs.contains(&"foo:2".to_string()), "{refs:?}");
+
+    // The same tag for two different images is refused.
+    let l2 = d.path().join("other.oci");
+    let mut other = Layout::new(&l2);
+    let c = other.image(&[(base_layer(), Comp::None)], "amd64", None, &["/c"]);
+    other.add(c.manifest, "foo:2");
+    other.finish();
+    let e = Store::open(
+        &[ImageInput::new(&l), ImageInput::new(&l2)],
+        opts("linux/amd64"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::ConflictingReference { reference, .. } if reference == "foo:2"),
+        "{e}"
+    );
+}
