@@ -8,6 +8,7 @@
 //! | `dir/.wh.name` | `dir/name`: character device 0:0, mode 0, owner of the marker |
 //! | `dir/.wh..wh..opq` | xattr `trusted.overlay.opaque=y` on `dir` |
 //! | other `.wh..wh.*` (aufs metadata) | dropped |
+//! | the root entry `./` | ignored: `diff/` itself stays 0755, root-owned |
 //!
 //! The pipeline: blob file -> sha256 of the blob (verified at the end) ->
 //! decompressor -> tee (sha256 = diff ID; raw header bytes -> tar-split
@@ -254,6 +255,9 @@ pub(crate) fn stream_layer<S: TreeSink>(
                 }
             } else {
                 match &mut entry.kind {
+                    // The engine ignores the layer's root entry (`./`):
+                    // `diff/` keeps the driver's own 0755 root directory.
+                    EntryKind::Dir if entry.path.is_root() => {}
                     EntryKind::Dir => {
                         dirs.insert(entry.path.clone(), entry.meta.clone());
                     }

@@ -10,6 +10,11 @@
 //! | 2 (segment) | raw bytes copied verbatim: tar headers, PAX/GNU extension members, padding, the end-of-archive blocks | `payload`: the bytes, base64 |
 //! | 1 (file) | a member's data, read back from the unpacked file | `name` (or `name_raw`, base64, when not UTF-8), `size` (omitted if 0), `payload`: CRC-64/GO-ISO of the data, 8 bytes big-endian, base64 (`null` when size is 0) |
 //!
+//! After the last member come two segments, as Go's `archive/tar` reads
+//! them: the two-block end-of-archive marker, then everything else to the
+//! end of the stream (often empty). With that, the records equal the
+//! engine's own disassembly of the same tar (checked in the dockerd test).
+//!
 //! Concatenating segment payloads and file data in order gives back the
 //! layer tar byte for byte, hence the same diff ID.
 

@@ -95,6 +95,8 @@ pub fn build_fixtures(dir: &Path) -> Fixtures {
     ]);
     let empty = fixture::layer_tar(&[]);
     let l_app2 = fixture::layer_tar(&[
+        // A root entry (as umoci writes): its metadata goes to diff/.
+        M::Dir(".", 0o711),
         M::Dir("srv", 0o755),
         M::File("srv/index.html", b"app2\n".to_vec(), 0o644, (0, 0)),
     ]);
