@@ -103,6 +103,7 @@ fn a_large_layer_streams_in_bounded_memory() {
     let mut sink = Counting(0);
     let rep = store.feed(&mut sink).unwrap();
     let grown = vm_hwm_kib().saturating_sub(before);
+    println!("peak RSS growth while streaming {BIG} bytes: {grown} KiB");
     assert_eq!(sink.0, BIG);
     assert_eq!(rep.layers[0].size, BIG);
     assert!(
