@@ -5,20 +5,8 @@ use kiln_e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A recipe in `dir` built from the demo recipe with `edit` applied; the
-/// demo input paths are made absolute.
 fn recipe(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let demo = demo_inputs();
-    let src = std::fs::read_to_string(repo().join("recipes/bob-onprem.toml")).unwrap();
-    let src = src
-        .replace("../.cache/demo", demo.to_str().unwrap())
-        .replace(
-            "\"bob-onprem/",
-            &format!("\"{}/recipes/bob-onprem/", repo().display()),
-        );
-    let p = dir.join("r.toml");
-    std::fs::write(&p, edit(src)).unwrap();
-    p
+    recipe_copy(dir, edit)
 }
 
 /// Runs a failing build into `out_dir` and checks the contract.

@@ -210,3 +210,23 @@ pub fn sha256_file(p: &Path) -> String {
     std::io::copy(&mut f, &mut h).expect("read");
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A copy of the default recipe in `dir` with absolute input paths and
+/// `edit` applied (tests shrink the swapfile or break things with it).
+pub fn recipe_copy(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let demo = demo_inputs();
+    let src = std::fs::read_to_string(repo().join("recipes/bob-onprem.toml")).expect("recipe");
+    let src = src
+        .replace(
+            "../.cache/",
+            &format!("{}/", demo.parent().expect("cache dir").display()),
+        )
+        .replace("../demo/", &format!("{}/demo/", repo().display()))
+        .replace(
+            "\"bob-onprem/",
+            &format!("\"{}/recipes/bob-onprem/", repo().display()),
+        );
+    let p = dir.join("r.toml");
+    std::fs::write(&p, edit(src)).expect("write recipe");
+    p
+}

@@ -1,0 +1,185 @@
+//! Delivery: every format checked by qemu-img (check, compare with the raw
+//! image, info's format and subformat), the bmap by `bmaptool copy`, the
+//! checksums by `sha256sum -c`, the compressed images by `xz -t`,
+//! `gzip -t`, `zstd -t`, and every artifact byte-identical across two
+//! builds.
+
+use kiln_e2e::*;
+use std::path::Path;
+use std::process::Command;
+
+/// The default recipe with a 64 MiB swapfile (smaller images, same paths).
+fn build(dir: &Path, extra: &[&str]) {
+    let recipe = recipe_copy(dir, |s| s.replace("size = \"1GiB\"", "size = \"64MiB\""));
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-q", "--board", "fin-cm3", "--recipe"])
+        .arg(&recipe)
+        .arg("-o")
+        .arg(dir.join("fin.img"))
+        .args(extra));
+}
+
+fn qemu_info(path: &Path, fmt: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", fmt])
+        .arg(path)))
+    .unwrap()
+}
+
+#[test]
+fn every_format_matches_the_raw_image() {
+    require("qemu-img", "qemu-utils");
+    require("bmaptool", "bmap-tools");
+    require("sha256sum", "coreutils");
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    build(d.path(), &["--format", "raw,qcow2,vmdk,vhd,vhd-dynamic"]);
+    let raw = d.path().join("fin.img");
+    for (file, fmt, check) in [
+        ("fin.qcow2", "qcow2", true),
+        ("fin.vmdk", "vmdk", true),
+        ("fin.vhd", "vpc", false),
+        ("fin.dyn.vhd", "vpc", false),
+    ] {
+        let p = d.path().join(file);
+        if check {
+            let out = run(Command::new("qemu-img").args(["check", "-f", fmt]).arg(&p));
+            assert!(
+                out.status.success(),
+                "qemu-img check {file}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let cmp = ok(Command::new("qemu-img")
+            .args(["compare", "-f", fmt, "-F", "raw"])
+            .arg(&p)
+            .arg(&raw));
+        assert!(cmp.contains("Images are identical"), "{file}: {cmp}");
+        let info = qemu_info(&p, fmt);
+        assert_eq!(info["format"], fmt, "{file}");
+        match file {
+            "fin.qcow2" => assert_eq!(info["format-specific"]["data"]["compat"], "1.1"),
+            "fin.vmdk" => assert_eq!(
+                info["format-specific"]["data"]["create-type"],
+                "streamOptimized"
+            ),
+            _ => {}
+        }
+    }
+    // VHD fixed vs dynamic: fixed is raw data + footer (file = virtual + 512).
+    let fixed = std::fs::metadata(d.path().join("fin.vhd")).unwrap().len();
+    let dynamic = std::fs::metadata(d.path().join("fin.dyn.vhd"))
+        .unwrap()
+        .len();
+    let virt = qemu_info(&d.path().join("fin.vhd"), "vpc")["virtual-size"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(fixed, virt + 512, "fixed VHD");
+    assert!(
+        dynamic < fixed / 4,
+        "dynamic VHD stores only allocated blocks"
+    );
+    // bmaptool reproduces the raw image from kiln's bmap.
+    let copy = d.path().join("copy.img");
+    ok(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(d.path().join("fin.img.bmap"))
+        .arg(&raw)
+        .arg(&copy));
+    ok(Command::new("cmp").arg(&raw).arg(&copy));
+    // Checksums and manifest.
+    ok(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(d.path()));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("fin.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["profile"]["name"], "fin-cm3");
+    assert_eq!(m["image"]["sha256"], sha256_file(&raw));
+    assert_eq!(m["partitions"].as_array().unwrap().len(), 5);
+    assert_eq!(m["preload"]["services"].as_array().unwrap().len(), 3);
+    assert_eq!(m["swap"]["size_bytes"], 64u64 << 20);
+    let names: Vec<&str> = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["file"].as_str().unwrap())
+        .collect();
+    for f in [
+        "fin.img",
+        "fin.qcow2",
+        "fin.vmdk",
+        "fin.vhd",
+        "fin.dyn.vhd",
+        "fin.img.bmap",
+    ] {
+        assert!(names.contains(&f), "{f} not in manifest {names:?}");
+    }
+    assert!(m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["kind"] == "root-fs"));
+}
+
+#[test]
+fn compressed_images_pass_their_tools_and_builds_are_reproducible() {
+    for (c, tool, pkg) in [
+        ("xz", "xz", "xz-utils"),
+        ("gz", "gzip", "gzip"),
+        ("zst", "zstd", "zstd"),
+    ] {
+        require(tool, pkg);
+        let mut digests = Vec::new();
+        for run_no in 0..2 {
+            let d = tempfile::tempdir_in("/var/tmp").unwrap();
+            build(
+                d.path(),
+                &[
+                    "--format",
+                    "raw,qcow2",
+                    "--compress",
+                    c,
+                    "--level",
+                    "1",
+                    "--set",
+                    "deviceApiKey=s3cr3t-key",
+                ],
+            );
+            let img = d.path().join(format!("fin.img.{c}"));
+            ok(Command::new(tool).arg("-t").arg(&img));
+            assert!(
+                !d.path().join("fin.img").exists(),
+                "only the compressed raw image is delivered"
+            );
+            ok(Command::new("sha256sum")
+                .arg("-c")
+                .arg("SHA256SUMS")
+                .current_dir(d.path()));
+            let manifest = std::fs::read_to_string(d.path().join("fin.manifest.json")).unwrap();
+            assert!(
+                !manifest.contains("s3cr3t-key"),
+                "secret leaked into the manifest"
+            );
+            digests.push(std::fs::read_to_string(d.path().join("SHA256SUMS")).unwrap());
+            if run_no == 1 && c == "xz" {
+                // bmaptool takes the compressed image with the raw image's bmap.
+                let copy = d.path().join("copy.img");
+                ok(Command::new("bmaptool")
+                    .args(["copy", "--bmap"])
+                    .arg(d.path().join("fin.img.bmap"))
+                    .arg(&img)
+                    .arg(&copy));
+                let raw = d.path().join("raw.img");
+                ok(Command::new("xz")
+                    .args(["-dkc"])
+                    .arg(&img)
+                    .stdout(std::fs::File::create(&raw).unwrap()));
+                ok(Command::new("cmp").arg(&raw).arg(&copy));
+            }
+        }
+        // Every artifact (and the manifest) byte-identical across builds.
+        assert_eq!(digests[0], digests[1], "{c}");
+    }
+}
