@@ -35,11 +35,13 @@ impl Batch {
         self.items.len() >= self.threads * PER_THREAD
     }
 
-    /// Compresses every queued unit with `f` and hands `(idx, input,
-    /// output)` to `emit` in queue order; empties the batch.
-    pub(crate) fn drain<F, E>(&mut self, f: F, mut emit: E) -> Result<()>
+    /// Compresses every queued unit with `f` (each thread gets its own
+    /// state from `make`, e.g. a reusable compressor) and hands `(idx,
+    /// input, output)` to `emit` in queue order; empties the batch.
+    pub(crate) fn drain<S, M, F, E>(&mut self, make: M, f: F, mut emit: E) -> Result<()>
     where
-        F: Fn(u64, &[u8]) -> Result<Vec<u8>> + Sync,
+        M: Fn() -> S + Sync,
+        F: Fn(&mut S, u64, &[u8]) -> Result<Vec<u8>> + Sync,
         E: FnMut(u64, &[u8], Vec<u8>) -> Result<()>,
     {
         let items = std::mem::take(&mut self.items);
@@ -47,12 +49,18 @@ impl Batch {
             return Ok(());
         }
         let per = items.len().div_ceil(self.threads);
-        let f = &f;
+        let (f, make) = (&f, &make);
         let outputs: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
             let handles: Vec<_> = items
                 .chunks(per)
                 .map(|chunk| {
-                    s.spawn(move || chunk.iter().map(|(i, d)| f(*i, d)).collect::<Vec<_>>())
+                    s.spawn(move || {
+                        let mut state = make();
+                        chunk
+                            .iter()
+                            .map(|(i, d)| f(&mut state, *i, d))
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .collect();
             handles
@@ -86,7 +94,8 @@ mod tests {
         assert!(full);
         let mut seen = Vec::new();
         b.drain(
-            |i, d| Ok(vec![d[0], i as u8]),
+            || (),
+            |_, i, d| Ok(vec![d[0], i as u8]),
             |i, _, out| {
                 seen.push((i, out));
                 Ok(())

@@ -50,6 +50,7 @@ struct State {
     /// Host byte offset just past the last compressed stream (0: none yet);
     /// the next one goes there while that cluster is not full.
     comp_pos: u64,
+    compressor: Option<Compress>,
     batch: Batch,
     allocated_bytes: u64,
 }
@@ -89,6 +90,7 @@ impl<W: WriteAt> Qcow2Writer<W> {
                 next_cluster: first_data,
                 refcounts: vec![1; usize::try_from(first_data).unwrap_or(0)],
                 comp_pos: 0,
+                compressor: None,
                 batch: Batch::new(options.get_threads()),
                 allocated_bytes: 0,
             },
@@ -131,7 +133,8 @@ impl State {
         match self.level {
             None => self.place(out, idx, data, &[]),
             Some(level) if self.batch.threads() <= 1 => {
-                let packed = deflate_cluster(data, level);
+                let c = self.compressor.get_or_insert_with(|| new_compressor(level));
+                let packed = deflate_cluster(c, data);
                 self.place(out, idx, data, &packed)
             }
             Some(_) => {
@@ -150,7 +153,8 @@ impl State {
         };
         let mut batch = std::mem::replace(&mut self.batch, Batch::new(1));
         let r = batch.drain(
-            |_, data| Ok(deflate_cluster(data, level)),
+            || new_compressor(level),
+            |c, _, data| Ok(deflate_cluster(c, data)),
             |idx, data, packed| self.place(out, idx, data, &packed),
         );
         self.batch = batch;
@@ -240,10 +244,15 @@ impl State {
     }
 }
 
+/// A raw-deflate compressor with QEMU's 4 KiB window.
+fn new_compressor(level: u32) -> Compress {
+    Compress::new_with_window_bits(Compression::new(level), false, 12)
+}
+
 /// Raw deflate of one cluster with QEMU's 4 KiB window (QEMU inflates with
 /// windowBits -12); empty when the result would not save a sector.
-fn deflate_cluster(data: &[u8], level: u32) -> Vec<u8> {
-    let mut c = Compress::new_with_window_bits(Compression::new(level), false, 12);
+fn deflate_cluster(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+    c.reset();
     let mut buf = Vec::with_capacity(CLUSTER_USIZE);
     let status = c.compress_vec(data, &mut buf, FlushCompress::Finish);
     if !matches!(status, Ok(Status::StreamEnd)) || buf.len() as u64 >= CLUSTER - 512 {

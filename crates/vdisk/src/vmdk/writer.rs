@@ -54,6 +54,7 @@ struct State {
     /// first span whose table is not yet written.
     empty_tables: bool,
     next_table: u64,
+    compressor: Option<Compress>,
     batch: Batch,
     allocated: u64,
 }
@@ -112,6 +113,7 @@ impl<W: WriteAt> VmdkWriter<W> {
                 gt: None,
                 empty_tables: options.empty_grain_tables,
                 next_table: 0,
+                compressor: None,
                 batch: Batch::new(options.threads),
                 allocated: 0,
             },
@@ -166,10 +168,10 @@ impl State {
 
     /// Deflates one grain into its on-disk form: marker, zlib stream,
     /// padding to a sector.
-    fn deflate_grain(idx: u64, data: &[u8], level: u32) -> Result<Vec<u8>> {
+    fn deflate_grain(c: &mut Compress, idx: u64, data: &[u8]) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(GRAIN as usize / 2);
         buf.extend_from_slice(&[0u8; VMDK_GRAIN_MARKER_LEN]);
-        let mut c = Compress::new(Compression::new(level), true);
+        c.reset();
         loop {
             buf.reserve(GRAIN as usize);
             let consumed = usize::try_from(c.total_in()).unwrap_or(0);
@@ -215,7 +217,11 @@ impl State {
 
     fn write_grain<W: WriteAt>(&mut self, out: &mut W, idx: u64, data: &[u8]) -> Result<()> {
         if self.batch.threads() <= 1 {
-            let bytes = Self::deflate_grain(idx, data, self.level)?;
+            let level = self.level;
+            let c = self
+                .compressor
+                .get_or_insert_with(|| Compress::new(Compression::new(level), true));
+            let bytes = Self::deflate_grain(c, idx, data)?;
             return self.emit_grain(out, idx, &bytes);
         }
         if self.batch.push(idx, data) {
@@ -229,7 +235,8 @@ impl State {
         let level = self.level;
         let mut batch = std::mem::replace(&mut self.batch, Batch::new(1));
         let r = batch.drain(
-            |idx, data| Self::deflate_grain(idx, data, level),
+            || Compress::new(Compression::new(level), true),
+            |c, idx, data| Self::deflate_grain(c, idx, data),
             |idx, _, bytes| self.emit_grain(out, idx, &bytes),
         );
         self.batch = batch;
