@@ -236,7 +236,7 @@ impl State {
         let mut batch = std::mem::replace(&mut self.batch, Batch::new(1));
         let r = batch.drain(
             || Compress::new(Compression::new(level), true),
-            |c, idx, data| Self::deflate_grain(c, idx, data),
+            Self::deflate_grain,
             |idx, _, bytes| self.emit_grain(out, idx, &bytes),
         );
         self.batch = batch;
