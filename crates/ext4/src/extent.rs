@@ -168,6 +168,32 @@ pub(crate) fn tree_blocks(n: usize) -> u64 {
     total
 }
 
+/// The physical runs of a depth-0 tree stored in `i_block` (empty for
+/// deeper trees).
+pub(crate) fn shallow_runs(i_block: &[u8; 60]) -> Vec<(u64, u64)> {
+    let Ok((h, _)) = RawExtentHeader::read_from_prefix(i_block) else {
+        return Vec::new();
+    };
+    if h.eh_magic.get() != EXT4_EXT_MAGIC || h.eh_depth.get() != 0 {
+        return Vec::new();
+    }
+    let n = usize::from(h.eh_entries.get()).min(ROOT_ENTRIES);
+    (0..n)
+        .filter_map(|i| {
+            let o = 12 + i * 12;
+            let (e, _) = RawExtent::read_from_prefix(&i_block[o..]).ok()?;
+            let len = u64::from(e.ee_len.get());
+            let len = if len > u64::from(MAX_INIT_LEN) {
+                len - u64::from(MAX_INIT_LEN)
+            } else {
+                len
+            };
+            let start = (u64::from(e.ee_start_hi.get()) << 32) | u64::from(e.ee_start_lo.get());
+            Some((start, len))
+        })
+        .collect()
+}
+
 /// A built tree: the inode's `i_block` and the blocks to write.
 #[derive(Debug)]
 pub(crate) struct BuiltTree {
@@ -287,5 +313,11 @@ mod tests {
         assert_eq!(t.nodes.len() as u64, tree_blocks(2000));
         // Root: depth 2, one index entry.
         assert_eq!(&t.i_block[..8], &[0x0A, 0xF3, 1, 0, 4, 0, 2, 0]);
+        assert!(shallow_runs(&t.i_block).is_empty());
+        let t = build_tree::<()>(&ext[..3], 0, || unreachable!()).unwrap();
+        assert_eq!(
+            shallow_runs(&t.i_block),
+            vec![(1000, 1), (1002, 1), (1004, 1)]
+        );
     }
 }

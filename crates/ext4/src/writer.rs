@@ -71,13 +71,15 @@ enum Data {
     Free,
     /// Extent-mapped (regular files, slow symlinks): the built `i_block`.
     Extents {
-        i_block: Box<[u8; 60]>,
-        /// Everything owned, for freeing on replacement: data runs and
+        i_block: [u8; 60],
+        /// For trees deeper than the inode (rare): everything owned, for
+        /// freeing on replacement (data runs and tree blocks). Shallow
+        /// trees are read back from `i_block` instead, saving memory.
         /// extent-tree blocks.
         owned: Vec<(u64, u64)>,
     },
     /// `i_block` holds the payload (fast symlink, device number).
-    Inline(Box<[u8; 60]>),
+    Inline([u8; 60]),
     /// A directory; index into `dirs`.
     Dir(u32),
     /// No blocks (empty file, fifo, socket).
@@ -344,8 +346,12 @@ impl<W: WriteAt> Ext4Writer<W> {
             return None;
         }
         let old = std::mem::replace(n, Node::empty(Timestamp::default()));
-        if let Data::Extents { owned, .. } = old.data {
-            self.freed.extend(owned);
+        if let Data::Extents { owned, i_block } = old.data {
+            if owned.is_empty() {
+                self.freed.extend(extent::shallow_runs(&i_block));
+            } else {
+                self.freed.extend(owned);
+            }
         }
         if old.xattr_block != 0 {
             self.freed.push((old.xattr_block, 1));
@@ -493,7 +499,7 @@ impl<W: WriteAt> Ext4Writer<W> {
                     });
                 }
                 if target.len() < 60 {
-                    let mut b = Box::new([0u8; 60]);
+                    let mut b = [0u8; 60];
                     b[..target.len()].copy_from_slice(target);
                     node.data = Data::Inline(b);
                 } else {
@@ -516,7 +522,7 @@ impl<W: WriteAt> Ext4Writer<W> {
                         what: "device number",
                     });
                 }
-                let mut b = Box::new([0u8; 60]);
+                let mut b = [0u8; 60];
                 if *major < 256 && *minor < 256 {
                     b[0..4].copy_from_slice(&((major << 8) | minor).to_le_bytes());
                 } else {
@@ -763,8 +769,11 @@ impl<W: WriteAt> Ext4Writer<W> {
             owned.push((*b, 1));
         }
         node.blocks += owned.iter().map(|r| r.1).sum::<u64>();
+        if tree.nodes.is_empty() {
+            owned = Vec::new();
+        }
         node.data = Data::Extents {
-            i_block: Box::new(tree.i_block),
+            i_block: tree.i_block,
             owned,
         };
         node.flags_extents();
@@ -965,7 +974,7 @@ impl Node {
     }
     fn fields(&self) -> InodeFields {
         let i_block = match &self.data {
-            Data::Extents { i_block, .. } | Data::Inline(i_block) => **i_block,
+            Data::Extents { i_block, .. } | Data::Inline(i_block) => *i_block,
             _ => [0u8; 60],
         };
         InodeFields {
@@ -1110,7 +1119,7 @@ impl<W: WriteAt> Ext4Writer<W> {
             n.links = 1;
             n.size = (1024 * 1024 + 1024 + 12) * BS;
             n.blocks = 1 + l.rsv_gdt_blocks * (1 + backups.len() as u64);
-            let mut ib = Box::new([0u8; 60]);
+            let mut ib = [0u8; 60];
             put_u32(&mut ib[..], 13 * 4, self.resize_dind as u32);
             n.data = Data::Inline(ib);
             *self.node_mut(RESIZE_INO) = n;
@@ -1136,7 +1145,7 @@ impl<W: WriteAt> Ext4Writer<W> {
             jnl_blocks[15] = (n.size >> 32) as u32;
             jnl_blocks[16] = n.size as u32;
             n.data = Data::Extents {
-                i_block: Box::new(tree.i_block),
+                i_block: tree.i_block,
                 owned: Vec::new(),
             };
             *self.node_mut(JOURNAL_INO) = n;
