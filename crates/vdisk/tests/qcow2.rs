@@ -187,3 +187,28 @@ fn qcow2_compressed_streams_cross_host_clusters() {
     );
     assert_contents_match(&open(File::open(&out).unwrap()).unwrap(), &raw);
 }
+
+/// Sizes that are not whole sectors round up (as `qemu-img create` does);
+/// an empty disk has no L1 table and no leaked cluster.
+#[test]
+fn qcow2_odd_and_empty_sizes() {
+    use std::os::unix::fs::FileExt;
+    let d = Dir::new();
+    let raw = d.path("odd.raw");
+    let f = File::create(&raw).unwrap();
+    f.set_len(1000).unwrap();
+    f.write_all_at(b"abc", 997).unwrap();
+    drop(f);
+    let out = d.path("odd.qcow2");
+    let s = write_with(&raw, &out, &OutputFormat::Qcow2(Qcow2Options::new()));
+    assert_eq!(s.virtual_size, 1024);
+    assert_check("qcow2", &out);
+    assert_identical(&raw, "qcow2", &out);
+    assert_eq!(info(None, &out)["virtual-size"], 1024);
+    let empty = d.path("empty.raw");
+    File::create(&empty).unwrap();
+    let out = d.path("empty.qcow2");
+    write_with(&empty, &out, &OutputFormat::Qcow2(Qcow2Options::new()));
+    assert_check("qcow2", &out);
+    assert_eq!(info(None, &out)["virtual-size"], 0);
+}

@@ -94,7 +94,8 @@ impl<R: ReadAt> Qcow2Reader<R> {
             file_size,
             cluster_bits: h.cluster_bits,
             cluster_size,
-            size: h.size,
+            // QEMU sees whole sectors only (total_sectors = size / 512).
+            size: h.size / 512 * 512,
             l1_offset: h.l1_table_offset,
             l1,
             cache: Mutex::new(Cache::default()),

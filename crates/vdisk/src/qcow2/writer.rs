@@ -56,7 +56,9 @@ struct State {
 }
 
 impl<W: WriteAt> Qcow2Writer<W> {
-    /// A writer for a disk of `virtual_size` bytes (any size up to QEMU's
+    /// A writer for a disk of `virtual_size` bytes, rounded up to a
+    /// 512-byte sector as `qemu-img create` does (QEMU truncates a
+    /// qcow2 size to whole sectors when reading) (any size up to QEMU's
     /// 2 PiB limit; a partial last cluster is fine).
     ///
     /// # Errors
@@ -69,8 +71,11 @@ impl<W: WriteAt> Qcow2Writer<W> {
                 max_bytes: MAX_VIRTUAL,
             });
         }
+        let virtual_size = virtual_size.div_ceil(512) * 512;
         let l1_entries = virtual_size.div_ceil(L2_ENTRIES * CLUSTER);
-        let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER).max(1);
+        // An empty disk gets no L1 table at all (a reserved but unused
+        // cluster would be a leak for `qemu-img check`).
+        let l1_clusters = (l1_entries * 8).div_ceil(CLUSTER);
         let l1_len = usize::try_from(l1_entries).map_err(|_| Error::SizeNotSupported {
             format: Format::Qcow2,
             size_bytes: virtual_size,
@@ -327,7 +332,7 @@ impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
             size: self.virtual_size,
             crypt_method: 0,
             l1_size: u32::try_from(st.l1.len()).unwrap_or(u32::MAX),
-            l1_table_offset: CLUSTER,
+            l1_table_offset: if st.l1_clusters == 0 { 0 } else { CLUSTER },
             refcount_table_offset: table_off,
             refcount_table_clusters: u32::try_from(layout.table_clusters).unwrap_or(u32::MAX),
             nb_snapshots: 0,
