@@ -5,6 +5,8 @@ use crate::extent::{DiskWriter, ExtentGuard, WriteSummary};
 
 /// Writes a sparse raw image to any [`WriteAt`] target.
 ///
+/// Data is written as given (zero bytes inside an extent are stored; the
+/// pumps never send all-zero blocks); everything not sent stays a hole.
 /// Memory: nothing beyond the caller's buffers.
 #[derive(Debug)]
 pub struct RawWriter<W> {
