@@ -183,3 +183,74 @@ fn compressed_images_pass_their_tools_and_builds_are_reproducible() {
         assert_eq!(digests[0], digests[1], "{c}");
     }
 }
+
+#[test]
+fn flash_writes_and_verifies_and_convert_round_trips() {
+    require("qemu-img", "qemu-utils");
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    build(d.path(), &["--format", "raw,qcow2", "--compress", "zst"]);
+    let img = d.path().join("fin.img.zst");
+    let target = d.path().join("target.img");
+    // A regular file is refused without --force, and nothing is written.
+    let out = run(kiln().args(["flash", "-q"]).arg(&img).arg(&target));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!target.exists());
+    ok(kiln()
+        .args(["flash", "-q", "--force"])
+        .arg(&img)
+        .arg(&target));
+    let raw = d.path().join("raw.img");
+    ok(Command::new("zstd")
+        .args(["-dq", "--sparse", "-o"])
+        .arg(&raw)
+        .arg(&img));
+    ok(Command::new("cmp").arg(&raw).arg(&target));
+    ok(kiln()
+        .args(["flash", "-q", "--verify-only"])
+        .arg(&img)
+        .arg(&target));
+    // A flipped byte inside a mapped range is caught by verify.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xA5], 4 * 1024 * 1024 + 1024).unwrap();
+    let out = run(kiln()
+        .args(["flash", "-q", "--verify-only"])
+        .arg(&img)
+        .arg(&target));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("verify failed") && err.contains("bytes 4194304.."),
+        "{err}"
+    );
+    // qcow2 as the flash source.
+    let t2 = d.path().join("t2.img");
+    ok(kiln()
+        .args(["flash", "-q", "--force"])
+        .arg(d.path().join("fin.qcow2"))
+        .arg(&t2));
+    ok(Command::new("cmp").arg(&raw).arg(&t2));
+    // convert: compressed raw -> vmdk, qcow2 -> vhd; both identical to the raw image.
+    for (input, out, fmt, qfmt) in [
+        ("fin.img.zst", "c.vmdk", "vmdk", "vmdk"),
+        ("fin.qcow2", "c.vhd", "vhd", "vpc"),
+    ] {
+        let o = d.path().join(out);
+        ok(kiln()
+            .args(["convert", "-q", "--format", fmt])
+            .arg(d.path().join(input))
+            .arg(&o));
+        let cmp = ok(Command::new("qemu-img")
+            .args(["compare", "-f", qfmt, "-F", "raw"])
+            .arg(&o)
+            .arg(&raw));
+        assert!(cmp.contains("Images are identical"), "{out}: {cmp}");
+    }
+}

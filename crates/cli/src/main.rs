@@ -2,6 +2,8 @@
 //! what libraries must not read themselves (the clock, the environment,
 //! randomness), prints progress and maps errors to exit codes.
 
+mod flash;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kiln_pipeline::{BuildRequest, Seed};
@@ -14,6 +16,8 @@ Examples:
   kiln build --board nuc --recipe bob-onprem -o nuc.img
   kiln build --board fin-cm3plus --recipe bob-onprem --media 64GB --set hostname=bob-17 -o fin.img
   kiln inspect fin.img --json
+  kiln flash fin.img.xz /dev/sdX
+  kiln convert fin.img fin.qcow2 --format qcow2
   kiln mkfs ext4 --source rootfs.tar.gz --size min --label rootfs rootfs.ext4
   kiln boards
   kiln recipes
@@ -78,6 +82,38 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Write an image (raw, qcow2, vmdk, vhd, or raw .xz/.gz/.zst) to a disk, skipping holes (bmap), then verify it.
+    Flash {
+        /// The image.
+        image: PathBuf,
+        /// Block device (or, with --force, a regular file).
+        target: PathBuf,
+        /// The block map (default: IMAGE.bmap, or the uncompressed name's .bmap).
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+        /// Allow a regular file as the target.
+        #[arg(long)]
+        force: bool,
+        /// Skip the read-back verification.
+        #[arg(long)]
+        no_verify: bool,
+        /// What to do with the image's holes on the target: skip, zero or discard.
+        #[arg(long, default_value = "skip")]
+        holes: String,
+        /// Only verify the target against the bmap (e.g. a medium flashed earlier); write nothing.
+        #[arg(long)]
+        verify_only: bool,
+    },
+    /// Convert an image between raw, qcow2, vmdk and vhd (input may also be raw .xz/.gz/.zst).
+    Convert {
+        /// Input image.
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+        /// Output format: raw, qcow2, vmdk, vhd, vhd-dynamic.
+        #[arg(long)]
+        format: String,
     },
     /// List the board profiles.
     Boards,
@@ -425,6 +461,54 @@ fn run(cli: Cli) -> Result<()> {
                         sw.path, sw.size, sw.label, sw.uuid
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Flash {
+            image,
+            target,
+            bmap,
+            force,
+            no_verify,
+            holes,
+            verify_only,
+        } => flash::run(flash::FlashArgs {
+            image,
+            target,
+            bmap,
+            force,
+            no_verify,
+            holes,
+            verify_only,
+            quiet: cli.quiet,
+        }),
+        Command::Convert {
+            input,
+            output,
+            format,
+        } => {
+            let f = kiln_pipeline::DiskFormat::parse(&format).ok_or_else(|| {
+                anyhow::anyhow!("--format {format:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic")
+            })?;
+            let sde = source_date_epoch(None)?;
+            let seed = match sde {
+                Some(t) => Seed::new(format!("convert:{t}")),
+                None => Seed::new(random_bytes()?),
+            };
+            let r = kiln_pipeline::convert(
+                &input,
+                &output,
+                f,
+                seed.bytes16("vdisk"),
+                sde.unwrap_or_else(now),
+            )?;
+            if !cli.quiet {
+                eprintln!(
+                    "kiln: wrote {} ({} bytes, virtual size {})",
+                    output.display(),
+                    r.file_size,
+                    r.virtual_size
+                );
             }
             Ok(())
         }

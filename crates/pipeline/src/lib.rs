@@ -45,6 +45,7 @@
 
 mod build;
 mod content;
+mod convert;
 mod deliver;
 mod error;
 mod inspect;
@@ -56,6 +57,7 @@ mod seed;
 mod swap;
 
 pub use build::{build, BuildReport, BuildRequest, PartitionReport};
+pub use convert::{convert, ConvertReport};
 pub use deliver::{Delivered, Delivery, DiskFormat};
 pub use error::Error;
 pub use inspect::{inspect, inspect_disk, BootFile, FsInfo, InspectReport, InspectedPartition};

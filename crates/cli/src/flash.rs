@@ -1,0 +1,248 @@
+//! `kiln flash IMAGE TARGET`: gathers the facts the library's safety
+//! checks need (what the target is, its size, whether it or a partition
+//! of it is mounted or holds `/`, from `/proc/self/mountinfo` and sysfs),
+//! opens the image (raw, qcow2, VMDK, VHD, or raw compressed with
+//! xz/gz/zst), finds its bmap, and runs the flash engine with progress.
+
+use anyhow::{bail, Context, Result};
+use kiln_artifact::bmap::Bmap;
+use kiln_artifact::compress::{Compression, Decoder};
+use kiln_artifact::flash::{self, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of `kiln flash`.
+pub struct FlashArgs {
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub bmap: Option<PathBuf>,
+    pub force: bool,
+    pub no_verify: bool,
+    pub holes: String,
+    pub verify_only: bool,
+    pub quiet: bool,
+}
+
+fn split_dev(rdev: u64) -> (u32, u32) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (
+        u32::try_from(major).unwrap_or(u32::MAX),
+        u32::try_from(minor).unwrap_or(u32::MAX),
+    )
+}
+
+/// The device and its partitions (and holders stacked on them) by number.
+fn devices_of(dev: (u32, u32)) -> Vec<(u32, u32)> {
+    let mut out = vec![dev];
+    let sys = PathBuf::from(format!("/sys/dev/block/{}:{}", dev.0, dev.1));
+    let Ok(canon) = std::fs::canonicalize(&sys) else {
+        return out;
+    };
+    let mut dirs = vec![canon.clone()];
+    if let Ok(rd) = std::fs::read_dir(&canon) {
+        dirs.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("partition").exists()),
+        );
+    }
+    for d in &dirs {
+        let mut add = |p: &Path| {
+            if let Ok(s) = std::fs::read_to_string(p.join("dev")) {
+                if let Some((a, b)) = s.trim().split_once(':') {
+                    if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                        if !out.contains(&(a, b)) {
+                            out.push((a, b));
+                        }
+                    }
+                }
+            }
+        };
+        add(d);
+        if let Ok(holders) = std::fs::read_dir(d.join("holders")) {
+            for h in holders.flatten() {
+                add(&h.path());
+            }
+        }
+    }
+    out
+}
+
+fn find_bmap(image: &Path) -> Option<PathBuf> {
+    let s = image.to_string_lossy();
+    let mut candidates = vec![PathBuf::from(format!("{s}.bmap"))];
+    for ext in [".xz", ".gz", ".zst"] {
+        if let Some(base) = s.strip_suffix(ext) {
+            candidates.push(PathBuf::from(format!("{base}.bmap")));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+pub fn run(a: FlashArgs) -> Result<()> {
+    let holes = match a.holes.as_str() {
+        "skip" => HoleMode::Skip,
+        "zero" => HoleMode::Zero,
+        "discard" => HoleMode::Discard,
+        other => bail!("--holes {other:?}: use skip, zero or discard"),
+    };
+    let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
+    let bmap = match &bmap_path {
+        Some(p) => {
+            let f = std::fs::File::open(p)
+                .with_context(|| format!("{}: cannot open bmap", p.display()))?;
+            Some(
+                Bmap::read_from(f, kiln_artifact::bmap::BMAP_MAX_FILE_BYTES)
+                    .with_context(|| format!("{}: invalid bmap", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    if a.verify_only {
+        let bmap = bmap.with_context(|| {
+            format!(
+                "--verify-only needs a bmap for {} (--bmap)",
+                a.image.display()
+            )
+        })?;
+        let target = std::fs::File::open(&a.target)
+            .with_context(|| format!("{}: cannot open", a.target.display()))?;
+        let n = flash::verify_target(&target, &bmap, &mut |_| {}).with_context(|| {
+            format!(
+                "{} does not match {}",
+                a.target.display(),
+                a.image.display()
+            )
+        })?;
+        if !a.quiet {
+            eprintln!(
+                "kiln: verified {n} mapped bytes of {} against the bmap",
+                a.target.display()
+            );
+        }
+        return Ok(());
+    }
+    let file = std::fs::File::open(&a.image)
+        .with_context(|| format!("{}: cannot open image", a.image.display()))?;
+    let mut head = [0u8; 8];
+    let n = (&file)
+        .read(&mut head)
+        .with_context(|| format!("{}: cannot read image", a.image.display()))?;
+    let compression = Compression::detect(&head[..n]);
+    let disk = if compression == Compression::None {
+        Some(
+            kiln_vdisk::open(&file)
+                .with_context(|| format!("{}: not a readable image", a.image.display()))?,
+        )
+    } else {
+        None
+    };
+    let image_bytes = match (&bmap, &disk) {
+        (Some(b), _) => b.image_size(),
+        (None, Some(d)) => kiln_vdisk::VirtualDisk::virtual_size(d),
+        (None, None) => 0,
+    };
+
+    // Facts about the target, gathered here, judged by the library.
+    let md = std::fs::metadata(&a.target);
+    let (kind, size, devs) = match &md {
+        Ok(m) if m.file_type().is_block_device() => {
+            let mut f = std::fs::File::open(&a.target)
+                .with_context(|| format!("{}: cannot open", a.target.display()))?;
+            let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
+            (
+                safety::TargetKind::BlockDevice,
+                size,
+                devices_of(split_dev(m.rdev())),
+            )
+        }
+        Ok(m) if m.is_file() => (safety::TargetKind::RegularFile, m.len(), vec![]),
+        Ok(_) => (safety::TargetKind::Other, 0, vec![]),
+        Err(_) => (safety::TargetKind::RegularFile, 0, vec![]),
+    };
+    let mounts = mountinfo::parse_mountinfo(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    )?;
+    let facts = safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts);
+    safety::check_target(&facts, image_bytes, a.force)
+        .with_context(|| format!("{}", a.target.display()))?;
+
+    let mut target = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(kind == safety::TargetKind::RegularFile)
+        .truncate(false)
+        .open(&a.target)
+        .with_context(|| format!("{}: cannot open for writing", a.target.display()))?;
+    let opts = FlashOptions::new().holes(holes).verify(!a.no_verify);
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let quiet = a.quiet;
+    let mut progress = |p: flash::Progress| {
+        if quiet || last.elapsed().as_millis() < 1000 {
+            return;
+        }
+        last = Instant::now();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let speed = p.done_bytes as f64 / secs;
+        let phase = if p.phase == Phase::Write {
+            "writing"
+        } else {
+            "verifying"
+        };
+        match p.total_bytes {
+            Some(t) if t > 0 => {
+                let eta = (t.saturating_sub(p.done_bytes)) as f64 / speed.max(1.0);
+                eprintln!(
+                    "kiln: {phase} {:.1}% ({:.1} MiB/s, ETA {:.0}s)",
+                    p.done_bytes as f64 * 100.0 / t as f64,
+                    speed / 1048576.0,
+                    eta
+                );
+            }
+            _ => eprintln!(
+                "kiln: {phase} {} MiB ({:.1} MiB/s)",
+                p.done_bytes >> 20,
+                speed / 1048576.0
+            ),
+        }
+    };
+    let report = match (&disk, compression) {
+        (Some(d), _) => flash::flash(
+            ImageSource::Random(d),
+            bmap.as_ref(),
+            &mut target,
+            &opts,
+            &mut progress,
+        )?,
+        (None, _) => {
+            let mut dec = Decoder::new(std::fs::File::open(&a.image)?)?;
+            flash::flash(
+                ImageSource::Stream(&mut dec),
+                bmap.as_ref(),
+                &mut target,
+                &opts,
+                &mut progress,
+            )?
+        }
+    };
+    if !a.quiet {
+        eprintln!(
+            "kiln: flashed {} bytes ({} mapped written, {} verified{}) in {:.1}s{}",
+            report.image_bytes,
+            report.written_bytes,
+            report.verified_bytes,
+            if bmap_path.is_some() { ", bmap" } else { "" },
+            started.elapsed().as_secs_f64(),
+            if report.gpt.is_some() {
+                "; backup GPT moved to the end of the target"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
