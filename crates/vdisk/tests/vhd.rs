@@ -98,6 +98,11 @@ fn vhd_reader_reads_ours_and_qemus() {
         assert_eq!(img.format(), Format::Vhd);
         assert_eq!(img.virtual_size(), MIB256);
         assert_reader_matches(&img, &raw);
+        // Fixed: the map comes from the file's holes; dynamic: the BAT.
+        let mapped: u64 = kiln_vdisk::allocated_extents(&img)
+            .map(|e| e.unwrap().len)
+            .sum();
+        assert!(mapped < 16 << 20, "{kind:?}: {mapped} bytes mapped");
     }
     for sub in [
         "subformat=fixed",

@@ -7,7 +7,7 @@ use kiln_units::ReadAt;
 use crate::bytes::be32;
 use crate::error::{Error, Format, Result};
 use crate::extent::Extent;
-use crate::source::{check_range, VirtualDisk};
+use crate::source::{check_range, DataRegions, VirtualDisk};
 
 use super::dynamic::{DynamicHeader, VHD_BAT_UNUSED, VHD_DYN_HEADER_LEN};
 use super::footer::{
@@ -161,7 +161,7 @@ impl<R: ReadAt> VhdReader<R> {
     }
 }
 
-impl<R: ReadAt> ReadAt for VhdReader<R> {
+impl<R: DataRegions> ReadAt for VhdReader<R> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.read_virtual(buf, offset).map_err(io::Error::from)
     }
@@ -170,7 +170,9 @@ impl<R: ReadAt> ReadAt for VhdReader<R> {
     }
 }
 
-impl<R: ReadAt> VirtualDisk for VhdReader<R> {
+/// The allocation map of a fixed disk comes from the file's own holes
+/// (SEEK_DATA for files; wrap other readers in [`crate::NoHoles`]).
+impl<R: DataRegions> VirtualDisk for VhdReader<R> {
     fn format(&self) -> Format {
         Format::Vhd
     }
@@ -182,9 +184,13 @@ impl<R: ReadAt> VirtualDisk for VhdReader<R> {
             return Ok(None);
         }
         if self.kind == VhdKind::Fixed {
-            return Ok(Some(Extent {
-                offset: from,
-                len: self.size - from,
+            let next = self.src.next_data(from).map_err(Error::io(from))?;
+            return Ok(next.and_then(|e| {
+                let end = e.end().min(self.size);
+                (e.offset < end).then(|| Extent {
+                    offset: e.offset,
+                    len: end - e.offset,
+                })
             }));
         }
         let mut b = from / self.block_size;
