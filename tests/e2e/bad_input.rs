@@ -191,3 +191,58 @@ fn disk_full_leaves_nothing() {
     let err = fails(&r, small.0.path(), &[], 1, &["No space left on device"]);
     assert!(err.contains("resin-"), "names the partition: {err}");
 }
+
+/// A copy of the demo app's OCI layouts with one layer blob corrupted.
+#[test]
+fn corrupt_preload_blob_is_named_and_nothing_is_left() {
+    let d = tempfile::tempdir().unwrap();
+    demo_inputs();
+    let apps = d.path().join("apps");
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(repo().join(".cache/demo-app"))
+        .arg(&apps));
+    // The largest blob of api.oci is a layer: flip its last byte.
+    let blobs = apps.join("api.oci/blobs/sha256");
+    let mut biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&biggest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&biggest, bytes).unwrap();
+    let name = biggest.file_name().unwrap().to_string_lossy().into_owned();
+    biggest.pop();
+    let r = recipe(d.path(), |s| {
+        s.replace(
+            &format!("{}/.cache/demo-app", repo().display()),
+            apps.to_str().unwrap(),
+        )
+    });
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let err = fails(&r, &out, &[], 2, &["resin-data", "app preload"]);
+    assert!(
+        err.contains(&name[..12]) || err.contains("digest"),
+        "names the blob: {err}"
+    );
+}
+
+#[test]
+fn compose_naming_a_missing_image() {
+    let d = tempfile::tempdir().unwrap();
+    let compose = d.path().join("compose.yml");
+    let orig = std::fs::read_to_string(repo().join("demo/app/docker-compose.yml")).unwrap();
+    std::fs::write(&compose, orig.replace("demo/db:1.0", "demo/nosuch:1.0")).unwrap();
+    let r = recipe(d.path(), |s| {
+        s.replace(
+            &format!("{}/demo/app/docker-compose.yml", repo().display()),
+            compose.to_str().unwrap(),
+        )
+    });
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    fails(&r, &out, &[], 2, &["demo/nosuch:1.0"]);
+}

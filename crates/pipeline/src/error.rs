@@ -102,6 +102,7 @@ impl Error {
         match self {
             Error::Recipe(_)
             | Error::Source { .. }
+            | Error::App { .. }
             | Error::TooBig { .. }
             | Error::Layout { .. }
             | Error::Image { .. } => 2,
