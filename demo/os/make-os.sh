@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
 # Builds the demo appliance OS (issue 5) from Debian packages, for kiln's
-# `[os.<arch>]` recipe keys (see demo/os/bob-boot.toml):
+# `[os.<arch>]` recipe keys (see demo/os/bob-boot.toml), into
+# .cache/demo-os/<arch>/:
 #
-#   .cache/demo-os/<arch>/rootfs.tar.zst  root filesystem for rootA (mmdebstrap:
-#                                         kernel, systemd, docker.io, jq, the
-#                                         first-boot agent of demo/os/rootfs/)
-#   .cache/demo-os/<arch>/boot/           boot partition files
-#   .cache/demo-os/<arch>/bios-boot.img   amd64: GRUB boot.img + core.img (BIOS)
-#   .cache/demo-os/<arch>/packages.txt    exact package versions in the rootfs
+#   rootfs.tar     root filesystem for rootA: kernel (+ initrd in /boot),
+#                  systemd, docker.io, jq and the first-boot agent of rootfs/
+#   boot/          boot partition files (EFI/BOOT/bootx64.efi, grub/grub.cfg)
+#   bios-boot.img  GRUB boot.img + core.img for BIOS boot on MBR boards
+#   packages.txt   exact package versions; SHA256SUMS of the outputs
 #
 # Usage: demo/os/make-os.sh ARCH     (ARCH = amd64; armhf not done yet)
 #
-# Cached: outputs are reused while the stamp (hash of this script, the
-# overlay files, the suite and the mirror) matches; downloaded .debs are kept
-# in .cache/demo-os/debs-<arch>/ and fed back to the next build.
-# Reproducible: SOURCE_DATE_EPOCH (default 1700000000) fixes every timestamp;
-# the same package versions give the same bytes (checked by `REBUILD_CHECK=1`).
-# Host packages: mmdebstrap zstd grub-common grub-pc-bin grub-efi-amd64-bin.
+# Cached per stage (see the stamps below); downloaded .debs are kept in
+# .cache/demo-os/debs-<arch>/ and fed back to the next mmdebstrap run.
+# Reproducible: SOURCE_DATE_EPOCH (default 1700000000) fixes every
+# timestamp; the same package versions give the same bytes.
+# Host packages: mmdebstrap grub-common grub-pc-bin grub-efi-amd64-bin.
 set -euo pipefail
 
 arch=${1:?usage: make-os.sh ARCH (amd64)}
@@ -38,27 +37,25 @@ need() { # tool package
   command -v "$1" >/dev/null || { echo "make-os.sh: missing $1 (apt-get install -y $2)" >&2; exit 1; }
 }
 need mmdebstrap mmdebstrap
-need zstd zstd
-need grub-mkimage grub-common
-[ -d /usr/lib/grub/i386-pc ] || { echo "make-os.sh: missing /usr/lib/grub/i386-pc (apt-get install -y grub-pc-bin)" >&2; exit 1; }
-[ -d /usr/lib/grub/x86_64-efi ] || { echo "make-os.sh: missing /usr/lib/grub/x86_64-efi (apt-get install -y grub-efi-amd64-bin)" >&2; exit 1; }
 
-# Everything that decides the output goes into the stamp.
-stamp=$( { cat "$0"; (cd "$here" && find essential rootfs grub -type f | LC_ALL=C sort | xargs sha256sum);
-           echo "$suite $mirror $SOURCE_DATE_EPOCH"; dpkg-query -W grub-pc-bin grub-efi-amd64-bin; } \
-         | sha256sum | cut -c1-16)
-if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] && [ -s "$out/rootfs.tar.zst" ] \
-   && [ -s "$out/bios-boot.img" ] && [ -s "$out/boot/EFI/BOOT/bootx64.efi" ]; then
-  echo "demo OS $arch up to date in $out"
-  exit 0
-fi
-
-mkdir -p "$cache/debs-$arch"
+# Three cached stages, each with a stamp of what decides its output:
+#   base.tar      mmdebstrap (slow, 5-8 min): this script, essential/, suite, mirror
+#   rootfs.tar    base + the agent overlay rootfs/ (seconds)
+#   boot/, bios-boot.img   make-grub.sh (seconds)
+base_stamp=$( { sed -n '/^# --- base/,/^# --- end base/p' "$0"; (cd "$here" && find essential -type f | LC_ALL=C sort | xargs sha256sum);
+                echo "$suite $mirror $SOURCE_DATE_EPOCH"; } | sha256sum | cut -c1-16)
+rootfs_stamp=$( { echo "$base_stamp"; sed -n '/^# --- overlay/,/^# --- end overlay/p' "$0";
+                  (cd "$here" && find rootfs -type f | LC_ALL=C sort | xargs sha256sum); } | sha256sum | cut -c1-16)
+grub_stamp=$( { cat "$here/make-grub.sh"; (cd "$here" && find grub -type f | LC_ALL=C sort | xargs sha256sum);
+                echo "$SOURCE_DATE_EPOCH"; dpkg-query -W grub-pc-bin grub-efi-amd64-bin; } | sha256sum | cut -c1-16)
+fresh() { [ "$(cat "$out/$1.stamp" 2>/dev/null)" = "$2" ] && [ -s "$out/$3" ]; }
+mkdir -p "$out" "$cache/debs-$arch"
 work=$(mktemp -d "$cache/.work-$arch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work"
 
-# --- root filesystem ------------------------------------------------------
+# --- base: Debian packages ---------------------------------------------------
+base() {
 # Only what the appliance needs. Recommends off (mmdebstrap default for
 # --variant=apt), docs/man/locales excluded by dpkg (copyright files kept).
 pkgs=linux-image-amd64,initramfs-tools,systemd,systemd-sysv,udev,kmod
@@ -99,44 +96,49 @@ $nice mmdebstrap --variant=apt --arch="$arch" --mode=root --format=tar \
   --customize-hook="sync-out /var/cache/apt/archives $cache/debs-$arch" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
   --customize-hook="for d in $prune; do rm -rf \"\$1\"/lib/modules/*/kernel/\$d; done; for k in \"\$1\"/lib/modules/*; do chroot \"\$1\" depmod \"\${k##*/}\"; done" \
-  --customize-hook="cp -a $here/rootfs/. \"\$1/\"" \
-  --customize-hook='chroot "$1" systemctl enable kiln-config.service kiln-apps.service kiln-check.service' \
   --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-networkd-wait-online.service' \
   --customize-hook='echo kiln-demo > "$1/etc/hostname"; mkdir -p "$1/mnt/data" "$1/mnt/boot"' \
   --customize-hook='chroot "$1" dpkg-query -W -f "\${Package} \${Version} \${Architecture}\n" > "$1/etc/kiln-packages.txt"' \
   --customize-hook="cp \"\$1/etc/kiln-packages.txt\" $work/packages.txt" \
   --customize-hook="ls \"\$1\"/boot > $work/boot-files.txt" \
-  "$suite" "$work/rootfs.tar" "$mirror" >"$log" 2>&1 || {
-    tail -n 30 "$log" >&2; mkdir -p "$out"; cp "$log" "$out/mmdebstrap.log"; exit 1; }
+  "$suite" "$work/base.tar" "$mirror" >"$log" 2>&1 || {
+    tail -n 30 "$log" >&2; cp "$log" "$out/mmdebstrap.log"; exit 1; }
 grep -q '^vmlinuz$' "$work/boot-files.txt" && grep -q '^initrd.img$' "$work/boot-files.txt" \
   || { echo "make-os.sh: /boot/vmlinuz or /boot/initrd.img missing in the rootfs" >&2; cat "$work/boot-files.txt" >&2; exit 1; }
-$nice zstd -q -T2 -9 --no-progress "$work/rootfs.tar" -o "$work/rootfs.tar.zst"
-rm -f "$work/rootfs.tar"
 
-# --- GRUB: UEFI and BIOS images, both with the same embedded config --------
-# The embedded config finds the boot partition by label and runs its
-# grub/grub.cfg (editable on the FAT partition); if that is missing it boots
-# rootA directly. All modules are built in: nothing is loaded from disk.
-mods_common="part_msdos part_gpt fat ext2 search search_label normal configfile linux echo test serial terminal gzio"
-mkdir -p "$work/boot/EFI/BOOT" "$work/boot/grub"
-cp "$here/grub/embedded.cfg" "$work/embedded.cfg"
-cp "$here/grub/grub.cfg" "$work/boot/grub/grub.cfg"
-grub-mkimage -O x86_64-efi -p /grub -c "$work/embedded.cfg" \
-  -o "$work/boot/EFI/BOOT/bootx64.efi" $mods_common efi_gop efi_uga
-grub-mkimage -O i386-pc -p /grub -c "$work/embedded.cfg" \
-  -o "$work/core.img" biosdisk $mods_common
-cat /usr/lib/grub/i386-pc/boot.img "$work/core.img" > "$work/bios-boot.img"
-# core.img must fit between the MBR and the first partition (4 MiB).
-size=$(stat -c %s "$work/bios-boot.img")
-[ "$size" -lt $((4 * 1024 * 1024)) ] || { echo "make-os.sh: bios-boot.img is $size bytes, more than 4 MiB" >&2; exit 1; }
-find "$work/boot" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+  mv "$work/base.tar" "$work/packages.txt" "$out/"
+  cp "$log" "$out/mmdebstrap.log"
+  echo "$base_stamp" > "$out/base.stamp"
+}
+# --- end base
 
-# --- publish ----------------------------------------------------------------
-rm -rf "$out.new"; mkdir -p "$out.new"
-mv "$work/rootfs.tar.zst" "$work/boot" "$work/bios-boot.img" "$work/packages.txt" "$out.new/"
-cp "$log" "$out.new/mmdebstrap.log"
-(cd "$out.new" && sha256sum rootfs.tar.zst bios-boot.img boot/EFI/BOOT/bootx64.efi boot/grub/grub.cfg > SHA256SUMS)
-echo "$stamp" > "$out.new/stamp"
-rm -rf "$out"; mv "$out.new" "$out"
+# --- overlay: the first-boot agent and its units ------------------------------
+overlay() {
+  local r=$work/root
+  mkdir "$r"
+  tar -C "$r" --xattrs --xattrs-include='*' --numeric-owner -xpf "$out/base.tar"
+  cp -a "$here/rootfs/." "$r/"
+  mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+  for u in kiln-config kiln-apps kiln-check; do
+    ln -sfn "/etc/systemd/system/$u.service" "$r/etc/systemd/system/multi-user.target.wants/$u.service"
+  done
+  # Sorted, numeric owners, mtimes clamped, no atime/ctime: same input, same bytes.
+  tar -C "$r" --sort=name --format=pax --numeric-owner --xattrs --xattrs-include='*' \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    --mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime -cf "$work/rootfs.tar" .
+  rm -rf "$r"
+  mv "$work/rootfs.tar" "$out/rootfs.tar"
+  echo "$rootfs_stamp" > "$out/rootfs.stamp"
+}
+# --- end overlay
+
+fresh base "$base_stamp" base.tar || base
+fresh rootfs "$rootfs_stamp" rootfs.tar || overlay
+if ! fresh grub "$grub_stamp" bios-boot.img; then
+  rm -rf "$out/boot" "$out/bios-boot.img"
+  "$here/make-grub.sh" "$out"
+  echo "$grub_stamp" > "$out/grub.stamp"
+fi
+(cd "$out" && sha256sum rootfs.tar bios-boot.img boot/EFI/BOOT/bootx64.efi boot/grub/grub.cfg > SHA256SUMS)
 echo "demo OS $arch ready in $out:"; cat "$out/SHA256SUMS"
-du -sh "$out/rootfs.tar.zst" | sed 's/^/  rootfs.tar.zst /'
+du -sh "$out/rootfs.tar" | sed 's/^/  /'
