@@ -3,7 +3,7 @@
 //! real directory as root, and a private containerd + dockerd.
 #![allow(dead_code)]
 
-pub mod engine;
+pub use kiln_e2e::engine;
 pub mod fixture;
 pub mod materialise;
 
