@@ -38,7 +38,10 @@ fn sizes_are_valid() {
             .trim()
             .parse()
             .unwrap();
-        assert!(blocks <= size / 4096 && blocks + 32768 > size / 4096, "{size}: {blocks}");
+        assert!(
+            blocks <= size / 4096 && blocks + 32768 > size / 4096,
+            "{size}: {blocks}"
+        );
         std::fs::remove_file(img).unwrap();
     }
 }
