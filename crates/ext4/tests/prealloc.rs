@@ -185,3 +185,50 @@ fn small_preallocated_files_read_back() {
     let e = extents(&s);
     assert!(e.iter().all(|x| x.3), "{s}");
 }
+
+/// The kernel accepts the preallocated file as swap (written header page,
+/// unwritten extents, no holes): mount read-write on a loop device and
+/// `swapon` it.
+#[test]
+fn swapon_accepts_the_preallocated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 64 << 20;
+    let mut head = swap_head();
+    // mkswap header: last_page at offset 1024+4.
+    let last_page = (size / 4096 - 1) as u32;
+    head[1028..1032].copy_from_slice(&last_page.to_le_bytes());
+    let items = vec![item(
+        "swapfile",
+        EntryKind::File,
+        meta(0o600),
+        Body::Prealloc { size, head },
+    )];
+    let img = write_image(dir.path(), "swap.img", &items, Ext4Options::new(256 << 20));
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new(tool("mount", "mount"))
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -o loop failed");
+    let swap = mnt.join("swapfile");
+    let on = Command::new(tool("swapon", "mount"))
+        .arg(&swap)
+        .output()
+        .unwrap();
+    if on.status.success() {
+        Command::new(tool("swapoff", "mount"))
+            .arg(&swap)
+            .status()
+            .unwrap();
+    }
+    Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(
+        on.status.success(),
+        "swapon: {}",
+        String::from_utf8_lossy(&on.stderr)
+    );
+    e2fsck_clean(&img);
+}
