@@ -23,6 +23,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `bg_flags`: inode table and bitmap not initialised (no inodes in use).
 pub(crate) const BG_INODE_UNINIT: u16 = 0x1;
+/// `bg_flags`: the inode table reads as zeros (the writer's target is
+/// required to read as zeros where nothing is written), so the kernel
+/// need not zero it in the background on first mount.
+pub(crate) const BG_INODE_ZEROED: u16 = 0x4;
 
 /// One on-disk group descriptor.
 #[derive(Debug, Clone, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]

@@ -12,7 +12,7 @@ use crate::checksum::{fs_seed, inode_seed, Crc32c};
 use crate::dir::{self, ftype, DirEntryRef};
 use crate::estimate::Ext4Estimator;
 use crate::extent::{self, push_run, Extent};
-use crate::group::{GroupDesc, BG_INODE_UNINIT};
+use crate::group::{GroupDesc, BG_INODE_UNINIT, BG_INODE_ZEROED};
 use crate::htree;
 use crate::inode::{self, InodeFields, EXT4_EXTENTS_FL, EXT4_INDEX_FL, INLINE_XATTR_SPACE};
 use crate::journal;
@@ -1219,7 +1219,7 @@ impl<W: WriteAt> Ext4Writer<W> {
                 inode_table: gl.inode_table,
                 free_inodes: free as u32,
                 used_dirs: dirs,
-                flags: if used == 0 { BG_INODE_UNINIT } else { 0 },
+                flags: BG_INODE_ZEROED | if used == 0 { BG_INODE_UNINIT } else { 0 },
                 itable_unused: (ipg - upto) as u32,
                 inode_bitmap_csum: ibm_csum,
                 ..Default::default()
