@@ -62,10 +62,10 @@ enum Command {
         /// Override a config.json key: --set hostname=bob-17 --set os.network.wifi=false.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Output formats (raw, qcow2, vmdk, vhd, vhd-dynamic); repeat or comma-separate. Default: the recipe's [output].
+        /// Output formats (raw, qcow2, vmdk, vhd, vhd-dynamic); repeat or comma-separate. Default: the recipe's output section.
         #[arg(long = "format", value_delimiter = ',')]
         formats: Vec<String>,
-        /// Compress the raw image: xz, gz, zst or none. Default: the recipe's [output].
+        /// Compress the raw image: xz, gz, zst or none. Default: the recipe's output section.
         #[arg(long)]
         compress: Option<String>,
         /// Compression level (xz 0-9, gz 1-9, zst 1-19).

@@ -35,7 +35,10 @@
 //! unsupported entry types; sink failures come back unchanged inside
 //! [`SourceError::Sink`].
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod dir;
 mod entry;

@@ -15,7 +15,10 @@
 //! [`ParseSizeError`] for malformed sizes, [`ParseGuidError`] for malformed
 //! GUIDs; positional I/O returns [`std::io::Error`].
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod guid;
 mod io;

@@ -3,6 +3,7 @@
 //! real directory as root, and a private containerd + dockerd.
 #![allow(dead_code)]
 
+#[allow(unused_imports)]
 pub use kiln_e2e::engine;
 pub mod fixture;
 pub mod materialise;
