@@ -3,7 +3,7 @@
 # line the demo OS (demo/os) prints on the serial console:
 #
 #   KILN-BOOT-REPORT result=PASS|FAIL swap=... hostname=... services=...
-#     pulled=N engine=... uptime=...s problems=...
+#     pulled=N engine=... uptime=...s problems=... KILN-END
 #
 # Usage: tests/boot/boot.sh [options] IMAGE MODE
 #   MODE: bios  (qemu-system-x86_64 -M q35, SeaBIOS)
@@ -100,7 +100,8 @@ nice -n 10 "${qemu[@]}" "${accel[@]}" -serial "file:$log" &
 qpid=$!
 line=''
 while :; do
-  line=$(grep -a -m1 -o 'KILN-BOOT-REPORT .*' "$log" | tr -d '\r' || true)
+  # Only a complete line counts: the guest ends it with KILN-END.
+  line=$(grep -a -m1 -o 'KILN-BOOT-REPORT .* KILN-END' "$log" | tr -d '\r' || true)
   [ -z "$line" ] || break
   if ! kill -0 "$qpid" 2>/dev/null; then echo "boot.sh: FAIL: QEMU exited before the report" >&2; break; fi
   if awk -v n="$(date +%s.%N)" -v s="$start" -v t="$timeout" 'BEGIN { exit !(n - s > t) }'; then
