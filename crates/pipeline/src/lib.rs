@@ -16,7 +16,7 @@
 //! redacted).
 //!
 //! ```no_run
-//! use kiln_pipeline::{build, BuildRequest, Seed};
+//! use kiln_pipeline::{build, BuildRequest, DiskFormat, Seed};
 //! use kiln_recipe::{BoardProfile, Recipe};
 //! let req = BuildRequest {
 //!     profile: BoardProfile::load("board-profiles/nuc.toml".as_ref())?,
@@ -27,6 +27,9 @@
 //!     timestamp: 1_700_000_000,
 //!     seed: Seed::new("bob-onprem"),
 //!     env: &|_| None,
+//!     formats: vec![DiskFormat::Raw, DiskFormat::Qcow2],
+//!     compress: None,
+//!     threads: 2,
 //! };
 //! let report = build(&req, &mut |line| eprintln!("{line}"))?;
 //! println!("{} bytes", report.disk_bytes);
