@@ -61,6 +61,9 @@ lint:
 
 test: deps-test demo-inputs build
 	$(CARGO) test --workspace --no-fail-fast
+	# A real Debian root filesystem through the ext4 writer (mmdebstrap
+	# builds the tar on the first run, ~6 min; cached in .cache/ext4).
+	$(CARGO) test -p kiln-ext4 --test debian -- --ignored
 	$(MAKE) lint
 
 bench: deps-bench demo-inputs build-release
