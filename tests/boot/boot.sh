@@ -9,6 +9,7 @@
 #   MODE: bios  (qemu-system-x86_64 -M q35, SeaBIOS)
 #         uefi  (qemu-system-x86_64 -M q35, OVMF from the `ovmf` package)
 #         raspi2b | virt  (armhf: not implemented yet, exits 2)
+# IMAGE: raw, or kiln's qcow2 / vmdk / vhd output (format from qemu-img info).
 # Options:
 #   --expect-problem P  negative check: pass only if the report is FAIL and
 #                       lists problem P (e.g. no-swapfile, api-missing-image)
@@ -25,7 +26,7 @@
 # exit 0 on pass, 1 on any miss, 2 on usage or missing tools.
 set -euo pipefail
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 expect_problem='' expect_host='' timeout=900 log='' allow=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -57,11 +58,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# raw, or what kiln --format wrote (qcow2, vmdk, vpc): as a VM would import it.
+need qemu-img qemu-utils
+fmt=$(qemu-img info "$image" 2>/dev/null | sed -n 's/^file format: //p')
+[ -n "$fmt" ] || { echo "boot.sh: qemu-img cannot read $image" >&2; exit 2; }
+
 case $mode in
   bios|uefi)
     need qemu-system-x86_64 qemu-system-x86
     qemu=(qemu-system-x86_64 -M q35 -m "$mem" -smp "$smp" -nic none -display none -no-reboot
-          -monitor none -drive "file=$image,format=raw,if=virtio,snapshot=on")
+          -monitor none -drive "file=$image,format=$fmt,if=virtio,snapshot=on")
     if [ "$mode" = uefi ]; then
       code=/usr/share/OVMF/OVMF_CODE_4M.fd vars=/usr/share/OVMF/OVMF_VARS_4M.fd
       [ -r "$code" ] && [ -r "$vars" ] || { echo "boot.sh: FAIL: $code missing (apt-get install -y ovmf)" >&2; exit 2; }
@@ -92,7 +98,7 @@ if [ "$kvm" != 0 ] && [ -w /dev/kvm ]; then
     kill "$ppid" 2>/dev/null || true; wait "$ppid" 2>/dev/null || true
   fi
 fi
-echo "boot.sh: $mode boot of $image with ${accel[1]}, $smp CPUs, $mem MiB, no network; serial log $log"
+echo "boot.sh: $mode boot of $image ($fmt) with ${accel[1]}, $smp CPUs, $mem MiB, no network; serial log $log"
 
 : > "$log"
 start=$(date +%s.%N)
