@@ -26,7 +26,7 @@
 # exit 0 on pass, 1 on any miss, 2 on usage or missing tools.
 set -euo pipefail
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 expect_problem='' expect_host='' timeout=900 log='' allow=()
 while [ $# -gt 0 ]; do
   case $1 in
