@@ -391,15 +391,16 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             partition: "data".into(),
             reason: "profile has no data partition".into(),
         })?;
-    let data_opts =
-        |size: u64| ext4_options(req, data_spec.label.as_str(), size, time).inode_ratio(8192);
     let mut est = Ext4Estimator::new();
     progress("sizing the data partition");
     data_tree
         .feed(&mut est)
         .map_err(|e| data_err(&data_spec.label, e))?;
     let min_data = est
-        .min_size_bytes(&data_opts(0), recipe.data.headroom.bytes())
+        .min_size_bytes(
+            &ext4_options(req, data_spec.label.as_str(), Role::Data, 0, time),
+            recipe.data.headroom.bytes(),
+        )
         .map_err(|source| Error::Ext4 {
             partition: data_spec.label.clone(),
             source,
@@ -524,7 +525,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
                 if recipe.swap.size.bytes() > 0
                     && recipe.swap.activation == SwapActivation::SystemdUnit
                 {
-                    feed_generated(&swap_units(&recipe.swap.path), time, sink)
+                    add_swap_unit(sink, &recipe.swap.path, time)
                         .map_err(|source| ext4_err(label, source))?;
                 }
                 Ok(())
@@ -616,12 +617,8 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         "manifest",
         manifest.as_bytes(),
     ));
-    let sums_path = write_sums(dir, &artifacts, &mut temps)?;
-    artifacts.push(Delivered::file(
-        sums_path.clone(),
-        "sha256sums",
-        &std::fs::read(temps_path(&sums_path)).unwrap_or_default(),
-    ));
+    let sums = write_sums(dir, &artifacts, &mut temps)?;
+    artifacts.push(sums);
     temps.commit()?;
     if keep_raw {
         std::fs::rename(&tmp_path, out).map_err(|source| Error::Output {
@@ -634,16 +631,6 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     }
     report.artifacts = artifacts;
     Ok(report)
-}
-
-/// The temporary name [`Temps::add`] gave `dest` (already renamed after
-/// commit, so read before committing).
-fn temps_path(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.kiln-partial"))
 }
 
 /// The delivery the request (or, failing that, the recipe) asks for.
@@ -732,19 +719,39 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
-fn ext4_options(req: &BuildRequest<'_>, label: &str, size: u64, time: Timestamp) -> Ext4Options {
-    Ext4Options::new(size)
+/// The ext4 parameters of a partition: identities from the seed, the
+/// build time, and for the data partition mke2fs's `-i 8192` density (an
+/// engine store is tens of thousands of small files).
+fn ext4_options(
+    req: &BuildRequest<'_>,
+    label: &str,
+    role: Role,
+    size: u64,
+    time: Timestamp,
+) -> Ext4Options {
+    let opts = Ext4Options::new(size)
         .label(label)
         .uuid(req.seed.uuid(&format!("fs:{label}")).to_rfc_bytes())
         .hash_seed(req.seed.bytes16(&format!("hash:{label}")))
-        .timestamp(time)
+        .timestamp(time);
+    if role == Role::Data {
+        opts.inode_ratio(8192)
+    } else {
+        opts
+    }
 }
 
-/// A systemd swap unit (and its enablement link) for the swapfile on the
-/// data partition, mounted by the OS at /mnt/data.
-fn swap_units(swap_path: &str) -> Vec<Generated> {
+/// Adds a systemd swap unit for the swapfile on the data partition
+/// (mounted by the OS at /mnt/data) and enables it the way `systemctl
+/// enable` does: the unit in `/etc/systemd/system/` and a *symlink* to it
+/// in `swap.target.wants/` (systemd ignores regular files there).
+fn add_swap_unit<S: TreeSink>(
+    sink: &mut S,
+    swap_path: &str,
+    time: Timestamp,
+) -> Result<(), S::Error> {
     let what = format!("/mnt/data{swap_path}");
-    // systemd unit names escape "/" as "-" (systemd-escape --path).
+    // systemd unit names escape "-" as \x2d and "/" as "-" (systemd-escape --path).
     let unit = format!(
         "{}.swap",
         what.trim_start_matches('/')
@@ -754,14 +761,26 @@ fn swap_units(swap_path: &str) -> Vec<Generated> {
     let text = format!(
         "# Written by kiln: activates the swapfile provisioned on the data partition.\n\
          [Unit]\nDescription=kiln swapfile on the data partition\n\
-         RequiresMountsFor=/mnt/data\nAfter=mnt-data.mount\n\n\
+         RequiresMountsFor=/mnt/data\n\n\
          [Swap]\nWhat={what}\n\n[Install]\nWantedBy=swap.target\n"
     );
-    vec![Generated {
-        path: tp(&format!("etc/systemd/system/swap.target.wants/{unit}")),
-        mode: 0o644,
-        data: text.into_bytes(),
-    }]
+    feed_generated(
+        &[Generated {
+            path: tp(&format!("etc/systemd/system/{unit}")),
+            mode: 0o644,
+            data: text.into_bytes(),
+        }],
+        time,
+        sink,
+    )?;
+    let link = Entry::new(
+        tp(&format!("etc/systemd/system/swap.target.wants/{unit}")),
+        EntryKind::Symlink {
+            target: format!("../{unit}").into_bytes(),
+        },
+        Metadata::new(0o777, time),
+    );
+    sink.add(&link, Content::None)
 }
 
 fn write_ext4<F>(
@@ -775,10 +794,7 @@ where
     F: FnOnce(&mut Ext4Writer<SubRegion<&mut File>>) -> Result<(), Error>,
 {
     let label = placed.spec.label.clone();
-    let mut opts = ext4_options(req, &label, placed.size, time);
-    if placed.spec.role == Role::Data {
-        opts = opts.inode_ratio(8192);
-    }
+    let opts = ext4_options(req, &label, placed.spec.role, placed.size, time);
     let uuid = req.seed.uuid(&format!("fs:{label}"));
     let mut w = Ext4Writer::new(region, opts).map_err(|e| ext4_err(&label, e))?;
     feed(&mut w)?;

@@ -476,7 +476,7 @@ pub(crate) fn write_sums(
     dir: &Path,
     files: &[Delivered],
     temps: &mut Temps,
-) -> Result<PathBuf, Error> {
+) -> Result<Delivered, Error> {
     let mut sums = Sha256Sums::new();
     for f in files {
         let name = f
@@ -490,6 +490,7 @@ pub(crate) fn write_sums(
     }
     let dest = dir.join("SHA256SUMS");
     let tmp = temps.add(&dest);
-    std::fs::write(&tmp, sums.render()).map_err(out_err(&dest, "cannot write SHA256SUMS"))?;
-    Ok(dest)
+    let text = sums.render();
+    std::fs::write(&tmp, &text).map_err(out_err(&dest, "cannot write SHA256SUMS"))?;
+    Ok(Delivered::file(dest, "sha256sums", text.as_bytes()))
 }

@@ -112,19 +112,15 @@ pub fn inspect_disk<R: ReadAt + 'static>(
     disk: std::rc::Rc<R>,
     name: &Path,
 ) -> Result<InspectReport, Error> {
-    let data = {
-        let disk_ref: &R = &disk;
-        let mut report = inspect_table(disk_ref, name)?;
-        let data_part = report
-            .partitions
-            .iter()
-            .find(|p| matches!(&p.fs, FsInfo::Ext4 { label, .. } if label == "resin-data"));
-        let data = data_part
-            .and_then(|p| crate::inspect_data::inspect_data(disk.clone(), p.start, "docker"));
-        report.data = data;
-        report
-    };
-    Ok(data)
+    let mut report = inspect_table(&*disk, name)?;
+    let data_start = report
+        .partitions
+        .iter()
+        .find(|p| matches!(&p.fs, FsInfo::Ext4 { label, .. } if label == "resin-data"))
+        .map(|p| p.start);
+    report.data = data_start
+        .and_then(|start| crate::inspect_data::inspect_data(disk.clone(), start, "docker"));
+    Ok(report)
 }
 
 fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Error> {
