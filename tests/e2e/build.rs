@@ -187,6 +187,28 @@ fn every_board_builds_a_valid_image() {
                 assert_eq!(ty, "ext4");
                 e2fsck_clean(&part_img);
             }
+            if want_label == "resin-rootA" {
+                // The swap unit is enabled as systemctl does: a symlink in
+                // swap.target.wants (systemd ignores regular files there).
+                let link = ok(Command::new("debugfs")
+                    .arg("-R")
+                    .arg("stat /etc/systemd/system/swap.target.wants/mnt-data-swapfile.swap")
+                    .arg(&part_img));
+                assert!(
+                    link.contains("Type: symlink")
+                        && link.contains("\"../mnt-data-swapfile.swap\""),
+                    "{link}"
+                );
+                let unit = ok(Command::new("debugfs")
+                    .arg("-R")
+                    .arg("cat /etc/systemd/system/mnt-data-swapfile.swap")
+                    .arg(&part_img));
+                assert!(
+                    unit.contains("What=/mnt/data/swapfile")
+                        && unit.contains("RequiresMountsFor=/mnt/data"),
+                    "{unit}"
+                );
+            }
             if want_label == "resin-data" {
                 require("debugfs", "e2fsprogs");
                 let st = ok(Command::new("debugfs")

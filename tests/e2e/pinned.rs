@@ -7,7 +7,7 @@ use kiln_e2e::*;
 use std::path::Path;
 
 /// sha256 of the fin-cm3 image built from [`inputs`].
-const PINNED: &str = "4545fb8c0462b8b4345f2a2d9a13d79941fb72417017fdb9a1539683de33bcc9";
+const PINNED: &str = "d1d864798afe7c87db65b1599627e0f14e9007e75315c8044dc64cab53a81105";
 
 /// A rootfs tar, boot files and a recipe, all made here, byte-stable.
 fn inputs(dir: &Path) -> std::path::PathBuf {
