@@ -190,19 +190,16 @@ fn every_board_builds_a_valid_image() {
             if want_label == "resin-rootA" {
                 // The swap unit is enabled as systemctl does: a symlink in
                 // swap.target.wants (systemd ignores regular files there).
-                let link = ok(Command::new("debugfs")
-                    .arg("-R")
-                    .arg("stat /etc/systemd/system/swap.target.wants/mnt-data-swapfile.swap")
-                    .arg(&part_img));
+                let link = debugfs(
+                    &part_img,
+                    "stat /etc/systemd/system/swap.target.wants/mnt-data-swapfile.swap",
+                );
                 assert!(
                     link.contains("Type: symlink")
                         && link.contains("\"../mnt-data-swapfile.swap\""),
                     "{link}"
                 );
-                let unit = ok(Command::new("debugfs")
-                    .arg("-R")
-                    .arg("cat /etc/systemd/system/mnt-data-swapfile.swap")
-                    .arg(&part_img));
+                let unit = debugfs(&part_img, "cat /etc/systemd/system/mnt-data-swapfile.swap");
                 assert!(
                     unit.contains("What=/mnt/data/swapfile")
                         && unit.contains("RequiresMountsFor=/mnt/data"),
@@ -210,17 +207,10 @@ fn every_board_builds_a_valid_image() {
                 );
             }
             if want_label == "resin-data" {
-                require("debugfs", "e2fsprogs");
-                let st = ok(Command::new("debugfs")
-                    .arg("-R")
-                    .arg("stat /swapfile")
-                    .arg(&part_img));
+                let st = debugfs(&part_img, "stat /swapfile");
                 assert!(st.contains("Size: 1073741824"), "{st}");
                 assert!(st.contains("Mode:  0600"), "{st}");
-                let ls = ok(Command::new("debugfs")
-                    .arg("-R")
-                    .arg("ls -l /")
-                    .arg(&part_img));
+                let ls = debugfs(&part_img, "ls -l /");
                 for name in ["resin-data", "remove_me_to_reset", "swapfile", "lost+found"] {
                     assert!(ls.contains(name), "{name} missing in data root: {ls}");
                 }

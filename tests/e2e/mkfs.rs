@@ -2,11 +2,9 @@
 //! debugfs and the sizes it picks.
 
 use kiln_e2e::*;
-use std::process::Command;
 
 #[test]
 fn mkfs_from_tar_min_size_and_into_an_image() {
-    require("debugfs", "e2fsprogs");
     let demo = demo_inputs();
     let d = tempfile::tempdir().unwrap();
     let fs = d.path().join("root.ext4");
@@ -29,12 +27,9 @@ fn mkfs_from_tar_min_size_and_into_an_image() {
     e2fsck_clean(&fs);
     let size = std::fs::metadata(&fs).unwrap().len();
     assert!(size < 64 << 20, "min size stays small: {size}");
-    let st = ok(Command::new("debugfs")
-        .arg("-R")
-        .arg("stat /bin/busybox")
-        .arg(&fs));
+    let st = debugfs(&fs, "stat /bin/busybox");
     assert!(st.contains("Mode:  0755"), "{st}");
-    let ls = ok(Command::new("debugfs").arg("-R").arg("ls -l /bin").arg(&fs));
+    let ls = debugfs(&fs, "ls -l /bin");
     assert!(ls.contains("sh"), "{ls}");
     // Into a window of an existing file at an offset; the rest untouched.
     let img = d.path().join("disk.img");

@@ -4,7 +4,7 @@
 //! started on the copy lists every image apps.json names and runs each
 //! service offline with its health endpoint answering.
 
-use kiln_e2e::engine::Engine;
+use kiln_e2e::engine::{Engine, DEMO_SERVICES};
 use kiln_e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,39 +95,12 @@ fn dockerd_runs_the_preloaded_app_offline() {
         .unwrap();
     let services = release["services"].as_object().unwrap();
     assert_eq!(services.len(), 3);
-    let ports = [
-        ("api", 8080, "/bin/busybox httpd -p 8080 -h /www"),
-        ("db", 8081, "DB_DIR=/tmp/db /db.sh &"),
-        ("proxy", 8000, "/bin/busybox httpd -p 8000 -h /www"),
-    ];
-    for (svc, port, cmd) in ports {
+    for (svc, port, cmd) in DEMO_SERVICES {
         let image = services[svc]["image"].as_str().unwrap();
         let (found, out) =
             engine.docker_status(&["image", "inspect", "--format", "{{.Id}}", image]);
         assert!(found, "engine does not know {image}: {out}");
-        let script = format!("{cmd}\n/bin/busybox sleep 0.5; /bin/busybox wget -q -O- http://127.0.0.1:{port}/health");
-        let out = engine.docker(&[
-            "run",
-            "--rm",
-            "--pull=never",
-            "--network",
-            "none",
-            image,
-            "/bin/busybox",
-            "sh",
-            "-c",
-            &script,
-        ]);
-        assert_eq!(out.trim(), "ok", "{svc}");
+        assert_eq!(engine.health(image, port, cmd), "ok", "{svc}");
     }
-    let log = engine.stop();
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("level=error") || l.contains("level=fatal"))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "dockerd logged errors:\n{}",
-        errors.join("\n")
-    );
+    engine.stop_clean();
 }

@@ -158,3 +158,49 @@ impl Drop for Engine {
         self.stop();
     }
 }
+
+/// The demo app's services: name, health port, and the command that
+/// starts the service inside its busybox image.
+pub const DEMO_SERVICES: [(&str, u16, &str); 3] = [
+    ("api", 8080, "/bin/busybox httpd -p 8080 -h /www"),
+    ("db", 8081, "DB_DIR=/tmp/db /db.sh &"),
+    ("proxy", 8000, "/bin/busybox httpd -p 8000 -h /www"),
+];
+
+impl Engine {
+    /// Runs `image` offline (no network, never pulling), starts `cmd` in
+    /// it and returns what `http://127.0.0.1:<port>/health` answers.
+    pub fn health(&self, image: &str, port: u16, cmd: &str) -> String {
+        let script = format!(
+            "{cmd}\n/bin/busybox sleep 0.5; /bin/busybox wget -q -O- http://127.0.0.1:{port}/health"
+        );
+        self.docker(&[
+            "run",
+            "--rm",
+            "--pull=never",
+            "--network",
+            "none",
+            image,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// Stops the engine and fails on any error or fatal line in its log.
+    pub fn stop_clean(&mut self) {
+        let log = self.stop();
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("level=error") || l.contains("level=fatal"))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "dockerd logged errors:\n{}",
+            errors.join("\n")
+        );
+    }
+}

@@ -230,3 +230,9 @@ pub fn recipe_copy(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     std::fs::write(&p, edit(src)).expect("write recipe");
     p
 }
+
+/// `debugfs -R <request>` on an ext4 image; asserts success.
+pub fn debugfs(fs: &Path, request: &str) -> String {
+    require("debugfs", "e2fsprogs");
+    ok(Command::new("debugfs").arg("-R").arg(request).arg(fs))
+}

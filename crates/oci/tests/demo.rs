@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::engine::Engine;
+use common::engine::{Engine, DEMO_SERVICES};
 use common::materialise::DirSink;
 use kiln_oci::{AppIds, AppsJson, Compose, ImageInput, Platform, Store, StoreOptions};
 use kiln_tree::{PrefixSink, Timestamp, TreePath};
@@ -107,38 +107,12 @@ fn demo_app_preloads_and_runs() {
     }
 
     let mut engine = Engine::start(&dir.join("engine"), &part.join("docker"));
-    let start = [
-        ("api", 8080, "/bin/busybox httpd -p 8080 -h /www"),
-        ("db", 8081, "DB_DIR=/tmp/db /db.sh &"),
-        ("proxy", 8000, "/bin/busybox httpd -p 8000 -h /www"),
-    ];
-    for (svc, port, cmd) in start {
+    for (svc, port, cmd) in DEMO_SERVICES {
         let image = services[svc]["image"].as_str().unwrap();
         // The exact reference apps.json names is known to the engine.
         let id = engine.docker(&["image", "inspect", "--format", "{{.Id}}", image]);
         assert_eq!(id.trim(), store.find(image).unwrap().id.to_string());
-        let script = format!("{cmd}\n/bin/busybox sleep 0.5; /bin/busybox wget -q -O- http://127.0.0.1:{port}/health");
-        let out = engine.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            image,
-            "/bin/busybox",
-            "sh",
-            "-c",
-            &script,
-        ]);
-        assert_eq!(out.trim(), "ok", "{svc}");
+        assert_eq!(engine.health(image, port, cmd), "ok", "{svc}");
     }
-    let log = engine.stop();
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("level=error") || l.contains("level=fatal"))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "dockerd logged errors:\n{}",
-        errors.join("\n")
-    );
+    engine.stop_clean();
 }
