@@ -9,106 +9,14 @@
 //! ```
 
 use kiln_oci::{AppIds, AppsJson, Compose, ImageInput, Platform, Store, StoreOptions};
-use kiln_tree::{Content, Entry, EntryKind, Metadata, PrefixSink, Timestamp, TreePath, TreeSink};
-use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
+use kiln_tree::{PrefixSink, Timestamp, TreePath};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Materialises entries under a directory; directory metadata last.
-struct DirSink {
-    root: PathBuf,
-    dirs: BTreeMap<TreePath, Metadata>,
-}
-
-fn ts(t: Timestamp) -> Timespec {
-    Timespec {
-        tv_sec: t.secs,
-        tv_nsec: t.nanos.into(),
-    }
-}
-
-impl DirSink {
-    fn host(&self, p: &TreePath) -> PathBuf {
-        let mut h = self.root.clone();
-        for c in p.components() {
-            h.push(std::ffi::OsStr::from_bytes(c));
-        }
-        h
-    }
-    fn meta(path: &Path, m: &Metadata, link: bool) -> std::io::Result<()> {
-        std::os::unix::fs::lchown(path, Some(m.uid), Some(m.gid))?;
-        if !link {
-            rustix::fs::chmod(path, Mode::from_raw_mode(m.mode))?;
-        }
-        for x in &m.xattrs {
-            xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value)?;
-        }
-        let t = Timestamps {
-            last_access: ts(m.atime),
-            last_modification: ts(m.mtime),
-        };
-        rustix::fs::utimensat(CWD, path, &t, AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok(())
-    }
-    fn finish(self) -> std::io::Result<()> {
-        for (p, m) in self.dirs.iter().rev() {
-            Self::meta(&self.host(p), m, false)?;
-        }
-        Ok(())
-    }
-}
-
-impl TreeSink for DirSink {
-    type Error = std::io::Error;
-    fn add(&mut self, e: &Entry, content: Content<'_>) -> Result<(), Self::Error> {
-        let p = self.host(&e.path);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let dev = |ft, maj, min| {
-            rustix::fs::mknodat(
-                CWD,
-                &p,
-                ft,
-                Mode::from_raw_mode(e.meta.mode),
-                rustix::fs::makedev(maj, min),
-            )
-        };
-        match &e.kind {
-            EntryKind::Dir => {
-                std::fs::create_dir_all(&p)?;
-                self.dirs.insert(e.path.clone(), e.meta.clone());
-                return Ok(());
-            }
-            EntryKind::File => {
-                let mut f = std::fs::File::create(&p)?;
-                match content {
-                    Content::Stream { reader, .. } => {
-                        std::io::copy(reader, &mut f)?;
-                    }
-                    Content::Bytes { data } => f.write_all(data)?,
-                    Content::Preallocated { size, head } => {
-                        f.write_all(head)?;
-                        f.set_len(size)?;
-                    }
-                    Content::None => {}
-                }
-            }
-            EntryKind::Symlink { target } => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)?;
-                return Self::meta(&p, &e.meta, true);
-            }
-            EntryKind::Hardlink { target } => return std::fs::hard_link(self.host(target), &p),
-            EntryKind::CharDev { major, minor } => dev(FileType::CharacterDevice, *major, *minor)?,
-            EntryKind::BlockDev { major, minor } => dev(FileType::BlockDevice, *major, *minor)?,
-            EntryKind::Fifo => dev(FileType::Fifo, 0, 0)?,
-            EntryKind::Socket => return Ok(()),
-        }
-        Self::meta(&p, &e.meta, false)
-    }
-}
+// The same directory materialiser the dockerd tests use.
+#[path = "../tests/common/materialise.rs"]
+mod materialise;
+use materialise::DirSink;
 
 fn main() -> anyhow::Result<()> {
     let mut platform = "linux/amd64".to_string();
@@ -164,10 +72,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut sink = DirSink {
-        root: out.clone(),
-        dirs: BTreeMap::new(),
-    };
+    let mut sink = DirSink::new(&out);
     let report = {
         let mut prefixed = PrefixSink::new(&mut sink, TreePath::parse(b"docker")?);
         store.feed(&mut prefixed)?
