@@ -56,6 +56,6 @@ pub use profile::{
     Arch, BoardProfile, FsKind, Media, PartSize, PartitionSpec, Platform, Role, TableKind,
 };
 pub use recipe::{
-    AppImage, AppSpec, BootExtra, BuildSpec, DataSize, DataSpec, InputPath, OsSpec, OutputSpec,
-    Recipe, SwapActivation, SwapSpec,
+    AppImage, AppSpec, BaseSpec, BootExtra, BuildSpec, DataSize, DataSpec, InputPath, OsSpec,
+    OutputSpec, Recipe, SwapActivation, SwapSpec,
 };

@@ -199,6 +199,14 @@ pub struct OutputSpec {
     pub compress: String,
 }
 
+/// `[base]`: the OS vendor's released image to preload into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseSpec {
+    /// The image (raw, `.xz`, `.gz`, `.zst`, `.zip` with one image, qcow2,
+    /// vmdk, vhd; the format is sniffed from its first bytes).
+    pub image: InputPath,
+}
+
 /// A validated recipe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
@@ -229,6 +237,9 @@ pub struct Recipe {
     pub build: BuildSpec,
     /// Outputs.
     pub output: OutputSpec,
+    /// Base-image mode: preload into this existing OS image instead of
+    /// building the partitions from `[os]` (`[base] image`).
+    pub base: Option<BaseSpec>,
     /// The file it was read from.
     pub source: PathBuf,
 }
@@ -261,6 +272,14 @@ struct WireRecipe {
     build: Option<WireBuild>,
     #[serde(default)]
     output: Option<WireOutput>,
+    #[serde(default)]
+    base: Option<WireBase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WireBase {
+    image: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -691,6 +710,9 @@ impl Recipe {
             };
             OutputSpec { formats, compress }
         };
+        let base = w.base.map(|b| BaseSpec {
+            image: input(&b.image, "base.image".into()),
+        });
 
         Ok(Self {
             name: w.name.into_inner(),
@@ -707,6 +729,7 @@ impl Recipe {
             swap,
             build,
             output,
+            base,
             source: file.to_path_buf(),
         })
     }
@@ -859,6 +882,27 @@ size = "1GiB"
             "http://localhost"
         );
         assert_eq!(c.redacted()["deviceApiKey"], crate::REDACTED);
+        assert!(r.base.is_none());
+    }
+
+    #[test]
+    fn base_image_key() {
+        let r = Recipe::from_toml_str(
+            "name = \"b\"\n[base]\nimage = \"balena.img.xz\"\n",
+            Path::new("/r/b.toml"),
+        )
+        .unwrap();
+        let b = r.base.unwrap();
+        assert_eq!(b.image.path, Path::new("/r/balena.img.xz"));
+        assert_eq!(b.image.key, "base.image");
+        assert_eq!(b.image.at.line, 3);
+        let e = Recipe::from_toml_str(
+            "name = \"b\"\n[base]\nimgae = \"x\"\n",
+            Path::new("/r/b.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/r/b.toml:3") && e.contains("image"), "{e}");
     }
 
     #[test]
