@@ -194,6 +194,14 @@ pub enum Error {
         /// `entries` or `levels`.
         what: &'static str,
     },
+    /// A volume [`crate::rebuild`] cannot reproduce with kiln's writer.
+    #[error("cannot rebuild this FAT volume: {reason} (found {value})")]
+    UnsupportedVolume {
+        /// What is not supported.
+        reason: &'static str,
+        /// The value found in the boot sector.
+        value: u64,
+    },
 }
 
 impl Error {

@@ -86,6 +86,7 @@
 )]
 #![deny(missing_docs)]
 
+mod edit;
 mod error;
 mod estimate;
 pub mod layout;
@@ -96,6 +97,7 @@ mod reader;
 mod time;
 mod writer;
 
+pub use edit::{rebuild, volume_params, FatEdits, RebuildReport, VolumeParams};
 pub use error::Error;
 pub use estimate::SizeEstimator;
 pub use layout::FatLayout;
@@ -103,4 +105,4 @@ pub use name::lfn_checksum;
 pub use options::{FatOptions, FatType};
 pub use reader::{FatEntryInfo, FatEntryKind, FatReader, ListLimits};
 pub use time::FatTime;
-pub use writer::{FatReport, FatWriter, MAX_DIR_ENTRIES};
+pub use writer::{EntryStamp, FatReport, FatWriter, MAX_DIR_ENTRIES};

@@ -8,7 +8,7 @@
 //! or hostile image can contain directory cluster loops, and file reads are
 //! bounded by a caller-given byte limit.
 
-use crate::{Error, FatType};
+use crate::{EntryStamp, Error, FatTime, FatType};
 use kiln_units::ReadAt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -322,6 +322,94 @@ impl<R: ReadAt> FatReader<R> {
         Ok(out)
     }
 
+    /// Visits every file and directory like [`FatReader::list`] (depth
+    /// first, directories before their contents), with each entry's
+    /// attributes and times, and for files a reader of exactly
+    /// `size_bytes` bytes of content. One file is open at a time, so
+    /// memory does not grow with file sizes. `visit` errors end the walk
+    /// and are returned as they are.
+    pub fn walk(
+        &self,
+        limits: ListLimits,
+        mut visit: impl FnMut(&FatEntryInfo, &EntryStamp, Option<&mut dyn Read>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.refill();
+        guarded("walk", "/", || self.walk_inner(limits, &mut visit))
+    }
+
+    fn walk_inner(
+        &self,
+        limits: ListLimits,
+        visit: &mut dyn FnMut(
+            &FatEntryInfo,
+            &EntryStamp,
+            Option<&mut dyn Read>,
+        ) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut seen = 0u64;
+        let mut stack: Vec<(String, fatfs::Dir<'_, ReadAtIo<R>>, usize)> =
+            vec![(String::new(), self.fs.root_dir(), 0)];
+        while let Some((prefix, dir, depth)) = stack.pop() {
+            let mut subdirs = Vec::new();
+            for e in dir.iter() {
+                let e = e.map_err(read_err("walk", &prefix))?;
+                let name = e.file_name();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                seen += 1;
+                if seen > limits.max_entries {
+                    return Err(Error::TooManyEntries {
+                        limit: limits.max_entries,
+                        what: "entries",
+                    });
+                }
+                let path = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let is_dir = e.is_dir();
+                let info = FatEntryInfo {
+                    path: path.clone(),
+                    kind: if is_dir {
+                        FatEntryKind::Dir
+                    } else {
+                        FatEntryKind::File
+                    },
+                    size_bytes: if is_dir { 0 } else { e.len() },
+                };
+                let stamp = stamp_of(&e);
+                if is_dir {
+                    visit(&info, &stamp, None)?;
+                    if depth + 1 > limits.max_depth {
+                        return Err(Error::TooManyEntries {
+                            limit: limits.max_depth as u64,
+                            what: "levels",
+                        });
+                    }
+                    subdirs.push((path, e.to_dir(), depth + 1));
+                } else {
+                    let mut file = e.to_file();
+                    let mut counted = ReadErr {
+                        inner: &mut file,
+                        path: &path,
+                        error: None,
+                    };
+                    let r = visit(&info, &stamp, Some(&mut counted));
+                    if let Some(err) = counted.error.take() {
+                        // A source read failure surfaces in the writer as
+                        // a content error; report the reader's cause.
+                        return Err(err);
+                    }
+                    r?;
+                }
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
     /// The bytes of the file at `path` (slash-separated, long or short
     /// names, case-insensitive), refusing files larger than `max_bytes`.
     pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
@@ -361,5 +449,58 @@ impl<R: ReadAt> FatReader<R> {
             .read_to_end(&mut out)
             .map_err(read_err("read", path))?;
         Ok(out)
+    }
+}
+
+/// The attributes and raw times of a fatfs directory entry.
+fn stamp_of<T: Read + Write + Seek>(e: &fatfs::DirEntry<'_, T>) -> EntryStamp {
+    // fatfs decodes the on-disk words losslessly; encode them back
+    // (fatgen103 §6 date and time layouts).
+    let date =
+        |d: fatfs::Date| (d.year.wrapping_sub(1980) << 9) | ((d.month & 0xF) << 5) | (d.day & 0x1F);
+    let time = |t: fatfs::Time| {
+        let word = ((t.hour & 0x1F) << 11) | ((t.min & 0x3F) << 5) | ((t.sec / 2) & 0x1F);
+        let tenths = (t.millis / 10 + (t.sec % 2) * 100) as u8;
+        (word, tenths)
+    };
+    let c = e.created();
+    let (ct, tenths) = time(c.time);
+    let m = e.modified();
+    let (mt, _) = time(m.time);
+    EntryStamp {
+        attributes: e.attributes().bits(),
+        created: FatTime {
+            date: date(c.date),
+            time: ct,
+            tenths,
+        },
+        accessed_date: date(e.accessed()),
+        modified: FatTime {
+            date: date(m.date),
+            time: mt,
+            tenths: 0,
+        },
+    }
+}
+
+/// A file reader that keeps the first read error so the walk can report
+/// it as a reader failure (with the path) rather than as the consumer's.
+struct ReadErr<'a, F: Read> {
+    inner: &'a mut F,
+    path: &'a str,
+    error: Option<Error>,
+}
+
+impl<F: Read> Read for ReadErr<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if self.error.is_none() {
+                self.error = Some(Error::Read {
+                    op: "read",
+                    path: self.path.to_owned(),
+                    source: io::Error::new(e.kind(), e.to_string()),
+                });
+            }
+        })
     }
 }

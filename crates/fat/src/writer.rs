@@ -76,7 +76,31 @@ struct Node {
     name: String,
     parent: usize,
     kind: NodeKind,
+    /// Attributes and times kept from a volume being rebuilt
+    /// ([`FatWriter::add_stamped`]); `None`: the writer's defaults.
+    stamp: Option<EntryStamp>,
 }
+
+/// Directory-entry attributes and times stored for one entry instead of
+/// the writer's defaults (archive bit, [`FatOptions::timestamp`]). Used
+/// when a volume is rebuilt ([`crate::rebuild`]) so entries that were not
+/// edited keep what they had. Field layout as in fatgen103 §6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryStamp {
+    /// `DIR_Attr` bits kept: read-only 0x01, hidden 0x02, system 0x04,
+    /// archive 0x20 (the directory bit is set by the writer, other bits
+    /// are dropped).
+    pub attributes: u8,
+    /// `DIR_CrtDate`, `DIR_CrtTime`, `DIR_CrtTimeTenth`.
+    pub created: FatTime,
+    /// `DIR_LstAccDate`.
+    pub accessed_date: u16,
+    /// `DIR_WrtDate`, `DIR_WrtTime` (its `tenths` is not stored).
+    pub modified: FatTime,
+}
+
+/// Attribute bits an [`EntryStamp`] may carry.
+const STAMP_ATTRS: u8 = 0x01 | 0x02 | 0x04 | ATTR_ARCHIVE;
 
 #[derive(Debug)]
 enum NodeKind {
@@ -163,6 +187,7 @@ impl<W: WriteAt> FatWriter<W> {
                 index: HashMap::new(),
                 first_cluster: 0,
             },
+            stamp: None,
         };
         // FAT32: cluster 2 is the root directory's first cluster.
         let next_cluster = if layout.fat_type == FatType::Fat32 {
@@ -261,7 +286,12 @@ impl<W: WriteAt> FatWriter<W> {
 
     fn insert(&mut self, parent: usize, name: String, key: String, kind: NodeKind) -> usize {
         let id = self.nodes.len();
-        self.nodes.push(Node { name, parent, kind });
+        self.nodes.push(Node {
+            name,
+            parent,
+            kind,
+            stamp: None,
+        });
         if let Some((children, index)) = self.dir_children_mut(parent) {
             children.push(id);
             index.insert(key, id);
@@ -544,21 +574,77 @@ impl<W: WriteAt> FatWriter<W> {
     }
 
     fn entry(&self, name: [u8; 11], attr: u8, nt: u8, cluster: u32, size: u32) -> RawDirEntry {
+        self.entry_stamped(name, attr, nt, cluster, size, None)
+    }
+
+    /// A directory entry; `stamp` replaces the default times and the
+    /// archive bit (`attr` keeps its directory/volume bits).
+    fn entry_stamped(
+        &self,
+        name: [u8; 11],
+        attr: u8,
+        nt: u8,
+        cluster: u32,
+        size: u32,
+        stamp: Option<&EntryStamp>,
+    ) -> RawDirEntry {
         let t = FatTime::from_timestamp(self.opts.timestamp);
+        let (attr, c, acc, m) = match stamp {
+            Some(s) => (
+                (attr & !ATTR_ARCHIVE) | (s.attributes & STAMP_ATTRS),
+                s.created,
+                s.accessed_date,
+                s.modified,
+            ),
+            None => (attr, t, t.date, t),
+        };
         RawDirEntry {
             dir_name: name,
             dir_attr: attr,
             dir_nt_res: nt,
-            dir_crt_time_tenth: t.tenths,
-            dir_crt_time: U16::new(t.time),
-            dir_crt_date: U16::new(t.date),
-            dir_lst_acc_date: U16::new(t.date),
+            dir_crt_time_tenth: c.tenths,
+            dir_crt_time: U16::new(c.time),
+            dir_crt_date: U16::new(c.date),
+            dir_lst_acc_date: U16::new(acc),
             dir_fst_clus_hi: U16::new((cluster >> 16) as u16),
-            dir_wrt_time: U16::new(t.time),
-            dir_wrt_date: U16::new(t.date),
+            dir_wrt_time: U16::new(m.time),
+            dir_wrt_date: U16::new(m.date),
             dir_fst_clus_lo: U16::new((cluster & 0xFFFF) as u16),
             dir_file_size: U32::new(size),
         }
+    }
+
+    /// Like [`TreeSink::add`], but the entry's directory entry carries
+    /// `stamp` (attributes and times) instead of the defaults. For a
+    /// directory that already exists (created as a parent), the stamp is
+    /// set on it.
+    ///
+    /// # Errors
+    /// As [`TreeSink::add`].
+    pub fn add_stamped(
+        &mut self,
+        entry: &Entry,
+        content: Content<'_>,
+        stamp: EntryStamp,
+    ) -> Result<(), Error> {
+        let id = match &entry.kind {
+            EntryKind::Dir if !entry.path.is_root() => {
+                Some(self.ensure_dir(&entry.path, entry.path.components(), true)?)
+            }
+            EntryKind::File if !entry.path.is_root() => {
+                self.add_file(entry, content)?;
+                // add_file pushes the file's node last.
+                Some(self.nodes.len() - 1)
+            }
+            _ => {
+                self.add(entry, content)?;
+                None
+            }
+        };
+        if let Some(node) = id.and_then(|i| self.nodes.get_mut(i)) {
+            node.stamp = Some(stamp);
+        }
+        Ok(())
     }
 
     fn dir_cluster(&self, id: usize) -> u32 {
@@ -604,12 +690,13 @@ impl<W: WriteAt> FatWriter<W> {
             } else {
                 self.dir_cluster(parent)
             };
+            let st = self.nodes[dir].stamp.as_ref();
             out.extend_from_slice(
-                self.entry(*b".          ", ATTR_DIRECTORY, 0, me, 0)
+                self.entry_stamped(*b".          ", ATTR_DIRECTORY, 0, me, 0, st)
                     .as_bytes(),
             );
             out.extend_from_slice(
-                self.entry(*b"..         ", ATTR_DIRECTORY, 0, up, 0)
+                self.entry_stamped(*b"..         ", ATTR_DIRECTORY, 0, up, 0, st)
                     .as_bytes(),
             );
         }
@@ -620,14 +707,22 @@ impl<W: WriteAt> FatWriter<W> {
                     out.extend_from_slice(l.as_bytes());
                 }
             }
+            let st = node.stamp.as_ref();
             let e = match &node.kind {
                 NodeKind::Dir { first_cluster, .. } => {
-                    self.entry(s.short, ATTR_DIRECTORY, s.case_bits, *first_cluster, 0)
+                    self.entry_stamped(s.short, ATTR_DIRECTORY, s.case_bits, *first_cluster, 0, st)
                 }
                 NodeKind::File {
                     first_cluster,
                     size,
-                } => self.entry(s.short, ATTR_ARCHIVE, s.case_bits, *first_cluster, *size),
+                } => self.entry_stamped(
+                    s.short,
+                    ATTR_ARCHIVE,
+                    s.case_bits,
+                    *first_cluster,
+                    *size,
+                    st,
+                ),
             };
             out.extend_from_slice(e.as_bytes());
         }
