@@ -126,6 +126,10 @@ impl<R> Seek for ReadAtIo<R> {
     }
 }
 
+/// The visitor of [`FatReader::walk`], as a trait object.
+type WalkVisit<'a> =
+    dyn FnMut(&FatEntryInfo, &EntryStamp, Option<&mut dyn Read>) -> Result<(), Error> + 'a;
+
 /// Kind of a listed entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FatEntryKind {
@@ -337,15 +341,7 @@ impl<R: ReadAt> FatReader<R> {
         guarded("walk", "/", || self.walk_inner(limits, &mut visit))
     }
 
-    fn walk_inner(
-        &self,
-        limits: ListLimits,
-        visit: &mut dyn FnMut(
-            &FatEntryInfo,
-            &EntryStamp,
-            Option<&mut dyn Read>,
-        ) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn walk_inner(&self, limits: ListLimits, visit: &mut WalkVisit<'_>) -> Result<(), Error> {
         let mut seen = 0u64;
         let mut stack: Vec<(String, fatfs::Dir<'_, ReadAtIo<R>>, usize)> =
             vec![(String::new(), self.fs.root_dir(), 0)];
