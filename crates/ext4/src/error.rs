@@ -119,6 +119,48 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// Reading an existing filesystem (the [`crate::Ext4Reader`] input)
+    /// failed.
+    #[error("reading ext4 input at byte offset {offset}")]
+    ReadIo {
+        /// Byte offset in the source region.
+        offset: u64,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The existing filesystem is not valid ext4 (bad magic, checksum,
+    /// geometry, extent tree, directory block...).
+    #[error("corrupt ext4 input (inode {inode}, 0 = filesystem-wide): {reason}")]
+    Corrupt {
+        /// The inode being read, 0 for the superblock and group descriptors.
+        inode: u32,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The existing filesystem uses a feature the reader does not handle.
+    #[error("unsupported ext4 input feature: {feature}")]
+    Unsupported {
+        /// The feature, as `mke2fs -O` names it.
+        feature: &'static str,
+    },
+    /// A path given to the reader that does not name what was asked for.
+    #[error("{path:?}: {reason}")]
+    NotFound {
+        /// The path asked for.
+        path: String,
+        /// Why it does not fit (missing, not a directory, too large...).
+        reason: &'static str,
+    },
+    /// The sink fed by [`crate::Ext4Reader::feed`] refused an entry.
+    #[error("sink refused {path:?}")]
+    Sink {
+        /// The entry.
+        path: String,
+        /// The sink's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A value beyond what ext4 can represent (file size, directory size).
     #[error("{path:?}: {what} too large")]
     TooLarge {
@@ -132,5 +174,9 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(offset: u64) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { offset, source }
+    }
+
+    pub(crate) fn read_io(offset: u64) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::ReadIo { offset, source }
     }
 }

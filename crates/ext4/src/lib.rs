@@ -57,6 +57,7 @@ mod inode;
 mod journal;
 mod layout;
 mod options;
+mod reader;
 mod superblock;
 mod writer;
 mod xattr;
@@ -64,4 +65,7 @@ mod xattr;
 pub use error::Error;
 pub use estimate::Ext4Estimator;
 pub use options::{Ext4Options, InodeSpec, JournalSpec, BLOCK_SIZE};
+pub use reader::{
+    DirEntry, Ext4Reader, FeedReport as ReadReport, FileReader, FsInfo, NodeKind, Visit,
+};
 pub use writer::{Ext4Report, Ext4Writer};
