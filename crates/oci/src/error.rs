@@ -185,6 +185,23 @@ pub enum Error {
         /// Second image ID.
         second: String,
     },
+    /// The existing engine store to merge with is inconsistent.
+    #[error("existing engine store: {path}: {reason}")]
+    ExistingStore {
+        /// The path in the old store (relative to its data root).
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Reading the existing engine store failed.
+    #[error("existing engine store: cannot read {path}")]
+    StoreView {
+        /// The path in the old store (relative to its data root).
+        path: String,
+        /// The view's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The parameters passed in are inconsistent.
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),

@@ -55,6 +55,7 @@ mod error;
 mod input;
 mod inspect;
 mod layer;
+pub mod merge;
 mod platform;
 mod reference;
 pub mod spec;
@@ -67,6 +68,7 @@ pub use digest::Digest;
 pub use error::{Error, FeedError};
 pub use input::{Image, ImageInput};
 pub use inspect::{parse_apps_json, parse_repositories_json, AppSummary};
+pub use merge::{DirStoreView, ExistingLayer, ExistingStore, StoreView};
 pub use platform::Platform;
 pub use reference::ImageRef;
 pub use store::{

@@ -27,9 +27,27 @@
 use crate::container::Container;
 use crate::input::{resolve, Image, ImageInput, LayerSpec};
 use crate::layer::stream_layer;
+use crate::merge::{ExistingLayer, ExistingStore};
 use crate::{Digest, Error, FeedError, ImageRef, Platform};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The directories every store has, with the modes the engine gives them.
+pub(crate) const STORE_DIRS: &[(&str, u32)] = &[
+    ("image", 0o700),
+    ("image/overlay2", 0o700),
+    ("image/overlay2/distribution", 0o700),
+    ("image/overlay2/imagedb", 0o700),
+    ("image/overlay2/imagedb/content", 0o700),
+    ("image/overlay2/imagedb/content/sha256", 0o700),
+    ("image/overlay2/imagedb/metadata", 0o700),
+    ("image/overlay2/imagedb/metadata/sha256", 0o700),
+    ("image/overlay2/layerdb", 0o700),
+    ("image/overlay2/layerdb/sha256", 0o755),
+    ("image/overlay2/layerdb/tmp", 0o755),
+    ("overlay2", 0o710),
+    ("overlay2/l", 0o700),
+];
 
 /// How the store is built.
 #[derive(Debug, Clone)]
@@ -291,6 +309,12 @@ impl Store {
 
     /// `repositories.json` bytes.
     pub fn repositories_json(&self) -> Vec<u8> {
+        let v = serde_json::json!({ "Repositories": self.repositories() });
+        v.to_string().into_bytes()
+    }
+
+    /// The `repositories.json` map: name -> reference -> image id.
+    fn repositories(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for img in &self.images {
             for t in &img.tags {
@@ -308,8 +332,7 @@ impl Store {
                     .insert(format!("{n}@{}", img.manifest_digest), img.id.to_string());
             }
         }
-        let v = serde_json::json!({ "Repositories": repos });
-        v.to_string().into_bytes()
+        repos
     }
 
     /// Reads and verifies every layer without writing anything, and
@@ -343,6 +366,16 @@ impl Store {
     /// after children), so the opaque-directory xattr is part of the
     /// directory's own entry.
     pub fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<FeedReport, FeedError<S::Error>> {
+        self.feed_inner(None, sink)
+    }
+
+    /// [`Store::feed`], skipping what `existing` already holds (see
+    /// [`crate::merge`]).
+    pub(crate) fn feed_inner<S: TreeSink>(
+        &self,
+        existing: Option<&ExistingStore>,
+        sink: &mut S,
+    ) -> Result<FeedReport, FeedError<S::Error>> {
         let t = self.opts.time;
         let mut rep = FeedReport::default();
         let emit = |sink: &mut S,
@@ -357,27 +390,23 @@ impl Store {
             let e = Entry::new(path, kind, Metadata::new(mode, t));
             sink.add(&e, content).map_err(FeedError::Sink)
         };
-        let dirs: &[(&str, u32)] = &[
-            ("image", 0o700),
-            ("image/overlay2", 0o700),
-            ("image/overlay2/distribution", 0o700),
-            ("image/overlay2/imagedb", 0o700),
-            ("image/overlay2/imagedb/content", 0o700),
-            ("image/overlay2/imagedb/content/sha256", 0o700),
-            ("image/overlay2/imagedb/metadata", 0o700),
-            ("image/overlay2/imagedb/metadata/sha256", 0o700),
-            ("image/overlay2/layerdb", 0o700),
-            ("image/overlay2/layerdb/sha256", 0o755),
-            ("image/overlay2/layerdb/tmp", 0o755),
-            ("overlay2", 0o710),
-            ("overlay2/l", 0o700),
-        ];
+        let dirs: &[(&str, u32)] = STORE_DIRS;
         for (d, m) in dirs {
+            if existing.is_some_and(|x| x.has_dir(d)) {
+                continue;
+            }
             emit(sink, d, EntryKind::Dir, *m, Content::None, &mut rep)?;
         }
         let mut committed = HashSet::new();
         let mut lowers: HashMap<Digest, String> = HashMap::new();
+        // Layers the old store has: their real cache ids and links.
+        let mut old: HashMap<Digest, &ExistingLayer> = HashMap::new();
         for (input, layer, parent) in self.unique_layers() {
+            if let Some(x) = existing.and_then(|x| x.layer(&layer.chain_id)) {
+                lowers.insert(layer.chain_id, x.lower.clone());
+                old.insert(layer.chain_id, x);
+                continue;
+            }
             let cid = cache_id(&layer.chain_id);
             let short = short_id(&layer.chain_id);
             let dir = format!("overlay2/{cid}");
@@ -414,7 +443,11 @@ impl Store {
             let mut lower = String::new();
             if let Some(par) = parent {
                 let pl = lowers.get(&par).cloned().unwrap_or_default();
-                lower = format!("l/{}", short_id(&par));
+                let (par_link, par_cid, par_committed) = match old.get(&par) {
+                    Some(x) => (x.link.clone(), x.cache_id.clone(), x.committed),
+                    None => (short_id(&par), cache_id(&par), false),
+                };
+                lower = format!("l/{par_link}");
                 if !pl.is_empty() {
                     lower.push(':');
                     lower.push_str(&pl);
@@ -435,10 +468,10 @@ impl Store {
                     Content::None,
                     &mut rep,
                 )?;
-                if committed.insert(par) {
+                if committed.insert(par) && !par_committed {
                     emit(
                         sink,
-                        &format!("overlay2/{}/committed", cache_id(&par)),
+                        &format!("overlay2/{par_cid}/committed"),
                         EntryKind::File,
                         0o600,
                         Content::bytes(b""),
@@ -497,6 +530,9 @@ impl Store {
             });
         }
         for img in &self.images {
+            if existing.is_some_and(|x| x.has_image(&img.id)) {
+                continue;
+            }
             emit(
                 sink,
                 &format!("image/overlay2/imagedb/content/sha256/{}", img.id.hex()),
@@ -506,7 +542,13 @@ impl Store {
                 &mut rep,
             )?;
         }
-        let repos = self.repositories_json();
+        let repos = match existing {
+            Some(x) => {
+                let v = serde_json::json!({ "Repositories": x.merged_repositories(self.repositories()) });
+                v.to_string().into_bytes()
+            }
+            None => self.repositories_json(),
+        };
         emit(
             sink,
             "image/overlay2/repositories.json",
