@@ -320,7 +320,7 @@ impl<R: ReadAt> Ext4Reader<R> {
         } else {
             u32::from(sb.s_inode_size.get())
         };
-        if inode_size < 128 || inode_size > MAX_INODE_SIZE || !inode_size.is_power_of_two() {
+        if !(128..=MAX_INODE_SIZE).contains(&inode_size) || !inode_size.is_power_of_two() {
             return Err(corrupt(0, "inode size out of range"));
         }
         let desc_size: u64 = if incompat & INCOMPAT_64BIT != 0 {
