@@ -136,6 +136,8 @@ pub enum InputKind {
     CaCertificate,
     /// An SSH public key.
     SshKey,
+    /// The OS image a base-image build preloads into.
+    BaseImage,
     /// Anything else.
     Other,
 }

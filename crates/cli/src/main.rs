@@ -74,6 +74,12 @@ enum Command {
         /// Print the build report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Preload into this existing OS image (raw, .xz, .gz, .zst, .zip, qcow2, vmdk, vhd) instead of building the OS partitions; overrides the recipe's [base] image.
+        #[arg(long, value_name = "IMAGE")]
+        base: Option<PathBuf>,
+        /// With --base: preload even if the base's device type or architecture does not match the board.
+        #[arg(long)]
+        force: bool,
     },
     /// Show partitions, filesystems, boot files and config.json of an image.
     Inspect {
@@ -304,6 +310,8 @@ fn run(cli: Cli) -> Result<()> {
             compress,
             level,
             json,
+            base,
+            force,
         } => {
             let formats = formats
                 .iter()
@@ -337,6 +345,8 @@ fn run(cli: Cli) -> Result<()> {
                 formats,
                 compress: compress.map(|c| (c, level)),
                 threads,
+                base,
+                force,
             };
             let progress = Progress::new(cli.quiet);
             let started = std::time::Instant::now();

@@ -49,6 +49,11 @@ pub struct BuildRequest<'a> {
     pub compress: Option<(String, Option<u32>)>,
     /// Threads for compression.
     pub threads: u32,
+    /// Base-image mode: preload into this image (`None`: the recipe's
+    /// `[base] image`, if any; see [`crate::base`]).
+    pub base: Option<PathBuf>,
+    /// Base-image mode: accept a device type or architecture mismatch.
+    pub force: bool,
 }
 
 /// One written partition.
@@ -128,9 +133,51 @@ fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4
 }
 
 /// Deletes the temporary image unless the build succeeded.
-struct TempImage {
-    path: PathBuf,
+pub(crate) struct TempImage {
+    pub(crate) path: PathBuf,
     file: Option<File>,
+}
+
+impl TempImage {
+    /// Creates (truncates) `.<name>.kiln-partial` beside `out`: the same
+    /// filesystem, so the final rename is atomic.
+    pub(crate) fn create(out: &Path) -> Result<Self, Error> {
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = out.file_name().ok_or_else(|| Error::Output {
+            path: out.to_path_buf(),
+            op: "output path has no file name",
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        let path = dir.join(format!(".{}.kiln-partial", name.to_string_lossy()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|source| Error::Output {
+                path: out.to_path_buf(),
+                op: "cannot create the output file",
+                source,
+            })?;
+        Ok(Self {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// The open file.
+    pub(crate) fn file(&mut self) -> Result<&mut File, Error> {
+        let path = self.path.clone();
+        self.file.as_mut().ok_or_else(|| Error::Output {
+            path,
+            op: "internal: output closed",
+            source: std::io::Error::from(std::io::ErrorKind::Other),
+        })
+    }
 }
 
 impl Drop for TempImage {
@@ -155,8 +202,8 @@ fn fs_name(fs: FsKind) -> &'static str {
 pub(crate) struct App {
     pub(crate) store: kiln_oci::Store,
     pub(crate) apps_json: Vec<u8>,
-    store_path: TreePath,
-    summary: kiln_oci::Summary,
+    pub(crate) store_path: TreePath,
+    pub(crate) summary: kiln_oci::Summary,
 }
 
 /// A failure while feeding the data partition.
@@ -224,7 +271,7 @@ impl DataTree {
 
 /// Resolves the `[app]` inputs for the board's platform and builds
 /// `apps.json` (reads only JSON and the compose file; layers stream later).
-fn prepare_app(
+pub(crate) fn prepare_app(
     req: &BuildRequest<'_>,
     a: &kiln_recipe::AppSpec,
     time: Timestamp,
@@ -304,13 +351,14 @@ fn prepare_app(
     })
 }
 
-fn tp(s: &str) -> TreePath {
+pub(crate) fn tp(s: &str) -> TreePath {
     // OK: only called with constant, valid relative paths.
     TreePath::parse(s.as_bytes()).unwrap_or_default()
 }
 
 /// Runs a build. `progress` receives one line per stage.
 pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, Error> {
+    // BASE-MODE-HOOK
     let profile = &req.profile;
     let recipe = &req.recipe;
     let time = Timestamp::new(req.timestamp, 0);
@@ -465,36 +513,8 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     // Create the temporary output beside the target (same filesystem, so
     // the final rename is atomic).
     let out = &req.output;
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out.file_name().ok_or_else(|| Error::Output {
-        path: out.clone(),
-        op: "output path has no file name",
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    let tmp_path = dir.join(format!(".{}.kiln-partial", name.to_string_lossy()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp_path)
-        .map_err(|source| Error::Output {
-            path: out.clone(),
-            op: "cannot create the output file",
-            source,
-        })?;
-    let mut tmp = TempImage {
-        path: tmp_path.clone(),
-        file: Some(file),
-    };
-    let file = tmp.file.as_mut().ok_or_else(|| Error::Output {
-        path: out.clone(),
-        op: "internal: output closed",
-        source: std::io::Error::from(std::io::ErrorKind::Other),
-    })?;
+    let mut tmp = TempImage::create(out)?;
+    let file = tmp.file()?;
     file.set_len(plan.disk_bytes)
         .map_err(|source| Error::Output {
             path: out.clone(),
@@ -547,6 +567,53 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         None => None,
     };
     write_table(req, &plan, &mut reports, boot_code, &mut *file)?;
+
+    let report = BuildReport {
+        image: out.clone(),
+        disk_bytes: plan.disk_bytes,
+        medium: medium.map(|m| (m.name, m.size.bytes())),
+        fits,
+        partitions: reports,
+        config: config.redacted(),
+        swap_bytes: recipe.swap.size.bytes(),
+        app: app_summary,
+        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
+        image_sha256: String::new(),
+        artifacts: Vec::new(),
+    };
+    let disk_id = match profile.table {
+        TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
+        TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
+    };
+    finish(
+        req,
+        tmp,
+        report,
+        disk_id,
+        data_tree.app.as_ref().zip(feed_report.as_ref()),
+        None,
+        progress,
+    )
+}
+
+/// Delivery, the manifest and the checksums of a written raw image in
+/// `tmp`, then every output renamed into place (`report` is completed with
+/// the image digest and the artifacts).
+pub(crate) fn finish(
+    req: &BuildRequest<'_>,
+    mut tmp: TempImage,
+    mut report: BuildReport,
+    disk_id: String,
+    app: Option<(&App, &kiln_oci::FeedReport)>,
+    base: Option<&crate::manifest::BaseFacts>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BuildReport, Error> {
+    let out = &req.output;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = tmp.file()?;
     file.sync_all().map_err(|source| Error::Output {
         path: out.clone(),
         op: "cannot flush the output file",
@@ -571,31 +638,16 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     ));
     let mut temps = Temps::new();
     let (mut artifacts, image_digest, keep_raw) = deliver(file, out, &delivery, &mut temps)?;
-    let mut report = BuildReport {
-        image: out.clone(),
-        disk_bytes: plan.disk_bytes,
-        medium: medium.map(|m| (m.name, m.size.bytes())),
-        fits,
-        partitions: reports,
-        config: config.redacted(),
-        swap_bytes: recipe.swap.size.bytes(),
-        app: app_summary,
-        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
-        image_sha256: image_digest.to_hex(),
-        artifacts: Vec::new(),
-    };
-    let disk_id = match profile.table {
-        TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
-        TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
-    };
+    report.image_sha256 = image_digest.to_hex();
     let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
-        profile,
-        recipe,
+        profile: &req.profile,
+        recipe: &req.recipe,
         source_date_epoch: req.timestamp,
         report: &report,
         image_sha256: image_digest,
         disk_id,
-        app: data_tree.app.as_ref().zip(feed_report.as_ref()),
+        app,
+        base,
         artifacts: &artifacts,
     })?;
     let manifest_path = {
@@ -621,7 +673,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     artifacts.push(sums);
     temps.commit()?;
     if keep_raw {
-        std::fs::rename(&tmp_path, out).map_err(|source| Error::Output {
+        std::fs::rename(&tmp.path, out).map_err(|source| Error::Output {
             path: out.clone(),
             op: "cannot move the finished image into place",
             source,
@@ -722,7 +774,7 @@ pub(crate) fn human(bytes: u64) -> String {
 /// The ext4 parameters of a partition: identities from the seed, the
 /// build time, and for the data partition mke2fs's `-i 8192` density (an
 /// engine store is tens of thousands of small files).
-fn ext4_options(
+pub(crate) fn ext4_options(
     req: &BuildRequest<'_>,
     label: &str,
     role: Role,
@@ -837,35 +889,7 @@ fn write_boot(
     let mut w = FatWriter::new(region, placed.size, opts).map_err(fat_err)?;
 
     // Generated files replace what the boot files carry at those paths.
-    let mut generated = vec![Generated {
-        path: tp("config.json"),
-        mode: 0o644,
-        data: config.to_pretty_bytes(),
-    }];
-    for p in &req.recipe.network_profiles {
-        let name = p
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let path = TreePath::root()
-            .join(b"system-connections")
-            .and_then(|d| d.join(name.as_bytes()))
-            .map_err(|e| p.invalid(e.to_string()))?;
-        generated.push(Generated {
-            path,
-            mode: 0o600,
-            data: p.read()?,
-        });
-    }
-    for x in &req.recipe.boot_extra {
-        let path = TreePath::parse(x.dest.as_bytes()).map_err(|e| x.src.invalid(e.to_string()))?;
-        generated.push(Generated {
-            path,
-            mode: 0o644,
-            data: x.src.read()?,
-        });
-    }
+    let generated = boot_generated(&req.recipe, config)?;
     let skip: BTreeSet<TreePath> = generated.iter().map(|g| g.path.clone()).collect();
     if let Some(src) = boot_src {
         let mut filtered = Skip {
@@ -904,6 +928,45 @@ fn write_boot(
         part_guid: None,
         used_bytes: report.file_bytes,
     })
+}
+
+/// The files kiln generates on the boot partition: `config.json`, the
+/// NetworkManager profiles under `system-connections/` and the recipe's
+/// `[boot] files`.
+pub(crate) fn boot_generated(
+    recipe: &Recipe,
+    config: &ResolvedConfig,
+) -> Result<Vec<Generated>, Error> {
+    let mut generated = vec![Generated {
+        path: tp("config.json"),
+        mode: 0o644,
+        data: config.to_pretty_bytes(),
+    }];
+    for p in &recipe.network_profiles {
+        let name = p
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = TreePath::root()
+            .join(b"system-connections")
+            .and_then(|d| d.join(name.as_bytes()))
+            .map_err(|e| p.invalid(e.to_string()))?;
+        generated.push(Generated {
+            path,
+            mode: 0o600,
+            data: p.read()?,
+        });
+    }
+    for x in &recipe.boot_extra {
+        let path = TreePath::parse(x.dest.as_bytes()).map_err(|e| x.src.invalid(e.to_string()))?;
+        generated.push(Generated {
+            path,
+            mode: 0o644,
+            data: x.src.read()?,
+        });
+    }
+    Ok(generated)
 }
 
 /// BIOS boot (GRUB's boot.img + core.img, as balenaOS and grub-install

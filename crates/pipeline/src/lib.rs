@@ -30,6 +30,8 @@
 //!     formats: vec![DiskFormat::Raw, DiskFormat::Qcow2],
 //!     compress: None,
 //!     threads: 2,
+//!     base: None,
+//!     force: false,
 //! };
 //! let report = build(&req, &mut |line| eprintln!("{line}"))?;
 //! println!("{} bytes", report.disk_bytes);

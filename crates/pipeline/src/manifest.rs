@@ -117,22 +117,43 @@ pub(crate) struct ManifestFacts<'a> {
     pub image_sha256: Sha256Digest,
     pub disk_id: String,
     pub app: Option<(&'a App, &'a kiln_oci::FeedReport)>,
+    /// Base-image mode: the image preloaded into.
+    pub base: Option<&'a BaseFacts>,
     pub artifacts: &'a [Delivered],
+}
+
+/// The base image of a `--base` build.
+pub(crate) struct BaseFacts {
+    /// The image as given.
+    pub path: std::path::PathBuf,
+    /// sha256 of the file as given and its size.
+    pub sha256: Sha256Digest,
+    pub size_bytes: u64,
 }
 
 /// Builds the manifest JSON (secrets redacted, lists sorted).
 pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
     let arch = f.profile.arch;
-    let os = f.recipe.os_for(arch)?;
     let mut inputs = Vec::new();
-    if let Some(r) = &os.rootfs {
-        inputs.push(input(r, "rootfs", m::InputKind::RootFs)?);
-    }
-    if let Some(b) = &os.boot {
-        inputs.push(input(b, "boot", m::InputKind::BootFiles)?);
-    }
-    if let Some(b) = &os.bios_boot {
-        inputs.push(input(b, "bios-boot", m::InputKind::Other)?);
+    if let Some(b) = f.base {
+        inputs.push(m::Input {
+            name: "base-image".into(),
+            kind: m::InputKind::BaseImage,
+            source: b.path.display().to_string(),
+            sha256: b.sha256,
+            size_bytes: b.size_bytes,
+        });
+    } else {
+        let os = f.recipe.os_for(arch)?;
+        if let Some(r) = &os.rootfs {
+            inputs.push(input(r, "rootfs", m::InputKind::RootFs)?);
+        }
+        if let Some(b) = &os.boot {
+            inputs.push(input(b, "boot", m::InputKind::BootFiles)?);
+        }
+        if let Some(b) = &os.bios_boot {
+            inputs.push(input(b, "bios-boot", m::InputKind::Other)?);
+        }
     }
     for p in &f.recipe.network_profiles {
         inputs.push(input(p, "network-profile", m::InputKind::NetworkProfile)?);
