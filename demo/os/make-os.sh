@@ -9,13 +9,19 @@
 #   bios-boot.img  GRUB boot.img + core.img for BIOS boot on MBR boards
 #   packages.txt   exact package versions; SHA256SUMS of the outputs
 #
-# Usage: demo/os/make-os.sh ARCH     (ARCH = amd64; armhf not done yet)
+# armhf (fin-cm3) instead of boot/ + bios-boot.img: boot/ holds the
+# Raspberry Pi boot partition (firmware of Debian's raspi-firmware,
+# config.txt, cmdline.txt, the CM3 device tree, the linux-image-armmp
+# kernel and its initrd); see demo/os/README.md.
+#
+# Usage: demo/os/make-os.sh ARCH     (ARCH = amd64 | armhf)
 #
 # Cached per stage (see the stamps below); downloaded .debs are kept in
 # .cache/demo-os/debs-<arch>/ and fed back to the next mmdebstrap run.
 # Reproducible: SOURCE_DATE_EPOCH (default 1700000000) fixes every
 # timestamp; the same package versions give the same bytes.
-# Host packages: mmdebstrap grub-common grub-pc-bin grub-efi-amd64-bin.
+# Host packages: mmdebstrap grub-common grub-pc-bin grub-efi-amd64-bin;
+# armhf also qemu-user-static (binfmt_misc registration, done here).
 set -euo pipefail
 
 arch=${1:?usage: make-os.sh ARCH (amd64)}
@@ -29,8 +35,8 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 nice=${NICE:-nice -n 10}
 
 case $arch in
-  amd64) ;;
-  *) echo "make-os.sh: arch '$arch' not supported yet (amd64 only)" >&2; exit 2 ;;
+  amd64|armhf) ;;
+  *) echo "make-os.sh: arch '$arch' not supported (amd64, armhf)" >&2; exit 2 ;;
 esac
 
 need() { # tool package
@@ -132,6 +138,103 @@ overlay() {
 }
 # --- end overlay
 
+# --- armhf base: Debian packages for the Fin (armv7) -------------------------
+# Foreign-architecture mmdebstrap: dpkg and the maintainer scripts run under
+# qemu-user (qemu-user-static, registered in binfmt_misc below). rootA is
+# 320 MiB on the fin profiles, so the tree is trimmed: kernel modules the
+# Fin and QEMU -M virt do not use, device trees of other boards, the
+# engine's debug/test tools (ctr, dnet, ovrouter, legacy shims) and the
+# udev hwdb sources (hwdb.bin stays).
+base_armhf() {
+binfmt_arm
+pkgs=linux-image-armmp,initramfs-tools,systemd,systemd-sysv,udev,kmod
+pkgs+=,docker.io,jq,iproute2,ca-certificates,e2fsprogs,util-linux
+prune="drivers/gpu drivers/media drivers/net/wireless drivers/net/ethernet drivers/net/can
+  drivers/net/dsa drivers/net/phy drivers/net/ieee802154 drivers/infiniband drivers/staging drivers/iio
+  drivers/isdn drivers/bluetooth drivers/mtd drivers/crypto drivers/video drivers/hwmon drivers/input
+  drivers/hid drivers/leds drivers/remoteproc drivers/rpmsg drivers/soc drivers/clk drivers/phy
+  drivers/power drivers/regulator drivers/pinctrl drivers/thermal drivers/mfd drivers/gnss drivers/nfc
+  drivers/atm drivers/usb/gadget drivers/usb/serial drivers/usb/misc drivers/net/usb/qmi_wwan.ko
+  sound net/wireless net/mac80211 net/bluetooth net/6lowpan net/ieee802154 net/nfc net/can net/sunrpc
+  net/ceph net/rxrpc net/tipc net/sctp net/batman-adv net/mpls net/openvswitch
+  fs/xfs fs/btrfs fs/ocfs2 fs/nfs fs/nfsd fs/smb fs/f2fs fs/gfs2 fs/jfs fs/nilfs2 fs/ceph
+  fs/afs fs/ubifs fs/orangefs fs/reiserfs fs/jffs2 fs/udf fs/ntfs3 fs/dlm"
+prune=$(echo $prune)
+log=$work/mmdebstrap.log
+echo "building demo OS $arch with mmdebstrap ($suite, under qemu-user), log: $out/mmdebstrap.log"
+mkdir -p "$work/kernel"
+# shellcheck disable=SC2016 # hooks are expanded by mmdebstrap, $1 = root
+$nice mmdebstrap --variant=apt --arch="$arch" --mode=root --format=tar \
+  --include="$pkgs" \
+  --dpkgopt='path-exclude=/usr/share/man/*' \
+  --dpkgopt='path-exclude=/usr/share/info/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' \
+  --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+  --dpkgopt='path-exclude=/usr/share/doc/*' \
+  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --dpkgopt='path-exclude=/usr/share/lintian/*' \
+  --skip=download/empty \
+  --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
+  --setup-hook="sync-in $cache/debs-$arch /var/cache/apt/archives" \
+  --essential-hook="cp -a $here/essential/. $here/essential-armhf/. \"\$1/\"" \
+  --customize-hook="sync-out /var/cache/apt/archives $cache/debs-$arch" \
+  --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+  --customize-hook="for d in $prune; do rm -rf \"\$1\"/lib/modules/*/kernel/\$d; done; for k in \"\$1\"/lib/modules/*; do chroot \"\$1\" depmod \"\${k##*/}\"; done" \
+  --customize-hook='find "$1"/usr/lib/linux-image-* -name "*.dtb" ! -name "bcm283*" -delete' \
+  --customize-hook='rm -f "$1"/usr/bin/ctr "$1"/usr/bin/dnet "$1"/usr/sbin/ovrouter "$1"/usr/bin/containerd-shim "$1"/usr/bin/containerd-shim-runc-v1 "$1"/usr/lib/udev/hwdb.d/*.hwdb' \
+  --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-networkd-wait-online.service' \
+  --customize-hook='echo kiln-demo > "$1/etc/hostname"; mkdir -p "$1/mnt/data" "$1/mnt/boot"' \
+  --customize-hook='chroot "$1" dpkg-query -W -f "\${Package} \${Version} \${Architecture}\n" > "$1/etc/kiln-packages.txt"' \
+  --customize-hook="cp \"\$1/etc/kiln-packages.txt\" $work/packages.txt" \
+  --customize-hook="cp -L \"\$1\"/boot/vmlinuz \"\$1\"/boot/initrd.img $work/kernel/ && cp \"\$1\"/usr/lib/linux-image-*/bcm2837-rpi-cm3-io3.dtb $work/kernel/" \
+  "$suite" "$work/base.tar" "$mirror" >"$log" 2>&1 || {
+    tail -n 30 "$log" >&2; cp "$log" "$out/mmdebstrap.log"; exit 1; }
+for f in vmlinuz initrd.img bcm2837-rpi-cm3-io3.dtb; do
+  [ -s "$work/kernel/$f" ] || { echo "make-os.sh: $f missing in the armhf rootfs" >&2; exit 1; }
+done
+  rm -rf "$out/kernel"
+  mv "$work/base.tar" "$work/packages.txt" "$work/kernel" "$out/"
+  cp "$log" "$out/mmdebstrap.log"
+  echo "$base_stamp" > "$out/base.stamp"
+}
+
+# --- end armhf
+
+# qemu-user for armhf binaries, registered once (idempotent); the F flag
+# keeps the interpreter open, so it works inside the chroot.
+binfmt_arm() {
+  local conf=/usr/lib/binfmt.d/qemu-arm.conf bm=/proc/sys/fs/binfmt_misc
+  [ -r "$conf" ] || { echo "make-os.sh: $conf missing (apt-get install -y -t bookworm-backports qemu-user-static)" >&2; exit 1; }
+  [ -e "$bm/register" ] || mount -t binfmt_misc binfmt_misc "$bm"
+  [ -e "$bm/qemu-arm" ] || cat "$conf" > "$bm/register"
+  grep -qx enabled "$bm/qemu-arm" || { echo "make-os.sh: binfmt_misc qemu-arm not enabled" >&2; exit 1; }
+}
+
+# The Fin's boot partition (Pi firmware, config.txt, cmdline.txt, CM3
+# device tree, kernel and initrd of the rootfs): demo/os/make-fin-boot.sh.
+boot_armhf() {
+  "$here/make-fin-boot.sh" "$out/boot" "$out/kernel"
+  mv "$out/boot.versions" "$out/firmware.txt"
+  echo "$1" > "$out/fwboot.stamp"
+}
+
+
+if [ "$arch" = armhf ]; then
+  # The armhf stages have their own stamps: the armhf section, both essential trees.
+  base_stamp=$( { sed -n '/^# --- armhf base/,/^# --- end armhf/p' "$0";
+                  (cd "$here" && find essential essential-armhf -type f | LC_ALL=C sort | xargs sha256sum);
+                  echo "$suite $mirror $SOURCE_DATE_EPOCH armhf"; } | sha256sum | cut -c1-16)
+  rootfs_stamp=$( { echo "$base_stamp"; sed -n '/^# --- overlay/,/^# --- end overlay/p' "$0";
+                    (cd "$here" && find rootfs -type f | LC_ALL=C sort | xargs sha256sum); } | sha256sum | cut -c1-16)
+  fresh base "$base_stamp" base.tar || base_armhf
+  fresh rootfs "$rootfs_stamp" rootfs.tar || overlay
+  fwboot_stamp=$( { echo "$base_stamp"; cat "$here/make-fin-boot.sh"; } | sha256sum | cut -c1-16)
+  fresh fwboot "$fwboot_stamp" boot/config.txt || boot_armhf "$fwboot_stamp"
+  (cd "$out" && { sha256sum rootfs.tar; find boot -type f | LC_ALL=C sort | xargs sha256sum; } > SHA256SUMS)
+  echo "demo OS $arch ready in $out:"; cat "$out/firmware.txt" "$out/SHA256SUMS"
+  du -sh "$out/rootfs.tar" | sed 's/^/  /'
+  exit 0
+fi
 fresh base "$base_stamp" base.tar || base
 fresh rootfs "$rootfs_stamp" rootfs.tar || overlay
 if ! fresh grub "$grub_stamp" bios-boot.img; then
