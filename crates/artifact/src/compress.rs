@@ -9,22 +9,47 @@
 //! | gzip | RFC 1952 §2.3.1 | `1F 8B` |
 //! | zstd | RFC 8878 §3.1.1 | `28 B5 2F FD` |
 //!
+//! # xz container written here (.xz File Format 1.2.1)
+//!
+//! | structure | offset | size | field |
+//! |---|---|---|---|
+//! | stream header (§2.1.1) | 0 | 6 | magic `FD 37 7A 58 5A 00` |
+//! | | 6 | 2 | stream flags `00 04` (check = CRC64) |
+//! | | 8 | 4 | CRC32 of the stream flags |
+//! | block header (§3.1) | 0 | 1 | header size / 4 - 1 |
+//! | | 1 | 1 | block flags `C0` (one filter, both sizes present) |
+//! | | 2 | var | compressed size (VLI), uncompressed size (VLI) |
+//! | | | 3 | filter flags: id `21` (LZMA2), props size `01`, dictionary byte |
+//! | | | 0-3 | header padding (zeros) to a multiple of 4 |
+//! | | end-4 | 4 | CRC32 of the header before this field |
+//! | block (§3.2-3.4) | | var | LZMA2 data, padding to 4, CRC64 of the uncompressed block |
+//! | index (§4) | 0 | 1 | indicator `00` |
+//! | | 1 | var | record count (VLI), then per block: unpadded size, uncompressed size (VLIs) |
+//! | | | 0-3 | padding, then CRC32 of the index before it |
+//! | stream footer (§2.1.2) | 0 | 4 | CRC32 of the next 6 bytes |
+//! | | 4 | 4 | backward size: index size / 4 - 1 (LE) |
+//! | | 8 | 2 | stream flags `00 04` |
+//! | | 10 | 2 | `59 5A` ("YZ") |
+//!
 //! # Reproducibility
 //!
 //! Every encoder here produces the same bytes for the same input and the
 //! same [`CompressOptions`], **whatever the thread count**:
 //!
-//! - **xz** always uses liblzma's multi-threaded encoder
-//!   (`lzma_stream_encoder_mt`), even with one thread. It cuts the input into
-//!   independent blocks of `xz_block_size` bytes (0 = liblzma's default,
-//!   3 × the LZMA2 dictionary size or 1 MiB, whichever is more) and
-//!   compresses each block on its own, so the output depends on preset,
-//!   check (CRC64) and block size, not on the number of threads (xz(1),
-//!   `--block-size`/`--threads`). It equals `xz -T2` (or `-T+1`) at the same
-//!   preset for the same liblzma encoder version; the single-threaded
-//!   encoder (`xz -T1`) would produce different bytes and is never used.
-//!   liblzma does not promise identical output across its own versions, so
-//!   pin the crate version for reproducible releases.
+//! - **xz**: kiln's own block-parallel writer ([`Encoder`] with
+//!   [`Compression::Xz`]). It cuts the input into independent blocks of
+//!   `xz_block_size` bytes (0 = kiln's default, the preset's LZMA2 dictionary
+//!   size and at least 1 MiB: 8 MiB at `-6`), compresses each block with a
+//!   fresh LZMA2 encoder of the preset (liblzma's raw encoder) on a worker
+//!   thread, and writes the blocks in order with their headers, the index
+//!   and the stream footer itself. The bytes depend on preset and block size
+//!   only, never on the thread count, and equal `xz -T2 --block-size=B`
+//!   (`lzma_stream_encoder_mt`, which also stores both sizes in every block
+//!   header) for the same LZMA2 encoder version. An all-zero block (an
+//!   image's holes) is compressed once and its bytes reused, so holes cost a
+//!   zero check instead of LZMA2 time. liblzma does not promise identical
+//!   output across its own versions: pin the crate for reproducible
+//!   releases.
 //! - **gzip**: flate2 with the zlib-rs backend; header with mtime 0, no file
 //!   name, OS byte from flate2's default, so no time or path leaks in.
 //! - **zstd**: always the multi-threaded mode (`ZSTD_c_nbWorkers >= 1`)
@@ -35,9 +60,11 @@
 //! The tests check all three with their CLI validators and pin thread-count
 //! independence.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufReader, Chain, Cursor, Read, Write};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -166,8 +193,9 @@ impl CompressOptions {
         self.threads = threads;
         self
     }
-    /// Sets the xz block size in bytes (0 = liblzma default). Changes the
-    /// output bytes.
+    /// Sets the xz block size in bytes (0 = kiln's default: the preset's
+    /// dictionary size, at least 1 MiB). Changes the output bytes; memory
+    /// grows with it (about `threads + 1` blocks are buffered).
     pub fn xz_block_size(mut self, bytes: u64) -> Self {
         self.xz_block_size = bytes;
         self
@@ -188,7 +216,7 @@ impl CompressOptions {
 
 enum EncoderInner<W: Write> {
     Plain(W),
-    Xz(liblzma::write::XzEncoder<W>),
+    Xz(XzBlocks<W>),
     Gzip(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
@@ -232,16 +260,7 @@ impl<W: Write> Encoder<W> {
         let cerr = |source: io::Error| Error::Codec { codec, source };
         let inner = match codec {
             Compression::None => EncoderInner::Plain(out),
-            Compression::Xz => {
-                let stream = liblzma::stream::MtStreamBuilder::new()
-                    .threads(opts.threads)
-                    .preset(opts.level)
-                    .block_size(opts.xz_block_size)
-                    .check(liblzma::stream::Check::Crc64)
-                    .encoder()
-                    .map_err(|e| cerr(e.into()))?;
-                EncoderInner::Xz(liblzma::write::XzEncoder::new_stream(out, stream))
-            }
+            Compression::Xz => EncoderInner::Xz(XzBlocks::new(out, opts).map_err(cerr)?),
             Compression::Gzip => EncoderInner::Gzip(
                 flate2::GzBuilder::new()
                     .mtime(0)
@@ -312,6 +331,341 @@ impl<W: Write> Write for Encoder<W> {
             EncoderInner::Gzip(w) => w.flush(),
             EncoderInner::Zstd(w) => w.flush(),
         }
+    }
+}
+
+/// Stream flags: check type CRC64 (.xz §2.1.1.2).
+const XZ_FLAGS: [u8; 2] = [0x00, 0x04];
+/// Size of the CRC64 check field of each block.
+const XZ_CHECK_SIZE: u64 = 8;
+/// LZMA2 filter id (.xz §5.3.1).
+const XZ_FILTER_LZMA2: u64 = 0x21;
+/// Largest block this writer cuts (keeps a block's buffers addressable
+/// and its sizes far from the VLI limit).
+const XZ_MAX_BLOCK: u64 = 1 << 30;
+
+static CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_XZ);
+
+/// Appends `v` as an xz variable-length integer (.xz §1.2).
+fn put_vli(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends the CRC32 of `out[from..]` in little-endian order.
+fn put_crc32(out: &mut Vec<u8>, from: usize) {
+    let crc = crc32fast::hash(out.get(from..).unwrap_or_default());
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Zero bytes that pad `len` to a multiple of four.
+fn pad4(len: u64) -> usize {
+    ((4 - (len % 4)) % 4) as usize
+}
+
+/// The LZMA2 dictionary-size property byte (.xz §5.3.1): the smallest
+/// encoded size `(2 | (b & 1)) << (b / 2 + 11)` that holds `dict`.
+fn lzma2_dict_byte(dict: u32) -> u8 {
+    for b in 0u8..40 {
+        let size = (2u64 | u64::from(b & 1)) << (u32::from(b) / 2 + 11);
+        if size >= u64::from(dict) {
+            return b;
+        }
+    }
+    40
+}
+
+/// Bytes of `v` as a VLI.
+fn vli_len(v: u64) -> usize {
+    let mut n = 1;
+    let mut v = v >> 7;
+    while v > 0 {
+        n += 1;
+        v >>= 7;
+    }
+    n
+}
+
+/// The block header size liblzma's multi-threaded encoder reserves for
+/// blocks of `block_size` bytes: sizes as large as the block's worst-case
+/// compressed size (`lzma_block_buffer_bound64`: LZMA2 data of at most
+/// `block_size` plus 3 bytes per 64 KiB chunk plus the end marker, rounded
+/// to 4, plus 92 bytes of headers) and the full block size.
+fn xz_reserved_header_size(block_size: u64) -> usize {
+    let lzma2 = block_size + block_size.div_ceil(1 << 16) * 3 + 1;
+    let bound = 92 + lzma2.next_multiple_of(4);
+    let body = 2 + vli_len(bound) + vli_len(block_size) + 3;
+    body + pad4(body as u64) + 4
+}
+
+fn is_zero(buf: &[u8]) -> bool {
+    buf.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// One finished block: its bytes (header, data, padding, check) and its
+/// index record.
+struct XzBlock {
+    bytes: Arc<Vec<u8>>,
+    unpadded: u64,
+    uncompressed: u64,
+}
+
+/// Compresses `data` into one complete block (what `lzma_block_encoder`
+/// writes in liblzma's multi-threaded encoder), its header padded to
+/// `header_size` bytes.
+fn xz_encode_block(
+    level: u32,
+    dict_byte: u8,
+    header_size: usize,
+    data: &[u8],
+) -> io::Result<XzBlock> {
+    use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
+    let opts = LzmaOptions::new_preset(level).map_err(io::Error::from)?;
+    let mut filters = Filters::new();
+    filters.lzma2(&opts);
+    let mut stream = Stream::new_raw_encoder(&filters).map_err(io::Error::from)?;
+    let mut lz = Vec::with_capacity((data.len() / 4).max(1 << 16));
+    let mut input = data;
+    loop {
+        if lz.capacity() - lz.len() < (1 << 16) {
+            lz.reserve(lz.capacity().max(1 << 16));
+        }
+        let before = stream.total_in();
+        let status = stream
+            .process_vec(input, &mut lz, Action::Finish)
+            .map_err(io::Error::from)?;
+        let used = usize::try_from(stream.total_in() - before).unwrap_or(usize::MAX);
+        input = input.get(used..).unwrap_or_default();
+        if status == Status::StreamEnd {
+            break;
+        }
+    }
+    let compressed = lz.len() as u64;
+    let uncompressed = data.len() as u64;
+    let mut out = Vec::with_capacity(lz.len() + 64);
+    out.push(0); // header size, set below
+    out.push(0xC0); // one filter, compressed and uncompressed size present
+    put_vli(&mut out, compressed);
+    put_vli(&mut out, uncompressed);
+    put_vli(&mut out, XZ_FILTER_LZMA2);
+    put_vli(&mut out, 1);
+    out.push(dict_byte);
+    // Padded to the size reserved for the largest block (as liblzma's
+    // multi-threaded encoder does), so every block header has one size.
+    out.resize(
+        header_size.max(out.len() + 4 + pad4(out.len() as u64)) - 4,
+        0,
+    );
+    let header_size = out.len() + 4;
+    if let Some(b) = out.first_mut() {
+        *b = (header_size / 4 - 1) as u8;
+    }
+    put_crc32(&mut out, 0);
+    out.extend_from_slice(&lz);
+    drop(lz);
+    out.resize(out.len() + pad4(compressed), 0);
+    out.extend_from_slice(&CRC64.checksum(data).to_le_bytes());
+    Ok(XzBlock {
+        bytes: Arc::new(out),
+        unpadded: header_size as u64 + compressed + XZ_CHECK_SIZE,
+        uncompressed,
+    })
+}
+
+enum XzPending {
+    Ready(XzBlock),
+    Running(std::thread::JoinHandle<io::Result<XzBlock>>),
+}
+
+/// The block-parallel xz writer (see the module docs): blocks of
+/// `block_size` bytes, at most `threads` of them compressing at once, written
+/// in input order.
+struct XzBlocks<W: Write> {
+    out: W,
+    level: u32,
+    dict_byte: u8,
+    header_size: usize,
+    block_size: usize,
+    threads: usize,
+    buf: Vec<u8>,
+    pending: VecDeque<XzPending>,
+    running: usize,
+    /// Index records: (unpadded size, uncompressed size).
+    records: Vec<(u64, u64)>,
+    /// The encoded all-zero block of `block_size` bytes, once seen.
+    zero_block: Option<(Arc<Vec<u8>>, u64)>,
+    header_written: bool,
+}
+
+impl<W: Write> XzBlocks<W> {
+    fn new(out: W, opts: &CompressOptions) -> io::Result<Self> {
+        // Validates the preset.
+        liblzma::stream::LzmaOptions::new_preset(opts.level).map_err(io::Error::from)?;
+        // LzmaOptions has no getter: the preset table of xz(1) (dictionary
+        // sizes of -0 .. -9).
+        const DICT: [u32; 10] = [
+            256 << 10,
+            1 << 20,
+            2 << 20,
+            4 << 20,
+            4 << 20,
+            8 << 20,
+            8 << 20,
+            16 << 20,
+            32 << 20,
+            64 << 20,
+        ];
+        let dict = DICT
+            .get(usize::try_from(opts.level).unwrap_or(usize::MAX))
+            .copied()
+            .unwrap_or(8 << 20);
+        let block = match opts.xz_block_size {
+            0 => u64::from(dict).max(1 << 20),
+            b => b,
+        };
+        if block > XZ_MAX_BLOCK {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("xz block size {block} is over the {XZ_MAX_BLOCK}-byte limit"),
+            ));
+        }
+        let block_size = usize::try_from(block).unwrap_or(1 << 20);
+        Ok(Self {
+            out,
+            level: opts.level,
+            dict_byte: lzma2_dict_byte(dict),
+            header_size: xz_reserved_header_size(block),
+            block_size,
+            threads: usize::try_from(opts.threads).unwrap_or(1).max(1),
+            buf: Vec::new(),
+            pending: VecDeque::new(),
+            running: 0,
+            records: Vec::new(),
+            zero_block: None,
+            header_written: false,
+        })
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            let mut h = XZ_MAGIC.to_vec();
+            h.extend_from_slice(&XZ_FLAGS);
+            put_crc32(&mut h, XZ_MAGIC.len());
+            self.out.write_all(&h)?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the oldest pending block (waiting for it if `wait`); returns
+    /// whether one was written.
+    fn drain_one(&mut self, wait: bool) -> io::Result<bool> {
+        let block = match self.pending.front() {
+            None => return Ok(false),
+            Some(XzPending::Running(h)) if !wait && !h.is_finished() => return Ok(false),
+            Some(_) => match self.pending.pop_front() {
+                Some(XzPending::Ready(b)) => b,
+                Some(XzPending::Running(h)) => {
+                    self.running -= 1;
+                    h.join()
+                        .map_err(|_| io::Error::other("an xz worker thread panicked"))??
+                }
+                None => return Ok(false),
+            },
+        };
+        self.write_header()?;
+        self.out.write_all(&block.bytes)?;
+        self.records.push((block.unpadded, block.uncompressed));
+        Ok(true)
+    }
+
+    /// Hands a full (or the last) block to a worker, or reuses the encoded
+    /// zero block.
+    fn submit(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if data.len() == self.block_size && is_zero(&data) {
+            let (bytes, unpadded) = match &self.zero_block {
+                Some(z) => z.clone(),
+                None => {
+                    let b = xz_encode_block(self.level, self.dict_byte, self.header_size, &data)?;
+                    self.zero_block = Some((b.bytes.clone(), b.unpadded));
+                    (b.bytes, b.unpadded)
+                }
+            };
+            self.pending.push_back(XzPending::Ready(XzBlock {
+                bytes,
+                unpadded,
+                uncompressed: data.len() as u64,
+            }));
+        } else {
+            while self.running >= self.threads {
+                self.drain_one(true)?;
+            }
+            let (level, dict_byte, header) = (self.level, self.dict_byte, self.header_size);
+            let handle = std::thread::Builder::new()
+                .name("kiln-xz".into())
+                .spawn(move || xz_encode_block(level, dict_byte, header, &data))?;
+            self.pending.push_back(XzPending::Running(handle));
+            self.running += 1;
+        }
+        while self.drain_one(false)? {}
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.submit(last)?;
+        }
+        while self.drain_one(true)? {}
+        self.write_header()?;
+        let mut index = vec![0u8];
+        put_vli(&mut index, self.records.len() as u64);
+        for &(unpadded, uncompressed) in &self.records {
+            put_vli(&mut index, unpadded);
+            put_vli(&mut index, uncompressed);
+        }
+        index.resize(index.len() + pad4(index.len() as u64), 0);
+        put_crc32(&mut index, 0);
+        let backward = u32::try_from(index.len() / 4 - 1)
+            .map_err(|_| io::Error::other("xz index over 16 GiB"))?;
+        let mut footer = Vec::with_capacity(12);
+        footer.extend_from_slice(&[0; 4]);
+        footer.extend_from_slice(&backward.to_le_bytes());
+        footer.extend_from_slice(&XZ_FLAGS);
+        let crc = crc32fast::hash(footer.get(4..).unwrap_or_default());
+        footer.splice(0..4, crc.to_le_bytes());
+        footer.extend_from_slice(b"YZ");
+        self.out.write_all(&index)?;
+        self.out.write_all(&footer)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for XzBlocks<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf = Vec::with_capacity(self.block_size);
+        }
+        let room = self.block_size - self.buf.len();
+        let n = room.min(data.len());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
+        if self.buf.len() == self.block_size {
+            let full = std::mem::take(&mut self.buf);
+            self.submit(full)?;
+        }
+        Ok(n)
+    }
+    /// Writes the blocks finished so far; a partial block stays buffered
+    /// (cutting it would make the bytes depend on flush calls).
+    fn flush(&mut self) -> io::Result<()> {
+        while self.drain_one(false)? {}
+        self.out.flush()
     }
 }
 

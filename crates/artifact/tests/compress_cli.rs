@@ -151,28 +151,73 @@ fn deterministic_at_fixed_params_whatever_the_threads() {
 
 #[test]
 fn xz_matches_cli_multithreaded_output() {
-    // Our xz uses liblzma's multi-threaded encoder with the default block
-    // size, which is what `xz -T2` does: same preset => same bytes, as long
-    // as the bundled liblzma and the CLI's encode the same way.
+    // Our block-parallel xz writes what liblzma's multi-threaded encoder
+    // writes (`xz -T2 --block-size=B`): same preset and block size => same
+    // bytes, including the reused all-zero blocks (the input has 2 MiB of
+    // zeros at a 1 MiB boundary) and the short last block.
     require("xz", "xz-utils");
     let dir = tempfile::tempdir().unwrap();
     let data = input();
     let data_path = dir.path().join("data");
     std::fs::write(&data_path, &data).unwrap();
-    let ours = dir.path().join("ours.xz");
-    compress_to(
-        &ours,
-        &CompressOptions::new(Compression::Xz).level(1).threads(2),
-        &data,
-    );
-    let theirs = ok_bytes(Command::new("xz").args(["-1", "-T2", "-c"]).arg(&data_path));
-    let ours = std::fs::read(&ours).unwrap();
-    assert!(
-        ours == theirs,
-        "our xz -1 (MT) differs from `xz -1 -T2` ({} vs {} bytes)",
-        ours.len(),
-        theirs.len()
-    );
+    // (level, our block size (0 = default), the CLI's block size)
+    for (level, block, cli_block) in [(1u32, 0u64, "1MiB"), (6, 1 << 19, "512KiB"), (6, 0, "8MiB")]
+    {
+        let ours = dir.path().join("ours.xz");
+        compress_to(
+            &ours,
+            &CompressOptions::new(Compression::Xz)
+                .level(level)
+                .xz_block_size(block)
+                .threads(2),
+            &data,
+        );
+        let theirs = ok_bytes(
+            Command::new("xz")
+                .arg(format!("-{level}"))
+                .arg("-T2")
+                .arg(format!("--block-size={cli_block}"))
+                .arg("-c")
+                .arg(&data_path),
+        );
+        let ours = std::fs::read(&ours).unwrap();
+        assert!(
+            ours == theirs,
+            "our xz -{level} (block {cli_block}) differs from `xz -T2` ({} vs {} bytes)",
+            ours.len(),
+            theirs.len()
+        );
+    }
+}
+
+#[test]
+fn xz_empty_and_exact_block_inputs_match_cli() {
+    require("xz", "xz-utils");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in [
+        ("empty", Vec::new()),
+        ("one-zero-block", vec![0u8; 1 << 20]),
+        ("two-blocks-exact", payload(2 << 20, 3)),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &data).unwrap();
+        let ours = dir.path().join(format!("{name}.xz"));
+        compress_to(
+            &ours,
+            &CompressOptions::new(Compression::Xz)
+                .level(0)
+                .xz_block_size(1 << 20)
+                .threads(3),
+            &data,
+        );
+        let theirs = ok_bytes(
+            Command::new("xz")
+                .args(["-0", "-T2", "--block-size=1MiB", "-c"])
+                .arg(&path),
+        );
+        ok(Command::new("xz").arg("-t").arg(&ours));
+        assert!(std::fs::read(&ours).unwrap() == theirs, "{name}");
+    }
 }
 
 #[test]
