@@ -136,6 +136,9 @@ impl ExtentGuard {
 #[derive(Debug)]
 pub(crate) struct Assembler {
     unit: usize,
+    /// Hand all-zero units to the sink too (a qcow2 overlay must record
+    /// them, or they would read through to its backing file).
+    keep_zero: bool,
     buf: Vec<u8>,
     current: Option<u64>,
 }
@@ -144,6 +147,7 @@ impl Assembler {
     pub(crate) fn new(unit: usize) -> Self {
         Self {
             unit,
+            keep_zero: false,
             buf: vec![0; unit],
             current: None,
         }
@@ -151,6 +155,14 @@ impl Assembler {
 
     /// Feeds one extent; `sink(unit_index, unit_bytes)` is called for each
     /// completed non-zero unit.
+    /// Like [`Assembler::new`], but all-zero units reach the sink too.
+    pub(crate) fn keeping_zeros(unit: usize) -> Self {
+        Self {
+            keep_zero: true,
+            ..Self::new(unit)
+        }
+    }
+
     pub(crate) fn feed(
         &mut self,
         offset: u64,
@@ -168,7 +180,7 @@ impl Assembler {
             }
             if self.current.is_none() && within == 0 && data.len() >= self.unit {
                 let (whole, rest) = data.split_at(self.unit);
-                if !is_zero(whole) {
+                if self.keep_zero || !is_zero(whole) {
                     sink(idx, whole)?;
                 }
                 data = rest;
@@ -193,7 +205,7 @@ impl Assembler {
     /// Hands over the unit still being assembled, if any.
     pub(crate) fn flush(&mut self, sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
         if let Some(idx) = self.current.take() {
-            if !is_zero(&self.buf) {
+            if self.keep_zero || !is_zero(&self.buf) {
                 sink(idx, &self.buf)?;
             }
         }

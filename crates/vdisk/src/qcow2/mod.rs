@@ -10,8 +10,8 @@
 //! |-------:|-----:|----------------------------|-----------------------------|
 //! | 0      | 4    | magic `QFI\xfb`            |                             |
 //! | 4      | 4    | version                    | 3                           |
-//! | 8      | 8    | backing_file_offset        | 0 (no backing file)         |
-//! | 16     | 4    | backing_file_size          | 0                           |
+//! | 8      | 8    | backing_file_offset        | 0, or after the extensions  |
+//! | 16     | 4    | backing_file_size          | 0, or the name's length     |
 //! | 20     | 4    | cluster_bits               | 16 (64 KiB clusters)        |
 //! | 24     | 8    | size (virtual, bytes)      |                             |
 //! | 32     | 4    | crypt_method               | 0                           |
@@ -27,6 +27,12 @@
 //! | 96     | 4    | refcount_order             | 4 (16-bit refcounts)        |
 //! | 100    | 4    | header_length              | 104                         |
 //! | 104    | 8    | header extension end mark  | type 0, length 0            |
+//!
+//! An overlay ([`Qcow2Options::backing_file`]) instead has at 104 the
+//! "backing file format name" extension (type `0xE2792ACA`, 4-byte length,
+//! the format name padded to 8 bytes), then the end mark, then the
+//! backing file name (not NUL-terminated) at `backing_file_offset`, all
+//! in cluster 0 (section "Header extensions").
 //!
 //! L1/L2 entries (section "Cluster mapping"): bits 9..55 host offset,
 //! bit 63 "copied" (refcount is exactly one). A standard L2 entry has bit 62
@@ -66,6 +72,7 @@ pub(crate) const QCOW2_CLUSTER_BITS: u32 = 16;
 pub struct Qcow2Options {
     compression_level: Option<u32>,
     threads: usize,
+    backing: Option<(String, String)>,
 }
 
 impl Default for Qcow2Options {
@@ -80,7 +87,27 @@ impl Qcow2Options {
         Self {
             compression_level: None,
             threads: 1,
+            backing: None,
         }
+    }
+    /// Writes an overlay: `file` is recorded as the backing file (as
+    /// `qemu-img create -b file -F format` does: `backing_file_offset` /
+    /// `backing_file_size` in the header, a "backing file format name"
+    /// header extension 0xE2792ACA), and virtual clusters never fed to
+    /// the writer stay unallocated so they read through to `file`. Fed
+    /// clusters, all-zero ones included, are stored (zeros as "reads as
+    /// zeros" entries). Each fed extent must then cover whole clusters
+    /// (64 KiB aligned, the last one may end at the virtual size): the
+    /// writer cannot merge partial clusters with the backing file's data.
+    /// `file` is taken as given (a path relative to the overlay's
+    /// directory, or absolute), at most 1023 bytes.
+    pub fn backing_file(mut self, file: &str, format: &str) -> Self {
+        self.backing = Some((file.to_owned(), format.to_owned()));
+        self
+    }
+    /// The backing file and its format, if this is an overlay.
+    pub fn get_backing_file(&self) -> Option<(&str, &str)> {
+        self.backing.as_ref().map(|(f, t)| (f.as_str(), t.as_str()))
     }
     /// Compress clusters on this many threads (default 1; 0 is taken as
     /// 1). The output is byte-identical for every thread count.

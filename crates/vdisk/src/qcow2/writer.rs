@@ -34,7 +34,14 @@ pub struct Qcow2Writer<W> {
     virtual_size: u64,
     asm: Assembler,
     st: State,
+    /// Backing file name and format of an overlay.
+    backing: Option<(String, String)>,
 }
+
+/// Header extension type "backing file format name" (qcow2.txt).
+const BACKING_FORMAT_EXT: u32 = 0xE279_2ACA;
+/// Longest backing file name QEMU accepts.
+const MAX_BACKING_NAME: usize = 1023;
 
 #[derive(Debug)]
 struct State {
@@ -82,11 +89,27 @@ impl<W: WriteAt> Qcow2Writer<W> {
             max_bytes: MAX_VIRTUAL,
         })?;
         let first_data = 1 + l1_clusters;
+        let backing = options
+            .get_backing_file()
+            .map(|(f, t)| (f.to_owned(), t.to_owned()));
+        if let Some((f, t)) = &backing {
+            if f.is_empty() || f.len() > MAX_BACKING_NAME || t.len() > 255 {
+                return Err(Error::unsupported(
+                    Format::Qcow2,
+                    "backing file name empty or longer than 1023 bytes (or format name over 255)",
+                ));
+            }
+        }
         Ok(Self {
             out,
             guard: ExtentGuard::new(Format::Qcow2, virtual_size),
             virtual_size,
-            asm: Assembler::new(CLUSTER_USIZE),
+            asm: if backing.is_some() {
+                Assembler::keeping_zeros(CLUSTER_USIZE)
+            } else {
+                Assembler::new(CLUSTER_USIZE)
+            },
+            backing,
             st: State {
                 level: options.compression_level(),
                 l1: vec![0; l1_len],
@@ -135,6 +158,10 @@ impl State {
     }
 
     fn write_cluster<W: WriteAt>(&mut self, out: &mut W, idx: u64, data: &[u8]) -> Result<()> {
+        // Only overlays hand zero clusters over (see Assembler).
+        if crate::bytes::is_zero(data) {
+            return self.place_zero(out, idx);
+        }
         match self.level {
             None => self.place(out, idx, data, &[]),
             Some(level) if self.batch.threads() <= 1 => {
@@ -164,6 +191,26 @@ impl State {
         );
         self.batch = batch;
         r
+    }
+
+    /// Records virtual cluster `idx` as "reads as zeros" (no host cluster).
+    fn place_zero<W: WriteAt>(&mut self, out: &mut W, idx: u64) -> Result<()> {
+        // Queued compressed clusters go first so L2 tables fill in order.
+        self.drain(out)?;
+        let l1_idx = idx / L2_ENTRIES;
+        if self.l2.as_ref().is_some_and(|(i, _)| *i != l1_idx) {
+            self.flush_l2(out)?;
+        }
+        let t = self
+            .l2
+            .get_or_insert_with(|| (l1_idx, vec![0; L2_ENTRIES as usize]));
+        if let Some(slot) = usize::try_from(idx % L2_ENTRIES)
+            .ok()
+            .and_then(|i| t.1.get_mut(i))
+        {
+            *slot = L2Entry::Zero.encode(QCOW2_CLUSTER_BITS);
+        }
+        Ok(())
     }
 
     /// Stores virtual cluster `idx`: compressed when `packed` is not empty,
@@ -275,6 +322,15 @@ impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
     }
     fn write_extent(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.guard.check(offset, data.len())?;
+        if self.backing.is_some() {
+            let end = offset + data.len() as u64;
+            if offset % CLUSTER != 0 || (end % CLUSTER != 0 && end != self.virtual_size) {
+                return Err(Error::unsupported(
+                    Format::Qcow2,
+                    "an extent that is not whole 64 KiB clusters over a backing file",
+                ));
+            }
+        }
         let Self { out, asm, st, .. } = self;
         asm.feed(offset, data, &mut |idx, c| st.write_cluster(out, idx, c))
     }
@@ -343,6 +399,18 @@ impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
         };
         let mut cluster0 = vec![0u8; CLUSTER_USIZE];
         cluster0[..112].copy_from_slice(&header.to_bytes());
+        if let Some((file, fmt)) = &self.backing {
+            // 104: the format-name extension, its data padded to 8
+            // bytes; then the end mark (zeros); then the name, whose
+            // offset and length go into header bytes 8..20.
+            let name_at = 104 + 8 + fmt.len().div_ceil(8) * 8 + 8;
+            cluster0[104..108].copy_from_slice(&BACKING_FORMAT_EXT.to_be_bytes());
+            cluster0[108..112].copy_from_slice(&(fmt.len() as u32).to_be_bytes());
+            cluster0[112..112 + fmt.len()].copy_from_slice(fmt.as_bytes());
+            cluster0[8..16].copy_from_slice(&(name_at as u64).to_be_bytes());
+            cluster0[16..20].copy_from_slice(&(file.len() as u32).to_be_bytes());
+            cluster0[name_at..name_at + file.len()].copy_from_slice(file.as_bytes());
+        }
         out.write_all_at(&cluster0, 0).map_err(Error::io(0))?;
         let file_size = total * CLUSTER;
         out.set_len(file_size).map_err(Error::io(file_size))?;
