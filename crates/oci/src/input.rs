@@ -119,11 +119,6 @@ impl Image {
     pub fn config_bytes(&self) -> &[u8] {
         &self.config
     }
-    /// The layers' chain IDs, base layer first (the keys of
-    /// `layerdb/sha256/`).
-    pub fn chain_ids(&self) -> Vec<Digest> {
-        self.layers.iter().map(|l| l.chain_id).collect()
-    }
     /// Number of layers.
     pub fn layer_count(&self) -> usize {
         self.layers.len()
