@@ -143,6 +143,54 @@ fn check_with_engine(scratch: &Path, img: &Path, old_db_id: &str, store: &Store)
     engine.stop_clean();
 }
 
+/// The merged store on disk: api's own layer sits on the old engine's
+/// base layer (its random cache id and link, not kiln's derived ones),
+/// and repositories.json keeps the old references.
+fn check_layout(img: &Path, existing: &ExistingStore, store: &Store) {
+    let fs = Ext4Reader::open(std::fs::File::open(img).unwrap()).unwrap();
+    let p = |s: &str| TreePath::parse(s.as_bytes()).unwrap();
+    let read = |s: &str| String::from_utf8(fs.read_file(&p(s), 1 << 20).unwrap().unwrap()).unwrap();
+    let api = store.find("demo/api:1.0").unwrap();
+    let chain = api.chain_ids();
+    let (base, top) = (chain[0], chain[1]);
+    let old_base = existing.layer(&base).expect("old store has the base layer");
+    assert_ne!(old_base.cache_id, kiln_oci::cache_id(&base), "engine ids are random");
+    let cid = read(&format!("docker/image/overlay2/layerdb/sha256/{}/cache-id", top.hex()));
+    assert_eq!(cid, kiln_oci::cache_id(&top));
+    assert_eq!(read(&format!("docker/overlay2/{cid}/lower")), format!("l/{}", old_base.link));
+    assert_eq!(
+        read(&format!("docker/image/overlay2/layerdb/sha256/{}/parent", top.hex())),
+        base.to_string()
+    );
+    // The old base layer's directory is the old engine's, with its link.
+    assert_eq!(
+        fs.read_link(&p(&format!("docker/overlay2/l/{}", old_base.link)))
+            .unwrap()
+            .unwrap(),
+        format!("../{}/diff", old_base.cache_id).into_bytes()
+    );
+    assert!(fs
+        .kind_of(&p(&format!("docker/overlay2/{}/committed", old_base.cache_id)))
+        .unwrap()
+        .is_some());
+    // No second copy of the base layer under kiln's id.
+    assert!(fs
+        .kind_of(&p(&format!("docker/overlay2/{}", kiln_oci::cache_id(&base))))
+        .unwrap()
+        .is_none());
+    let repos: serde_json::Value =
+        serde_json::from_str(&read("docker/image/overlay2/repositories.json")).unwrap();
+    let r = &repos["Repositories"];
+    assert_eq!(r["demo/api"]["demo/api:1.0"], api.id.to_string());
+    for (name, refs) in existing.repositories() {
+        for (reference, id) in refs {
+            if reference != "demo/api:1.0" {
+                assert_eq!(r[name][reference], id.as_str(), "old {reference} kept");
+            }
+        }
+    }
+}
+
 #[test]
 fn merge_onto_a_store_written_by_dockerd() {
     require("mke2fs", "e2fsprogs");
@@ -208,6 +256,7 @@ fn merge_onto_a_store_written_by_dockerd() {
         fs.feed(w, |p, _| if skip.contains(p) { Visit::Skip } else { Visit::Keep })
             .unwrap();
     });
+    check_layout(&ext4_img, &existing, &store);
     check_with_engine(&d.path().join("ext4"), &ext4_img, &old_db_id, &store);
     let _keep: PathBuf = d.path().to_path_buf();
 }
