@@ -93,11 +93,8 @@ fn write_merged(
     let size = 512u64 << 20;
     let f = std::fs::File::create(out).unwrap();
     f.set_len(size).unwrap();
-    let mut w = Ext4Writer::new(
-        f,
-        Ext4Options::new(size).label("resin-data").uuid([5; 16]),
-    )
-    .unwrap();
+    let mut w =
+        Ext4Writer::new(f, Ext4Options::new(size).label("resin-data").uuid([5; 16])).unwrap();
     feed_old(&mut w);
     let rep = store
         .feed_onto(
@@ -120,9 +117,16 @@ fn check_with_engine(scratch: &Path, img: &Path, old_db_id: &str, store: &Store)
         .arg(img)
         .arg(&mnt));
     let root = scratch.join("data-root");
-    let cp = run(Command::new("cp").arg("-a").arg(mnt.join("docker")).arg(&root));
+    let cp = run(Command::new("cp")
+        .arg("-a")
+        .arg(mnt.join("docker"))
+        .arg(&root));
     let _ = Command::new("umount").arg(&mnt).status();
-    assert!(cp.status.success(), "{}", String::from_utf8_lossy(&cp.stderr));
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
     let mut engine = Engine::start(&scratch.join("engine"), &root);
     let listed = engine.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
     for tag in ["demo/api:1.0", "demo/db:1.0", "demo/proxy:1.0"] {
@@ -131,7 +135,10 @@ fn check_with_engine(scratch: &Path, img: &Path, old_db_id: &str, store: &Store)
     // The tag both stores set points at the new image; the old image
     // that had it is still there.
     let api = engine.docker(&["image", "inspect", "--format", "{{.Id}}", "demo/api:1.0"]);
-    assert_eq!(api.trim(), store.find("demo/api:1.0").unwrap().id.to_string());
+    assert_eq!(
+        api.trim(),
+        store.find("demo/api:1.0").unwrap().id.to_string()
+    );
     let db = engine.docker(&["image", "inspect", "--format", "{{.Id}}", "demo/db:1.0"]);
     assert_eq!(db.trim(), old_db_id);
     // Old image (db, written by the old engine) and new ones (api, proxy:
@@ -154,12 +161,25 @@ fn check_layout(img: &Path, existing: &ExistingStore, store: &Store) {
     let chain = api.chain_ids();
     let (base, top) = (chain[0], chain[1]);
     let old_base = existing.layer(&base).expect("old store has the base layer");
-    assert_ne!(old_base.cache_id, kiln_oci::cache_id(&base), "engine ids are random");
-    let cid = read(&format!("docker/image/overlay2/layerdb/sha256/{}/cache-id", top.hex()));
+    assert_ne!(
+        old_base.cache_id,
+        kiln_oci::cache_id(&base),
+        "engine ids are random"
+    );
+    let cid = read(&format!(
+        "docker/image/overlay2/layerdb/sha256/{}/cache-id",
+        top.hex()
+    ));
     assert_eq!(cid, kiln_oci::cache_id(&top));
-    assert_eq!(read(&format!("docker/overlay2/{cid}/lower")), format!("l/{}", old_base.link));
     assert_eq!(
-        read(&format!("docker/image/overlay2/layerdb/sha256/{}/parent", top.hex())),
+        read(&format!("docker/overlay2/{cid}/lower")),
+        format!("l/{}", old_base.link)
+    );
+    assert_eq!(
+        read(&format!(
+            "docker/image/overlay2/layerdb/sha256/{}/parent",
+            top.hex()
+        )),
         base.to_string()
     );
     // The old base layer's directory is the old engine's, with its link.
@@ -170,12 +190,18 @@ fn check_layout(img: &Path, existing: &ExistingStore, store: &Store) {
         format!("../{}/diff", old_base.cache_id).into_bytes()
     );
     assert!(fs
-        .kind_of(&p(&format!("docker/overlay2/{}/committed", old_base.cache_id)))
+        .kind_of(&p(&format!(
+            "docker/overlay2/{}/committed",
+            old_base.cache_id
+        )))
         .unwrap()
         .is_some());
     // No second copy of the base layer under kiln's id.
     assert!(fs
-        .kind_of(&p(&format!("docker/overlay2/{}", kiln_oci::cache_id(&base))))
+        .kind_of(&p(&format!(
+            "docker/overlay2/{}",
+            kiln_oci::cache_id(&base)
+        )))
         .unwrap()
         .is_none());
     let repos: serde_json::Value =
@@ -240,7 +266,17 @@ fn merge_onto_a_store_written_by_dockerd() {
     // the engine's data root, as the OS would hold it).
     let old_part = d.path().join("old-data.img");
     ok(Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-L", "resin-data", "-E", "root_owner=0:0", "-d"])
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-L",
+            "resin-data",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
         .arg(d.path().join("part"))
         .arg(&old_part)
         .arg("256M"));
@@ -253,8 +289,14 @@ fn merge_onto_a_store_written_by_dockerd() {
     assert_eq!(existing.layer_count(), 2);
     let ext4_img = d.path().join("from-ext4.img");
     write_merged(&ext4_img, &existing, &store, |w| {
-        fs.feed(w, |p, _| if skip.contains(p) { Visit::Skip } else { Visit::Keep })
-            .unwrap();
+        fs.feed(w, |p, _| {
+            if skip.contains(p) {
+                Visit::Skip
+            } else {
+                Visit::Keep
+            }
+        })
+        .unwrap();
     });
     check_layout(&ext4_img, &existing, &store);
     check_with_engine(&d.path().join("ext4"), &ext4_img, &old_db_id, &store);

@@ -10,8 +10,12 @@
 //! cites its section and gives the on-disk offset table).
 //!
 //! Main entry points: [`Ext4Writer`] (a [`kiln_tree::TreeSink`]; call
-//! [`Ext4Writer::finish`] at the end) and [`Ext4Estimator`] (a sink that
-//! sizes the filesystem beforehand).
+//! [`Ext4Writer::finish`] at the end), [`Ext4Estimator`] (a sink that
+//! sizes the filesystem beforehand) and [`Ext4Reader`], which reads an
+//! existing ext4/ext3/ext2 filesystem (a base image's data partition) and
+//! feeds it to any sink as a tree source ([`Ext4Reader::feed`], with a
+//! [`Visit`] filter), plus lookups for small files, directory listings,
+//! symlinks and the filesystem's label, UUID and free space ([`FsInfo`]).
 //!
 //! ```
 //! use kiln_ext4::{Ext4Estimator, Ext4Options, Ext4Writer};
@@ -37,7 +41,9 @@
 //! [`Error::BadHardlink`], [`Error::Xattr`], [`Error::TooLarge`], ...);
 //! invalid requests ([`Error::InvalidOptions`], [`Error::TooSmall`]); and
 //! capacity ([`Error::DoesNotFit`] with the shortfall and the minimum size,
-//! [`Error::TooManyInodes`]).
+//! [`Error::TooManyInodes`]). The reader adds [`Error::ReadIo`],
+//! [`Error::Corrupt`] (with the inode), [`Error::Unsupported`] (feature),
+//! [`Error::NotFound`] and [`Error::Sink`] (the sink's own error boxed).
 
 #![cfg_attr(
     not(test),

@@ -427,6 +427,16 @@ fn corrupt_input_is_an_error_not_a_panic() {
     b[1024 + 0x61] |= 0x80;
     fix_sb_csum(&mut b);
     assert!(matches!(open(&b), Err(Error::Unsupported { .. })));
+    // A flipped bit in an inode (located by debugfs) fails its checksum.
+    let imap = debugfs(&img, "imap /c");
+    let loc = imap.split("located at block ").nth(1).unwrap();
+    let (blk, off) = loc.trim().split_once(", offset 0x").unwrap();
+    let at = blk.parse::<usize>().unwrap() * 4096 + usize::from_str_radix(off.trim(), 16).unwrap();
+    let mut b = good.clone();
+    b[at + 0x10] ^= 0x40; // i_mtime
+    let fs = open(&b).unwrap();
+    let e = fs.feed(&mut Skim, |_, _| Visit::Keep).unwrap_err();
+    assert!(e.to_string().contains("inode checksum"), "{e}");
     // Deterministic garbage over the metadata: every outcome is Ok or
     // Err, never a panic or a hang.
     let mut seed = 0x1234_5678_9abc_def0u64;

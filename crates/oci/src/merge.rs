@@ -18,7 +18,8 @@
 //!
 //! Paths are relative to the engine's data root (`docker/` on the data
 //! partition). Layer format reference: moby `layer/filestore.go`,
-//! `daemon/graphdriver/overlay2/overlay.go` (see [`crate::store`]).
+//! `daemon/graphdriver/overlay2/overlay.go` (the layout table is in the
+//! docs of [`Store`]'s module, `store.rs`).
 
 use crate::{Digest, Error, FeedError, FeedReport, Store};
 use kiln_tree::TreeSink;

@@ -55,6 +55,7 @@ const INCOMPAT_NAMES: [(u32, &str); 7] = [
 const INCOMPAT_64BIT: u32 = 0x80;
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_FILETYPE: u32 = 0x2;
+const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 /// Root directory inode number.
 pub(crate) const ROOT_INO: u32 = 2;
@@ -200,6 +201,8 @@ pub struct Ext4Reader<R> {
     inodes_per_group: u32,
     inode_size: u32,
     filetype: bool,
+    /// `metadata_csum` checksum seed, when the feature is on.
+    csum_seed: Option<u32>,
     /// Inode table start block of each group.
     inode_tables: Vec<u64>,
 }
@@ -386,9 +389,17 @@ impl<R: ReadAt> Ext4Reader<R> {
             free_inodes: sb.s_free_inodes_count.get(),
             inode_size,
         };
+        let csum_seed = (ro & RO_COMPAT_METADATA_CSUM != 0).then(|| {
+            if incompat & INCOMPAT_CSUM_SEED != 0 {
+                sb.s_checksum_seed.get()
+            } else {
+                crate::checksum::fs_seed(&sb.s_uuid)
+            }
+        });
         Ok(Self {
             src,
             info,
+            csum_seed,
             block_size,
             inodes_per_group: ipg,
             inode_size,
@@ -436,6 +447,9 @@ impl<R: ReadAt> Ext4Reader<R> {
             + u64::from(idx % self.inodes_per_group) * u64::from(self.inode_size);
         let mut b = vec![0u8; self.inode_size as usize];
         self.read_at(&mut b, off)?;
+        if let Some(seed) = self.csum_seed {
+            self.check_inode_csum(seed, ino, &b)?;
+        }
         let mode = le16(&b, 0x00);
         let extra_isize = if self.inode_size > 128 {
             u32::from(le16(&b, 0x80))
@@ -475,6 +489,40 @@ impl<R: ReadAt> Ext4Reader<R> {
             crtime,
             xattr_area,
         })
+    }
+
+    /// Verifies an inode's crc32c (`metadata_csum`): seeded with the fs
+    /// seed, the inode number and `i_generation`, over the whole inode
+    /// with `l_i_checksum_lo` (0x7C) and, when `i_extra_isize` covers it,
+    /// `i_checksum_hi` (0x82) zeroed; only the low 16 bits are stored
+    /// when the high half is not.
+    fn check_inode_csum(&self, seed: u32, ino: u32, b: &[u8]) -> Result<(), Error> {
+        let has_hi = b.len() > 128 && u32::from(le16(b, 0x80)) >= 4;
+        let stored = u32::from(le16(b, 0x7C))
+            | if has_hi {
+                u32::from(le16(b, 0x82)) << 16
+            } else {
+                0
+            };
+        let mut z = b.to_vec();
+        if let Some(x) = z.get_mut(0x7C..0x7E) {
+            x.fill(0);
+        }
+        if has_hi {
+            if let Some(x) = z.get_mut(0x82..0x84) {
+                x.fill(0);
+            }
+        }
+        let c = Crc32c::new(seed)
+            .update_u32(ino)
+            .update_u32(le32(b, 0x64))
+            .update(&z)
+            .value();
+        let c = if has_hi { c } else { c & 0xFFFF };
+        if c != stored {
+            return Err(corrupt(ino, "inode checksum mismatch"));
+        }
+        Ok(())
     }
 
     /// Lists a directory inode: every live entry except `.` and `..`,
