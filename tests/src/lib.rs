@@ -2,6 +2,7 @@
 //! the real validators. A missing validator fails the test, naming the
 //! Debian package to install (`make test` installs them all).
 
+pub mod base_fixtures;
 pub mod engine;
 
 use std::path::{Path, PathBuf};

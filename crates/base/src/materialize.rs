@@ -163,7 +163,13 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn sha256_of(path: &Path, file: &File) -> Result<[u8; 32], Error> {
+fn sha256_of(path: &Path, mut file: &File) -> Result<[u8; 32], Error> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        op: "rewind the base image",
+        source,
+    })?;
     let mut h = Sha256::new();
     let mut r = BufReader::with_capacity(BUFFER, file);
     let mut reader: &mut dyn Read = &mut r;
