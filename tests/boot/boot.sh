@@ -8,7 +8,13 @@
 # Usage: tests/boot/boot.sh [options] IMAGE MODE
 #   MODE: bios  (qemu-system-x86_64 -M q35, SeaBIOS)
 #         uefi  (qemu-system-x86_64 -M q35, OVMF from the `ovmf` package)
-#         raspi2b | virt  (armhf: not implemented yet, exits 2)
+#         virt  (qemu-system-arm -M virt, cortex-a15: the Fin image's own
+#                armmp kernel, initrd and cmdline.txt from its boot
+#                partition, the image as a virtio disk)
+#         raspi2b (qemu-system-arm -M raspi2b: the same, with the image's
+#                CM3 device tree and the image as the SD card)
+#         QEMU's raspi machines cannot run the Pi GPU firmware (start.elf),
+#         so both arm modes load config.txt's kernel=/initramfs itself.
 # IMAGE: raw, or kiln's qcow2 / vmdk / vhd output (format from qemu-img info).
 # Options:
 #   --expect-problem P  negative check: pass only if the report is FAIL and
@@ -76,14 +82,48 @@ case $mode in
     fi
     ;;
   raspi2b|virt)
-    echo "boot.sh: mode $mode not implemented yet (needs the armhf demo OS, demo/os/make-os.sh armhf)" >&2
-    exit 2 ;;
+    # What the Pi firmware would load, read from the image's boot
+    # partition (p1): config.txt's kernel= and initramfs, cmdline.txt.
+    need qemu-system-arm qemu-system-arm
+    need mcopy mtools
+    need sfdisk fdisk
+    disk=$image
+    if [ "$fmt" != raw ]; then
+      qemu-img convert -O raw "$image" "$tmp/disk.raw"; disk=$tmp/disk.raw
+    fi
+    p1=$(sfdisk -d "$disk" | awk -F'[=,]' '/^[^ ].* : start=/ { gsub(/ /, "", $2); print $2; exit }')
+    [ -n "$p1" ] || { echo "boot.sh: no partition 1 in $image" >&2; exit 2; }
+    bootfile() { MTOOLS_SKIP_CHECK=1 mcopy -n -i "$disk@@$((p1 * 512))" "::$1" "$tmp/$1" \
+      || { echo "boot.sh: FAIL: $1 missing on the boot partition" >&2; exit 1; }; }
+    bootfile config.txt; bootfile cmdline.txt
+    cfg() { sed -n "s/^$1[= ]\([^ ]*\).*/\1/p" "$tmp/config.txt" | tail -n1; }
+    kernel=$(cfg kernel) initrd=$(cfg initramfs) dtb=$(cfg device_tree)
+    [ -n "$kernel" ] || { echo "boot.sh: FAIL: config.txt names no kernel" >&2; exit 1; }
+    bootfile "$kernel"
+    qemu=(qemu-system-arm -m "$mem" -nic none -display none -no-reboot -monitor none
+          -kernel "$tmp/$kernel" -append "$(tr -d '\n' < "$tmp/cmdline.txt")")
+    if [ -n "$initrd" ]; then bootfile "$initrd"; qemu+=(-initrd "$tmp/$initrd"); fi
+    if [ "$mode" = virt ]; then
+      qemu+=(-M virt -cpu cortex-a15 -smp "$smp"
+             -drive "file=$image,format=$fmt,if=none,id=disk,snapshot=on" -device virtio-blk-device,drive=disk)
+    else
+      # The SD card must be a power of two in size: a qcow2 overlay of that
+      # size on top of the image (which stays untouched).
+      [ -n "$dtb" ] || { echo "boot.sh: FAIL: config.txt names no device_tree" >&2; exit 1; }
+      bootfile "$dtb"
+      size=$(qemu-img info --output=json "$image" | sed -n 's/.*"virtual-size": *\([0-9]*\).*/\1/p' | head -n1)
+      sd=1; while [ "$sd" -lt "$size" ]; do sd=$((sd * 2)); done
+      qemu-img create -q -f qcow2 -b "$(realpath "$image")" -F "$fmt" "$tmp/sd.qcow2" "$sd"
+      qemu+=(-M raspi2b -dtb "$tmp/$dtb" -drive "file=$tmp/sd.qcow2,format=qcow2,if=sd")
+    fi
+    ;;
   *) echo "boot.sh: unknown mode $mode" >&2; usage ;;
 esac
 
 # KVM only where a probe boot gets past the firmware into GRUB/Linux.
 accel=(-accel tcg)
 kvm=${KVM:-auto}
+case $mode in raspi2b|virt) kvm=0 ;; esac # an x86 host cannot run armv7 guests with KVM
 if [ "$kvm" != 0 ] && [ -w /dev/kvm ]; then
   if [ "$kvm" = 1 ]; then
     accel=(-accel kvm -cpu host)
