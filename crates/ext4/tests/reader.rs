@@ -186,6 +186,12 @@ fn make_source(root: &Path) {
         f.write_all_at(b"head", 0).unwrap();
         f.write_all_at(&[0xAB; 10000], 8 << 20).unwrap();
         f.write_all_at(b"end", (40 << 20) - 3).unwrap();
+        // 20 separate pieces: more extents than the inode holds, so an
+        // extent tree block.
+        let f = std::fs::File::create(root.join("frag")).unwrap();
+        for i in 0..20u64 {
+            f.write_all_at(&[i as u8 + 1; 5000], i << 20).unwrap();
+        }
     }
     w("cap", b"#!/bin/true\n");
     w("bigxattr", b"x");
@@ -306,6 +312,37 @@ fn mke2fs_images_round_trip() {
         want[0].2.mode = got[0].2.mode;
         assert_same(&got, &want, &format!("{label}: reader vs source directory"));
         rewrite_and_compare(d.path(), &img, label);
+        if label == "ext4-4k" {
+            corrupt_extent_and_dir_blocks(&img);
+        }
+    }
+}
+
+/// A flipped byte in an extent tree block or a directory block is caught
+/// by its metadata_csum checksum.
+fn corrupt_extent_and_dir_blocks(img: &Path) {
+    let stat = debugfs(img, "stat /frag");
+    let etb = stat
+        .split("(ETB0):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no extent tree block in:\n{stat}"));
+    let etb: u64 = etb
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let blocks = debugfs(img, "blocks /d");
+    let dblk: u64 = blocks.split_whitespace().next().unwrap().parse().unwrap();
+    for (blk, at, what) in [
+        (etb, 20, "extent block checksum"),
+        (dblk, 30, "directory block checksum"),
+    ] {
+        let mut b = std::fs::read(img).unwrap();
+        b[(blk * 4096) as usize + at] ^= 0x5A;
+        let fs = Ext4Reader::open(b).unwrap();
+        let e = fs.feed(&mut Skim, |_, _| Visit::Keep).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
     }
 }
 

@@ -65,7 +65,14 @@ impl<'a, R: ReadAt> FileReader<'a, R> {
         }
         let mut runs = Vec::new();
         if node.flags & EXTENTS_FL != 0 {
-            walk_extents(fs, node.ino, &node.i_block, MAX_DEPTH + 1, &mut runs)?;
+            walk_extents(
+                fs,
+                node.ino,
+                node.csum_seed,
+                &node.i_block,
+                MAX_DEPTH + 1,
+                &mut runs,
+            )?;
         } else {
             walk_blockmap(fs, node, blocks, &mut runs)?;
         }
@@ -156,6 +163,7 @@ impl<R: ReadAt> Read for FileReader<'_, R> {
 fn walk_extents<R: ReadAt>(
     fs: &Ext4Reader<R>,
     ino: u32,
+    csum_seed: Option<u32>,
     node: &[u8],
     depth_left: u16,
     runs: &mut Vec<Run>,
@@ -194,10 +202,26 @@ fn walk_extents<R: ReadAt>(
             let leaf = u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32);
             let mut blk = vec![0u8; bs];
             fs.read_block(leaf, ino, &mut blk)?;
+            if let Some(seed) = csum_seed {
+                // Tail after eh_max entries: crc32c (inode seed) of the
+                // header and all eh_max entry slots.
+                let end = 12 + usize::from(le16(&blk, 4)) * 12;
+                let stored = blk
+                    .get(end..end + 4)
+                    .ok_or_else(|| corrupt(ino, "extent block eh_max overflows the block"))?;
+                let stored = le32(stored, 0);
+                if crate::checksum::Crc32c::new(seed)
+                    .update(&blk[..end])
+                    .value()
+                    != stored
+                {
+                    return Err(corrupt(ino, "extent block checksum mismatch"));
+                }
+            }
             if le16(&blk, 6) != depth - 1 {
                 return Err(corrupt(ino, "extent index depth mismatch"));
             }
-            walk_extents(fs, ino, &blk, depth, runs)?;
+            walk_extents(fs, ino, csum_seed, &blk, depth, runs)?;
         }
     }
     Ok(())

@@ -168,6 +168,9 @@ pub(crate) struct Inode {
     pub crtime: Timestamp,
     /// In-inode xattr area (after `i_extra_isize`), possibly empty.
     pub xattr_area: Vec<u8>,
+    /// Seed of this inode's extent and directory block checksums
+    /// (`metadata_csum`), `None` without the feature.
+    pub csum_seed: Option<u32>,
 }
 
 impl Inode {
@@ -488,6 +491,9 @@ impl<R: ReadAt> Ext4Reader<R> {
             ctime,
             crtime,
             xattr_area,
+            csum_seed: self
+                .csum_seed
+                .map(|fs| crate::checksum::inode_seed(fs, ino, le32(&b, 0x64))),
         })
     }
 
@@ -549,6 +555,7 @@ impl<R: ReadAt> Ext4Reader<R> {
                     source: e,
                 },
             })?;
+            check_dir_tail(dir, &block)?;
             let mut at = 0usize;
             while at + 8 <= bs {
                 let child = le32(&block, at);
@@ -698,6 +705,29 @@ impl<R: ReadAt> Ext4Reader<R> {
             .map_err(|source| Error::ReadIo { offset: 0, source })?;
         Ok(out)
     }
+}
+
+/// Verifies a directory leaf block's checksum tail (`metadata_csum`):
+/// a fake entry in the last 12 bytes (inode 0, rec_len 12, name_len 0,
+/// file_type 0xDE) whose last 4 bytes are the crc32c (inode seed) of the
+/// bytes before it. Blocks without that tail (htree index nodes, which
+/// carry a different tail, or filesystems without the feature) pass.
+fn check_dir_tail(dir: &Inode, block: &[u8]) -> Result<(), Error> {
+    let Some(seed) = dir.csum_seed else {
+        return Ok(());
+    };
+    let n = block.len();
+    let Some(tail) = block.get(n - 12..) else {
+        return Ok(());
+    };
+    if le32(tail, 0) != 0 || le16(tail, 4) != 12 || tail[6] != 0 || tail[7] != 0xDE {
+        return Ok(());
+    }
+    let c = Crc32c::new(seed).update(&block[..n - 12]).value();
+    if c != le32(tail, 8) {
+        return Err(corrupt(dir.ino, "directory block checksum mismatch"));
+    }
+    Ok(())
 }
 
 /// Whether group `g` holds a superblock backup (sparse_super: groups 0,
