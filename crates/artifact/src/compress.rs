@@ -38,14 +38,18 @@
 //!
 //! - **xz**: kiln's own block-parallel writer ([`Encoder`] with
 //!   [`Compression::Xz`]). It cuts the input into independent blocks of
-//!   `xz_block_size` bytes (0 = kiln's default, the preset's LZMA2 dictionary
-//!   size and at least 1 MiB: 8 MiB at `-6`), compresses each block with a
-//!   fresh LZMA2 encoder of the preset (liblzma's raw encoder) on a worker
-//!   thread, and writes the blocks in order with their headers, the index
-//!   and the stream footer itself. The bytes depend on preset and block size
-//!   only, never on the thread count, and equal `xz -T2 --block-size=B`
+//!   `xz_block_size` bytes (0 = kiln's default: the preset's LZMA2
+//!   dictionary size, within 1..=4 MiB; 4 MiB at `-6`), compresses each
+//!   block with a fresh LZMA2 encoder of the preset, its dictionary cut to
+//!   the block size (liblzma's raw encoder), on a worker thread, and writes
+//!   the blocks in order with their headers, the index and the stream footer
+//!   itself. The bytes depend on preset and block size only, never on the
+//!   thread count, and equal `xz -T2 --block-size=B --lzma2=preset=P,dict=D`
 //!   (`lzma_stream_encoder_mt`, which also stores both sizes in every block
-//!   header) for the same LZMA2 encoder version. An all-zero block (an
+//!   header) for the same LZMA2 encoder version. Memory: about 12 × the
+//!   block size per thread plus `threads + 1` block buffers (about 105 MiB
+//!   at `-6` with 2 threads, where `xz -T2 -6` takes 210 MiB); decoding needs
+//!   only the block-sized dictionary. An all-zero block (an
 //!   image's holes) is compressed once and its bytes reused, so holes cost a
 //!   zero check instead of LZMA2 time. liblzma does not promise identical
 //!   output across its own versions: pin the crate for reproducible
@@ -194,8 +198,9 @@ impl CompressOptions {
         self
     }
     /// Sets the xz block size in bytes (0 = kiln's default: the preset's
-    /// dictionary size, at least 1 MiB). Changes the output bytes; memory
-    /// grows with it (about `threads + 1` blocks are buffered).
+    /// dictionary size within 1..=4 MiB). The LZMA2 dictionary is cut to
+    /// the block size. Changes the output bytes; memory grows with it
+    /// (about 12 × the block per thread, `threads + 1` blocks buffered).
     pub fn xz_block_size(mut self, bytes: u64) -> Self {
         self.xz_block_size = bytes;
         self
@@ -340,6 +345,10 @@ const XZ_FLAGS: [u8; 2] = [0x00, 0x04];
 const XZ_CHECK_SIZE: u64 = 8;
 /// LZMA2 filter id (.xz §5.3.1).
 const XZ_FILTER_LZMA2: u64 = 0x21;
+/// Largest default block (kiln's memory budget: an LZMA2 encoder at
+/// `-6` with a 4 MiB dictionary touches about 50 MiB; 8 MiB blocks would
+/// take about 100 MiB per thread for 4 % smaller output).
+const XZ_DEFAULT_MAX_BLOCK: u64 = 4 << 20;
 /// Largest block this writer cuts (keeps a block's buffers addressable
 /// and its sizes far from the VLI limit).
 const XZ_MAX_BLOCK: u64 = 1 << 30;
@@ -417,14 +426,10 @@ struct XzBlock {
 /// Compresses `data` into one complete block (what `lzma_block_encoder`
 /// writes in liblzma's multi-threaded encoder), its header padded to
 /// `header_size` bytes.
-fn xz_encode_block(
-    level: u32,
-    dict_byte: u8,
-    header_size: usize,
-    data: &[u8],
-) -> io::Result<XzBlock> {
+fn xz_encode_block(level: u32, dict: u32, header_size: usize, data: &[u8]) -> io::Result<XzBlock> {
     use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
-    let opts = LzmaOptions::new_preset(level).map_err(io::Error::from)?;
+    let mut opts = LzmaOptions::new_preset(level).map_err(io::Error::from)?;
+    opts.dict_size(dict);
     let mut filters = Filters::new();
     filters.lzma2(&opts);
     let mut stream = Stream::new_raw_encoder(&filters).map_err(io::Error::from)?;
@@ -453,7 +458,7 @@ fn xz_encode_block(
     put_vli(&mut out, uncompressed);
     put_vli(&mut out, XZ_FILTER_LZMA2);
     put_vli(&mut out, 1);
-    out.push(dict_byte);
+    out.push(lzma2_dict_byte(dict));
     // Padded to the size reserved for the largest block (as liblzma's
     // multi-threaded encoder does), so every block header has one size.
     out.resize(
@@ -487,7 +492,7 @@ enum XzPending {
 struct XzBlocks<W: Write> {
     out: W,
     level: u32,
-    dict_byte: u8,
+    dict: u32,
     header_size: usize,
     block_size: usize,
     threads: usize,
@@ -524,9 +529,13 @@ impl<W: Write> XzBlocks<W> {
             .copied()
             .unwrap_or(8 << 20);
         let block = match opts.xz_block_size {
-            0 => u64::from(dict).max(1 << 20),
+            0 => u64::from(dict).clamp(1 << 20, XZ_DEFAULT_MAX_BLOCK),
             b => b,
         };
+        // A block is compressed on its own: a dictionary larger than the
+        // block would never be used, but its hash tables would be allocated
+        // and cleared.
+        let dict = u32::try_from(block).map_or(dict, |b| dict.min(b.max(4096)));
         if block > XZ_MAX_BLOCK {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -537,7 +546,7 @@ impl<W: Write> XzBlocks<W> {
         Ok(Self {
             out,
             level: opts.level,
-            dict_byte: lzma2_dict_byte(dict),
+            dict,
             header_size: xz_reserved_header_size(block),
             block_size,
             threads: usize::try_from(opts.threads).unwrap_or(1).max(1),
@@ -590,7 +599,7 @@ impl<W: Write> XzBlocks<W> {
             let (bytes, unpadded) = match &self.zero_block {
                 Some(z) => z.clone(),
                 None => {
-                    let b = xz_encode_block(self.level, self.dict_byte, self.header_size, &data)?;
+                    let b = xz_encode_block(self.level, self.dict, self.header_size, &data)?;
                     self.zero_block = Some((b.bytes.clone(), b.unpadded));
                     (b.bytes, b.unpadded)
                 }
@@ -604,10 +613,10 @@ impl<W: Write> XzBlocks<W> {
             while self.running >= self.threads {
                 self.drain_one(true)?;
             }
-            let (level, dict_byte, header) = (self.level, self.dict_byte, self.header_size);
+            let (level, dict, header) = (self.level, self.dict, self.header_size);
             let handle = std::thread::Builder::new()
                 .name("kiln-xz".into())
-                .spawn(move || xz_encode_block(level, dict_byte, header, &data))?;
+                .spawn(move || xz_encode_block(level, dict, header, &data))?;
             self.pending.push_back(XzPending::Running(handle));
             self.running += 1;
         }

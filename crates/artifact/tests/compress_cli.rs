@@ -152,17 +152,22 @@ fn deterministic_at_fixed_params_whatever_the_threads() {
 #[test]
 fn xz_matches_cli_multithreaded_output() {
     // Our block-parallel xz writes what liblzma's multi-threaded encoder
-    // writes (`xz -T2 --block-size=B`): same preset and block size => same
-    // bytes, including the reused all-zero blocks (the input has 2 MiB of
+    // writes (`xz -T2 --block-size=B`): same preset, dictionary and block
+    // size => same bytes, including the reused all-zero blocks (the input has 2 MiB of
     // zeros at a 1 MiB boundary) and the short last block.
     require("xz", "xz-utils");
     let dir = tempfile::tempdir().unwrap();
     let data = input();
     let data_path = dir.path().join("data");
     std::fs::write(&data_path, &data).unwrap();
-    // (level, our block size (0 = default), the CLI's block size)
-    for (level, block, cli_block) in [(1u32, 0u64, "1MiB"), (6, 1 << 19, "512KiB"), (6, 0, "8MiB")]
-    {
+    // (level, our block size (0 = default), the CLI's block size and
+    // dictionary: ours is cut to the block size)
+    for (level, block, cli_block, cli_dict) in [
+        (1u32, 0u64, "1MiB", "1MiB"),
+        (6, 1 << 19, "512KiB", "512KiB"),
+        (6, 0, "4MiB", "4MiB"),
+        (3, 16 << 20, "16MiB", "4MiB"),
+    ] {
         let ours = dir.path().join("ours.xz");
         compress_to(
             &ours,
@@ -174,7 +179,7 @@ fn xz_matches_cli_multithreaded_output() {
         );
         let theirs = ok_bytes(
             Command::new("xz")
-                .arg(format!("-{level}"))
+                .arg(format!("--lzma2=preset={level},dict={cli_dict}"))
                 .arg("-T2")
                 .arg(format!("--block-size={cli_block}"))
                 .arg("-c")
