@@ -332,6 +332,16 @@ fn corrupt_extent_and_dir_blocks(img: &Path) {
         .unwrap()
         .parse()
         .unwrap();
+    let stat = debugfs(img, "stat /bigxattr");
+    let xblk: u64 = stat
+        .split("File ACL: ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let blocks = debugfs(img, "blocks /d");
     let dblk: u64 = blocks.split_whitespace().next().unwrap().parse().unwrap();
     for (blk, at, what) in [

@@ -17,8 +17,11 @@
 //! | directory entry   | directory blocks                         | 0x0 inode, 0x4 rec_len, 0x6 name_len, 0x8 name |
 //! | xattr header      | in-inode magic / block 0x00 magic, entries at 0x20 | entry: 0x0 name_len, 0x1 index, 0x2 value offset, 0x4 value inode, 0x8 value size |
 //!
-//! Every count, offset and block number read from the input is checked
-//! before it is used; a malformed filesystem gives [`Error::Corrupt`],
+//! With `metadata_csum`, the superblock, inode, extent-block,
+//! directory-leaf and xattr-block checksums are verified (see
+//! `checksum.rs` for the seeds). Every count, offset and block number read
+//! from the input is checked before it is used; a malformed filesystem
+//! gives [`Error::Corrupt`],
 //! never a panic. File contents are streamed extent by extent (unwritten
 //! extents and holes read as zeros), so memory stays bounded whatever the
 //! file sizes.
@@ -429,6 +432,11 @@ impl<R: ReadAt> Ext4Reader<R> {
             return Err(corrupt(ino, "block number outside the filesystem"));
         }
         self.read_at(buf, block * self.block_size)
+    }
+
+    /// The filesystem checksum seed when `metadata_csum` is on.
+    pub(crate) fn fs_csum_seed(&self) -> Option<u32> {
+        self.csum_seed
     }
 
     pub(crate) fn block_size(&self) -> u64 {

@@ -128,6 +128,18 @@ impl<R: ReadAt> Ext4Reader<R> {
             if le32(&b, 0) != XATTR_MAGIC {
                 return Err(corrupt(node.ino, "bad xattr block magic"));
             }
+            if let Some(seed) = self.fs_csum_seed() {
+                let stored = le32(&b, 0x10);
+                let mut z = b.clone();
+                z[0x10..0x14].fill(0);
+                let c = crate::checksum::Crc32c::new(seed)
+                    .update_u64(node.file_acl)
+                    .update(&z)
+                    .value();
+                if c != stored {
+                    return Err(corrupt(node.ino, "xattr block checksum mismatch"));
+                }
+            }
             if le32(&b, 8) != 1 {
                 return Err(corrupt(node.ino, "xattr block spans more than one block"));
             }
