@@ -347,6 +347,7 @@ fn corrupt_extent_and_dir_blocks(img: &Path) {
     for (blk, at, what) in [
         (etb, 20, "extent block checksum"),
         (dblk, 30, "directory block checksum"),
+        (xblk, 4000, "xattr block checksum"),
     ] {
         let mut b = std::fs::read(img).unwrap();
         b[(blk * 4096) as usize + at] ^= 0x5A;
