@@ -11,7 +11,6 @@ mod common;
 use kiln_oci::{cache_id, DirStoreView, ExistingStore, ImageInput, Platform, Store, StoreOptions};
 use kiln_tree::{Content, Entry, EntryKind, Timestamp, TreeSink};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::process::Command;
 
 #[derive(Default)]
