@@ -48,6 +48,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod bootedit;
 mod build;
 mod content;
 mod convert;
@@ -59,8 +60,10 @@ mod manifest;
 mod mkfs;
 mod plan;
 mod seed;
+mod stamp;
 mod swap;
 
+pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};
 pub use build::{build, BuildReport, BuildRequest, PartitionReport};
 pub use convert::{convert, ConvertReport};
 pub use deliver::{Delivered, Delivery, DiskFormat};
@@ -70,4 +73,8 @@ pub use inspect_data::{AppService, DataInfo, StoredImage, SwapInfo};
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use plan::{Placed, Plan};
 pub use seed::Seed;
+pub use stamp::{
+    read_devices, redact_secrets, stamp, Device, StampFormat, StampReport, StampRequest,
+    StampedDevice, StaticIp, BOOT_LABELS,
+};
 pub use swap::{swap_header, SWAP_PAGE_SIZE};
