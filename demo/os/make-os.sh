@@ -200,6 +200,36 @@ done
 
 # --- end armhf
 
+# --- armhf slim: fit rootA (320 MiB on the fin profiles) --------------------
+# mmdebstrap.tar -> base.tar (a minute; dpkg --purge and depmod run under
+# qemu-user). Drops perl
+# (only usrmerge needs it, after the install), the udev hwdb (hwdb.bin:
+# device names only), /boot's kernel and initrd (the Pi firmware loads them
+# from the boot partition, make-fin-boot.sh), and modules for hardware
+# neither the Fin nor QEMU has (SATA, NVMe, SCSI HBAs, MD/DM, targets).
+slim_armhf() {
+  local r=$work/slim
+  binfmt_arm
+  mkdir "$r"
+  tar -C "$r" --xattrs --xattrs-include='*' --numeric-owner -xpf "$out/mmdebstrap.tar"
+  chroot "$r" dpkg --purge --force-depends usrmerge libfile-find-rule-perl libnumber-compare-perl \
+    libtext-glob-perl perl libperl5.36 perl-modules-5.36 >/dev/null
+  rm -f "$r"/usr/lib/udev/hwdb.bin "$r"/boot/vmlinuz* "$r"/boot/initrd.img*
+  for k in "$r"/usr/lib/modules/*; do
+    rm -rf "$k"/kernel/lib/test_bpf.ko "$k"/kernel/drivers/target "$k"/kernel/drivers/md \
+      "$k"/kernel/drivers/ata "$k"/kernel/drivers/nvme
+    find "$k"/kernel/drivers/scsi -mindepth 1 -type d -prune -exec rm -rf {} +
+    chroot "$r" depmod "${k##*/}"
+  done
+  tar -C "$r" --sort=name --format=pax --numeric-owner --xattrs --xattrs-include='*' \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    --mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime -cf "$work/base.tar" .
+  rm -rf "$r"
+  mv "$work/base.tar" "$out/base.tar"
+  echo "$1" > "$out/base.stamp"
+}
+# --- end armhf slim
+
 # qemu-user for armhf binaries, registered once (idempotent); the F flag
 # keeps the interpreter open, so it works inside the chroot.
 binfmt_arm() {
@@ -224,9 +254,16 @@ if [ "$arch" = armhf ]; then
   base_stamp=$( { sed -n '/^# --- armhf base/,/^# --- end armhf/p' "$0";
                   (cd "$here" && find essential essential-armhf -type f | LC_ALL=C sort | xargs sha256sum);
                   echo "$suite $mirror $SOURCE_DATE_EPOCH armhf"; } | sha256sum | cut -c1-16)
+  # mmdebstrap.tar: base_armhf's output (it writes base.tar and base.stamp).
+  mm_stamp=$base_stamp
+  if ! fresh mmdebstrap "$mm_stamp" mmdebstrap.tar; then
+    base_armhf
+    mv "$out/base.tar" "$out/mmdebstrap.tar"; mv "$out/base.stamp" "$out/mmdebstrap.stamp"
+  fi
+  base_stamp=$( { echo "$mm_stamp"; sed -n '/^# --- armhf slim/,/^# --- end armhf slim/p' "$0"; } | sha256sum | cut -c1-16)
   rootfs_stamp=$( { echo "$base_stamp"; sed -n '/^# --- overlay/,/^# --- end overlay/p' "$0";
                     (cd "$here" && find rootfs -type f | LC_ALL=C sort | xargs sha256sum); } | sha256sum | cut -c1-16)
-  fresh base "$base_stamp" base.tar || base_armhf
+  fresh base "$base_stamp" base.tar || slim_armhf "$base_stamp"
   fresh rootfs "$rootfs_stamp" rootfs.tar || overlay
   fwboot_stamp=$( { echo "$base_stamp"; cat "$here/make-fin-boot.sh"; } | sha256sum | cut -c1-16)
   fresh fwboot "$fwboot_stamp" boot/config.txt || boot_armhf "$fwboot_stamp"
