@@ -6,35 +6,7 @@
 
 use kiln_e2e::engine::{Engine, DEMO_SERVICES};
 use kiln_e2e::*;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// A read-only loop device over a byte range of an image, detached on drop.
-struct Loop(String);
-impl Loop {
-    fn new(image: &Path, part: &SfPart) -> Self {
-        require("losetup", "mount");
-        let dev = ok(Command::new("losetup")
-            .args(["-f", "--show", "-r", "-o"])
-            .arg((part.start * 512).to_string())
-            .arg("--sizelimit")
-            .arg((part.size * 512).to_string())
-            .arg(image));
-        Loop(dev.trim().to_string())
-    }
-}
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
-
-struct Mount(PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn dockerd_runs_the_preloaded_app_offline() {
@@ -57,12 +29,7 @@ fn dockerd_runs_the_preloaded_app_offline() {
     let data = parts.iter().find(|p| p.number == 6).unwrap();
     let lo = Loop::new(&img, data);
     let mnt = d.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    ok(Command::new("mount")
-        .args(["-o", "ro", "-t", "ext4"])
-        .arg(&lo.0)
-        .arg(&mnt));
-    let m = Mount(mnt.clone());
+    let m = Mount::ext4_ro(&lo, &mnt);
     // swapfile: mode, size, header readable by util-linux.
     let st = std::fs::metadata(mnt.join("swapfile")).unwrap();
     assert_eq!(

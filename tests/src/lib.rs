@@ -237,3 +237,49 @@ pub fn debugfs(fs: &Path, request: &str) -> String {
     require("debugfs", "e2fsprogs");
     ok(Command::new("debugfs").arg("-R").arg(request).arg(fs))
 }
+
+/// A read-only loop device over one partition of an image, detached on
+/// drop.
+pub struct Loop(pub String);
+
+impl Loop {
+    /// Attaches `part` of `image` read-only.
+    pub fn new(image: &Path, part: &SfPart) -> Self {
+        require("losetup", "mount");
+        let dev = ok(Command::new("losetup")
+            .args(["-f", "--show", "-r", "-o"])
+            .arg((part.start * 512).to_string())
+            .arg("--sizelimit")
+            .arg((part.size * 512).to_string())
+            .arg(image));
+        Loop(dev.trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A mount point, unmounted on drop.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    /// Mounts the ext4 on `lo` read-only at `dir` (the kernel's own ext4
+    /// driver reads it).
+    pub fn ext4_ro(lo: &Loop, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("mount point");
+        ok(Command::new("mount")
+            .args(["-o", "ro", "-t", "ext4"])
+            .arg(&lo.0)
+            .arg(dir));
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

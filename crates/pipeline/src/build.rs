@@ -358,7 +358,13 @@ pub(crate) fn tp(s: &str) -> TreePath {
 
 /// Runs a build. `progress` receives one line per stage.
 pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, Error> {
-    // BASE-MODE-HOOK
+    if let Some(base) = req
+        .base
+        .clone()
+        .or_else(|| req.recipe.base.as_ref().map(|b| b.image.path.clone()))
+    {
+        return crate::base::build_base(req, &base, progress);
+    }
     let profile = &req.profile;
     let recipe = &req.recipe;
     let time = Timestamp::new(req.timestamp, 0);

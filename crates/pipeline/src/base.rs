@@ -1,0 +1,776 @@
+//! Base-image mode (`kiln build --base IMAGE`, recipe `[base] image`):
+//! preload into the OS vendor's released image instead of building the OS
+//! partitions, rootless, without mounting anything.
+//!
+//! 1. The base image (raw, xz/gz/zst, a zip holding one image, qcow2,
+//!    vmdk, vhd: sniffed by kiln-base) is written, sparse, into the
+//!    temporary output beside the target.
+//! 2. Its layout is detected (MBR with extended/logical partitions, or
+//!    GPT) and the partitions identified by filesystem label; the device
+//!    type on the boot partition must match the board (`--force`
+//!    overrides).
+//! 3. Everything before the data partition stays as it is: the boot code
+//!    in the MBR and the gap before p1, rootA, rootB, state (compared
+//!    byte for byte by the tests).
+//! 4. The data partition is rebuilt: its old contents are copied aside,
+//!    read back as a tree (kiln-ext4's reader), and fed, after the
+//!    swapfile, into a new ext4 together with the new app's layers merged
+//!    into the existing engine store (kiln-oci: existing layers and image
+//!    configs are kept, `repositories.json` merged) and `apps.json`. The
+//!    new filesystem keeps the old label and UUID. The data partition must
+//!    be the last one; the image grows when the result (plus headroom)
+//!    needs more room than the old partition had, with the (extended and)
+//!    data partition resized and, on GPT, the backup header moved to the
+//!    new end.
+//! 5. The boot partition is rebuilt in place with `config.json` merged
+//!    (the recipe's keys over the base's), the recipe's NetworkManager
+//!    profiles and boot files; every other file keeps its bytes.
+//! 6. Delivery as for a normal build (formats, compression, bmap, sums,
+//!    a manifest naming the base image and its digest).
+//!
+//! A base that already carries an app in `apps.json` with another uuid is
+//! refused (two apps fighting over one device); the same app is replaced
+//! by the new release.
+
+use crate::build::{
+    finish, prepare_app, App, BuildReport, BuildRequest, PartitionReport, TempImage,
+};
+use crate::content::{add_dir, feed_generated, Generated};
+use crate::manifest::BaseFacts;
+use crate::swap::swap_header;
+use crate::Error;
+use kiln_base::{BasePartition, Layout, Role as BaseRole};
+use kiln_ext4::{Ext4Estimator, Ext4Reader, Ext4Writer, Visit};
+use kiln_recipe::{BoardProfile, DataSize, Role, SwapActivation};
+use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
+use kiln_units::{ByteSize, ReadAt, SubRegion, WriteAt};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// What a [`kiln_oci::StoreView`] gives back on failure.
+type ViewError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Largest JSON file read from the base (bytes).
+const MAX_JSON: u64 = 16 << 20;
+
+fn base_err(path: &Path) -> impl FnOnce(kiln_base::Error) -> Error + '_ {
+    move |e| Error::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn out_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Output {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// A scratch file removed when dropped.
+struct Scratch {
+    path: PathBuf,
+    file: File,
+}
+
+impl Scratch {
+    fn create(path: PathBuf) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(out_err(&path, "cannot create a scratch file"))?;
+        Ok(Self { path, file })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("could not remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Copies `len` bytes from `src` at `from` to `dst` at `to`, skipping
+/// all-zero blocks (the target reads zeros there already), 1 MiB at a
+/// time.
+fn sparse_copy<R: ReadAt + ?Sized, W: WriteAt + ?Sized>(
+    src: &R,
+    from: u64,
+    dst: &mut W,
+    to: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
+        src.read_exact_at(&mut buf[..n], from + done)?;
+        for (i, block) in buf[..n].chunks(4096).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                dst.write_all_at(block, to + done + (i * 4096) as u64)?;
+            }
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// The architectures balena's `device-type.json` names for a board arch.
+fn arch_matches(profile: &BoardProfile, arch: &str) -> bool {
+    let names: &[&str] = match profile.arch {
+        kiln_recipe::Arch::Amd64 => &["amd64", "x86_64", "x86-64"],
+        kiln_recipe::Arch::Armhf => &["armv7hf", "armhf", "rpi", "armv7"],
+        kiln_recipe::Arch::Arm64 => &["aarch64", "arm64"],
+    };
+    names.contains(&arch)
+}
+
+/// Checks the base against the board: device type and architecture.
+fn check_device(
+    req: &BuildRequest<'_>,
+    base: &Path,
+    info: &kiln_base::DeviceInfo,
+    force: bool,
+) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    if let Some(slug) = &info.slug {
+        if slug != &req.profile.device_type {
+            problems.push(format!(
+                "device type {slug:?} (from {}) is not board {}'s {:?}",
+                info.source, req.profile.name, req.profile.device_type
+            ));
+        }
+    }
+    if let Some(arch) = &info.arch {
+        if !arch_matches(&req.profile, arch) {
+            problems.push(format!(
+                "architecture {arch:?} (from {}) is not the board's {}",
+                info.source,
+                req.profile.arch.as_str()
+            ));
+        }
+    }
+    if problems.is_empty() || force {
+        for p in &problems {
+            tracing::warn!("{}: {p} (--force)", base.display());
+        }
+        return Ok(());
+    }
+    Err(Error::Image {
+        path: base.to_path_buf(),
+        reason: format!("{}; use --force to preload anyway", problems.join("; ")),
+    })
+}
+
+/// The old data filesystem, read back through kiln-ext4, as a view for
+/// kiln-oci's store merge (paths relative to the store root).
+struct OldStore<'a> {
+    fs: &'a Ext4Reader<&'a File>,
+    prefix: TreePath,
+}
+
+impl OldStore<'_> {
+    fn path(&self, p: &str) -> Result<TreePath, ViewError> {
+        let mut out = self.prefix.clone();
+        for c in p.split('/').filter(|c| !c.is_empty()) {
+            out = out.join(c.as_bytes())?;
+        }
+        Ok(out)
+    }
+}
+
+impl kiln_oci::StoreView for OldStore<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ViewError> {
+        Ok(self.fs.read_file(&self.path(path)?, MAX_JSON)?)
+    }
+    fn list(&self, path: &str) -> Result<Option<Vec<String>>, ViewError> {
+        Ok(self.fs.list_dir(&self.path(path)?)?.map(|v| {
+            v.into_iter()
+                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                .collect()
+        }))
+    }
+}
+
+/// What goes into the new data partition: the swapfile first (one
+/// contiguous run), the old tree minus what kiln replaces, then the new
+/// app merged onto the old store and `apps.json`.
+struct MergedData<'a> {
+    swap: Option<(TreePath, u64, [u8; 4096])>,
+    old: &'a Ext4Reader<&'a File>,
+    drop: BTreeSet<TreePath>,
+    app: Option<(&'a App, &'a kiln_oci::ExistingStore)>,
+    /// Directories kiln adds that the old tree lacks.
+    new_dirs: Vec<(TreePath, u32)>,
+    time: Timestamp,
+}
+
+/// A failure while feeding the merged data partition.
+enum MergeError<E> {
+    /// Reading the old tree (or the sink refusing one of its entries).
+    Old(kiln_ext4::Error),
+    /// The sink refused a new entry.
+    Sink(E),
+    /// The preload.
+    App(kiln_oci::Error),
+}
+
+impl MergedData<'_> {
+    fn feed<S>(&self, sink: &mut S) -> Result<Option<kiln_oci::FeedReport>, MergeError<S::Error>>
+    where
+        S: TreeSink,
+        S::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let t = self.time;
+        if let Some((path, size, header)) = &self.swap {
+            let e = Entry::new(path.clone(), EntryKind::File, Metadata::new(0o600, t));
+            sink.add(
+                &e,
+                Content::Preallocated {
+                    size: *size,
+                    head: header,
+                },
+            )
+            .map_err(MergeError::Sink)?;
+        }
+        let drop = &self.drop;
+        self.old
+            .feed(&mut *sink, |p: &TreePath, _| {
+                if drop.contains(p) {
+                    Visit::Skip
+                } else {
+                    Visit::Keep
+                }
+            })
+            .map_err(MergeError::Old)?;
+        for (d, mode) in &self.new_dirs {
+            add_dir(sink, d, *mode, t).map_err(MergeError::Sink)?;
+        }
+        let Some((app, existing)) = self.app else {
+            return Ok(None);
+        };
+        feed_generated(
+            &[Generated {
+                path: crate::build::tp("apps.json"),
+                mode: 0o644,
+                data: app.apps_json.clone(),
+            }],
+            t,
+            sink,
+        )
+        .map_err(MergeError::Sink)?;
+        let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
+        let report = app
+            .store
+            .feed_onto(existing, &mut prefixed)
+            .map_err(|e| match e {
+                kiln_oci::FeedError::Input(i) => MergeError::App(i),
+                kiln_oci::FeedError::Sink(s) => MergeError::Sink(s),
+                #[allow(unreachable_patterns)]
+                _ => MergeError::App(kiln_oci::Error::InvalidRequest("unknown feed error")),
+            })?;
+        Ok(Some(report))
+    }
+}
+
+fn merge_err(label: &str, e: MergeError<kiln_ext4::Error>) -> Error {
+    match e {
+        MergeError::Sink(source) => Error::Ext4 {
+            partition: label.to_string(),
+            source,
+        },
+        MergeError::Old(source) => Error::Ext4 {
+            partition: format!("{label} (base)"),
+            source,
+        },
+        MergeError::App(source) => Error::App {
+            partition: label.to_string(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Refuses a base whose `apps.json` carries another app than the
+/// recipe's (same uuid: the new release replaces the old one).
+fn check_apps(
+    base: &Path,
+    old: &Ext4Reader<&File>,
+    app: &App,
+    data_label: &str,
+) -> Result<(), Error> {
+    let bytes = old
+        .read_file(&crate::build::tp("apps.json"), MAX_JSON)
+        .map_err(|source| Error::Ext4 {
+            partition: format!("{data_label} (base)"),
+            source,
+        })?;
+    let Some(bytes) = bytes else {
+        return Ok(());
+    };
+    let old_apps: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Image {
+        path: base.to_path_buf(),
+        reason: format!("{data_label}: apps.json is not JSON: {e}"),
+    })?;
+    let new_apps: serde_json::Value = serde_json::from_slice(&app.apps_json).unwrap_or_default();
+    let new = new_apps["apps"].as_object();
+    for (id, a) in old_apps["apps"].as_object().into_iter().flatten() {
+        if !new.is_some_and(|n| n.contains_key(id)) {
+            let theirs = a["name"].as_str().unwrap_or("?");
+            let ours = new
+                .and_then(|o| o.values().next())
+                .and_then(|v| v["name"].as_str())
+                .unwrap_or("?");
+            return Err(Error::Image {
+                path: base.to_path_buf(),
+                reason: format!(
+                    "{data_label} already holds app {theirs:?} (uuid {id}) in apps.json, which conflicts with the recipe's app {ours:?}; start from an image without it"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn role<'a>(layout: &'a Layout, role: BaseRole, base: &Path) -> Result<&'a BasePartition, Error> {
+    layout.role(role).ok_or_else(|| Error::Image {
+        path: base.to_path_buf(),
+        reason: format!("no {role:?} partition found by its label"),
+    })
+}
+
+fn old_err(label: &str) -> impl FnOnce(kiln_ext4::Error) -> Error + '_ {
+    move |source| Error::Ext4 {
+        partition: format!("{label} (base)"),
+        source,
+    }
+}
+
+fn ext4_err(label: &str) -> impl FnOnce(kiln_ext4::Error) -> Error + '_ {
+    move |source| Error::Ext4 {
+        partition: label.to_string(),
+        source,
+    }
+}
+
+/// The data partition's new size: what the content needs plus headroom,
+/// never less than the base had; `fixed` and `fill` as in a normal build.
+fn data_size(
+    req: &BuildRequest<'_>,
+    label: &str,
+    min: u64,
+    old: &BasePartition,
+    gpt: bool,
+    align: u64,
+) -> Result<u64, Error> {
+    let profile = &req.profile;
+    Ok(match req.recipe.data.size {
+        DataSize::Auto => min.max(old.size_bytes),
+        DataSize::Fixed(b) if b.bytes() >= min => b.bytes().max(old.size_bytes),
+        DataSize::Fixed(b) => {
+            return Err(Error::Layout {
+                partition: label.to_string(),
+                reason: format!(
+                    "data.size {b} is smaller than the {} its content and headroom need",
+                    ByteSize::new(min)
+                ),
+            })
+        }
+        DataSize::Fill => {
+            let m = match &req.medium {
+                Some(m) => profile.medium(m)?.clone(),
+                None => profile
+                    .media
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Error::Layout {
+                        partition: label.to_string(),
+                        reason: "data.size = \"fill\" needs a medium (--media)".into(),
+                    })?,
+            };
+            let tail = if gpt { align.max(33 * 512) } else { 0 };
+            (m.size.bytes().saturating_sub(old.start_bytes + tail) / align * align)
+                .max(min)
+                .max(old.size_bytes)
+        }
+    })
+}
+
+/// Runs a base-image build (see the module doc).
+pub(crate) fn build_base(
+    req: &BuildRequest<'_>,
+    base: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BuildReport, Error> {
+    let profile = &req.profile;
+    let recipe = &req.recipe;
+    let time = Timestamp::new(req.timestamp, 0);
+    if !base.is_file() {
+        return Err(Error::Image {
+            path: base.to_path_buf(),
+            reason: "base image not found (or not a file)".into(),
+        });
+    }
+    for i in recipe
+        .network_profiles
+        .iter()
+        .chain(&recipe.ca_certificates)
+        .chain(recipe.boot_extra.iter().map(|b| &b.src))
+    {
+        i.check_exists()?;
+    }
+    progress("resolving config.json");
+    let mut config = recipe.resolve_config(&profile.device_type, req.env)?;
+    for o in &req.overrides {
+        config.set(o)?;
+    }
+    if recipe.swap.size.bytes() > 0 && recipe.swap.activation != SwapActivation::None {
+        return Err(recipe_key_err(
+            recipe,
+            "swap.activation",
+            "a base image keeps its root filesystem as it is: use swap.activation = \"none\" (the OS activates /mnt/data/swapfile itself) in base-image mode",
+        )
+        .into());
+    }
+    let app = match &recipe.app {
+        Some(a) => {
+            progress("resolving the application images");
+            Some(prepare_app(req, a, time, "resin-data")?)
+        }
+        None => None,
+    };
+
+    // 1. The base, sparse, into the temporary output.
+    let out = &req.output;
+    let mut tmp = TempImage::create(out)?;
+    progress(&format!("reading the base image {}", base.display()));
+    let mat = kiln_base::materialize(base, tmp.file()?).map_err(base_err(base))?;
+    let file = tmp.file()?;
+
+    // 2. Layout and device type.
+    let layout = kiln_base::detect(&*file).map_err(base_err(base))?;
+    if layout.flasher {
+        return Err(Error::Image {
+            path: base.to_path_buf(),
+            reason: "this is a flasher (installer) image; preloading into the image it carries is not supported yet: use the board's non-flasher image".into(),
+        });
+    }
+    let info = kiln_base::device_info(&*file, &layout).map_err(base_err(base))?;
+    check_device(req, base, &info, req.force)?;
+    let boot = role(&layout, BaseRole::Boot, base)?.clone();
+    let data = role(&layout, BaseRole::Data, base)?.clone();
+    let data_label = data.label.clone().unwrap_or_else(|| "resin-data".into());
+    let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
+    let last_end = layout
+        .partitions
+        .iter()
+        .map(|p| p.start_bytes + p.size_bytes)
+        .max()
+        .unwrap_or(0);
+    if data.start_bytes + data.size_bytes != last_end {
+        return Err(Error::Image {
+            path: base.to_path_buf(),
+            reason: format!(
+                "{data_label} (p{}) is not the last partition; kiln rewrites and grows a trailing data partition only",
+                data.number
+            ),
+        });
+    }
+
+    // 3. The old data filesystem, aside.
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let old_copy = Scratch::create(dir.join(format!(".{name}.kiln-base-data")))?;
+    progress(&format!("reading {data_label} of the base"));
+    {
+        let mut dst = old_copy
+            .file
+            .try_clone()
+            .map_err(out_err(&old_copy.path, "cannot reopen a scratch file"))?;
+        dst.set_len(data.size_bytes)
+            .map_err(out_err(&old_copy.path, "cannot size a scratch file"))?;
+        sparse_copy(&*file, data.start_bytes, &mut dst, 0, data.size_bytes).map_err(out_err(
+            &old_copy.path,
+            "cannot copy the base's data partition",
+        ))?;
+    }
+    let (wr, feed_report, data_uuid, new_size, disk_bytes) = {
+        let old = Ext4Reader::open(&old_copy.file).map_err(old_err(&data_label))?;
+        let store_path = app
+            .as_ref()
+            .map_or_else(|| crate::build::tp("docker"), |a| a.store_path.clone());
+        let existing = match &app {
+            Some(a) => {
+                check_apps(base, &old, a, &data_label)?;
+                let view = OldStore {
+                    fs: &old,
+                    prefix: store_path.clone(),
+                };
+                Some(
+                    kiln_oci::ExistingStore::scan(&view).map_err(|source| Error::App {
+                        partition: format!("{data_label} (base)"),
+                        source: Box::new(source),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let swap = if recipe.swap.size.bytes() > 0 {
+            let path = TreePath::parse(recipe.swap.path.trim_start_matches('/').as_bytes())
+                .map_err(|e| Error::Layout {
+                    partition: data_label.clone(),
+                    reason: format!("swap.path: {e}"),
+                })?;
+            let header = swap_header(
+                recipe.swap.size.bytes(),
+                req.seed.uuid("swap"),
+                &recipe.swap.label,
+            );
+            Some((path, recipe.swap.size.bytes(), header))
+        } else {
+            None
+        };
+        // What kiln replaces: the swapfile, apps.json, repositories.json;
+        // lost+found is the new filesystem's own.
+        let mut drop: BTreeSet<TreePath> = BTreeSet::new();
+        drop.insert(crate::build::tp("lost+found"));
+        if let Some((p, _, _)) = &swap {
+            drop.insert(p.clone());
+        }
+        let mut new_dirs = Vec::new();
+        if app.is_some() {
+            drop.insert(crate::build::tp("apps.json"));
+            for skip in kiln_oci::ExistingStore::SKIP_PATHS {
+                let mut p = store_path.clone();
+                for c in skip.split('/') {
+                    p = p.join(c.as_bytes()).map_err(|e| Error::Layout {
+                        partition: data_label.clone(),
+                        reason: e.to_string(),
+                    })?;
+                }
+                drop.insert(p);
+            }
+            for (d, mode) in [
+                (crate::build::tp("resin-data"), 0o755),
+                (store_path.clone(), 0o710),
+            ] {
+                if old.lookup(&d).map_err(old_err(&data_label))?.is_none() {
+                    new_dirs.push((d, mode));
+                }
+            }
+        }
+        let merged = MergedData {
+            swap,
+            old: &old,
+            drop,
+            app: app.as_ref().zip(existing.as_ref()),
+            new_dirs,
+            time,
+        };
+
+        // 4. Size the new data filesystem.
+        progress(&format!("sizing {data_label}"));
+        let data_uuid = old.info().uuid;
+        let opts = |size| {
+            crate::build::ext4_options(req, &data_label, Role::Data, size, time).uuid(data_uuid)
+        };
+        let mut est = Ext4Estimator::new();
+        merged
+            .feed(&mut est)
+            .map_err(|e| merge_err(&data_label, e))?;
+        let min = est
+            .min_size_bytes(&opts(0), recipe.data.headroom.bytes())
+            .map_err(ext4_err(&data_label))?;
+        let align = profile.alignment.max(4096);
+        let min = kiln_units::align_up(min, align).unwrap_or(min);
+        let new_size = data_size(req, &data_label, min, &data, gpt, align)?;
+        let gpt_tail = if gpt {
+            kiln_units::align_up(33 * 512, align).unwrap_or(1 << 20)
+        } else {
+            0
+        };
+        let disk_bytes = (data.start_bytes + new_size + gpt_tail).max(layout.disk_bytes);
+        if let Some(m) = &req.medium {
+            let m = profile.medium(m)?;
+            if disk_bytes > m.size.bytes() {
+                return Err(Error::TooBig {
+                    medium: m.name.clone(),
+                    need: disk_bytes,
+                    need_h: crate::build::human(disk_bytes),
+                    have: m.size.bytes(),
+                    have_h: crate::build::human(m.size.bytes()),
+                    hint: "the base image and the preload do not fit it".into(),
+                });
+            }
+        }
+
+        // 5. Cut the old data partition off (its region reads zeros
+        //    again, as the ext4 writer needs), grow, fix the table, write.
+        progress(&format!(
+            "writing {data_label} ({} -> {})",
+            crate::build::human(data.size_bytes),
+            crate::build::human(new_size)
+        ));
+        file.set_len(data.start_bytes)
+            .and_then(|()| file.set_len(disk_bytes))
+            .map_err(out_err(out, "cannot size the output file"))?;
+        if gpt && disk_bytes != layout.disk_bytes {
+            kiln_part::relocate_gpt_backup(&mut *file, disk_bytes).map_err(Error::Table)?;
+        }
+        if new_size != data.size_bytes {
+            kiln_part::resize_partition(&mut *file, data.number, new_size).map_err(Error::Table)?;
+        }
+        let region = SubRegion::new(&mut *file, data.start_bytes, new_size);
+        let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
+        let feed_report = merged.feed(&mut w).map_err(|e| merge_err(&data_label, e))?;
+        let wr = w.finish().map_err(ext4_err(&data_label))?;
+        (wr, feed_report, data_uuid, new_size, disk_bytes)
+    };
+    drop(old_copy);
+
+    // 6. The boot partition.
+    progress("merging config.json into the boot partition");
+    let generated = crate::build::boot_generated(recipe, &config)?;
+    let config_path = crate::build::tp("config.json");
+    let edits = crate::bootedit::BootEdits {
+        config_merge: Some(config.value().clone()),
+        files: generated
+            .iter()
+            .filter(|g| g.path != config_path)
+            .map(|g| {
+                (
+                    String::from_utf8_lossy(&g.path.to_bytes()).into_owned(),
+                    g.data.clone(),
+                )
+            })
+            .collect(),
+        remove: Vec::new(),
+    };
+    let boot_report = crate::bootedit::edit_boot_partition(
+        file,
+        boot.start_bytes,
+        boot.size_bytes,
+        &edits,
+        req.timestamp,
+    )?;
+
+    // The report, from the table as it is now.
+    let table = kiln_part::read_table(&*file).map_err(Error::Table)?;
+    let mut partitions = Vec::new();
+    for p in &layout.partitions {
+        let now = table.partition(p.number);
+        let (fs, fs_id, used) = if p.number == data.number {
+            (
+                "ext4",
+                kiln_units::Guid::from_rfc_bytes(data_uuid).to_string(),
+                (wr.blocks_count - wr.free_blocks) * 4096,
+            )
+        } else if p.number == boot.number {
+            (
+                boot_report.fs,
+                boot_report.fs_id.clone(),
+                boot_report.used_bytes,
+            )
+        } else {
+            (fs_kind(p), String::new(), 0)
+        };
+        partitions.push(PartitionReport {
+            number: p.number,
+            label: p.label.clone().unwrap_or_default(),
+            start: p.start_bytes,
+            size: now.map_or(p.size_bytes, |n| n.size_bytes),
+            fs,
+            fs_id,
+            part_guid: now.and_then(|n| n.guid.map(|g| g.to_string())),
+            used_bytes: used,
+        });
+    }
+    let disk_id = match &table.scheme {
+        kiln_part::Scheme::Mbr { disk_signature } => format!("0x{disk_signature:08x}"),
+        kiln_part::Scheme::Gpt { disk_guid, .. } => disk_guid.to_string(),
+    };
+    let medium = match &req.medium {
+        Some(m) => Some(profile.medium(m)?.clone()),
+        None => None,
+    };
+    let report = BuildReport {
+        image: out.clone(),
+        disk_bytes,
+        medium: medium.map(|m| (m.name, m.size.bytes())),
+        fits: profile
+            .media
+            .iter()
+            .filter(|m| m.size.bytes() >= disk_bytes)
+            .map(|m| m.name.clone())
+            .collect(),
+        partitions,
+        config: redacted(&boot_report.config, &config),
+        swap_bytes: recipe.swap.size.bytes(),
+        app: app.as_ref().map(|a| a.summary.to_string()),
+        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
+        image_sha256: String::new(),
+        artifacts: Vec::new(),
+    };
+    let _ = new_size;
+    let facts = BaseFacts {
+        path: base.to_path_buf(),
+        sha256: kiln_artifact::digest::Sha256Digest(mat.input_sha256),
+        size_bytes: std::fs::metadata(base).map(|m| m.len()).unwrap_or(0),
+    };
+    finish(
+        req,
+        tmp,
+        report,
+        disk_id,
+        app.as_ref().zip(feed_report.as_ref()),
+        Some(&facts),
+        progress,
+    )
+}
+
+fn fs_kind(p: &BasePartition) -> &'static str {
+    match p.fs {
+        kiln_base::FsType::Fat => "fat",
+        kiln_base::FsType::Ext4 => "ext4",
+        _ => "other",
+    }
+}
+
+fn recipe_key_err(recipe: &kiln_recipe::Recipe, key: &str, reason: &str) -> kiln_recipe::Error {
+    kiln_recipe::Error::Invalid {
+        at: kiln_recipe::Location {
+            file: recipe.source.clone(),
+            line: 0,
+            column: 0,
+        },
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The merged `config.json` with secrets redacted: the well-known secret
+/// keys and every key the recipe marks secret.
+fn redacted(merged: &serde_json::Value, config: &kiln_recipe::ResolvedConfig) -> serde_json::Value {
+    let mut v = merged.clone();
+    kiln_recipe::redact_known(&mut v);
+    if let (Some(o), Some(r)) = (v.as_object_mut(), config.redacted().as_object()) {
+        for (k, val) in r {
+            if val.as_str() == Some(kiln_recipe::REDACTED) {
+                o.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    v
+}

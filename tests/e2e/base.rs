@@ -1,0 +1,338 @@
+//! Base-image mode (issue 7): `kiln build --base IMAGE` preloads into an
+//! existing balenaOS-layout image made here by the real tools
+//! (tests/src/base_fixtures.rs), and the result is checked with the real
+//! validators: untouched partitions byte-identical to the base, sfdisk /
+//! sgdisk, fsck.fat, e2fsck, config.json equal to the merge, the other
+//! boot files unchanged, and a real dockerd on the new data partition
+//! listing the base's image and the preloaded app and running them
+//! offline.
+
+use kiln_e2e::base_fixtures::{make_base, pack, zip, BaseSpec, BootFat, Packed, Store, Table};
+use kiln_e2e::engine::{Engine, DEMO_SERVICES};
+use kiln_e2e::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The default recipe with a small swapfile the OS activates itself (a
+/// base image keeps its root filesystem), a given hostname and headroom.
+fn base_recipe(dir: &Path, hostname: &str) -> PathBuf {
+    recipe_copy(dir, |s| {
+        s.replace("size = \"1GiB\"", "size = \"64MiB\"")
+            .replace("activation = \"systemd-unit\"", "activation = \"none\"")
+            .replace(
+                "hostname = \"bob-onprem\"",
+                &format!("hostname = \"{hostname}\""),
+            )
+            .replace("headroom = \"256MiB\"", "headroom = \"16MiB\"")
+    })
+}
+
+fn build_base(recipe: &Path, base: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    run(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-q", "--board"])
+        .arg(if extra.contains(&"gpt") {
+            "nuc-gpt"
+        } else {
+            "nuc"
+        })
+        .arg("--recipe")
+        .arg(recipe)
+        .arg("--base")
+        .arg(base)
+        .arg("-o")
+        .arg(out)
+        .args(extra.iter().filter(|a| **a != "gpt")))
+}
+
+fn part(parts: &[SfPart], n: u32) -> &SfPart {
+    parts
+        .iter()
+        .find(|p| p.number == n)
+        .unwrap_or_else(|| panic!("no partition {n}"))
+}
+
+/// Bytes `[start, start + len)` of an image (512-byte units).
+fn bytes(img: &Path, start: u64, len: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(img).unwrap();
+    f.seek(SeekFrom::Start(start * 512)).unwrap();
+    let mut v = vec![0u8; (len * 512) as usize];
+    f.read_exact(&mut v).unwrap();
+    v
+}
+
+fn same_region(a: &Path, b: &Path, start: u64, len: u64, what: &str) {
+    assert!(
+        bytes(a, start, len) == bytes(b, start, len),
+        "{what} differs from the base"
+    );
+}
+
+/// The boot partition's files other than config.json are the base's.
+fn other_boot_files_unchanged(base: &Path, out: &Path, bp: &SfPart, op: &SfPart) {
+    for f in ["device-type.json", "splash/balena-logo.png"] {
+        assert_eq!(mtype(base, bp, f), mtype(out, op, f), "{f} changed");
+    }
+}
+
+fn config(img: &Path, p: &SfPart) -> serde_json::Value {
+    serde_json::from_slice(&mtype(img, p, "config.json")).unwrap()
+}
+
+#[test]
+fn preloads_into_an_mbr_base_whose_store_a_real_engine_wrote() {
+    demo_inputs();
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let spec = BaseSpec {
+        table: Table::Mbr,
+        fat: BootFat::Fat16,
+        store: Store::Docker(vec![(
+            "proxy".into(),
+            "balena/amd64-supervisor:v16.1.0".into(),
+        )]),
+        ..BaseSpec::default()
+    };
+    let raw = make_base(d.path(), &spec);
+    let base = pack(&raw, Packed::Xz);
+    let recipe = base_recipe(d.path(), "bob-from-base");
+    let out = d.path().join("out.img");
+    let o = build_base(&recipe, &base, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Table: sfdisk is happy; everything but the data partition (and its
+    // EBR/extended sizes) is where it was.
+    ok(Command::new("sfdisk").arg("-V").arg(&out));
+    let (_, bparts) = sfdisk(&raw);
+    let (_, oparts) = sfdisk(&out);
+    for n in [1, 2, 3, 5, 6] {
+        assert_eq!(part(&bparts, n).start, part(&oparts, n).start, "p{n} moved");
+    }
+    assert_eq!(bytes(&raw, 0, 1)[..440], bytes(&out, 0, 1)[..440]);
+    same_region(
+        &raw,
+        &out,
+        1,
+        part(&bparts, 1).start - 1,
+        "the gap before p1",
+    );
+    for n in [2, 3, 5] {
+        let p = part(&bparts, n);
+        same_region(&raw, &out, p.start, p.size, &format!("p{n}"));
+    }
+    let data = part(&oparts, 6);
+    assert!(data.size >= part(&bparts, 6).size);
+
+    // Filesystems.
+    let dir = d.path();
+    extract(&out, part(&oparts, 1), &dir.join("boot.fs"));
+    fsck_fat_clean(&dir.join("boot.fs"));
+    extract(&out, data, &dir.join("data.fs"));
+    e2fsck_clean(&dir.join("data.fs"));
+    let (fstype, label, _) = blkid(&out, data);
+    assert_eq!((fstype.as_str(), label.as_str()), ("ext4", "resin-data"));
+
+    // config.json: the base's keys, the recipe's over them.
+    let c = config(&out, part(&oparts, 1));
+    let b = config(&raw, part(&bparts, 1));
+    assert_eq!(c["hostname"], "bob-from-base");
+    assert_eq!(c["vpnPort"], b["vpnPort"]);
+    assert_eq!(c["registryEndpoint"], b["registryEndpoint"]);
+    assert_eq!(c["deviceType"], "intel-nuc");
+    assert_eq!(c["persistentLogging"], true, "the recipe's value wins");
+    assert!(c["os"]["sshKeys"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh-ed25519"));
+    other_boot_files_unchanged(&raw, &out, part(&bparts, 1), part(&oparts, 1));
+    // The recipe's NetworkManager profile is there too.
+    assert!(!mtype(&out, part(&oparts, 1), "system-connections/bob-ethernet").is_empty());
+
+    // The manifest names the base and its digest.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out.manifest.json")).unwrap()).unwrap();
+    let inp = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "base-image")
+        .expect("base-image input");
+    assert_eq!(inp["sha256"], sha256_file(&base));
+
+    // A real engine on the new data partition: the base's image and the
+    // app's, both run offline.
+    let lo = Loop::new(&out, data);
+    let mnt = dir.join("mnt");
+    let m = Mount::ext4_ro(&lo, &mnt);
+    let swap = std::fs::metadata(mnt.join("swapfile")).unwrap();
+    assert_eq!(swap.len(), 64 << 20);
+    let lab = ok(Command::new("swaplabel").arg(mnt.join("swapfile")));
+    assert!(lab.contains("LABEL: bob-swap"), "{lab}");
+    let root = dir.join("data-root");
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(mnt.join("docker"))
+        .arg(&root));
+    drop(m);
+    drop(lo);
+    let mut engine = Engine::start(&dir.join("engine"), &root);
+    let listed = engine.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    for r in [
+        "balena/amd64-supervisor:v16.1.0",
+        "demo/api:1.0",
+        "demo/db:1.0",
+        "demo/proxy:1.0",
+    ] {
+        assert!(listed.lines().any(|l| l == r), "{r} missing: {listed}");
+    }
+    assert_eq!(
+        engine.health(
+            "balena/amd64-supervisor:v16.1.0",
+            DEMO_SERVICES[2].1,
+            DEMO_SERVICES[2].2
+        ),
+        "ok",
+        "the base's own image still runs"
+    );
+    for (svc, port, cmd) in DEMO_SERVICES {
+        assert_eq!(
+            engine.health(&format!("demo/{svc}:1.0"), port, cmd),
+            "ok",
+            "{svc}"
+        );
+    }
+    engine.stop_clean();
+}
+
+#[test]
+fn grows_a_gpt_fat32_base_reproducibly() {
+    demo_inputs();
+    require("sgdisk", "gdisk");
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let spec = BaseSpec {
+        table: Table::Gpt,
+        fat: BootFat::Fat32,
+        boot_mib: 64,
+        data_mib: 16,
+        ..BaseSpec::default()
+    };
+    let raw = make_base(d.path(), &spec);
+    let base = pack(&raw, Packed::Qcow2);
+    let recipe = base_recipe(d.path(), "bob-gpt");
+    let out = d.path().join("a.img");
+    let o = build_base(&recipe, &base, &out, &["gpt"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = ok(Command::new("sgdisk").arg("-v").arg(&out));
+    assert!(v.contains("No problems found"), "{v}");
+    let (_, bparts) = sfdisk(&raw);
+    let (_, oparts) = sfdisk(&out);
+    let bd = part(&bparts, 5);
+    let od = part(&oparts, 5);
+    assert_eq!(bd.start, od.start);
+    assert!(od.size > bd.size, "the data partition grew");
+    assert!(std::fs::metadata(&out).unwrap().len() > std::fs::metadata(&raw).unwrap().len());
+    for n in [2, 3, 4] {
+        let p = part(&bparts, n);
+        same_region(&raw, &out, p.start, p.size, &format!("p{n}"));
+    }
+    extract(&out, part(&oparts, 1), &d.path().join("boot.fs"));
+    fsck_fat_clean(&d.path().join("boot.fs"));
+    let (fstype, label, _) = blkid(&out, part(&oparts, 1));
+    assert_eq!((fstype.as_str(), label.as_str()), ("vfat", "resin-boot"));
+    extract(&out, od, &d.path().join("data.fs"));
+    e2fsck_clean(&d.path().join("data.fs"));
+    let ls = debugfs(&d.path().join("data.fs"), "ls -l /");
+    assert!(
+        ls.contains("apps.json") && ls.contains("swapfile") && ls.contains("docker"),
+        "{ls}"
+    );
+    other_boot_files_unchanged(&raw, &out, part(&bparts, 1), part(&oparts, 1));
+
+    // Same inputs, same bytes.
+    let again = d.path().join("b.img");
+    let o = build_base(&recipe, &base, &again, &["gpt"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256_file(&out), sha256_file(&again));
+}
+
+/// Runs a base build that must fail: non-zero exit, one line naming
+/// `needle`, and nothing left in the output directory.
+fn refused(d: &Path, base: &Path, needle: &str, extra: &[&str]) {
+    let outdir = d.join(format!("out-{}", needle.replace([' ', '/'], "_")));
+    std::fs::create_dir_all(&outdir).unwrap();
+    let recipe = base_recipe(d, "bob");
+    let o = build_base(&recipe, base, &outdir.join("x.img"), extra);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{} was accepted", base.display());
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&outdir).unwrap().collect();
+    assert!(left.is_empty(), "output left behind: {left:?}");
+}
+
+#[test]
+fn bad_bases_are_refused_with_nothing_left_behind() {
+    demo_inputs();
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let dir = d.path();
+    let good = make_base(&dir.join("good"), &BaseSpec::default());
+
+    // Truncated xz.
+    let xz = pack(&good, Packed::Xz);
+    let len = std::fs::metadata(&xz).unwrap().len();
+    let cut = dir.join("cut.img.xz");
+    std::fs::write(&cut, &std::fs::read(&xz).unwrap()[..(len / 2) as usize]).unwrap();
+    refused(dir, &cut, "cut.img.xz", &[]);
+
+    // No partition table.
+    let blank = dir.join("blank.img");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    refused(dir, &blank, "blank.img", &[]);
+
+    // The data partition's label is missing.
+    let nolabel = make_base(
+        &dir.join("nolabel"),
+        &BaseSpec {
+            data_label: Some("userdata".into()),
+            ..BaseSpec::default()
+        },
+    );
+    refused(dir, &nolabel, "resin-data", &[]);
+
+    // Another board's image: refused, accepted with --force.
+    let pi = make_base(
+        &dir.join("pi"),
+        &BaseSpec {
+            slug: "raspberrypi3".into(),
+            arch: "armv7hf".into(),
+            ..BaseSpec::default()
+        },
+    );
+    refused(dir, &pi, "--force", &[]);
+    let forced = dir.join("forced.img");
+    let o = build_base(&base_recipe(dir, "bob"), &pi, &forced, &["--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A zip with two images.
+    let two = dir.join("two.zip");
+    let second = dir.join("second.img");
+    std::fs::copy(&pi, &second).unwrap();
+    zip(&two, &[&good, &second]);
+    refused(dir, &two, "two.zip", &[]);
+
+    // A base already preloaded with another app.
+    let other = serde_json::json!({"apps": {"0123456789abcdef0123456789abcdef": {
+        "id": 7, "name": "someone-else", "class": "fleet", "releases": {}}}});
+    let taken = make_base(
+        &dir.join("taken"),
+        &BaseSpec {
+            data_files: vec![("apps.json".into(), serde_json::to_vec(&other).unwrap())],
+            ..BaseSpec::default()
+        },
+    );
+    refused(dir, &taken, "someone-else", &[]);
+}
