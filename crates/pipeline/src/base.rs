@@ -55,9 +55,14 @@ type ViewError = Box<dyn std::error::Error + Send + Sync + 'static>;
 const MAX_JSON: u64 = 16 << 20;
 
 fn base_err(path: &Path) -> impl FnOnce(kiln_base::Error) -> Error + '_ {
-    move |e| Error::Image {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    move |e| {
+        // kiln-base names the file in some messages already.
+        let msg = e.to_string();
+        let named = format!("{}: ", path.display());
+        Error::Image {
+            path: path.to_path_buf(),
+            reason: msg.strip_prefix(&named).unwrap_or(&msg).to_string(),
+        }
     }
 }
 
@@ -506,7 +511,7 @@ pub(crate) fn build_base(
             "cannot copy the base's data partition",
         ))?;
     }
-    let (wr, feed_report, data_uuid, new_size, disk_bytes) = {
+    let (wr, feed_report, data_uuid, disk_bytes) = {
         let old = Ext4Reader::open(&old_copy.file).map_err(old_err(&data_label))?;
         let store_path = app
             .as_ref()
@@ -636,7 +641,7 @@ pub(crate) fn build_base(
         let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
         let feed_report = merged.feed(&mut w).map_err(|e| merge_err(&data_label, e))?;
         let wr = w.finish().map_err(ext4_err(&data_label))?;
-        (wr, feed_report, data_uuid, new_size, disk_bytes)
+        (wr, feed_report, data_uuid, disk_bytes)
     };
     drop(old_copy);
 
@@ -723,7 +728,6 @@ pub(crate) fn build_base(
         image_sha256: String::new(),
         artifacts: Vec::new(),
     };
-    let _ = new_size;
     let facts = BaseFacts {
         path: base.to_path_buf(),
         sha256: kiln_artifact::digest::Sha256Digest(mat.input_sha256),
