@@ -472,6 +472,9 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+            for line in r.base_lines() {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Flash {

@@ -1,5 +1,12 @@
 //! Reading an image back: partition table, filesystems, boot files,
-//! `config.json`. Works on images made by kiln and by standard tools.
+//! `config.json`. Works on images made by kiln and by standard tools, raw
+//! or qcow2/VMDK/VHD (read through kiln-vdisk, nothing converted).
+//!
+//! Base images (a vendor's balenaOS image, see kiln-base) are understood
+//! too: the partitions' roles by label, the device type from the boot
+//! partition, the OS release from rootA, the data partition's engine
+//! store, `apps.json` and free space (ext4 superblock free blocks × block
+//! size), and a flasher's inner image.
 
 use crate::Error;
 use kiln_fat::{FatEntryKind, FatReader, ListLimits};
@@ -89,22 +96,62 @@ pub struct InspectReport {
     pub boot_files: Vec<BootFile>,
     /// Its `config.json`, secrets redacted.
     pub config: Option<serde_json::Value>,
-    /// The data partition (label `resin-data`): preloaded images, apps,
-    /// swapfile.
+    /// The data partition (label `resin-data`/`balena-data`): preloaded
+    /// images, apps, swapfile.
     pub data: Option<crate::inspect_data::DataInfo>,
+    /// The balenaOS view of the image, when its layout is one.
+    pub base: Option<crate::inspect_data::BaseInfo>,
+}
+
+impl InspectReport {
+    /// Human-readable lines for the balenaOS view (`kiln inspect` prints
+    /// them after the data partition); empty without one.
+    pub fn base_lines(&self) -> Vec<String> {
+        self.base
+            .as_ref()
+            .map(crate::inspect_data::BaseInfo::lines)
+            .unwrap_or_default()
+    }
 }
 
 /// Largest config.json read (bytes).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// Inspects the raw image at `path`.
+/// Inspects the image at `path`: raw, qcow2, VMDK or VHD (sniffed by
+/// magic). Compressed and zipped images are refused with a message: they
+/// have no random access; decompress them first.
 pub fn inspect(path: &Path) -> Result<InspectReport, Error> {
+    use kiln_base::BaseFormat;
     let file = std::fs::File::open(path).map_err(|source| Error::Output {
         path: path.to_path_buf(),
         op: "cannot open image",
         source,
     })?;
-    inspect_disk(std::rc::Rc::new(file), path)
+    let format = kiln_base::sniff(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        reason: chain(&e),
+    })?;
+    match format {
+        BaseFormat::Raw => inspect_disk(std::rc::Rc::new(file), path),
+        BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd => {
+            let img = kiln_vdisk::open(file).map_err(|e| Error::Image {
+                path: path.to_path_buf(),
+                reason: format!("bad {format} image: {}", chain(&e)),
+            })?;
+            inspect_disk(std::rc::Rc::new(img), path)
+        }
+        BaseFormat::Xz | BaseFormat::Gz | BaseFormat::Zst | BaseFormat::Zip => Err(Error::Image {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{format} input cannot be inspected in place: decompress it first (xz -dk, gunzip -k, zstd -d, unzip)"
+            ),
+        }),
+        #[allow(unreachable_patterns)]
+        _ => Err(Error::Image {
+            path: path.to_path_buf(),
+            reason: format!("{format} input is not supported by inspect"),
+        }),
+    }
 }
 
 /// Inspects any disk readable at offsets; `name` labels errors.
@@ -116,10 +163,14 @@ pub fn inspect_disk<R: ReadAt + 'static>(
     let data_start = report
         .partitions
         .iter()
-        .find(|p| matches!(&p.fs, FsInfo::Ext4 { label, .. } if label == "resin-data"))
+        .find(|p| {
+            matches!(&p.fs, FsInfo::Ext4 { label, .. }
+                if kiln_base::Role::from_label(label) == Some(kiln_base::Role::Data))
+        })
         .map(|p| p.start);
     report.data = data_start
         .and_then(|start| crate::inspect_data::inspect_data(disk.clone(), start, "docker"));
+    report.base = crate::inspect_data::inspect_base(&disk);
     Ok(report)
 }
 
@@ -203,10 +254,11 @@ fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Erro
         boot_files,
         config,
         data: None,
+        base: None,
     })
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -173,3 +173,161 @@ pub fn inspect_data<R: ReadAt + 'static>(
     }
     Some(info)
 }
+
+/// One partition's role in a balenaOS layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolePartition {
+    /// `Boot`, `RootA`, `RootB`, `State` or `Data`.
+    pub role: kiln_base::Role,
+    /// Partition number.
+    pub number: u32,
+    /// Its label.
+    pub label: String,
+}
+
+/// Size and free space of the data partition's ext4 (from its superblock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataSpace {
+    /// Filesystem size in bytes.
+    pub size_bytes: u64,
+    /// Free bytes: free blocks × block size.
+    pub free_bytes: u64,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+}
+
+/// The balenaOS view of an image (vendor base image or kiln output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BaseInfo {
+    /// An installer (flasher) image: `flash-*` labels.
+    pub flasher: bool,
+    /// Partitions with a role, in partition order.
+    pub roles: Vec<RolePartition>,
+    /// Device type from the boot partition.
+    pub device: Option<kiln_base::DeviceInfo>,
+    /// OS release from rootA.
+    pub os: Option<kiln_base::OsInfo>,
+    /// The data partition's size and free space.
+    pub data_space: Option<DataSpace>,
+    /// A flasher's inner OS image.
+    pub inner_image: Option<kiln_base::InnerImage>,
+    /// What could not be read (one line each).
+    pub problems: Vec<String>,
+}
+
+impl BaseInfo {
+    /// Text lines for `kiln inspect`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let kind = if self.flasher {
+            "balenaOS flasher (installer) image"
+        } else {
+            "balenaOS layout"
+        };
+        out.push(format!(
+            "base      {kind}: {}",
+            self.roles
+                .iter()
+                .map(|r| format!("{}=p{} {}", role_name(r.role), r.number, r.label))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if let Some(os) = &self.os {
+            out.push(format!(
+                "os        {} (version {})",
+                os.pretty_name.as_deref().unwrap_or("-"),
+                os.version.as_deref().unwrap_or("-")
+            ));
+            if let Some(ivi) = &os.image_version_info {
+                for l in ivi.lines() {
+                    out.push(format!("  image-version-info  {l}"));
+                }
+            }
+        }
+        if let Some(d) = &self.device {
+            out.push(format!(
+                "device    {} arch {} (from {})",
+                d.slug.as_deref().unwrap_or("-"),
+                d.arch.as_deref().unwrap_or("-"),
+                d.source
+            ));
+        }
+        if let Some(s) = &self.data_space {
+            out.push(format!(
+                "data free {} bytes of {} ({} free blocks of {} bytes)",
+                s.free_bytes, s.size_bytes, s.free_blocks, s.block_size
+            ));
+        }
+        if let Some(i) = &self.inner_image {
+            out.push(format!("inner     {} ({} bytes)", i.path, i.size));
+        }
+        for p in &self.problems {
+            out.push(format!("warning   {p}"));
+        }
+        out
+    }
+}
+
+fn role_name(r: kiln_base::Role) -> String {
+    r.to_string()
+}
+
+/// The balenaOS view of `disk`; `None` unless kiln-base recognises the
+/// layout (boot and data partitions, or a flasher's boot and rootA,
+/// found by label).
+pub fn inspect_base<R: ReadAt + 'static>(disk: &Rc<R>) -> Option<BaseInfo> {
+    use kiln_base::Role;
+    let layout = kiln_base::detect(&**disk).ok()?;
+    let mut problems = Vec::new();
+    let mut note = |e: kiln_base::Error| problems.push(crate::inspect::chain(&e));
+    let device = kiln_base::device_info(&**disk, &layout)
+        .map_err(&mut note)
+        .ok();
+    let os = if layout.role(Role::RootA).is_some() {
+        kiln_base::os_info(disk, &layout).map_err(&mut note).ok()
+    } else {
+        None
+    };
+    let data_space = layout.role(Role::Data).and_then(|p| {
+        let region = kiln_units::SubRegion::new(&**disk, p.start_bytes, p.size_bytes);
+        match kiln_base::Ext4Super::read(&region) {
+            Ok(Some(sb)) => Some(DataSpace {
+                size_bytes: sb.size_bytes(),
+                free_bytes: sb.free_bytes(),
+                block_size: sb.block_size,
+                free_blocks: sb.free_blocks,
+            }),
+            _ => None,
+        }
+    });
+    let inner_image = if layout.flasher {
+        kiln_base::flasher_inner(disk, &layout)
+            .map_err(&mut note)
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let roles = layout
+        .partitions
+        .iter()
+        .filter_map(|p| {
+            Some(RolePartition {
+                role: p.role?,
+                number: p.number,
+                label: p.display_label(),
+            })
+        })
+        .collect();
+    Some(BaseInfo {
+        flasher: layout.flasher,
+        roles,
+        device,
+        os,
+        data_space,
+        inner_image,
+        problems,
+    })
+}
