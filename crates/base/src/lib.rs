@@ -4,7 +4,7 @@
 //! what it says about itself.
 //!
 //! 1. [`sniff`] tells the input format by magic bytes ([`BaseFormat`],
-//!    table in [`format`]); [`materialize`] streams any of them into a
+//!    table in [`format`](mod@format)); [`materialize`] streams any of them into a
 //!    raw sparse file and hashes the input on the way.
 //! 2. [`detect`] reads the partition table (MBR with extended/logical, or
 //!    GPT, via `kiln-part`) and labels each partition from its filesystem

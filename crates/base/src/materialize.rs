@@ -205,6 +205,10 @@ pub fn materialize(path: &Path, out: &File) -> Result<Materialized, Error> {
     };
     let file = File::open(path).map_err(io("open the base image"))?;
     let format = sniff_file(&file).map_err(io("read the base image"))?;
+    // Holes must read as zeros: start from an empty file whatever `out`
+    // held before.
+    out.set_len(0)
+        .map_err(|source| Error::Write { offset: 0, source })?;
     let mut inner_name = None;
     let (disk_bytes, input_sha256) = match format {
         BaseFormat::Raw => {
