@@ -81,7 +81,9 @@ fi
   echo "enable_uart=1"
   echo "disable_splash=1"
 } > "$b/config.txt"
-echo "console=ttyAMA0,115200 root=LABEL=resin-rootA rootfstype=ext4 rootwait" > "$b/cmdline.txt"
+# apparmor=0 as on the NUC (demo/os/grub/grub.cfg): the lean image has no
+# apparmor_parser, without which dockerd refuses to start containers.
+echo "console=ttyAMA0,115200 root=LABEL=resin-rootA rootfstype=ext4 rootwait ro quiet apparmor=0" > "$b/cmdline.txt"
 { dpkg-deb -W --showformat='${Package} ${Version}\n' "$fwdeb"
   [ -z "${kdeb:-}" ] || dpkg-deb -W --showformat='${Package} ${Version}\n' "$kdeb"; } > "$b/.versions"
 chmod 0644 "$b"/* "$b/.versions"
