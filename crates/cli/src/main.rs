@@ -3,6 +3,7 @@
 //! randomness), prints progress and maps errors to exit codes.
 
 mod flash;
+mod stamp;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -18,6 +19,7 @@ Examples:
   kiln inspect fin.img --json
   kiln flash fin.img.xz /dev/sdX
   kiln convert fin.img fin.qcow2 --format qcow2
+  kiln stamp nuc.img --devices fleet.csv -o fleet/ [--format qcow2-overlay]
   kiln mkfs ext4 --source rootfs.tar.gz --size min --label rootfs rootfs.ext4
   kiln boards
   kiln recipes
@@ -120,6 +122,23 @@ enum Command {
         /// Output format: raw, qcow2, vmdk, vhd, vhd-dynamic.
         #[arg(long)]
         format: String,
+    },
+    /// Cut one image per device from a built image, rewriting only the boot partition's config.
+    Stamp {
+        /// The built raw image (balenaOS layout: a FAT boot partition labelled resin-boot/balena-boot/flash-boot).
+        image: PathBuf,
+        /// Devices file: CSV (header row; uuid and hostname columns required; dotted columns nest) or JSON array.
+        #[arg(long)]
+        devices: PathBuf,
+        /// Output directory (must not exist or be empty): <name>.img|.qcow2, <name>.manifest.json, SHA256SUMS.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// raw (a full sparse image per device) or qcow2-overlay (small overlays backed by IMAGE).
+        #[arg(long, default_value = "raw")]
+        format: String,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// List the board profiles.
     Boards,
@@ -525,6 +544,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Stamp {
+            image,
+            devices,
+            output,
+            format,
+            json,
+        } => stamp::run(stamp::Args {
+            image,
+            devices,
+            output,
+            format,
+            json,
+            quiet: cli.quiet,
+            timestamp: source_date_epoch(None)?.unwrap_or_else(now),
+        }),
         Command::Boards => {
             for (name, path) in list_dir("board-profiles") {
                 match BoardProfile::load(&path) {
