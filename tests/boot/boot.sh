@@ -138,7 +138,8 @@ if [ "$kvm" != 0 ] && [ -w /dev/kvm ]; then
     kill "$ppid" 2>/dev/null || true; wait "$ppid" 2>/dev/null || true
   fi
 fi
-echo "boot.sh: $mode boot of $image ($fmt) with ${accel[1]}, $smp CPUs, $mem MiB, no network; serial log $log"
+cpus=$smp; [ "$mode" != raspi2b ] || cpus=1 # the CM3 tree's CPUs 1-3 are not started by a 32-bit kernel
+echo "boot.sh: $mode boot of $image ($fmt) with ${accel[1]}, $cpus CPU(s), $mem MiB, no network; serial log $log"
 
 : > "$log"
 start=$(date +%s.%N)
