@@ -84,7 +84,7 @@ IMAGE_OS_PKGS := mmdebstrap grub-common grub-pc-bin grub-efi-amd64-bin umoci
 image: deps-image build-release
 	$(call apt_install,$(IMAGE_OS_PKGS))
 	bash demo/os/make-os.sh amd64
-	bash demo/app/make-demo-app.sh
+	env -u OUT bash demo/app/make-demo-app.sh
 	mkdir -p $(OUT)
 	target/release/kiln build --board nuc --recipe demo/os/bob-boot.toml -o $(OUT)/nuc.img
 	target/release/kiln inspect $(OUT)/nuc.img
