@@ -7,7 +7,9 @@
 //! listing the base's image and the preloaded app and running them
 //! offline.
 
-use kiln_e2e::base_fixtures::{make_base, pack, zip, BaseSpec, BootFat, Packed, Store, Table};
+use kiln_e2e::base_fixtures::{
+    make_base, make_flasher, pack, zip, BaseSpec, BootFat, Packed, Store, Table,
+};
 use kiln_e2e::engine::{Engine, DEMO_SERVICES};
 use kiln_e2e::*;
 use std::path::{Path, PathBuf};
@@ -253,6 +255,48 @@ fn grows_a_gpt_fat32_base_reproducibly() {
     let o = build_base(&recipe, &base, &again, &["gpt"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha256_file(&out), sha256_file(&again));
+}
+
+#[test]
+fn preloads_the_image_inside_a_flasher() {
+    demo_inputs();
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let dir = d.path();
+    let inner = make_base(&dir.join("inner"), &BaseSpec::default());
+    let flasher = make_flasher(dir, &inner);
+    let recipe = base_recipe(dir, "bob-flashed");
+    let out = dir.join("out.img");
+    let o = build_base(&recipe, &flasher, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(Command::new("sfdisk").arg("-V").arg(&out));
+    let (_, fparts) = sfdisk(&flasher);
+    let (_, oparts) = sfdisk(&out);
+    assert!(part(&oparts, 2).size > part(&fparts, 2).size, "flash-rootA grew");
+    // flash-boot got the merged config too (the installer copies it).
+    assert_eq!(config(&out, part(&oparts, 1))["hostname"], "bob-flashed");
+    assert!(config(&out, part(&oparts, 1))["installer"].is_object());
+    extract(&out, part(&oparts, 1), &dir.join("fboot.fs"));
+    fsck_fat_clean(&dir.join("fboot.fs"));
+    let root = dir.join("froot.fs");
+    extract(&out, part(&oparts, 2), &root);
+    e2fsck_clean(&root);
+    // The inner image: preloaded, valid, its untouched partitions intact.
+    let new_inner = dir.join("new-inner.img");
+    debugfs(&root, &format!("dump /opt/base.img {}", new_inner.display()));
+    ok(Command::new("sfdisk").arg("-V").arg(&new_inner));
+    let (_, iparts) = sfdisk(&inner);
+    let (_, nparts) = sfdisk(&new_inner);
+    for n in [2, 3, 5] {
+        let p = part(&iparts, n);
+        same_region(&inner, &new_inner, p.start, p.size, &format!("inner p{n}"));
+    }
+    assert_eq!(config(&new_inner, part(&nparts, 1))["hostname"], "bob-flashed");
+    let data = dir.join("idata.fs");
+    extract(&new_inner, part(&nparts, 6), &data);
+    e2fsck_clean(&data);
+    let ls = debugfs(&data, "ls -l /docker/image/overlay2/imagedb/content/sha256");
+    assert_eq!(ls.lines().filter(|l| l.contains(" 100600 ")).count(), 3, "{ls}");
+    assert!(debugfs(&data, "ls -l /").contains("apps.json"));
 }
 
 /// Runs a base build that must fail: non-zero exit, one line naming

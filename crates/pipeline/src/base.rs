@@ -457,66 +457,132 @@ pub(crate) fn build_base(
     progress(&format!("reading the base image {}", base.display()));
     let mat = kiln_base::materialize(base, tmp.file()?).map_err(base_err(base))?;
     let file = tmp.file()?;
-
-    // 2. Layout and device type.
-    let layout = kiln_base::detect(&*file).map_err(base_err(base))?;
-    if layout.flasher {
-        return Err(Error::Image {
-            path: base.to_path_buf(),
-            reason: "this is a flasher (installer) image; preloading into the image it carries is not supported yet: use the board's non-flasher image".into(),
-        });
-    }
-    let info = kiln_base::device_info(&*file, &layout).map_err(base_err(base))?;
-    check_device(req, base, &info, req.force)?;
-    let boot = role(&layout, BaseRole::Boot, base)?.clone();
-    let data = role(&layout, BaseRole::Data, base)?.clone();
-    let data_label = data.label.clone().unwrap_or_else(|| "resin-data".into());
-    let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
-    let last_end = layout
-        .partitions
-        .iter()
-        .map(|p| p.start_bytes + p.size_bytes)
-        .max()
-        .unwrap_or(0);
-    if data.start_bytes + data.size_bytes != last_end {
-        return Err(Error::Image {
-            path: base.to_path_buf(),
-            reason: format!(
-                "{data_label} (p{}) is not the last partition; kiln rewrites and grows a trailing data partition only",
-                data.number
-            ),
-        });
-    }
-
-    // 3. The old data filesystem, aside.
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let old_copy = Scratch::create(dir.join(format!(".{name}.kiln-base-data")))?;
-    progress(&format!("reading {data_label} of the base"));
-    {
-        let mut dst = old_copy
-            .file
-            .try_clone()
-            .map_err(out_err(&old_copy.path, "cannot reopen a scratch file"))?;
-        dst.set_len(data.size_bytes)
-            .map_err(out_err(&old_copy.path, "cannot size a scratch file"))?;
-        sparse_copy(&*file, data.start_bytes, &mut dst, 0, data.size_bytes).map_err(out_err(
-            &old_copy.path,
-            "cannot copy the base's data partition",
-        ))?;
+    let scratch = |what: &str| Scratch::create(dir.join(format!(".{name}.kiln-{what}")));
+    let ctx = Ctx {
+        req,
+        base,
+        config: &config,
+        app: app.as_ref(),
+        time,
+    };
+
+    // 2. Layout and device type.
+    let layout = kiln_base::detect(&*file).map_err(base_err(base))?;
+    let info = kiln_base::device_info(&*file, &layout).map_err(base_err(base))?;
+    check_device(req, base, &info, req.force)?;
+    let done = if layout.flasher {
+        preload_flasher(&ctx, file, &layout, &scratch, progress)?
+    } else {
+        preload_disk(&ctx, file, &layout, &scratch, progress)?
+    };
+
+    let medium = match &req.medium {
+        Some(m) => Some(profile.medium(m)?.clone()),
+        None => None,
+    };
+    let disk_bytes = done.disk_bytes;
+    if let Some(m) = &medium {
+        if disk_bytes > m.size.bytes() {
+            return Err(Error::TooBig {
+                medium: m.name.clone(),
+                need: disk_bytes,
+                need_h: crate::build::human(disk_bytes),
+                have: m.size.bytes(),
+                have_h: crate::build::human(m.size.bytes()),
+                hint: "the base image and the preload do not fit it".into(),
+            });
+        }
     }
+    let report = BuildReport {
+        image: out.clone(),
+        disk_bytes,
+        medium: medium.map(|m| (m.name, m.size.bytes())),
+        fits: profile
+            .media
+            .iter()
+            .filter(|m| m.size.bytes() >= disk_bytes)
+            .map(|m| m.name.clone())
+            .collect(),
+        partitions: done.partitions,
+        config: redacted(&done.config, &config),
+        swap_bytes: recipe.swap.size.bytes(),
+        app: app.as_ref().map(|a| a.summary.to_string()),
+        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
+        image_sha256: String::new(),
+        artifacts: Vec::new(),
+    };
+    let facts = BaseFacts {
+        path: base.to_path_buf(),
+        sha256: kiln_artifact::digest::Sha256Digest(mat.input_sha256),
+        size_bytes: std::fs::metadata(base).map(|m| m.len()).unwrap_or(0),
+    };
+    finish(
+        req,
+        tmp,
+        report,
+        done.disk_id,
+        app.as_ref().zip(done.feed.as_ref()),
+        Some(&facts),
+        progress,
+    )
+}
+
+/// What a build of a base carries to every step.
+struct Ctx<'a> {
+    req: &'a BuildRequest<'a>,
+    base: &'a Path,
+    config: &'a kiln_recipe::ResolvedConfig,
+    app: Option<&'a App>,
+    time: Timestamp,
+}
+
+/// What preloading into one disk did.
+struct Preloaded {
+    disk_bytes: u64,
+    partitions: Vec<PartitionReport>,
+    feed: Option<kiln_oci::FeedReport>,
+    /// The boot partition's merged config.json.
+    config: serde_json::Value,
+    disk_id: String,
+}
+
+/// Steps 3 to 5 of the module doc on one raw disk in `file`: the data
+/// partition rebuilt (and grown), the boot partition's config merged.
+fn preload_disk(
+    ctx: &Ctx<'_>,
+    file: &mut File,
+    layout: &Layout,
+    scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Preloaded, Error> {
+    let (req, base, app, time) = (ctx.req, ctx.base, ctx.app, ctx.time);
+    let recipe = &req.recipe;
+    let profile = &req.profile;
+    let out = &req.output;
+    let boot = role(layout, BaseRole::Boot, base)?.clone();
+    let data = role(layout, BaseRole::Data, base)?.clone();
+    let data_label = data.label.clone().unwrap_or_else(|| "resin-data".into());
+    let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
+    require_last(layout, &data, base, &data_label)?;
+
+    // 3. The old data filesystem, aside.
+    progress(&format!("reading {data_label} of the base"));
+    let old_copy = set_aside(file, &data, scratch("base-data")?)?;
     let (wr, feed_report, data_uuid, disk_bytes) = {
         let old = Ext4Reader::open(&old_copy.file).map_err(old_err(&data_label))?;
         let store_path = app
             .as_ref()
             .map_or_else(|| crate::build::tp("docker"), |a| a.store_path.clone());
-        let existing = match &app {
+        let existing = match app {
             Some(a) => {
                 check_apps(base, &old, a, &data_label)?;
                 let view = OldStore {
@@ -580,7 +646,7 @@ pub(crate) fn build_base(
             swap,
             old: &old,
             drop,
-            app: app.as_ref().zip(existing.as_ref()),
+            app: app.zip(existing.as_ref()),
             new_dirs,
             time,
         };
@@ -601,26 +667,6 @@ pub(crate) fn build_base(
         let align = profile.alignment.max(4096);
         let min = kiln_units::align_up(min, align).unwrap_or(min);
         let new_size = data_size(req, &data_label, min, &data, gpt, align)?;
-        let gpt_tail = if gpt {
-            kiln_units::align_up(33 * 512, align).unwrap_or(1 << 20)
-        } else {
-            0
-        };
-        let disk_bytes = (data.start_bytes + new_size + gpt_tail).max(layout.disk_bytes);
-        if let Some(m) = &req.medium {
-            let m = profile.medium(m)?;
-            if disk_bytes > m.size.bytes() {
-                return Err(Error::TooBig {
-                    medium: m.name.clone(),
-                    need: disk_bytes,
-                    need_h: crate::build::human(disk_bytes),
-                    have: m.size.bytes(),
-                    have_h: crate::build::human(m.size.bytes()),
-                    hint: "the base image and the preload do not fit it".into(),
-                });
-            }
-        }
-
         // 5. Cut the old data partition off (its region reads zeros
         //    again, as the ext4 writer needs), grow, fix the table, write.
         progress(&format!(
@@ -628,15 +674,7 @@ pub(crate) fn build_base(
             crate::build::human(data.size_bytes),
             crate::build::human(new_size)
         ));
-        file.set_len(data.start_bytes)
-            .and_then(|()| file.set_len(disk_bytes))
-            .map_err(out_err(out, "cannot size the output file"))?;
-        if gpt && disk_bytes != layout.disk_bytes {
-            kiln_part::relocate_gpt_backup(&mut *file, disk_bytes).map_err(Error::Table)?;
-        }
-        if new_size != data.size_bytes {
-            kiln_part::resize_partition(&mut *file, data.number, new_size).map_err(Error::Table)?;
-        }
+        let disk_bytes = regrow(file, layout, &data, new_size, align, out)?;
         let region = SubRegion::new(&mut *file, data.start_bytes, new_size);
         let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
         let feed_report = merged.feed(&mut w).map_err(|e| merge_err(&data_label, e))?;
@@ -646,11 +684,354 @@ pub(crate) fn build_base(
     drop(old_copy);
 
     // 6. The boot partition.
-    progress("merging config.json into the boot partition");
-    let generated = crate::build::boot_generated(recipe, &config)?;
+    let boot_report = edit_boot(ctx, file, &boot, progress)?;
+
+    let (partitions, disk_id) = reports(
+        file,
+        layout,
+        &[
+            Rewritten {
+                number: data.number,
+                fs: "ext4",
+                fs_id: kiln_units::Guid::from_rfc_bytes(data_uuid).to_string(),
+                used: (wr.blocks_count - wr.free_blocks) * 4096,
+            },
+            Rewritten {
+                number: boot.number,
+                fs: boot_report.fs,
+                fs_id: boot_report.fs_id.clone(),
+                used: boot_report.used_bytes,
+            },
+        ],
+    )?;
+    Ok(Preloaded {
+        disk_bytes,
+        partitions,
+        feed: feed_report,
+        config: boot_report.config,
+        disk_id,
+    })
+}
+
+/// Refuses to rewrite `part` unless it is the last partition (growing it
+/// must not move another one).
+fn require_last(
+    layout: &Layout,
+    part: &BasePartition,
+    base: &Path,
+    label: &str,
+) -> Result<(), Error> {
+    let last_end = layout
+        .partitions
+        .iter()
+        .map(BasePartition::end_bytes)
+        .max()
+        .unwrap_or(0);
+    if part.end_bytes() == last_end {
+        return Ok(());
+    }
+    Err(Error::Image {
+        path: base.to_path_buf(),
+        reason: format!(
+            "{label} (p{}) is not the last partition; kiln rewrites and grows a trailing partition only (growing it would move the partitions after it)",
+            part.number
+        ),
+    })
+}
+
+/// Copies `part` of `file` into `to` (sparse, sized to the partition)
+/// before the region is rewritten.
+fn set_aside(file: &File, part: &BasePartition, to: Scratch) -> Result<Scratch, Error> {
+    let mut dst = to
+        .file
+        .try_clone()
+        .map_err(out_err(&to.path, "cannot reopen a scratch file"))?;
+    dst.set_len(part.size_bytes)
+        .map_err(out_err(&to.path, "cannot size a scratch file"))?;
+    sparse_copy(file, part.start_bytes, &mut dst, 0, part.size_bytes)
+        .map_err(out_err(&to.path, "cannot copy a partition aside"))?;
+    Ok(to)
+}
+
+/// Cuts the disk at the start of the (last) partition `part`, so its
+/// region reads zeros again as the writers need, grows the disk for a
+/// partition of `new_size` bytes (plus the backup GPT), relocates the
+/// backup GPT and resizes the partition (and an extended container).
+/// Returns the new disk size.
+fn regrow(
+    file: &mut File,
+    layout: &Layout,
+    part: &BasePartition,
+    new_size: u64,
+    align: u64,
+    out: &Path,
+) -> Result<u64, Error> {
+    let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
+    let gpt_tail = if gpt {
+        kiln_units::align_up(33 * 512, align).unwrap_or(1 << 20)
+    } else {
+        0
+    };
+    let disk_bytes = (part.start_bytes + new_size + gpt_tail).max(layout.disk_bytes);
+    file.set_len(part.start_bytes)
+        .and_then(|()| file.set_len(disk_bytes))
+        .map_err(out_err(out, "cannot size the output file"))?;
+    if gpt && disk_bytes != layout.disk_bytes {
+        kiln_part::relocate_gpt_backup(&mut *file, disk_bytes).map_err(Error::Table)?;
+    }
+    if new_size != part.size_bytes {
+        kiln_part::resize_partition(&mut *file, part.number, new_size).map_err(Error::Table)?;
+    }
+    Ok(disk_bytes)
+}
+
+/// A partition kiln rewrote: filesystem name, id and bytes used.
+struct Rewritten {
+    number: u32,
+    fs: &'static str,
+    fs_id: String,
+    used: u64,
+}
+
+/// The report of every partition, from the table as it is now.
+fn reports(
+    file: &File,
+    layout: &Layout,
+    rewritten: &[Rewritten],
+) -> Result<(Vec<PartitionReport>, String), Error> {
+    let table = kiln_part::read_table(file).map_err(Error::Table)?;
+    let parts = layout
+        .partitions
+        .iter()
+        .map(|p| {
+            let now = table.partition(p.number);
+            let (fs, fs_id, used) = match rewritten.iter().find(|r| r.number == p.number) {
+                Some(r) => (r.fs, r.fs_id.clone(), r.used),
+                None => (fs_kind(p), String::new(), 0),
+            };
+            PartitionReport {
+                number: p.number,
+                label: p.label.clone().unwrap_or_default(),
+                start: p.start_bytes,
+                size: now.map_or(p.size_bytes, |n| n.size_bytes),
+                fs,
+                fs_id,
+                part_guid: now.and_then(|n| n.guid.map(|g| g.to_string())),
+                used_bytes: used,
+            }
+        })
+        .collect();
+    Ok((parts, disk_id(&table)))
+}
+
+/// A [`std::io::Read`] over a [`ReadAt`] from offset 0.
+struct ReadFrom<'a, R: ?Sized> {
+    src: &'a R,
+    pos: u64,
+    len: u64,
+}
+
+impl<R: ReadAt + ?Sized> std::io::Read for ReadFrom<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = usize::try_from((self.len - self.pos).min(buf.len() as u64)).unwrap_or(0);
+        if n == 0 {
+            return Ok(0);
+        }
+        self.src.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Passes a tree through, with the content of one file replaced.
+struct Replace<'a, S> {
+    inner: S,
+    path: &'a TreePath,
+    with: &'a File,
+    size: u64,
+}
+
+impl<S: TreeSink> TreeSink for Replace<'_, S> {
+    type Error = S::Error;
+    fn add(&mut self, entry: &Entry, content: Content<'_>) -> Result<(), Self::Error> {
+        if entry.path != *self.path || entry.kind != EntryKind::File {
+            return self.inner.add(entry, content);
+        }
+        let mut r = ReadFrom {
+            src: self.with,
+            pos: 0,
+            len: self.size,
+        };
+        self.inner.add(
+            entry,
+            Content::Stream {
+                size: self.size,
+                reader: &mut r,
+            },
+        )
+    }
+}
+
+/// Headroom left in a flasher's root filesystem after the inner image
+/// grew.
+const FLASHER_ROOT_HEADROOM: u64 = 16 << 20;
+
+/// A flasher (installer) image: the OS image it carries at
+/// `/opt/<name>.img` in `flash-rootA` gets the preload (steps 3 to 5 on a
+/// scratch copy of it), then `flash-rootA` is rebuilt with the new inner
+/// image (every other file kept) and grown, and `flash-boot`'s
+/// config.json is merged as well (the installer copies it onto the
+/// device). `flash-rootA` must be the last partition.
+fn preload_flasher(
+    ctx: &Ctx<'_>,
+    file: &mut File,
+    layout: &Layout,
+    scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Preloaded, Error> {
+    let (req, base, time) = (ctx.req, ctx.base, ctx.time);
+    let shared = std::rc::Rc::new(
+        file.try_clone()
+            .map_err(out_err(&req.output, "cannot reopen the output file"))?,
+    );
+    let inner = kiln_base::flasher_inner(&shared, layout)
+        .map_err(base_err(base))?
+        .ok_or_else(|| Error::Image {
+            path: base.to_path_buf(),
+            reason: "a flasher image without an OS image (*.img) under /opt of its root partition"
+                .into(),
+        })?;
+    progress(&format!("extracting {} from the flasher", inner.path));
+    let inner_copy = scratch("flasher-inner")?;
+    kiln_base::extract_inner(&shared, layout, &inner, &inner_copy.file).map_err(base_err(base))?;
+    drop(shared);
+    let mut inner_file = inner_copy
+        .file
+        .try_clone()
+        .map_err(out_err(&inner_copy.path, "cannot reopen a scratch file"))?;
+    let inner_name = PathBuf::from(format!("{}:{}", base.display(), inner.path));
+    let inner_layout = kiln_base::detect(&inner_file).map_err(base_err(&inner_name))?;
+    if inner_layout.flasher {
+        return Err(Error::Image {
+            path: inner_name,
+            reason: "a flasher inside a flasher".into(),
+        });
+    }
+    let inner_ctx = Ctx {
+        base: &inner_name,
+        ..*ctx
+    };
+    let pre = preload_disk(
+        &inner_ctx,
+        &mut inner_file,
+        &inner_layout,
+        scratch,
+        progress,
+    )?;
+    let inner_size = inner_file
+        .metadata()
+        .map_err(out_err(&inner_copy.path, "cannot stat a scratch file"))?
+        .len();
+
+    // flash-rootA, rebuilt around the new inner image.
+    let root = role(layout, BaseRole::RootA, base)?.clone();
+    let label = root.label.clone().unwrap_or_else(|| "flash-rootA".into());
+    require_last(layout, &root, base, &label)?;
+    let inner_path =
+        TreePath::parse(inner.path.trim_start_matches('/').as_bytes()).map_err(|e| {
+            Error::Image {
+                path: base.to_path_buf(),
+                reason: format!("{}: {e}", inner.path),
+            }
+        })?;
+    let old_copy = set_aside(file, &root, scratch("flasher-root")?)?;
+    let (wr, root_uuid, disk_bytes) = {
+        let old = Ext4Reader::open(&old_copy.file).map_err(old_err(&label))?;
+        let uuid = old.info().uuid;
+        let opts =
+            |size| crate::build::ext4_options(req, &label, Role::RootA, size, time).uuid(uuid);
+        let mut est = Replace {
+            inner: Ext4Estimator::new(),
+            path: &inner_path,
+            with: &inner_file,
+            size: inner_size,
+        };
+        old.feed(&mut est, |_, _| Visit::Keep)
+            .map_err(old_err(&label))?;
+        let min = est
+            .inner
+            .min_size_bytes(&opts(0), FLASHER_ROOT_HEADROOM)
+            .map_err(ext4_err(&label))?;
+        let align = req.profile.alignment.max(4096);
+        let new_size = kiln_units::align_up(min, align)
+            .unwrap_or(min)
+            .max(root.size_bytes);
+        progress(&format!(
+            "writing {label} ({} -> {})",
+            crate::build::human(root.size_bytes),
+            crate::build::human(new_size)
+        ));
+        let disk_bytes = regrow(file, layout, &root, new_size, align, &req.output)?;
+        let region = SubRegion::new(&mut *file, root.start_bytes, new_size);
+        let mut w = Replace {
+            inner: Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&label))?,
+            path: &inner_path,
+            with: &inner_file,
+            size: inner_size,
+        };
+        old.feed(&mut w, |_, _| Visit::Keep)
+            .map_err(old_err(&label))?;
+        let wr = w.inner.finish().map_err(ext4_err(&label))?;
+        (wr, uuid, disk_bytes)
+    };
+    drop(old_copy);
+    drop(inner_copy);
+    let boot = role(layout, BaseRole::Boot, base)?.clone();
+    let boot_report = edit_boot(ctx, file, &boot, progress)?;
+
+    let (partitions, disk_id) = reports(
+        file,
+        layout,
+        &[
+            Rewritten {
+                number: root.number,
+                fs: "ext4",
+                fs_id: kiln_units::Guid::from_rfc_bytes(root_uuid).to_string(),
+                used: (wr.blocks_count - wr.free_blocks) * 4096,
+            },
+            Rewritten {
+                number: boot.number,
+                fs: boot_report.fs,
+                fs_id: boot_report.fs_id.clone(),
+                used: boot_report.used_bytes,
+            },
+        ],
+    )?;
+    Ok(Preloaded {
+        disk_bytes,
+        partitions,
+        feed: pre.feed,
+        config: pre.config,
+        disk_id,
+    })
+}
+
+/// Merges the recipe's config.json over the boot partition's and adds
+/// the recipe's NetworkManager profiles and boot files.
+fn edit_boot(
+    ctx: &Ctx<'_>,
+    file: &File,
+    boot: &BasePartition,
+    progress: &mut dyn FnMut(&str),
+) -> Result<crate::bootedit::BootEditReport, Error> {
+    progress(&format!(
+        "merging config.json into {}",
+        boot.label.as_deref().unwrap_or("the boot partition")
+    ));
+    let generated = crate::build::boot_generated(&ctx.req.recipe, ctx.config)?;
     let config_path = crate::build::tp("config.json");
     let edits = crate::bootedit::BootEdits {
-        config_merge: Some(config.value().clone()),
+        config_merge: Some(ctx.config.value().clone()),
         files: generated
             .iter()
             .filter(|g| g.path != config_path)
@@ -663,85 +1044,20 @@ pub(crate) fn build_base(
             .collect(),
         remove: Vec::new(),
     };
-    let boot_report = crate::bootedit::edit_boot_partition(
+    crate::bootedit::edit_boot_partition(
         file,
         boot.start_bytes,
         boot.size_bytes,
         &edits,
-        req.timestamp,
-    )?;
+        ctx.req.timestamp,
+    )
+}
 
-    // The report, from the table as it is now.
-    let table = kiln_part::read_table(&*file).map_err(Error::Table)?;
-    let mut partitions = Vec::new();
-    for p in &layout.partitions {
-        let now = table.partition(p.number);
-        let (fs, fs_id, used) = if p.number == data.number {
-            (
-                "ext4",
-                kiln_units::Guid::from_rfc_bytes(data_uuid).to_string(),
-                (wr.blocks_count - wr.free_blocks) * 4096,
-            )
-        } else if p.number == boot.number {
-            (
-                boot_report.fs,
-                boot_report.fs_id.clone(),
-                boot_report.used_bytes,
-            )
-        } else {
-            (fs_kind(p), String::new(), 0)
-        };
-        partitions.push(PartitionReport {
-            number: p.number,
-            label: p.label.clone().unwrap_or_default(),
-            start: p.start_bytes,
-            size: now.map_or(p.size_bytes, |n| n.size_bytes),
-            fs,
-            fs_id,
-            part_guid: now.and_then(|n| n.guid.map(|g| g.to_string())),
-            used_bytes: used,
-        });
-    }
-    let disk_id = match &table.scheme {
+fn disk_id(table: &kiln_part::PartitionTable) -> String {
+    match &table.scheme {
         kiln_part::Scheme::Mbr { disk_signature } => format!("0x{disk_signature:08x}"),
         kiln_part::Scheme::Gpt { disk_guid, .. } => disk_guid.to_string(),
-    };
-    let medium = match &req.medium {
-        Some(m) => Some(profile.medium(m)?.clone()),
-        None => None,
-    };
-    let report = BuildReport {
-        image: out.clone(),
-        disk_bytes,
-        medium: medium.map(|m| (m.name, m.size.bytes())),
-        fits: profile
-            .media
-            .iter()
-            .filter(|m| m.size.bytes() >= disk_bytes)
-            .map(|m| m.name.clone())
-            .collect(),
-        partitions,
-        config: redacted(&boot_report.config, &config),
-        swap_bytes: recipe.swap.size.bytes(),
-        app: app.as_ref().map(|a| a.summary.to_string()),
-        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
-        image_sha256: String::new(),
-        artifacts: Vec::new(),
-    };
-    let facts = BaseFacts {
-        path: base.to_path_buf(),
-        sha256: kiln_artifact::digest::Sha256Digest(mat.input_sha256),
-        size_bytes: std::fs::metadata(base).map(|m| m.len()).unwrap_or(0),
-    };
-    finish(
-        req,
-        tmp,
-        report,
-        disk_id,
-        app.as_ref().zip(feed_report.as_ref()),
-        Some(&facts),
-        progress,
-    )
+    }
 }
 
 fn fs_kind(p: &BasePartition) -> &'static str {

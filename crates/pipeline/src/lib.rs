@@ -70,7 +70,9 @@ pub use convert::{convert, ConvertReport};
 pub use deliver::{Delivered, Delivery, DiskFormat};
 pub use error::Error;
 pub use inspect::{inspect, inspect_disk, BootFile, FsInfo, InspectReport, InspectedPartition};
-pub use inspect_data::{AppService, DataInfo, StoredImage, SwapInfo};
+pub use inspect_data::{
+    AppService, BaseInfo, DataInfo, DataSpace, RolePartition, StoredImage, SwapInfo,
+};
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use plan::{Placed, Plan};
 pub use seed::Seed;
