@@ -31,6 +31,21 @@
 //! A base that already carries an app in `apps.json` with another uuid is
 //! refused (two apps fighting over one device); the same app is replaced
 //! by the new release.
+//!
+//! Flasher (installer) images (boot label `flash-boot`): steps 3 to 5 run
+//! on the OS image the flasher carries at `/opt/<name>.img` in
+//! `flash-rootA` (copied out to a scratch file), then `flash-rootA` is
+//! rebuilt with the grown inner image in place of the old one and every
+//! other file kept, and grown; `flash-boot`'s config.json is merged too,
+//! since the installer copies it onto the device.
+//!
+//! Swap: the root filesystem stays as the vendor built it, so kiln cannot
+//! add a systemd unit there; `swap.activation` must be `"none"` (balenaOS
+//! and kiln's demo OS activate `/mnt/data/swapfile` themselves).
+//!
+//! Scratch space: the old data (or flasher root) partition is copied
+//! aside beside the output while the new one is written; memory stays at
+//! a few MiB of buffers plus the writers' per-inode tables.
 
 use crate::build::{
     finish, prepare_app, App, BuildReport, BuildRequest, PartitionReport, TempImage,
