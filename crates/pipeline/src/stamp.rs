@@ -690,6 +690,41 @@ fn sha256_region<R: ReadAt + ?Sized>(r: &R, start: u64, len: u64) -> io::Result<
     Ok(hex(&h.finalize()))
 }
 
+/// sha256 of a whole (sparse) file: data regions are read, holes are
+/// hashed as zeros without reading them.
+fn sha256_sparse(f: &File) -> io::Result<String> {
+    use kiln_vdisk::DataRegions;
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let len = f.metadata()?.len();
+    let mut h = Sha256::new();
+    let zeros = |h: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64);
+            h.update(&ZEROS[..usize::try_from(k).unwrap_or(0)]);
+            n -= k;
+        }
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(ext) = f.next_data(pos)? else {
+            break;
+        };
+        zeros(&mut h, ext.offset.saturating_sub(pos));
+        let end = ext.offset.saturating_add(ext.len).min(len);
+        let mut at = ext.offset;
+        while at < end {
+            let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            FileExt::read_exact_at(f, &mut buf[..n], at)?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        pos = end.max(pos);
+    }
+    zeros(&mut h, len.saturating_sub(pos));
+    Ok(hex(&h.finalize()))
+}
+
 /// `target` relative to directory `base` (both absolute, canonical).
 fn relative(base: &Path, target: &Path) -> PathBuf {
     let b: Vec<Component> = base.components().collect();
@@ -798,8 +833,7 @@ fn stamp_into(
         req.image.display(),
         devices.len()
     ));
-    let source_sha256 =
-        sha256_region(image, 0, size).map_err(out_err(&req.image, "hashing the image"))?;
+    let source_sha256 = sha256_sparse(image).map_err(out_err(&req.image, "hashing the image"))?;
     let image_abs = req
         .image
         .canonicalize()
@@ -865,8 +899,7 @@ fn stamp_into(
         };
         let path = partial.join(&file_name);
         let f = File::open(&path).map_err(out_err(&path, "opening"))?;
-        let len = f.metadata().map_err(out_err(&path, "stat"))?.len();
-        let sha = sha256_region(&f, 0, len).map_err(out_err(&path, "hashing"))?;
+        let sha = sha256_sparse(&f).map_err(out_err(&path, "hashing"))?;
         sums.push_str(&format!("{sha}  {file_name}\n"));
         let mut config = rep.config.clone();
         redact_secrets(&mut config);
@@ -1084,6 +1117,24 @@ mod tests {
         let e = err("d.json", &format!("[\n{{\"uuid\": \"{U1}\"}}\n]"));
         assert!(e.starts_with("d.json:2: missing `hostname`"), "{e}");
         assert!(err("d.csv", "uuid,hostname\n").contains("no devices"));
+    }
+
+    #[test]
+    fn sparse_hash_equals_plain_hash() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(9 << 20).unwrap();
+        FileExt::write_all_at(&f, &[7u8; 5000], 3 << 20).unwrap();
+        FileExt::write_all_at(&f, b"end", (9 << 20) - 3).unwrap();
+        let mut all = vec![0u8; 9 << 20];
+        FileExt::read_exact_at(&f, &mut all, 0).unwrap();
+        assert_eq!(sha256_sparse(&f).unwrap(), hex(&Sha256::digest(&all)));
+        f.set_len(10 << 20).unwrap(); // trailing hole
+        all.resize(10 << 20, 0);
+        assert_eq!(sha256_sparse(&f).unwrap(), hex(&Sha256::digest(&all)));
+        assert_eq!(
+            sha256_region(&f, 0, 10 << 20).unwrap(),
+            hex(&Sha256::digest(&all))
+        );
     }
 
     #[test]
