@@ -122,31 +122,9 @@ impl AppsJson {
                 image: svc.image.clone(),
                 available: store.references().join(", "),
             };
-            let r = ImageRef::parse(&svc.image).map_err(|_| missing())?;
-            let img = store.find(&svc.image).ok_or_else(missing)?;
-            let image = format!("{}@{}", r.name, img.manifest_digest);
-            let sid = hash_u32(&[
-                b"kiln-service-id",
-                ids.release_commit.as_bytes(),
-                name.as_bytes(),
-            ]);
-            let iid = hash_u32(&[
-                b"kiln-image-id",
-                ids.release_commit.as_bytes(),
-                name.as_bytes(),
-                img.id.to_string().as_bytes(),
-            ]);
-            services.insert(
-                name.clone(),
-                json!({
-                    "composition": svc.composition,
-                    "environment": svc.environment,
-                    "id": sid,
-                    "image": image,
-                    "image_id": iid,
-                    "labels": svc.labels,
-                }),
-            );
+            let v = service_json(store, ids, name, &svc.image, svc.composition.clone(), svc)
+                .ok_or_else(missing)?;
+            services.insert(name.clone(), v);
         }
         let release = json!({
             "id": ids.release_id,
@@ -175,6 +153,54 @@ impl AppsJson {
         })
     }
 
+    /// Adds a service that is not in the compose file (kiln's swap
+    /// service) to the app's release: it runs `image` (a reference the
+    /// store holds) with compose-style `composition` (`privileged`,
+    /// `command`, `restart`, `healthcheck`, ...) and `labels`.
+    ///
+    /// # Errors
+    /// [`Error::ImageNotProvided`] if the store lacks `image`,
+    /// [`Error::InvalidRequest`] if the release already has a service
+    /// called `name`.
+    pub fn add_service(
+        &mut self,
+        store: &Store,
+        ids: &AppIds,
+        name: &str,
+        image: &str,
+        composition: Value,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let svc = crate::compose::Service {
+            image: image.to_string(),
+            environment: BTreeMap::new(),
+            labels,
+            composition: composition.clone(),
+        };
+        let v = service_json(store, ids, name, image, composition, &svc).ok_or_else(|| {
+            Error::ImageNotProvided {
+                path: std::path::PathBuf::from("recipe [swap] service-image"),
+                service: name.to_string(),
+                image: image.to_string(),
+                available: store.references().join(", "),
+            }
+        })?;
+        let services = self.value["apps"][ids.app_uuid.as_str()]["releases"]
+            [ids.release_commit.as_str()]["services"]
+            .as_object_mut()
+            .ok_or(Error::InvalidRequest(
+                "apps.json has no release to add a service to",
+            ))?;
+        if services.contains_key(name) {
+            return Err(Error::InvalidRequest(
+                "a service of that name is already in the compose file",
+            ));
+        }
+        services.insert(name.to_string(), v);
+        self.value = sorted(&self.value);
+        Ok(())
+    }
+
     /// The document.
     pub fn value(&self) -> &Value {
         &self.value
@@ -186,6 +212,40 @@ impl AppsJson {
         v.push(b'\n');
         v
     }
+}
+
+/// One service of a release: the image pinned by manifest digest, ids
+/// derived from the release commit, name and image id; `None` if the
+/// store lacks the image.
+fn service_json(
+    store: &Store,
+    ids: &AppIds,
+    name: &str,
+    image: &str,
+    composition: Value,
+    svc: &crate::compose::Service,
+) -> Option<Value> {
+    let r = ImageRef::parse(image).ok()?;
+    let img = store.find(image)?;
+    let sid = hash_u32(&[
+        b"kiln-service-id",
+        ids.release_commit.as_bytes(),
+        name.as_bytes(),
+    ]);
+    let iid = hash_u32(&[
+        b"kiln-image-id",
+        ids.release_commit.as_bytes(),
+        name.as_bytes(),
+        img.id.to_string().as_bytes(),
+    ]);
+    Some(json!({
+        "composition": composition,
+        "environment": svc.environment,
+        "id": sid,
+        "image": format!("{}@{}", r.name, img.manifest_digest),
+        "image_id": iid,
+        "labels": svc.labels,
+    }))
 }
 
 /// Feeds the data partition's root files: `apps.json`, an empty

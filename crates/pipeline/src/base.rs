@@ -40,8 +40,9 @@
 //! since the installer copies it onto the device.
 //!
 //! Swap: the root filesystem stays as the vendor built it, so kiln cannot
-//! add a systemd unit there; `swap.activation` must be `"none"` (balenaOS
-//! and kiln's demo OS activate `/mnt/data/swapfile` themselves).
+//! add a systemd unit there; `swap.activation` must be `"app-service"`
+//! (the privileged `kiln-swap` service added to the app runs `swapon`, as
+//! balenaOS needs) or `"none"` (the OS activates the swapfile itself).
 //!
 //! Scratch space: the old data (or flasher root) partition is copied
 //! aside beside the output while the new one is written; memory stays at
@@ -450,11 +451,11 @@ pub(crate) fn build_base(
     for o in &req.overrides {
         config.set(o)?;
     }
-    if recipe.swap.size.bytes() > 0 && recipe.swap.activation != SwapActivation::None {
+    if recipe.swap.size.bytes() > 0 && recipe.swap.activation == SwapActivation::SystemdUnit {
         return Err(recipe_key_err(
             recipe,
             "swap.activation",
-            "a base image keeps its root filesystem as it is: use swap.activation = \"none\" (the OS activates /mnt/data/swapfile itself) in base-image mode",
+            "a base image keeps its root filesystem as it is, so kiln cannot add a systemd unit there: use \"app-service\" (a privileged swap service in the app) or \"none\" in base-image mode",
         )
         .into());
     }

@@ -338,6 +338,14 @@ pub(crate) fn prepare_app(
         a.pin_device.then_some(true),
     )
     .map_err(app_err)?;
+    let mut apps = apps;
+    let swap = &req.recipe.swap;
+    if swap.size.bytes() > 0 && swap.activation == SwapActivation::AppService {
+        let image = swap.service_image.as_deref().unwrap_or_default();
+        let (composition, labels) = swap_service(&swap.path, label);
+        apps.add_service(&store, &ids, SWAP_SERVICE, image, composition, labels)
+            .map_err(app_err)?;
+    }
     let store_path = TreePath::parse(a.store_path.as_bytes()).map_err(|e| Error::Layout {
         partition: label.to_string(),
         reason: format!("app.store-path: {e}"),
@@ -349,6 +357,47 @@ pub(crate) fn prepare_app(
         store_path,
         summary,
     })
+}
+
+/// The service `swap.activation = "app-service"` adds to the app.
+pub const SWAP_SERVICE: &str = "kiln-swap";
+
+/// The swap service for read-only roots (balenaOS): privileged, it mounts
+/// the data partition by label inside its own mount namespace (the engine
+/// offers no bind mount of the host's /mnt/data), runs `swapon` on the
+/// swapfile (swap is kernel-wide: it stays on), then sleeps so the
+/// supervisor sees it running; its healthcheck is the swapfile in
+/// `/proc/swaps`. Only busybox applets are used (`findfs`, `mount`,
+/// `swapon`, `grep`, `sleep`).
+fn swap_service(
+    swap_path: &str,
+    data_label: &str,
+) -> (
+    serde_json::Value,
+    std::collections::BTreeMap<String, String>,
+) {
+    let dir = "/run/kiln-swap";
+    let file = format!("{dir}{swap_path}");
+    let script = format!(
+        "set -e; b=/bin/busybox; $b mkdir -p {dir}; \
+         $b grep -q ' {dir} ' /proc/mounts || $b mount -t ext4 \"$($b findfs LABEL={data_label})\" {dir}; \
+         $b grep -q '^{file} ' /proc/swaps || $b swapon {file}; \
+         exec $b sleep 2147483647"
+    );
+    let composition = serde_json::json!({
+        "command": ["/bin/busybox", "sh", "-c", script],
+        "healthcheck": {"test": ["CMD", "/bin/busybox", "grep", "-q", format!("^{file} "), "/proc/swaps"]},
+        "network_mode": "none",
+        "privileged": true,
+        "restart": "on-failure",
+    });
+    let labels = [(
+        "io.kiln.swapfile".to_string(),
+        format!("/mnt/data{swap_path}"),
+    )]
+    .into_iter()
+    .collect();
+    (composition, labels)
 }
 
 pub(crate) fn tp(s: &str) -> TreePath {
@@ -424,14 +473,6 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         }
         None => None,
     };
-    if recipe.swap.size.bytes() > 0 && recipe.swap.activation == SwapActivation::AppService {
-        return Err(Error::Layout {
-            partition: data_label,
-            reason:
-                "swap.activation = \"app-service\" is not implemented yet; use \"systemd-unit\""
-                    .into(),
-        });
-    }
     let app_summary = app.as_ref().map(|a| a.summary.to_string());
     let data_tree = DataTree { swap, app, time };
 

@@ -176,6 +176,10 @@ pub struct SwapSpec {
     pub label: String,
     /// Activation.
     pub activation: SwapActivation,
+    /// `activation = "app-service"`: the app image (one of `[app]
+    /// images`, by reference) whose busybox runs `mount` and `swapon` in
+    /// the privileged swap service.
+    pub service_image: Option<String>,
 }
 
 /// `[build]`.
@@ -378,6 +382,8 @@ struct WireSwap {
     label: Option<Spanned<String>>,
     #[serde(default)]
     activation: Option<SwapActivation>,
+    #[serde(default)]
+    service_image: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -661,14 +667,41 @@ impl Recipe {
                     reason: format!("{size} must be 0 or a multiple of 4 KiB of at least 40 KiB"),
                 });
             }
+            let activation = s
+                .as_ref()
+                .and_then(|s| s.activation)
+                .unwrap_or(SwapActivation::SystemdUnit);
+            let service_image = s.as_ref().and_then(|s| s.service_image.as_ref());
+            match (activation, service_image) {
+                (SwapActivation::AppService, None) if size.bytes() > 0 => {
+                    return Err(Error::Invalid {
+                        at: at(0..0),
+                        key: "swap.service-image".into(),
+                        reason: "activation = \"app-service\" needs service-image: an image of [app] with busybox (mount, swapon), e.g. \"demo/api:1.0\"".into(),
+                    })
+                }
+                (SwapActivation::AppService, _) if app.is_none() && size.bytes() > 0 => {
+                    return Err(Error::Invalid {
+                        at: at(0..0),
+                        key: "swap.activation".into(),
+                        reason: "\"app-service\" adds a service to the app: the recipe needs an [app]".into(),
+                    })
+                }
+                (a, Some(img)) if a != SwapActivation::AppService => {
+                    return Err(invalid(
+                        img.span(),
+                        "swap.service-image",
+                        "only used with activation = \"app-service\"".into(),
+                    ))
+                }
+                _ => {}
+            }
             SwapSpec {
                 size,
                 path,
                 label,
-                activation: s
-                    .as_ref()
-                    .and_then(|s| s.activation)
-                    .unwrap_or(SwapActivation::SystemdUnit),
+                activation,
+                service_image: service_image.map(|i| i.get_ref().clone()),
             }
         };
 
@@ -883,6 +916,29 @@ size = "1GiB"
         );
         assert_eq!(c.redacted()["deviceApiKey"], crate::REDACTED);
         assert!(r.base.is_none());
+    }
+
+    #[test]
+    fn swap_service_image() {
+        let app = "[app]\nname = \"a\"\ncompose = \"c.yml\"\nimages = [{ path = \"i.oci\" }]\n";
+        let r = |swap: &str| {
+            Recipe::from_toml_str(
+                &format!("name = \"b\"\n{app}[swap]\nsize = \"1GiB\"\n{swap}"),
+                Path::new("/r/b.toml"),
+            )
+        };
+        let ok = r("activation = \"app-service\"\nservice-image = \"demo/api:1.0\"\n").unwrap();
+        assert_eq!(ok.swap.activation, SwapActivation::AppService);
+        assert_eq!(ok.swap.service_image.as_deref(), Some("demo/api:1.0"));
+        let e = r("activation = \"app-service\"\n").unwrap_err().to_string();
+        assert!(e.contains("swap.service-image"), "{e}");
+        let e = r("service-image = \"demo/api:1.0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/r/b.toml:8:17") && e.contains("app-service"),
+            "{e}"
+        );
     }
 
     #[test]
