@@ -15,12 +15,16 @@ use kiln_e2e::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The default recipe with a small swapfile the OS activates itself (a
-/// base image keeps its root filesystem), a given hostname and headroom.
+/// The default recipe with a small swapfile turned on by the app's swap
+/// service (a base image keeps its root filesystem, as on balenaOS), a
+/// given hostname and headroom.
 fn base_recipe(dir: &Path, hostname: &str) -> PathBuf {
     recipe_copy(dir, |s| {
         s.replace("size = \"1GiB\"", "size = \"64MiB\"")
-            .replace("activation = \"systemd-unit\"", "activation = \"none\"")
+            .replace(
+                "activation = \"systemd-unit\"",
+                "activation = \"app-service\"\nservice-image = \"demo/api:1.0\"",
+            )
             .replace(
                 "hostname = \"bob-onprem\"",
                 &format!("hostname = \"{hostname}\""),
@@ -166,6 +170,19 @@ fn preloads_into_an_mbr_base_whose_store_a_real_engine_wrote() {
     let lo = Loop::new(&out, data);
     let mnt = dir.join("mnt");
     let m = Mount::ext4_ro(&lo, &mnt);
+    let apps: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mnt.join("apps.json")).unwrap()).unwrap();
+    let rel = apps["apps"].as_object().unwrap().values().next().unwrap()["releases"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        rel["services"]["kiln-swap"]["composition"]["privileged"],
+        true
+    );
     let swap = std::fs::metadata(mnt.join("swapfile")).unwrap();
     assert_eq!(swap.len(), 64 << 20);
     let lab = ok(Command::new("swaplabel").arg(mnt.join("swapfile")));
@@ -271,7 +288,10 @@ fn preloads_the_image_inside_a_flasher() {
     ok(Command::new("sfdisk").arg("-V").arg(&out));
     let (_, fparts) = sfdisk(&flasher);
     let (_, oparts) = sfdisk(&out);
-    assert!(part(&oparts, 2).size > part(&fparts, 2).size, "flash-rootA grew");
+    assert!(
+        part(&oparts, 2).size > part(&fparts, 2).size,
+        "flash-rootA grew"
+    );
     // flash-boot got the merged config too (the installer copies it).
     assert_eq!(config(&out, part(&oparts, 1))["hostname"], "bob-flashed");
     assert!(config(&out, part(&oparts, 1))["installer"].is_object());
@@ -282,7 +302,10 @@ fn preloads_the_image_inside_a_flasher() {
     e2fsck_clean(&root);
     // The inner image: preloaded, valid, its untouched partitions intact.
     let new_inner = dir.join("new-inner.img");
-    debugfs(&root, &format!("dump /opt/base.img {}", new_inner.display()));
+    debugfs(
+        &root,
+        &format!("dump /opt/base.img {}", new_inner.display()),
+    );
     ok(Command::new("sfdisk").arg("-V").arg(&new_inner));
     let (_, iparts) = sfdisk(&inner);
     let (_, nparts) = sfdisk(&new_inner);
@@ -290,12 +313,19 @@ fn preloads_the_image_inside_a_flasher() {
         let p = part(&iparts, n);
         same_region(&inner, &new_inner, p.start, p.size, &format!("inner p{n}"));
     }
-    assert_eq!(config(&new_inner, part(&nparts, 1))["hostname"], "bob-flashed");
+    assert_eq!(
+        config(&new_inner, part(&nparts, 1))["hostname"],
+        "bob-flashed"
+    );
     let data = dir.join("idata.fs");
     extract(&new_inner, part(&nparts, 6), &data);
     e2fsck_clean(&data);
     let ls = debugfs(&data, "ls -l /docker/image/overlay2/imagedb/content/sha256");
-    assert_eq!(ls.lines().filter(|l| l.contains(" 100600 ")).count(), 3, "{ls}");
+    assert_eq!(
+        ls.lines().filter(|l| l.contains(" 100600 ")).count(),
+        3,
+        "{ls}"
+    );
     assert!(debugfs(&data, "ls -l /").contains("apps.json"));
 }
 
