@@ -438,19 +438,7 @@ pub(crate) fn build_base(
             reason: "base image not found (or not a file)".into(),
         });
     }
-    for i in recipe
-        .network_profiles
-        .iter()
-        .chain(&recipe.ca_certificates)
-        .chain(recipe.boot_extra.iter().map(|b| &b.src))
-    {
-        i.check_exists()?;
-    }
-    progress("resolving config.json");
-    let mut config = recipe.resolve_config(&profile.device_type, req.env)?;
-    for o in &req.overrides {
-        config.set(o)?;
-    }
+    let config = crate::build::boot_config(req, progress)?;
     if recipe.swap.size.bytes() > 0 && recipe.swap.activation == SwapActivation::SystemdUnit {
         return Err(recipe_key_err(
             recipe,
@@ -699,26 +687,14 @@ fn preload_disk(
     };
     drop(old_copy);
 
-    // 6. The boot partition.
-    let boot_report = edit_boot(ctx, file, &boot, progress)?;
-
-    let (partitions, disk_id) = reports(
+    // 6. The boot partition, and the report.
+    let (partitions, disk_id, boot_report) = finish_disk(
+        ctx,
         file,
         layout,
-        &[
-            Rewritten {
-                number: data.number,
-                fs: "ext4",
-                fs_id: kiln_units::Guid::from_rfc_bytes(data_uuid).to_string(),
-                used: (wr.blocks_count - wr.free_blocks) * 4096,
-            },
-            Rewritten {
-                number: boot.number,
-                fs: boot_report.fs,
-                fs_id: boot_report.fs_id.clone(),
-                used: boot_report.used_bytes,
-            },
-        ],
+        &boot,
+        (data.number, data_uuid, &wr),
+        progress,
     )?;
     Ok(Preloaded {
         disk_bytes,
@@ -1003,16 +979,50 @@ fn preload_flasher(
     drop(old_copy);
     drop(inner_copy);
     let boot = role(layout, BaseRole::Boot, base)?.clone();
-    let boot_report = edit_boot(ctx, file, &boot, progress)?;
+    let (partitions, disk_id, _) = finish_disk(
+        ctx,
+        file,
+        layout,
+        &boot,
+        (root.number, root_uuid, &wr),
+        progress,
+    )?;
+    Ok(Preloaded {
+        disk_bytes,
+        partitions,
+        feed: pre.feed,
+        config: pre.config,
+        disk_id,
+    })
+}
 
+/// The boot partition edited, then every partition's report: `ext4` is
+/// the partition kiln rewrote (number, filesystem UUID, writer report).
+fn finish_disk(
+    ctx: &Ctx<'_>,
+    file: &File,
+    layout: &Layout,
+    boot: &BasePartition,
+    ext4: (u32, [u8; 16], &kiln_ext4::Ext4Report),
+    progress: &mut dyn FnMut(&str),
+) -> Result<
+    (
+        Vec<PartitionReport>,
+        String,
+        crate::bootedit::BootEditReport,
+    ),
+    Error,
+> {
+    let boot_report = edit_boot(ctx, file, boot, progress)?;
+    let (number, uuid, wr) = ext4;
     let (partitions, disk_id) = reports(
         file,
         layout,
         &[
             Rewritten {
-                number: root.number,
+                number,
                 fs: "ext4",
-                fs_id: kiln_units::Guid::from_rfc_bytes(root_uuid).to_string(),
+                fs_id: kiln_units::Guid::from_rfc_bytes(uuid).to_string(),
                 used: (wr.blocks_count - wr.free_blocks) * 4096,
             },
             Rewritten {
@@ -1023,13 +1033,7 @@ fn preload_flasher(
             },
         ],
     )?;
-    Ok(Preloaded {
-        disk_bytes,
-        partitions,
-        feed: pre.feed,
-        config: pre.config,
-        disk_id,
-    })
+    Ok((partitions, disk_id, boot_report))
 }
 
 /// Merges the recipe's config.json over the boot partition's and adds

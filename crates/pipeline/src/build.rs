@@ -429,20 +429,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     for b in os.boot.iter().chain(&os.bios_boot) {
         b.check_exists()?;
     }
-    for i in recipe
-        .network_profiles
-        .iter()
-        .chain(&recipe.ca_certificates)
-        .chain(recipe.boot_extra.iter().map(|b| &b.src))
-    {
-        i.check_exists()?;
-    }
-
-    progress("resolving config.json");
-    let mut config = recipe.resolve_config(&profile.device_type, req.env)?;
-    for o in &req.overrides {
-        config.set(o)?;
-    }
+    let config = boot_config(req, progress)?;
 
     // Swapfile.
     let swap =
@@ -975,6 +962,29 @@ fn write_boot(
         part_guid: None,
         used_bytes: report.file_bytes,
     })
+}
+
+/// Checks the boot partition's inputs exist and resolves config.json
+/// (the recipe's `[config]`, then the `--set` overrides).
+pub(crate) fn boot_config(
+    req: &BuildRequest<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ResolvedConfig, Error> {
+    let recipe = &req.recipe;
+    for i in recipe
+        .network_profiles
+        .iter()
+        .chain(&recipe.ca_certificates)
+        .chain(recipe.boot_extra.iter().map(|b| &b.src))
+    {
+        i.check_exists()?;
+    }
+    progress("resolving config.json");
+    let mut config = recipe.resolve_config(&req.profile.device_type, req.env)?;
+    for o in &req.overrides {
+        config.set(o)?;
+    }
+    Ok(config)
 }
 
 /// The files kiln generates on the boot partition: `config.json`, the
