@@ -1,47 +1,78 @@
 #!/usr/bin/env bash
-# End-to-end benchmark (make bench): the default fin-cm3 image (demo OS,
-# demo app preloaded, 1 GiB swapfile), image + sha256 + bmap, built
-#   (a) by kiln (release build), and
-#   (b) by the standard-tool pipeline on the same content: sfdisk,
-#       mkfs.vfat + mcopy, mke2fs -d for every ext4 partition, dd assembly,
-#       sha256sum, bmaptool create,
-# plus cp --sparse=always of the finished image (the disk's own limit),
-# kiln qcow2 vs qemu-img convert, kiln xz vs xz -T0, kiln flash vs
-# bmaptool copy. Prints wall time, peak RSS and ratios, one run each.
-# Needs root (loop mount to take the data partition's content for (b)).
+# End-to-end benchmark (make bench, issue 6) on the realistic payload of
+# bench/make-payload.sh (Debian rootfs ~274 MB / 12k entries, engine store of
+# three images ~700 MB / 30k entries, 1 GiB swapfile, fin-cm3 layout; recipe
+# bench/fin-bench.toml). One run of each, warm page cache, printing wall
+# time, peak RSS (/usr/bin/time) and the issue's ratios with its targets:
+#   kiln build raw (+sha256+bmap)  vs the standard-tool pipeline (sfdisk,
+#       mkfs.vfat + mcopy, mke2fs -d, loop mount + fallocate + mkswap for the
+#       swapfile, dd assembly, sha256sum, bmaptool create) and genimage 16
+#       with an equivalent config (+ the same swapfile step, sha256, bmap),
+#       and vs cp --sparse=always of the finished image (the disk's limit);
+#   kiln qcow2 / vmdk build vs the raw build and vs qemu-img convert;
+#   kiln raw.xz build vs xz -T0 at the same preset;
+#   kiln flash vs bmaptool copy, to a file.
+# Untimed preparation for the other tools (they need directories): the
+# rootfs tar is extracted, the data partition's content (the preloaded store
+# kiln made) is copied out of kiln's image through a loop mount.
+# Needs root (loop mounts). Env: KILN (binary; default
+# $CARGO_TARGET_DIR/release/kiln, built if missing), BENCH_TMP (scratch
+# parent, default /var/tmp; ~15 GB free), XZ_LEVEL (6).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-kiln=$repo/target/release/kiln
+target=${CARGO_TARGET_DIR:-$repo/target}
+kiln=${KILN:-$target/release/kiln}
 [ -x "$kiln" ] || (cd "$repo" && cargo build --release -p kiln)
+xzl=${XZ_LEVEL:-6}
+for t in sfdisk mkfs.vfat mcopy mke2fs mkswap fallocate bmaptool qemu-img xz /usr/bin/time python3; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y fdisk dosfstools mtools e2fsprogs util-linux bmap-tools qemu-utils xz-utils time python3" >&2; exit 1; }
+done
 bash "$repo/demo/make-inputs.sh" >/dev/null
-w=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
-trap 'umount "$w/mnt" 2>/dev/null || true; rm -rf "$w"' EXIT
+bash "$repo/bench/make-payload.sh"
+recipe=$repo/bench/fin-bench.toml
+w=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-e2e.XXXXXX")
+cleanup() { for m in "$w/mnt" "$w/swapmnt"; do umount "$m" 2>/dev/null || true; done; rm -rf "$w"; }
+trap cleanup EXIT
 export SOURCE_DATE_EPOCH=1700000000
-t() { # name, command...: runs it, records "name seconds rss_kib"
+t() { # name, command...: runs it, records "name seconds rss_kib cpu_seconds"
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$w/time" "$@" >/dev/null 2>"$w/err" || { cat "$w/err"; exit 1; }
-  read -r secs rss < "$w/time"
-  printf '%-34s %8.2f s %8d KiB\n' "$name" "$secs" "$rss"
-  printf '%s\t%s\t%s\n' "$name" "$secs" "$rss" >> "$w/results"
+  sync; /usr/bin/time -f "%e %M %U %S" -o "$w/time" "$@" >/dev/null 2>"$w/err" || { echo "$name failed:"; cat "$w/err"; exit 1; }
+  read -r secs rss usr sys < "$w/time"
+  printf '%-40s %8.2f s %9d KiB %8.2f s CPU\n' "$name" "$secs" "$rss" "$(awk -v a="$usr" -v b="$sys" 'BEGIN {print a + b}')"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$secs" "$rss" "$(awk -v a="$usr" -v b="$sys" 'BEGIN {print a + b}')" >> "$w/results"
 }
-sec() { awk -F'\t' -v n="$1" '$1==n {print $2}' "$w/results"; }
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); scratch $w"
 mkdir -p "$w/k"
-t "kiln build (raw+sha256+bmap)" "$kiln" build -q --board fin-cm3 --recipe bob-onprem -o "$w/k/fin.img"
+t "kiln build raw (+sha256+bmap)" "$kiln" build -q --board fin-cm3 --recipe "$recipe" -o "$w/k/fin.img"
 img=$w/k/fin.img
+echo "image: $(stat -c %s "$img") bytes, $(du -B1 "$img" | cut -f1) allocated"
 t "cp --sparse=always" cp --sparse=always "$img" "$w/copy.img"
+rm -f "$w/copy.img"
 
-# (b) the standard pipeline on the same content.
-mkdir -p "$w/rootfs" "$w/mnt" "$w/data" "$w/std"
-tar -xzf "$repo/.cache/demo/rootfs-armhf.tar.gz" -C "$w/rootfs"
-start=$(sfdisk -d "$img" | awk '/fin.img6/ {gsub(",","",$4); print $4}')
-size=$(sfdisk -d "$img" | awk '/fin.img6/ {gsub(",","",$6); print $6}')
-mount -o ro,loop,offset=$((start*512)),sizelimit=$((size*512)) "$img" "$w/mnt"
+# --- inputs of the other tools (untimed) --------------------------------
+mkdir -p "$w/rootfs" "$w/mnt" "$w/data" "$w/std" "$w/swapmnt"
+tar -xf "$repo/.cache/bench/rootfs.tar" -C "$w/rootfs"
+part() { sfdisk -d "$img" | awk -v p="$img$1" -v f="$2" '$1==p {for (i=2;i<=NF;i++) if ($i==f"=") {v=$(i+1); gsub(",","",v); print v}}'; }
+dstart=$(part 6 start); dsize=$(part 6 size)
+mount -o ro,loop,offset=$((dstart*512)),sizelimit=$((dsize*512)) "$img" "$w/mnt"
 cp -a "$w/mnt/." "$w/data/"; umount "$w/mnt"
-# mke2fs -d cannot make a swapfile: a zero-filled one becomes holes.
-rm -f "$w/data/swapfile"; dd if=/dev/zero of="$w/data/swapfile" bs=1M count=1024 status=none; chmod 600 "$w/data/swapfile"
-boot=$w/k-boot; mkdir -p "$boot"; cp -a "$repo/.cache/demo/boot-armhf/." "$boot/"
+swap_rel=swapfile; rm -f "$w/data/$swap_rel"
+boot=$w/boot; mkdir -p "$boot"; cp -a "$repo/.cache/demo/boot-armhf/." "$boot/"
 "$kiln" inspect --json "$img" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["config"], indent=2, sort_keys=True))' > "$boot/config.json"
-cat > "$w/std.sh" <<EOS
+echo "data tree: $(find "$w/data" | wc -l) entries, $(du -sb "$w/data" | cut -f1) bytes; rootfs tree: $(find "$w/rootfs" | wc -l) entries"
+# The swapfile step both other pipelines need: mke2fs -d and genimage turn
+# a zero-filled file into holes (not swapon-able), so the file is
+# preallocated in the mounted filesystem, as image build scripts do.
+cat > "$w/swap.sh" <<EOS2
+set -e
+mount -o loop\${2:+,offset=\$2} "\$1" "$w/swapmnt"
+fallocate -l 1GiB "$w/swapmnt/$swap_rel"; chmod 600 "$w/swapmnt/$swap_rel"
+mkswap -q -L bench-swap "$w/swapmnt/$swap_rel"
+umount "$w/swapmnt"
+EOS2
+
+# --- the standard-tool pipeline -----------------------------------------
+cat > "$w/std.sh" <<EOS2
 set -e
 cd "$w/std"
 truncate -s $(stat -c %s "$img") img
@@ -51,7 +82,8 @@ MTOOLS_SKIP_CHECK=1 mcopy -s -i boot.vfat "$boot"/* ::
 mke2fs -q -t ext4 -L resin-rootA -d "$w/rootfs" rootA.ext4 320M
 mke2fs -q -t ext4 -L resin-rootB rootB.ext4 320M
 mke2fs -q -t ext4 -L resin-state state.ext4 20M
-mke2fs -q -t ext4 -i 8192 -L resin-data -d "$w/data" data.ext4 $((size/2))k
+mke2fs -q -t ext4 -i 8192 -L resin-data -d "$w/data" data.ext4 $((dsize/2))k
+bash "$w/swap.sh" data.ext4
 for p in boot.vfat:1 rootA.ext4:2 rootB.ext4:3 state.ext4:5 data.ext4:6; do
   f=\${p%%:*}; n=\${p##*:}
   s=\$(sfdisk -d img | awk -v n="img\$n" '\$1==n {gsub(",","",\$4); print \$4}')
@@ -59,63 +91,99 @@ for p in boot.vfat:1 rootA.ext4:2 rootB.ext4:3 state.ext4:5 data.ext4:6; do
 done
 sha256sum img > img.sha256
 bmaptool -q create -o img.bmap img
-EOS
-t "standard pipeline (raw+sha256+bmap)" bash "$w/std.sh"
+EOS2
+t "standard pipeline (+sha256+bmap)" bash "$w/std.sh"
+rm -rf "$w/std"
+
+# --- genimage ------------------------------------------------------------
 if command -v genimage >/dev/null; then
-  mkdir -p "$w/gi/root" "$w/gi/tmp" "$w/gi/in" "$w/gi/out"
+  mkdir -p "$w/gi/tmp" "$w/gi/in" "$w/gi/out"
   # genimage takes one root tree; the data partition is the subtree at its
   # mountpoint (/mnt/data), which the rootA image then leaves out.
-  cp -a "$w/rootfs" "$w/gi/in/rootfs"; mkdir -p "$w/gi/in/rootfs/mnt/data"
-  cp -a "$w/data/." "$w/gi/in/rootfs/mnt/data/"; cp -a "$boot" "$w/gi/in/boot"
-  cat > "$w/gi/genimage.cfg" <<EOS
+  mv "$w/rootfs" "$w/gi/in/rootfs"; mkdir -p "$w/gi/in/rootfs/mnt/data"
+  mv "$w/data"/* "$w/data"/.[!.]* "$w/gi/in/rootfs/mnt/data/" 2>/dev/null || true
+  cp -a "$boot" "$w/gi/in/boot"
+  cat > "$w/gi/genimage.cfg" <<EOS2
 image boot.vfat { vfat { label = "resin-boot" extraargs = "-F 32" files = { $(cd "$w/gi/in/boot" && ls | sed 's/.*/"boot\/&"/' | paste -sd, -) } } size = 40M }
 image rootA.ext4 { ext4 { label = "resin-rootA" use-mke2fs = true } mountpoint = "" size = 320M }
-image data.ext4 { ext4 { label = "resin-data" use-mke2fs = true extraargs = "-i 8192" } mountpoint = "/mnt/data" size = $((size/2))K }
+image data.ext4 { ext4 { label = "resin-data" use-mke2fs = true extraargs = "-i 8192" } mountpoint = "/mnt/data" size = $((dsize/2))K }
 image fin.img { hdimage { partition-table-type = "mbr" align = 4M extended-partition = 4 }
   partition boot { partition-type = 0xc bootable = true image = "boot.vfat" offset = 4M }
   partition rootA { partition-type = 0x83 image = "rootA.ext4" }
   partition rootB { partition-type = 0x83 size = 320M }
   partition state { partition-type = 0x83 size = 20M }
   partition data { partition-type = 0x83 image = "data.ext4" } }
-EOS
-  cat > "$w/gi.sh" <<EOS
+EOS2
+  cat > "$w/gi.sh" <<EOS2
 set -e
 genimage --rootpath "$w/gi/in/rootfs" --tmppath "$w/gi/tmp" --inputpath "$w/gi/in" --outputpath "$w/gi/out" --config "$w/gi/genimage.cfg"
+s=\$(sfdisk -d "$w/gi/out/fin.img" | awk '\$1 ~ /fin.img6\$/ {gsub(",","",\$4); print \$4}')
+bash "$w/swap.sh" "$w/gi/out/fin.img" \$((s*512))
 sha256sum "$w/gi/out/fin.img" > "$w/gi/out/fin.img.sha256"
 bmaptool -q create -o "$w/gi/out/fin.img.bmap" "$w/gi/out/fin.img"
-EOS
-  if /usr/bin/time -f "%e %M" -o "$w/time" bash "$w/gi.sh" >/dev/null 2>"$w/err"; then
-    read -r secs rss < "$w/time"
-    # Count it only if it produced the whole partitioned image.
-    if sfdisk -d "$w/gi/out/fin.img" 2>/dev/null | grep -q "fin.img6"; then
-      printf '%-34s %8.2f s %8d KiB\n' "genimage 16 (+sha256+bmap)" "$secs" "$rss"; printf 'genimage 16\t%s\t%s\n' "$secs" "$rss" >> "$w/results"
-    else
-      echo "genimage 16: no complete image produced ($(ls "$w/gi/out" 2>/dev/null | tr '\n' ' '))"
-    fi
+EOS2
+  if sync && /usr/bin/time -f "%e %M %U %S" -o "$w/time" bash "$w/gi.sh" >/dev/null 2>"$w/err" \
+     && sfdisk -d "$w/gi/out/fin.img" 2>/dev/null | grep -q "fin.img6"; then
+    read -r secs rss usr sys < "$w/time"
+    printf '%-40s %8.2f s %9d KiB %8.2f s CPU\n' "genimage 16 (+swap+sha256+bmap)" "$secs" "$rss" "$(awk -v a="$usr" -v b="$sys" 'BEGIN {print a + b}')"
+    printf 'genimage\t%s\t%s\t%s\n' "$secs" "$rss" "$(awk -v a="$usr" -v b="$sys" 'BEGIN {print a + b}')" >> "$w/results"
   else
-    echo "genimage 16: failed ($(tail -n1 "$w/err"))"
+    echo "genimage 16: no complete image ($(tail -n2 "$w/err" | tr '\n' ' '))"
   fi
+  rm -rf "$w/gi"
+else
+  echo "genimage not installed (apt-get install -y genimage): row left out"
 fi
+rm -rf "$w/rootfs" "$w/data"
 
-t "kiln build qcow2 only" "$kiln" build -q --board fin-cm3 --recipe bob-onprem --format qcow2 -o "$w/k/q.img"
-t "qemu-img convert -O qcow2" qemu-img convert -O qcow2 "$img" "$w/q.qcow2"
-t "kiln build vmdk only" "$kiln" build -q --board fin-cm3 --recipe bob-onprem --format vmdk -o "$w/k/v.img"
-t "qemu-img convert -O vmdk (stream)" qemu-img convert -O vmdk -o subformat=streamOptimized "$img" "$w/v.vmdk"
-t "kiln build raw.xz (-6)" "$kiln" build -q --board fin-cm3 --recipe bob-onprem --compress xz --level 6 -o "$w/k/x.img"
-t "xz -T0 -6 of the raw image" xz -T0 -6 -k -c "$img"
-t "kiln flash (bmap) to a file" "$kiln" flash -q --force "$img" "$w/flash.img"
+# --- formats, compression, flashing -------------------------------------
+t "kiln build qcow2" "$kiln" build -q --board fin-cm3 --recipe "$recipe" --format qcow2 -o "$w/k/q.img"
+t "qemu-img convert raw -> qcow2" qemu-img convert -O qcow2 "$img" "$w/q.qcow2"
+rm -f "$w/q.qcow2" "$w"/k/q.*
+t "kiln build vmdk" "$kiln" build -q --board fin-cm3 --recipe "$recipe" --format vmdk -o "$w/k/v.img"
+t "qemu-img convert raw -> vmdk (stream)" qemu-img convert -O vmdk -o subformat=streamOptimized "$img" "$w/v.vmdk"
+rm -f "$w/v.vmdk" "$w"/k/v.*
+t "kiln build raw.xz (-$xzl)" "$kiln" build -q --board fin-cm3 --recipe "$recipe" --compress xz --level "$xzl" -o "$w/k/x.img"
+xz -t "$w/k/x.img.xz"
+t "xz -T0 -$xzl of the raw image" xz -T0 "-$xzl" -k -c "$img"
+echo "kiln .xz: $(stat -c %s "$w/k/x.img.xz") bytes (xz -t ok)"
+rm -f "$w"/k/x.*
+t "kiln flash (bmap, verify) to a file" "$kiln" flash -q --force "$img" "$w/flash.img"
+rm -f "$w/flash.img"
 t "bmaptool copy to a file" bmaptool -q copy --bmap "$img.bmap" "$img" "$w/bmap.img"
+rm -f "$w/bmap.img"
 
 echo
-awk -v a="$(sec 'standard pipeline (raw+sha256+bmap)')" -v k="$(sec 'kiln build (raw+sha256+bmap)')" -v c="$(sec 'cp --sparse=always')" \
-    -v q="$(sec 'kiln build qcow2 only')" -v qi="$(sec 'qemu-img convert -O qcow2')" -v x="$(sec 'kiln build raw.xz (-6)')" -v xi="$(sec 'xz -T0 -6 of the raw image')" \
-    -v g="$(sec 'genimage 16')" -v f="$(sec 'kiln flash (bmap) to a file')" -v b="$(sec 'bmaptool copy to a file')" 'BEGIN {
-  d = 0.005
-  printf "ratio standard pipeline / kiln          %6.1fx\n", a / (k + d)
-  if (g != "") printf "ratio genimage / kiln                   %6.1fx\n", g / (k + d)
-  printf "ratio kiln / cp --sparse=always         %6.1fx\n", k / (c + d)
-  printf "ratio kiln qcow2 build / kiln raw build %6.2fx\n", q / (k + d)
-  printf "ratio qemu-img convert / kiln qcow2     %6.2fx (convert alone, image already built)\n", qi / (q + d)
-  printf "ratio xz -T0 / kiln raw.xz build        %6.2fx\n", xi / (x + d)
-  printf "ratio bmaptool copy / kiln flash        %6.2fx\n", b / (f + d)
-}'
+python3 - "$w/results" <<'EOP'
+import sys
+r = {}
+for line in open(sys.argv[1]):
+    n, s, m, c = line.rstrip("\n").split("\t")
+    r[n] = (float(s), int(m), float(c))
+def s(n): return max(r[n][0], 0.01)
+k = "kiln build raw (+sha256+bmap)"
+rows = [
+    ("standard pipeline / kiln raw", s("standard pipeline (+sha256+bmap)") / s(k), ">= 3", lambda v: v >= 3),
+]
+if "genimage" in r:
+    rows.append(("genimage / kiln raw", s("genimage") / s(k), "(>= 3)", lambda v: v >= 3))
+xz = [n for n in r if n.startswith("kiln build raw.xz")][0]
+xzc = [n for n in r if n.startswith("xz -T0")][0]
+rows += [
+    ("kiln raw / cp --sparse=always", s(k) / s("cp --sparse=always"), "<= 2", lambda v: v <= 2),
+    ("kiln qcow2 / kiln raw", s("kiln build qcow2") / s(k), "<= 1.1", lambda v: v <= 1.1),
+    ("qemu-img convert qcow2 / kiln qcow2 build", s("qemu-img convert raw -> qcow2") / s("kiln build qcow2"), "", None),
+    ("kiln vmdk / kiln raw", s("kiln build vmdk") / s(k), "", None),
+    ("qemu-img convert vmdk / kiln vmdk build", s("qemu-img convert raw -> vmdk (stream)") / s("kiln build vmdk"), "", None),
+    ("xz -T0 / kiln raw.xz build (throughput)", s(xzc) / s(xz), ">= 1", lambda v: v >= 1),
+    ("bmaptool copy / kiln flash", s("bmaptool copy to a file") / s("kiln flash (bmap, verify) to a file"), ">= 1", lambda v: v >= 1),
+]
+def c(n): return max(r[n][2], 0.01)
+rows.insert(1, ("  same in CPU seconds (user+sys)", c("standard pipeline (+sha256+bmap)") / c(k), "", None))
+rows.append(("  xz in CPU seconds", c(xzc) / c(xz), "", None))
+print("%-44s %8s  %-8s %s" % ("ratio", "value", "target", ""))
+for name, v, tgt, ok in rows:
+    print("%-44s %7.2fx  %-8s %s" % (name, v, tgt, "" if ok is None else ("met" if ok(v) else "MISSED")))
+kmax = max((m, n) for n, (_, m) in r.items() if n.startswith("kiln"))
+print("%-44s %7.1f MiB  %-8s %s (%s)" % ("peak RSS of kiln, worst job", kmax[0] / 1024, "<= 128", "met" if kmax[0] <= 128 * 1024 else "MISSED", kmax[1]))
+EOP
