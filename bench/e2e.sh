@@ -184,6 +184,6 @@ rows.append(("  xz in CPU seconds", c(xzc) / c(xz), "", None))
 print("%-44s %8s  %-8s %s" % ("ratio", "value", "target", ""))
 for name, v, tgt, ok in rows:
     print("%-44s %7.2fx  %-8s %s" % (name, v, tgt, "" if ok is None else ("met" if ok(v) else "MISSED")))
-kmax = max((m, n) for n, (_, m) in r.items() if n.startswith("kiln"))
+kmax = max((m, n) for n, (_, m, _) in r.items() if n.startswith("kiln"))
 print("%-44s %7.1f MiB  %-8s %s (%s)" % ("peak RSS of kiln, worst job", kmax[0] / 1024, "<= 128", "met" if kmax[0] <= 128 * 1024 else "MISSED", kmax[1]))
 EOP
