@@ -521,7 +521,7 @@ pub fn make_flasher(dir: &Path, inner: &Path) -> PathBuf {
     image
 }
 
-/// Output kinds of [`convert`].
+/// Output kinds of [`pack`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packed {
     /// `xz -T2`.
