@@ -76,7 +76,7 @@ enum Command {
         /// Print the build report as JSON on stdout.
         #[arg(long)]
         json: bool,
-        /// Preload into this existing OS image (raw, .xz, .gz, .zst, .zip, qcow2, vmdk, vhd) instead of building the OS partitions; overrides the recipe's [base] image.
+        /// Preload into this existing OS image (raw, .xz, .gz, .zst, .zip, qcow2, vmdk, vhd) instead of building the OS partitions; overrides the recipe's `[base] image`.
         #[arg(long, value_name = "IMAGE")]
         base: Option<PathBuf>,
         /// With --base: preload even if the base's device type or architecture does not match the board.
@@ -130,7 +130,7 @@ enum Command {
         /// Devices file: CSV (header row; uuid and hostname columns required; dotted columns nest) or JSON array.
         #[arg(long)]
         devices: PathBuf,
-        /// Output directory (must not exist or be empty): <name>.img|.qcow2, <name>.manifest.json, SHA256SUMS.
+        /// Output directory (must not exist or be empty): NAME.img or NAME.qcow2, NAME.manifest.json, SHA256SUMS.
         #[arg(long, short)]
         output: PathBuf,
         /// raw (a full sparse image per device) or qcow2-overlay (small overlays backed by IMAGE).

@@ -50,7 +50,7 @@ pub struct BuildRequest<'a> {
     /// Threads for compression.
     pub threads: u32,
     /// Base-image mode: preload into this image (`None`: the recipe's
-    /// `[base] image`, if any; see [`crate::base`]).
+    /// `[base] image`, if any; see the README).
     pub base: Option<PathBuf>,
     /// Base-image mode: accept a device type or architecture mismatch.
     pub force: bool,
