@@ -82,6 +82,24 @@ fn other_boot_files_unchanged(base: &Path, out: &Path, bp: &SfPart, op: &SfPart)
     }
 }
 
+/// Objects merged key by key, anything else replaced (what kiln promises
+/// for config.json).
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base.as_object_mut(), over.as_object()) {
+        (Some(b), Some(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(x) => merge(x, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        _ => *base = over.clone(),
+    }
+}
+
 fn config(img: &Path, p: &SfPart) -> serde_json::Value {
     serde_json::from_slice(&mtype(img, p, "config.json")).unwrap()
 }
@@ -150,6 +168,19 @@ fn preloads_into_an_mbr_base_whose_store_a_real_engine_wrote() {
         .as_str()
         .unwrap()
         .starts_with("ssh-ed25519"));
+    // Exactly the merge: the config.json a normal build of the same recipe
+    // writes, deep-merged over the base's.
+    let plain = dir.join("plain.img");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&recipe)
+        .arg("-o")
+        .arg(&plain));
+    let (_, pparts) = sfdisk(&plain);
+    let mut want = b.clone();
+    merge(&mut want, &config(&plain, part(&pparts, 1)));
+    assert_eq!(c, want, "config.json is not the merge");
     other_boot_files_unchanged(&raw, &out, part(&bparts, 1), part(&oparts, 1));
     // The recipe's NetworkManager profile is there too.
     assert!(!mtype(&out, part(&oparts, 1), "system-connections/bob-ethernet").is_empty());
