@@ -53,7 +53,6 @@ use crate::build::{
 };
 use crate::content::{add_dir, feed_generated, Generated};
 use crate::manifest::BaseFacts;
-use crate::swap::swap_header;
 use crate::Error;
 use kiln_base::{BasePartition, Layout, Role as BaseRole};
 use kiln_ext4::{Ext4Estimator, Ext4Reader, Ext4Writer, Visit};
@@ -602,21 +601,7 @@ fn preload_disk(
             }
             None => None,
         };
-        let swap = if recipe.swap.size.bytes() > 0 {
-            let path = TreePath::parse(recipe.swap.path.trim_start_matches('/').as_bytes())
-                .map_err(|e| Error::Layout {
-                    partition: data_label.clone(),
-                    reason: format!("swap.path: {e}"),
-                })?;
-            let header = swap_header(
-                recipe.swap.size.bytes(),
-                req.seed.uuid("swap"),
-                &recipe.swap.label,
-            );
-            Some((path, recipe.swap.size.bytes(), header))
-        } else {
-            None
-        };
+        let swap = crate::build::swapfile(req, &data_label)?;
         // What kiln replaces: the swapfile, apps.json, repositories.json;
         // lost+found is the new filesystem's own.
         let mut drop: BTreeSet<TreePath> = BTreeSet::new();

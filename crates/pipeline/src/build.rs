@@ -431,23 +431,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     }
     let config = boot_config(req, progress)?;
 
-    // Swapfile.
-    let swap =
-        if recipe.swap.size.bytes() > 0 {
-            let path = TreePath::parse(recipe.swap.path.trim_start_matches('/').as_bytes())
-                .map_err(|e| Error::Layout {
-                    partition: "resin-data".into(),
-                    reason: format!("swap.path: {e}"),
-                })?;
-            let header = swap_header(
-                recipe.swap.size.bytes(),
-                req.seed.uuid("swap"),
-                &recipe.swap.label,
-            );
-            Some((path, recipe.swap.size.bytes(), header))
-        } else {
-            None
-        };
+    let swap = swapfile(req, "resin-data")?;
     let data_label = profile
         .partitions
         .iter()
@@ -962,6 +946,26 @@ fn write_boot(
         part_guid: None,
         used_bytes: report.file_bytes,
     })
+}
+
+/// The swapfile of the recipe, if any: its path on the data partition
+/// (`label`, for errors), size and header page.
+pub(crate) fn swapfile(
+    req: &BuildRequest<'_>,
+    label: &str,
+) -> Result<Option<(TreePath, u64, [u8; 4096])>, Error> {
+    let swap = &req.recipe.swap;
+    if swap.size.bytes() == 0 {
+        return Ok(None);
+    }
+    let path = TreePath::parse(swap.path.trim_start_matches('/').as_bytes()).map_err(|e| {
+        Error::Layout {
+            partition: label.to_string(),
+            reason: format!("swap.path: {e}"),
+        }
+    })?;
+    let header = swap_header(swap.size.bytes(), req.seed.uuid("swap"), &swap.label);
+    Ok(Some((path, swap.size.bytes(), header)))
 }
 
 /// Checks the boot partition's inputs exist and resolves config.json
