@@ -255,13 +255,14 @@ fn preloads_into_an_mbr_base_whose_store_a_real_engine_wrote() {
 }
 
 #[test]
-fn grows_a_gpt_fat32_base_reproducibly() {
+fn grows_a_gpt_fat32_balena_labelled_base_reproducibly() {
     demo_inputs();
     require("sgdisk", "gdisk");
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
     let spec = BaseSpec {
         table: Table::Gpt,
         fat: BootFat::Fat32,
+        prefix: "balena".into(),
         boot_mib: 64,
         data_mib: 16,
         ..BaseSpec::default()
@@ -288,9 +289,14 @@ fn grows_a_gpt_fat32_base_reproducibly() {
     extract(&out, part(&oparts, 1), &d.path().join("boot.fs"));
     fsck_fat_clean(&d.path().join("boot.fs"));
     let (fstype, label, _) = blkid(&out, part(&oparts, 1));
-    assert_eq!((fstype.as_str(), label.as_str()), ("vfat", "resin-boot"));
+    assert_eq!((fstype.as_str(), label.as_str()), ("vfat", "balena-boot"));
     extract(&out, od, &d.path().join("data.fs"));
     e2fsck_clean(&d.path().join("data.fs"));
+    let (_, dlabel, _) = blkid(&out, od);
+    assert_eq!(dlabel, "balena-data");
+    // The swap service looks for the data partition by the base's label.
+    let apps = debugfs(&d.path().join("data.fs"), "cat /apps.json");
+    assert!(apps.contains("LABEL=balena-data"), "{apps}");
     let ls = debugfs(&d.path().join("data.fs"), "ls -l /");
     assert!(
         ls.contains("apps.json") && ls.contains("swapfile") && ls.contains("docker"),

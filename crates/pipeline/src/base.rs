@@ -446,14 +446,6 @@ pub(crate) fn build_base(
         )
         .into());
     }
-    let app = match &recipe.app {
-        Some(a) => {
-            progress("resolving the application images");
-            Some(prepare_app(req, a, time, "resin-data")?)
-        }
-        None => None,
-    };
-
     // 1. The base, sparse, into the temporary output.
     let out = &req.output;
     let mut tmp = TempImage::create(out)?;
@@ -470,6 +462,25 @@ pub(crate) fn build_base(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let scratch = |what: &str| Scratch::create(dir.join(format!(".{name}.kiln-{what}")));
+
+    // 2. Layout and device type.
+    let layout = kiln_base::detect(&*file).map_err(base_err(base))?;
+    let info = kiln_base::device_info(&*file, &layout).map_err(base_err(base))?;
+    check_device(req, base, &info, req.force)?;
+    // The app, once the data partition's label is known (the swap
+    // service finds the partition by it; a flasher's inner image is
+    // assumed to use balenaOS's resin-data).
+    let data_label = layout
+        .role(BaseRole::Data)
+        .and_then(|p| p.label.clone())
+        .unwrap_or_else(|| "resin-data".into());
+    let app = match &recipe.app {
+        Some(a) => {
+            progress("resolving the application images");
+            Some(prepare_app(req, a, time, &data_label)?)
+        }
+        None => None,
+    };
     let ctx = Ctx {
         req,
         base,
@@ -477,11 +488,6 @@ pub(crate) fn build_base(
         app: app.as_ref(),
         time,
     };
-
-    // 2. Layout and device type.
-    let layout = kiln_base::detect(&*file).map_err(base_err(base))?;
-    let info = kiln_base::device_info(&*file, &layout).map_err(base_err(base))?;
-    check_device(req, base, &info, req.force)?;
     let done = if layout.flasher {
         preload_flasher(&ctx, file, &layout, &scratch, progress)?
     } else {
