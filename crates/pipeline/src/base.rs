@@ -439,7 +439,7 @@ pub(crate) fn build_base(
     }
     let config = crate::build::boot_config(req, progress)?;
     if recipe.swap.size.bytes() > 0 && recipe.swap.activation == SwapActivation::SystemdUnit {
-        return Err(recipe_key_err(
+        return Err(crate::build::recipe_invalid(
             recipe,
             "swap.activation",
             "a base image keeps its root filesystem as it is, so kiln cannot add a systemd unit there: use \"app-service\" (a privileged swap service in the app) or \"none\" in base-image mode",
@@ -1076,18 +1076,6 @@ fn fs_kind(p: &BasePartition) -> &'static str {
         kiln_base::FsType::Fat => "fat",
         kiln_base::FsType::Ext4 => "ext4",
         _ => "other",
-    }
-}
-
-fn recipe_key_err(recipe: &kiln_recipe::Recipe, key: &str, reason: &str) -> kiln_recipe::Error {
-    kiln_recipe::Error::Invalid {
-        at: kiln_recipe::Location {
-            file: recipe.source.clone(),
-            line: 0,
-            column: 0,
-        },
-        key: key.to_string(),
-        reason: reason.to_string(),
     }
 }
 

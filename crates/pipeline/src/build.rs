@@ -761,7 +761,7 @@ fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
     })
 }
 
-fn recipe_invalid(recipe: &Recipe, key: &str, reason: &str) -> kiln_recipe::Error {
+pub(crate) fn recipe_invalid(recipe: &Recipe, key: &str, reason: &str) -> kiln_recipe::Error {
     kiln_recipe::Error::Invalid {
         at: kiln_recipe::Location {
             file: recipe.source.clone(),
