@@ -105,7 +105,11 @@ impl Container {
 
     /// Opens the file `rel`; returns its reader and length in bytes.
     /// `label` names the blob in a missing-blob error.
-    pub(crate) fn open_file(&self, rel: &str, label: &str) -> Result<(Box<dyn Read>, u64), Error> {
+    pub(crate) fn open_file(
+        &self,
+        rel: &str,
+        label: &str,
+    ) -> Result<(Box<dyn Read + Send>, u64), Error> {
         let missing = || Error::MissingBlob {
             input: self.path().to_path_buf(),
             digest: label.to_string(),

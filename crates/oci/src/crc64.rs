@@ -3,52 +3,29 @@
 //! `0xD800000000000000`, initial value and final xor all ones). Stored
 //! big-endian, 8 bytes.
 
-const POLY: u64 = 0xD800_0000_0000_0000;
+use crc::{Crc, Digest, Table, CRC_64_GO_ISO};
 
-const fn table() -> [u64; 256] {
-    let mut t = [0u64; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u64;
-        let mut k = 0;
-        while k < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
-            k += 1;
-        }
-        t[i] = crc;
-        i += 1;
-    }
-    t
-}
-
-static TABLE: [u64; 256] = table();
+/// Slice-by-16 tables: every member's data passes through this CRC, so the
+/// byte-at-a-time table would cost more than decompressing the layer.
+static GO_ISO: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 
 /// A running CRC-64/GO-ISO.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Crc64(u64);
+#[derive(Clone)]
+pub(crate) struct Crc64(Digest<'static, u64, Table<16>>);
 
 impl Default for Crc64 {
     fn default() -> Self {
-        Self(!0)
+        Self(GO_ISO.digest())
     }
 }
 
 impl Crc64 {
     pub(crate) fn update(&mut self, data: &[u8]) {
-        let mut crc = self.0;
-        for &b in data {
-            let idx = usize::from((crc as u8) ^ b);
-            crc = TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8);
-        }
-        self.0 = crc;
+        self.0.update(data);
     }
     /// The checksum as tar-split stores it (big-endian).
-    pub(crate) fn finish(self) -> [u8; 8] {
-        (!self.0).to_be_bytes()
+    pub(crate) fn finish(&self) -> [u8; 8] {
+        self.0.clone().finalize().to_be_bytes()
     }
 }
 
@@ -63,5 +40,40 @@ mod tests {
         c.update(b"1234");
         c.update(b"56789");
         assert_eq!(u64::from_be_bytes(c.finish()), 0xb909_56c7_75a4_1001);
+    }
+
+    #[test]
+    fn matches_the_bitwise_definition() {
+        // Reflected polynomial 0xD800000000000000, init and xorout all
+        // ones, one bit at a time (Go's crc64.ISO), over odd lengths and
+        // split updates, so the sliced tables cannot drift from it.
+        fn bitwise(data: &[u8]) -> u64 {
+            let mut crc = !0u64;
+            for &b in data {
+                crc ^= u64::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xD800_0000_0000_0000
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let data: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 7, 15, 16, 17, 255, 4096, 9_999] {
+            let (a, b) = data[..len].split_at(len / 3);
+            let mut c = Crc64::default();
+            c.update(a);
+            c.update(b);
+            assert_eq!(
+                u64::from_be_bytes(c.finish()),
+                bitwise(&data[..len]),
+                "len {len}"
+            );
+        }
     }
 }

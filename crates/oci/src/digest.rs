@@ -86,14 +86,22 @@ impl Hasher {
 /// Hashes everything read through it.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: Hasher,
+    /// `None`: a pass-through that cannot verify (a sizing pass).
+    hasher: Option<Hasher>,
 }
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
         Self {
             inner,
-            hasher: Hasher::default(),
+            hasher: Some(Hasher::default()),
+        }
+    }
+    /// The same reader without hashing; [`HashingReader::verify`] refuses it.
+    pub(crate) fn unhashed(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: None,
         }
     }
     /// Reads to the end (so trailing bytes are hashed) and checks digest
@@ -109,7 +117,12 @@ impl<R: Read> HashingReader<R> {
             op: "cannot read blob",
             source,
         })?;
-        let (actual, len) = self.hasher.finish();
+        let (actual, len) = self
+            .hasher
+            .ok_or(Error::InvalidRequest(
+                "verifying a blob read without hashing",
+            ))?
+            .finish();
         if let Some(expected) = size {
             if expected != len {
                 return Err(Error::SizeMismatch {
@@ -134,7 +147,9 @@ impl<R: Read> HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
+        if let Some(h) = &mut self.hasher {
+            h.update(buf.get(..n).unwrap_or_default());
+        }
         Ok(n)
     }
 }

@@ -10,10 +10,14 @@
 //! | other `.wh..wh.*` (aufs metadata) | dropped |
 //! | the root entry `./` | ignored: `diff/` itself stays 0755, root-owned |
 //!
-//! The pipeline: blob file -> sha256 of the blob (verified at the end) ->
-//! decompressor -> tee (sha256 = diff ID; raw header bytes -> tar-split
+//! The pipeline, on two threads: a decoder thread reads the blob file ->
+//! sha256 of the blob (verified at the end) -> decompressor -> sha256 of
+//! the tar (the diff ID) -> chunks over a bounded channel (a few MiB in
+//! flight) to the calling thread: tee (raw header bytes -> tar-split
 //! segments; member data -> CRC-64 for tar-split) -> tar parser ->
-//! entries. Member data goes straight to the sink; directories are held
+//! entries. Decompression and hashing thus overlap with the sink's work
+//! (the ext4 writer). A sizing pass can skip both digests
+//! ([`Verify::No`]): the pass that writes checks them. Member data goes straight to the sink; directories are held
 //! back (path and metadata only) and emitted after the layer's files, so
 //! the opaque xattr, which a later member announces, is part of the
 //! directory entry (sinks accept parents after children).
@@ -31,6 +35,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 /// What streaming a layer found out.
 #[derive(Debug, Clone)]
@@ -54,7 +59,6 @@ enum Mode {
 
 struct TeeState {
     mode: Mode,
-    diff: Hasher,
     segment: Vec<u8>,
     crc: Crc64,
 }
@@ -69,7 +73,6 @@ impl<R: Read> Read for Tee<R> {
         let n = self.inner.read(buf)?;
         let got = buf.get(..n).unwrap_or_default();
         let mut st = self.st.borrow_mut();
-        st.diff.update(got);
         match st.mode {
             Mode::Header => st.segment.extend_from_slice(got),
             Mode::Data => st.crc.update(got),
@@ -102,6 +105,120 @@ impl<R: BufRead> Decomp<R> {
             Decomp::Zstd(r) => r.get_mut(),
         }
     }
+    fn into_raw(self) -> R {
+        match self {
+            Decomp::Plain(r) => r,
+            Decomp::Gzip(r) => r.into_inner(),
+            Decomp::Zstd(r) => r.finish(),
+        }
+    }
+}
+
+/// Whether streaming a layer checks the blob digest and the diff ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verify {
+    /// Check both (any pass whose output is kept).
+    Yes,
+    /// Skip both: a sizing pass, followed by a pass that checks.
+    No,
+}
+
+/// Size of the decoded chunks handed from the decoder thread.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the threads (bounds the memory: ~2 MiB).
+const IN_FLIGHT: usize = 8;
+
+type Chunk = std::io::Result<Vec<u8>>;
+
+/// What the decoder thread found at the end of the blob.
+struct Decoded<R> {
+    /// The blob reader, drained to its end (for the blob digest).
+    raw: R,
+    /// sha256 and length of the decompressed tar.
+    diff: Hasher,
+    tar_size: u64,
+}
+
+/// The decoder thread: decompresses `d` to its end (then drains the
+/// compressed stream, so trailing bytes are hashed too), hashing the
+/// output when `verify`, and sends it in chunks. Stops early with
+/// `Err(Some(e))` when reading or decompressing failed (a copy of `e` went
+/// down the channel too), `Err(None)` when the consumer went away.
+fn decode<R: BufRead>(
+    mut d: Decomp<R>,
+    verify: Verify,
+    tx: &SyncSender<Chunk>,
+    spare: &Receiver<Vec<u8>>,
+) -> Result<Decoded<R>, Option<std::io::Error>> {
+    let fail = |e: std::io::Error| {
+        let _ = tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        Some(e)
+    };
+    let mut diff = Hasher::default();
+    let mut tar_size = 0u64;
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        // Fill whole chunks: decompressors return short reads.
+        while n < CHUNK {
+            match d.read(buf.get_mut(n..).unwrap_or_default()) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if verify == Verify::Yes {
+            diff.update(&buf);
+        }
+        tar_size += n as u64;
+        tx.send(Ok(buf)).map_err(|_| None)?;
+    }
+    std::io::copy(d.raw(), &mut std::io::sink()).map_err(fail)?;
+    Ok(Decoded {
+        raw: d.into_raw(),
+        diff,
+        tar_size,
+    })
+}
+
+/// The calling thread's end of the channel, as a reader.
+struct Chunks {
+    rx: Receiver<Chunk>,
+    spare: Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(rest) = self.cur.get(self.pos..).filter(|r| !r.is_empty()) {
+                let n = rest.len().min(out.len());
+                out.get_mut(..n)
+                    .unwrap_or_default()
+                    .copy_from_slice(rest.get(..n).unwrap_or_default());
+                self.pos += n;
+                return Ok(n);
+            }
+            if out.is_empty() {
+                return Ok(0);
+            }
+            // Hand the used buffer back for reuse (the thread may be done).
+            let _ = self.spare.send(std::mem::take(&mut self.cur));
+            self.pos = 0;
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.cur = b,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }
 
 const WH: &[u8] = b".wh.";
@@ -118,13 +235,15 @@ fn is_header_only(t: tar::EntryType) -> bool {
 }
 
 /// Streams `layer` (read from `c`) into `sink`, every path below
-/// `diff_root`. Verifies the blob digest and the diff ID.
+/// `diff_root`. Verifies the blob digest and the diff ID unless `verify`
+/// is [`Verify::No`].
 pub(crate) fn stream_layer<S: TreeSink>(
     c: &Container,
     layer: &LayerSpec,
     diff_root: &TreePath,
     default_meta: &Metadata,
     sink: &mut S,
+    verify: Verify,
 ) -> Result<LayerResult, FeedError<S::Error>> {
     let input = c.path().to_path_buf();
     let label = layer.blob.label();
@@ -138,7 +257,11 @@ pub(crate) fn stream_layer<S: TreeSink>(
         blob: label.clone(),
         source,
     };
-    let mut buffered = BufReader::with_capacity(256 * 1024, HashingReader::new(raw));
+    let hashing = match verify {
+        Verify::Yes => HashingReader::new(raw),
+        Verify::No => HashingReader::unhashed(raw),
+    };
+    let mut buffered = BufReader::with_capacity(256 * 1024, hashing);
     let comp = match layer.compression {
         LayerCompression::Sniff => {
             let head = buffered.fill_buf().map_err(lio)?;
@@ -167,14 +290,94 @@ pub(crate) fn stream_layer<S: TreeSink>(
         }
         LayerCompression::None | LayerCompression::Sniff => Decomp::Plain(buffered),
     };
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(IN_FLIGHT);
+        let (spare_tx, spare_rx) = channel();
+        let decoder = scope.spawn(move || decode(decomp, verify, &tx, &spare_rx));
+        let chunks = Chunks {
+            rx,
+            spare: spare_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let res = consume(chunks, diff_root, default_meta, sink, &input, &label);
+        // On an early return the consumer's end is dropped by now, so the
+        // decoder stops at its next send.
+        let decoded = decoder.join().unwrap_or_else(|_| {
+            Err(Some(std::io::Error::other(
+                "the layer decoder thread panicked",
+            )))
+        });
+        let (res, decoded) = match (res, decoded) {
+            // A blob that fails to decompress is the cause, even when the
+            // error reached the sink first (it reads member data).
+            (_, Err(Some(source))) => {
+                return Err(Error::LayerIo {
+                    input,
+                    blob: label,
+                    source,
+                }
+                .into())
+            }
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(None)) => {
+                return Err(Error::LayerIo {
+                    input,
+                    blob: label,
+                    source: std::io::Error::other("the layer decoder stopped early"),
+                }
+                .into())
+            }
+            (Ok(r), Ok(d)) => (r, d),
+        };
+        let Decoded {
+            raw: hashing,
+            diff,
+            tar_size,
+        } = decoded;
+        if verify == Verify::Yes {
+            if let BlobLoc::Oci { digest, size } = &layer.blob {
+                hashing.into_inner().verify(&input, digest, Some(*size))?;
+            }
+            let (diff_id, _) = diff.finish();
+            if diff_id != layer.diff_id {
+                return Err(Error::DiffIdMismatch {
+                    input,
+                    blob: label,
+                    expected: layer.diff_id.to_string(),
+                    actual: diff_id.to_string(),
+                }
+                .into());
+            }
+        }
+        Ok(LayerResult { tar_size, ..res })
+    })
+}
+
+/// The calling thread's part of [`stream_layer`]: parses the decoded tar
+/// from `chunks` to its end and feeds the entries to `sink`.
+fn consume<S: TreeSink>(
+    chunks: Chunks,
+    diff_root: &TreePath,
+    default_meta: &Metadata,
+    sink: &mut S,
+    input: &std::path::Path,
+    label: &str,
+) -> Result<LayerResult, FeedError<S::Error>> {
+    let input = input.to_path_buf();
+    let label = label.to_string();
+    let lio = |source: std::io::Error| Error::LayerIo {
+        input: input.clone(),
+        blob: label.clone(),
+        source,
+    };
     let st = Rc::new(RefCell::new(TeeState {
         mode: Mode::Header,
-        diff: Hasher::default(),
         segment: Vec::new(),
         crc: Crc64::default(),
     }));
     let tee = Tee {
-        inner: decomp,
+        inner: chunks,
         st: Rc::clone(&st),
     };
     let mut ts = TarSplitWriter::new();
@@ -342,30 +545,8 @@ pub(crate) fn stream_layer<S: TreeSink>(
     std::io::copy(&mut tee, &mut std::io::sink()).map_err(lio)?;
     let tail = std::mem::take(&mut st.borrow_mut().segment);
     ts.segment(&tail).map_err(lio)?;
-    let mut decomp = tee.inner;
-    let raw = decomp.raw();
-    std::io::copy(raw, &mut std::io::sink()).map_err(lio)?;
-    let hashing = match decomp {
-        Decomp::Plain(r) => r.into_inner(),
-        Decomp::Gzip(r) => r.into_inner().into_inner(),
-        Decomp::Zstd(r) => r.finish().into_inner(),
-    };
-    if let BlobLoc::Oci { digest, size } = &layer.blob {
-        hashing.verify(&input, digest, Some(*size))?;
-    }
-    let (diff_id, tar_size) = {
-        let s = st.borrow();
-        s.diff.clone().finish()
-    };
-    if diff_id != layer.diff_id {
-        return Err(Error::DiffIdMismatch {
-            input,
-            blob: label,
-            expected: layer.diff_id.to_string(),
-            actual: diff_id.to_string(),
-        }
-        .into());
-    }
+    // The decoder thread drains the compressed stream itself.
+    drop(tee);
     // Directories last, parents first, with the opaque marker merged.
     for (path, m) in &opaque {
         if !dirs.contains_key(path) {
@@ -393,7 +574,7 @@ pub(crate) fn stream_layer<S: TreeSink>(
     let tar_split = ts.finish().map_err(lio)?;
     Ok(LayerResult {
         size,
-        tar_size,
+        tar_size: 0,
         tar_split,
         entries: count,
     })

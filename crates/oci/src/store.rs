@@ -26,7 +26,7 @@
 
 use crate::container::Container;
 use crate::input::{resolve, Image, ImageInput, LayerSpec};
-use crate::layer::stream_layer;
+use crate::layer::{stream_layer, Verify};
 use crate::merge::{ExistingLayer, ExistingStore};
 use crate::{Digest, Error, FeedError, ImageRef, Platform};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
@@ -366,7 +366,20 @@ impl Store {
     /// after children), so the opaque-directory xattr is part of the
     /// directory's own entry.
     pub fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<FeedReport, FeedError<S::Error>> {
-        self.feed_inner(None, sink)
+        self.feed_inner(None, sink, Verify::Yes)
+    }
+
+    /// For a sizing pass before [`Store::feed`] (or, with `existing`,
+    /// [`Store::feed_onto`]): the same entries with the same sizes, but
+    /// blob digests and diff IDs are not checked, which saves hashing
+    /// every layer twice. The pass that writes checks them; never keep
+    /// what this fed.
+    pub fn feed_for_sizing<S: TreeSink>(
+        &self,
+        existing: Option<&ExistingStore>,
+        sink: &mut S,
+    ) -> Result<FeedReport, FeedError<S::Error>> {
+        self.feed_inner(existing, sink, Verify::No)
     }
 
     /// [`Store::feed`], skipping what `existing` already holds (see
@@ -375,6 +388,7 @@ impl Store {
         &self,
         existing: Option<&ExistingStore>,
         sink: &mut S,
+        verify: Verify,
     ) -> Result<FeedReport, FeedError<S::Error>> {
         let t = self.opts.time;
         let mut rep = FeedReport::default();
@@ -416,20 +430,26 @@ impl Store {
                 .containers
                 .get(input)
                 .ok_or(Error::InvalidRequest("input index"))?;
-            let res =
-                match stream_layer(container, layer, &diff_root, &Metadata::new(0o755, t), sink) {
-                    Ok(r) => r,
-                    // A blob that does not decompress or parse is most often
-                    // corrupt: say so, naming the blob, when its digest is off.
-                    Err(FeedError::Input(
-                        e @ (Error::LayerIo { .. } | Error::BadLayer { .. } | Error::Layer { .. }),
-                    )) => {
-                        return Err(FeedError::Input(
-                            verify_blob(container, layer).err().unwrap_or(e),
-                        ));
-                    }
-                    Err(e) => return Err(e),
-                };
+            let res = match stream_layer(
+                container,
+                layer,
+                &diff_root,
+                &Metadata::new(0o755, t),
+                sink,
+                verify,
+            ) {
+                Ok(r) => r,
+                // A blob that does not decompress or parse is most often
+                // corrupt: say so, naming the blob, when its digest is off.
+                Err(FeedError::Input(
+                    e @ (Error::LayerIo { .. } | Error::BadLayer { .. } | Error::Layer { .. }),
+                )) => {
+                    return Err(FeedError::Input(
+                        verify_blob(container, layer).err().unwrap_or(e),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
             rep.entries += res.entries;
             rep.content_bytes = rep.content_bytes.saturating_add(res.size);
             emit(

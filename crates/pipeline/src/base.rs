@@ -49,7 +49,7 @@
 //! a few MiB of buffers plus the writers' per-inode tables.
 
 use crate::build::{
-    finish, prepare_app, App, BuildReport, BuildRequest, PartitionReport, TempImage,
+    finish, prepare_app, App, BuildReport, BuildRequest, PartitionReport, Pass, TempImage,
 };
 use crate::content::{add_dir, feed_generated, Generated};
 use crate::manifest::BaseFacts;
@@ -243,7 +243,11 @@ enum MergeError<E> {
 }
 
 impl MergedData<'_> {
-    fn feed<S>(&self, sink: &mut S) -> Result<Option<kiln_oci::FeedReport>, MergeError<S::Error>>
+    fn feed<S>(
+        &self,
+        sink: &mut S,
+        pass: Pass,
+    ) -> Result<Option<kiln_oci::FeedReport>, MergeError<S::Error>>
     where
         S: TreeSink,
         S::Error: std::error::Error + Send + Sync + 'static,
@@ -287,15 +291,16 @@ impl MergedData<'_> {
         )
         .map_err(MergeError::Sink)?;
         let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
-        let report = app
-            .store
-            .feed_onto(existing, &mut prefixed)
-            .map_err(|e| match e {
-                kiln_oci::FeedError::Input(i) => MergeError::App(i),
-                kiln_oci::FeedError::Sink(s) => MergeError::Sink(s),
-                #[allow(unreachable_patterns)]
-                _ => MergeError::App(kiln_oci::Error::InvalidRequest("unknown feed error")),
-            })?;
+        let fed = match pass {
+            Pass::Size => app.store.feed_for_sizing(Some(existing), &mut prefixed),
+            Pass::Write => app.store.feed_onto(existing, &mut prefixed),
+        };
+        let report = fed.map_err(|e| match e {
+            kiln_oci::FeedError::Input(i) => MergeError::App(i),
+            kiln_oci::FeedError::Sink(s) => MergeError::Sink(s),
+            #[allow(unreachable_patterns)]
+            _ => MergeError::App(kiln_oci::Error::InvalidRequest("unknown feed error")),
+        })?;
         Ok(Some(report))
     }
 }
@@ -654,7 +659,7 @@ fn preload_disk(
         };
         let mut est = Ext4Estimator::new();
         merged
-            .feed(&mut est)
+            .feed(&mut est, Pass::Size)
             .map_err(|e| merge_err(&data_label, e))?;
         let min = est
             .min_size_bytes(&opts(0), recipe.data.headroom.bytes())
@@ -672,7 +677,9 @@ fn preload_disk(
         let disk_bytes = regrow(file, layout, &data, new_size, align, out)?;
         let region = SubRegion::new(&mut *file, data.start_bytes, new_size);
         let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
-        let feed_report = merged.feed(&mut w).map_err(|e| merge_err(&data_label, e))?;
+        let feed_report = merged
+            .feed(&mut w, Pass::Write)
+            .map_err(|e| merge_err(&data_label, e))?;
         let wr = w.finish().map_err(ext4_err(&data_label))?;
         (wr, feed_report, data_uuid, disk_bytes)
     };

@@ -212,6 +212,16 @@ enum DataFeedError<E> {
     Sink(E),
 }
 
+/// Which pass feeds the data partition's tree.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// Into the size estimator: layer digests are not checked (the write
+    /// pass does), so every layer is hashed once per build.
+    Size,
+    /// Into the writer: everything checked.
+    Write,
+}
+
 /// What goes into the data partition: the balenaOS root files, the
 /// swapfile (first, so it gets one contiguous run of blocks), `apps.json`
 /// and the engine store.
@@ -225,6 +235,7 @@ impl DataTree {
     fn feed<S: TreeSink>(
         &self,
         sink: &mut S,
+        pass: Pass,
     ) -> Result<Option<kiln_oci::FeedReport>, DataFeedError<S::Error>> {
         let t = self.time;
         add_dir(sink, &TreePath::root(), 0o755, t).map_err(DataFeedError::Sink)?;
@@ -257,7 +268,11 @@ impl DataTree {
         if let Some(app) = &self.app {
             add_dir(sink, &app.store_path, 0o710, t).map_err(DataFeedError::Sink)?;
             let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
-            let report = app.store.feed(&mut prefixed).map_err(|e| match e {
+            let fed = match pass {
+                Pass::Size => app.store.feed_for_sizing(None, &mut prefixed),
+                Pass::Write => app.store.feed(&mut prefixed),
+            };
+            let report = fed.map_err(|e| match e {
                 kiln_oci::FeedError::Input(i) => DataFeedError::App(i),
                 kiln_oci::FeedError::Sink(s) => DataFeedError::Sink(s),
                 #[allow(unreachable_patterns)]
@@ -460,7 +475,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     let mut est = Ext4Estimator::new();
     progress("sizing the data partition");
     data_tree
-        .feed(&mut est)
+        .feed(&mut est, Pass::Size)
         .map_err(|e| data_err(&data_spec.label, e))?;
     let min_data = est
         .min_size_bytes(
@@ -571,7 +586,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
             Role::Data => write_ext4(req, placed, region, time, |sink| {
                 feed_report = data_tree
-                    .feed(sink)
+                    .feed(sink, Pass::Write)
                     .map_err(|e| data_err(&placed.spec.label, e))?;
                 Ok(())
             })?,
@@ -632,11 +647,14 @@ pub(crate) fn finish(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let file = tmp.file()?;
-    file.sync_all().map_err(|source| Error::Output {
+    // The image goes to disk (fsync, before the rename makes it visible)
+    // on a second thread while delivery reads it back from the page cache.
+    let flush_err = |source| Error::Output {
         path: out.clone(),
         op: "cannot flush the output file",
         source,
-    })?;
+    };
+    let syncing = file.try_clone().map_err(flush_err)?;
 
     // Delivery: formats, compression, bmap, checksums, manifest.
     let delivery = delivery_for(req)?;
@@ -655,7 +673,15 @@ pub(crate) fn finish(
             .unwrap_or_default()
     ));
     let mut temps = Temps::new();
-    let (mut artifacts, image_digest, keep_raw) = deliver(file, out, &delivery, &mut temps)?;
+    let (delivered, synced) = std::thread::scope(|scope| {
+        let sync = scope.spawn(move || syncing.sync_all());
+        let delivered = deliver(file, out, &delivery, &mut temps);
+        (delivered, sync.join())
+    });
+    let (mut artifacts, image_digest, keep_raw) = delivered?;
+    synced
+        .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")))
+        .map_err(flush_err)?;
     report.image_sha256 = image_digest.to_hex();
     let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
         profile: &req.profile,

@@ -29,7 +29,7 @@ use std::io::{Read, Write};
 
 use kiln_units::ReadAt;
 
-use crate::digest::{Sha256Digest, Sha256Hasher};
+use crate::digest::{Sha256Digest, Sha256Hasher, Sha256Thread};
 use crate::error::{io_err, Error, Result};
 use xml::{Token, Tokenizer};
 
@@ -610,7 +610,9 @@ fn parse_tree(text: &str) -> Result<RawBmap> {
 /// every image byte (data and holes) with [`BmapStreamHasher::update`] /
 /// [`BmapStreamHasher::update_zeros`]; bytes inside mapped ranges are
 /// hashed per range, the rest is skipped. Also yields the sha256 of the
-/// whole image, so one pass gives both.
+/// whole image, so one pass gives both; that digest is computed on a
+/// second thread ([`crate::digest::Sha256Thread`]), in parallel with the
+/// range hashes.
 #[derive(Debug)]
 pub struct BmapStreamHasher {
     image_size: u64,
@@ -620,7 +622,7 @@ pub struct BmapStreamHasher {
     pos: u64,
     current: Option<Sha256Hasher>,
     done: Vec<BmapRange>,
-    whole: Sha256Hasher,
+    whole: Sha256Thread,
 }
 
 impl BmapStreamHasher {
@@ -640,7 +642,7 @@ impl BmapStreamHasher {
             next: 0,
             pos: 0,
             current: None,
-            whole: Sha256Hasher::new(),
+            whole: Sha256Thread::new(),
         })
     }
 
@@ -664,10 +666,6 @@ impl BmapStreamHasher {
             let n = len.min(limit.saturating_sub(self.pos));
             // OK: n <= len, and len <= data.len() when data is given.
             let chunk = data.map(|d| d.get(..n as usize).unwrap_or(d));
-            match chunk {
-                Some(c) => self.whole.update(c),
-                None => self.whole.update_zeros(n),
-            }
             if inside {
                 if let Some(h) = self.current.as_mut() {
                     match chunk {
@@ -693,11 +691,13 @@ impl BmapStreamHasher {
 
     /// Feeds the next image bytes.
     pub fn update(&mut self, data: &[u8]) {
+        self.whole.update(data);
         self.feed(Some(data), data.len() as u64);
     }
 
     /// Feeds `len` zero bytes (a hole).
     pub fn update_zeros(&mut self, len: u64) {
+        self.whole.update_zeros(len);
         self.feed(None, len);
     }
 
@@ -718,13 +718,16 @@ impl BmapStreamHasher {
                 actual: self.pos,
             });
         }
+        let whole = self.whole.finish().ok_or(Error::InvalidRequest {
+            reason: "the whole-image sha256 thread stopped",
+        })?;
         Ok((
             Bmap {
                 image_size: self.image_size,
                 block_size: self.block_size,
                 ranges: self.done,
             },
-            self.whole.finish(),
+            whole,
         ))
     }
 }
