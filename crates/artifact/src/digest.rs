@@ -119,8 +119,8 @@ impl Sha256Hasher {
 
 /// A [`Sha256Hasher`] running on its own thread: [`Sha256Thread::update`]
 /// copies the bytes into a recycled buffer and queues them (at most
-/// [`Sha256Thread::IN_FLIGHT`] pieces of up to 1 MiB, so memory stays
-/// bounded), holes travel as a length. SHA-256 is sequential, so one
+/// [`Sha256Thread::IN_FLIGHT`] pieces of up to 256 KiB, so memory stays
+/// at about a MiB), holes travel as a length. SHA-256 is sequential, so one
 /// stream cannot be split; this lets a second core hash one stream (the
 /// whole image) while the caller hashes or writes another (the bmap
 /// ranges, the artifacts). Falls back to hashing inline if no thread can
@@ -160,8 +160,8 @@ impl Default for Sha256Thread {
 
 impl Sha256Thread {
     /// Pieces queued before [`Sha256Thread::update`] waits for the thread.
-    pub const IN_FLIGHT: usize = 8;
-    const PIECE: usize = 1 << 20;
+    pub const IN_FLIGHT: usize = 4;
+    const PIECE: usize = 256 << 10;
 
     /// Starts the hashing thread.
     pub fn new() -> Self {

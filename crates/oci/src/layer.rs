@@ -11,9 +11,9 @@
 //! | the root entry `./` | ignored: `diff/` itself stays 0755, root-owned |
 //!
 //! The pipeline, on two threads: a decoder thread reads the blob file ->
-//! sha256 of the blob (verified at the end) -> decompressor -> sha256 of
-//! the tar (the diff ID) -> chunks over a bounded channel (a few MiB in
-//! flight) to the calling thread: tee (raw header bytes -> tar-split
+//! sha256 of the blob (verified at the end) -> decompressor -> chunks over
+//! a bounded channel (a few MiB in flight) to the calling thread: sha256
+//! of the tar (the diff ID) -> tee (raw header bytes -> tar-split
 //! segments; member data -> CRC-64 for tar-split) -> tar parser ->
 //! entries. Decompression and hashing thus overlap with the sink's work
 //! (the ext4 writer). A sizing pass can skip both digests
@@ -134,19 +134,17 @@ type Chunk = std::io::Result<Vec<u8>>;
 struct Decoded<R> {
     /// The blob reader, drained to its end (for the blob digest).
     raw: R,
-    /// sha256 and length of the decompressed tar.
-    diff: Hasher,
+    /// Length of the decompressed tar.
     tar_size: u64,
 }
 
 /// The decoder thread: decompresses `d` to its end (then drains the
-/// compressed stream, so trailing bytes are hashed too), hashing the
-/// output when `verify`, and sends it in chunks. Stops early with
+/// compressed stream, so trailing bytes are hashed too) and sends the
+/// output in chunks. Stops early with
 /// `Err(Some(e))` when reading or decompressing failed (a copy of `e` went
 /// down the channel too), `Err(None)` when the consumer went away.
 fn decode<R: BufRead>(
     mut d: Decomp<R>,
-    verify: Verify,
     tx: &SyncSender<Chunk>,
     spare: &Receiver<Vec<u8>>,
 ) -> Result<Decoded<R>, Option<std::io::Error>> {
@@ -154,7 +152,6 @@ fn decode<R: BufRead>(
         let _ = tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
         Some(e)
     };
-    let mut diff = Hasher::default();
     let mut tar_size = 0u64;
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
@@ -173,26 +170,25 @@ fn decode<R: BufRead>(
             break;
         }
         buf.truncate(n);
-        if verify == Verify::Yes {
-            diff.update(&buf);
-        }
         tar_size += n as u64;
         tx.send(Ok(buf)).map_err(|_| None)?;
     }
     std::io::copy(d.raw(), &mut std::io::sink()).map_err(fail)?;
     Ok(Decoded {
         raw: d.into_raw(),
-        diff,
         tar_size,
     })
 }
 
-/// The calling thread's end of the channel, as a reader.
+/// The calling thread's end of the channel, as a reader. Hashes the
+/// decoded tar (the diff ID) when verifying: the decoder thread has the
+/// heavier half of the work.
 struct Chunks {
     rx: Receiver<Chunk>,
     spare: Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    diff: Option<Hasher>,
 }
 
 impl Read for Chunks {
@@ -213,7 +209,12 @@ impl Read for Chunks {
             let _ = self.spare.send(std::mem::take(&mut self.cur));
             self.pos = 0;
             match self.rx.recv() {
-                Ok(Ok(b)) => self.cur = b,
+                Ok(Ok(b)) => {
+                    if let Some(h) = &mut self.diff {
+                        h.update(&b);
+                    }
+                    self.cur = b;
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(0),
             }
@@ -293,12 +294,27 @@ pub(crate) fn stream_layer<S: TreeSink>(
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (spare_tx, spare_rx) = channel();
-        let decoder = scope.spawn(move || decode(decomp, verify, &tx, &spare_rx));
+        let work = move || decode(decomp, &tx, &spare_rx);
+        let decoder = match std::thread::Builder::new()
+            .name("layer-decode".into())
+            .spawn_scoped(scope, work)
+        {
+            Ok(h) => h,
+            Err(source) => {
+                return Err(Error::LayerIo {
+                    input: input.clone(),
+                    blob: label.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
         let chunks = Chunks {
             rx,
             spare: spare_tx,
             cur: Vec::new(),
             pos: 0,
+            diff: (verify == Verify::Yes).then(Hasher::default),
         };
         let res = consume(chunks, diff_root, default_meta, sink, &input, &label);
         // On an early return the consumer's end is dropped by now, so the
@@ -330,16 +346,18 @@ pub(crate) fn stream_layer<S: TreeSink>(
             }
             (Ok(r), Ok(d)) => (r, d),
         };
-        let Decoded {
-            raw: hashing,
-            diff,
-            tar_size,
-        } = decoded;
+        let (
+            (res, diff),
+            Decoded {
+                raw: hashing,
+                tar_size,
+            },
+        ) = (res, decoded);
         if verify == Verify::Yes {
             if let BlobLoc::Oci { digest, size } = &layer.blob {
                 hashing.into_inner().verify(&input, digest, Some(*size))?;
             }
-            let (diff_id, _) = diff.finish();
+            let (diff_id, _) = diff.unwrap_or_default().finish();
             if diff_id != layer.diff_id {
                 return Err(Error::DiffIdMismatch {
                     input,
@@ -363,7 +381,7 @@ fn consume<S: TreeSink>(
     sink: &mut S,
     input: &std::path::Path,
     label: &str,
-) -> Result<LayerResult, FeedError<S::Error>> {
+) -> Result<(LayerResult, Option<Hasher>), FeedError<S::Error>> {
     let input = input.to_path_buf();
     let label = label.to_string();
     let lio = |source: std::io::Error| Error::LayerIo {
@@ -546,7 +564,7 @@ fn consume<S: TreeSink>(
     let tail = std::mem::take(&mut st.borrow_mut().segment);
     ts.segment(&tail).map_err(lio)?;
     // The decoder thread drains the compressed stream itself.
-    drop(tee);
+    let diff = tee.inner.diff;
     // Directories last, parents first, with the opaque marker merged.
     for (path, m) in &opaque {
         if !dirs.contains_key(path) {
@@ -572,10 +590,13 @@ fn consume<S: TreeSink>(
         count += 1;
     }
     let tar_split = ts.finish().map_err(lio)?;
-    Ok(LayerResult {
-        size,
-        tar_size: 0,
-        tar_split,
-        entries: count,
-    })
+    Ok((
+        LayerResult {
+            size,
+            tar_size: 0,
+            tar_split,
+            entries: count,
+        },
+        diff,
+    ))
 }

@@ -673,12 +673,23 @@ pub(crate) fn finish(
             .unwrap_or_default()
     ));
     let mut temps = Temps::new();
-    let (delivered, synced) = std::thread::scope(|scope| {
+    let (delivered, synced, inputs) = std::thread::scope(|scope| {
         let sync = scope.spawn(move || syncing.sync_all());
+        // The manifest's input digests read every input again: beside
+        // delivery rather than after it.
+        let (profile, recipe, with_app) = (&req.profile, &req.recipe, app.is_some());
+        let inputs = scope.spawn(move || crate::manifest::inputs(profile, recipe, base, with_app));
         let delivered = deliver(file, out, &delivery, &mut temps);
-        (delivered, sync.join())
+        (delivered, sync.join(), inputs.join())
     });
     let (mut artifacts, image_digest, keep_raw) = delivered?;
+    let inputs = inputs.unwrap_or_else(|_| {
+        Err(Error::Output {
+            path: out.clone(),
+            op: "cannot digest the inputs",
+            source: std::io::Error::other("the digest thread panicked"),
+        })
+    })?;
     synced
         .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")))
         .map_err(flush_err)?;
@@ -691,8 +702,8 @@ pub(crate) fn finish(
         image_sha256: image_digest,
         disk_id,
         app,
-        base,
         artifacts: &artifacts,
+        inputs,
     })?;
     let manifest_path = {
         let name = out

@@ -275,6 +275,69 @@ fn sha256_of(path: &Path) -> Result<(Sha256Digest, u64), Error> {
     Ok((h.finish(), len))
 }
 
+/// sha256 of the sparse image `raw`: its data `extents` read back, the
+/// holes between them hashed as zeros.
+fn sparse_sha256(raw: &File, extents: &[(u64, u64)], size: u64) -> std::io::Result<Sha256Digest> {
+    use std::os::unix::fs::FileExt;
+    let mut h = Sha256Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    for &(off, len) in extents {
+        let end = (off + len).min(size);
+        h.update_zeros(off.saturating_sub(pos));
+        let mut at = off.max(pos);
+        while at < end {
+            let n = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            let chunk = buf.get_mut(..n).unwrap_or_default();
+            raw.read_exact_at(chunk, at)?;
+            h.update(chunk);
+            at += n as u64;
+        }
+        pos = pos.max(end);
+    }
+    h.update_zeros(size.saturating_sub(pos));
+    Ok(h.finish())
+}
+
+/// Compressed stream of [`Fanout`]: its path and encoder.
+type Compressed = Option<(PathBuf, Encoder<HashingWriter<BufWriter<File>>>)>;
+
+/// Feeds `raw` through `fan` (bmap ranges, virtual disks, compressor),
+/// finishes the virtual disks and hashes them.
+#[allow(clippy::type_complexity)]
+fn fan_out(
+    raw: &File,
+    mut fan: Fanout<'_>,
+    vdisk_files: Vec<(DiskFormat, PathBuf, PathBuf)>,
+    out: &Path,
+) -> Result<
+    (
+        Bmap,
+        Compressed,
+        Vec<(DiskFormat, PathBuf, Sha256Digest, u64)>,
+    ),
+    Error,
+> {
+    kiln_vdisk::feed_sparse_file(raw, &mut fan).map_err(vdisk_err(out))?;
+    fan.finish().map_err(vdisk_err(out))?;
+    let Fanout {
+        bmap,
+        writers,
+        compressed,
+        ..
+    } = fan;
+    for (path, mut w) in writers {
+        w.finish().map_err(vdisk_err(&path))?;
+    }
+    let mut vdisk_digests = Vec::new();
+    for (f, dest, tmp) in vdisk_files {
+        let (digest, len) = sha256_of(&tmp)?;
+        vdisk_digests.push((f, dest, digest, len));
+    }
+    let bmap = bmap.finish_ranges().map_err(artifact_err(out))?;
+    Ok((bmap, compressed, vdisk_digests))
+}
+
 /// Delivers the finished raw image `raw` (at temporary path `raw_tmp`,
 /// final path `out`). Returns the delivered files and the bmap; the raw
 /// file's own rename is the caller's (it is `raw_keep`).
@@ -301,8 +364,17 @@ pub(crate) fn deliver(
             break;
         }
     }
-    let mapped = BlockRange::cover_extents(&extents, 4096).map_err(artifact_err(out))?;
-    let bmap = BmapStreamHasher::new(size, 4096, mapped).map_err(artifact_err(out))?;
+    // Without a raw image delivered there is no bmap to hash ranges for
+    // (the whole-image digest is still computed).
+    let mapped = if d.formats.contains(&DiskFormat::Raw) {
+        BlockRange::cover_extents(&extents, 4096).map_err(artifact_err(out))?
+    } else {
+        Vec::new()
+    };
+    // The whole-image digest is computed on a second thread reading the
+    // image itself (holes hashed as zeros), so it never waits for, or
+    // holds up, the fan-out below; the bmap ranges are hashed here.
+    let bmap = BmapStreamHasher::ranges_only(size, 4096, mapped).map_err(artifact_err(out))?;
 
     let stem = {
         let name = out
@@ -370,25 +442,28 @@ pub(crate) fn deliver(
         None => (None, None),
     };
 
-    let mut fan = Fanout {
+    let fan = Fanout {
         size,
         pos: 0,
         bmap,
         writers,
         compressed,
     };
-    kiln_vdisk::feed_sparse_file(raw, &mut fan).map_err(vdisk_err(out))?;
-    fan.finish().map_err(vdisk_err(out))?;
-    let Fanout {
-        bmap,
-        writers,
-        compressed,
-        ..
-    } = fan;
-    for (path, mut w) in writers {
-        w.finish().map_err(vdisk_err(&path))?;
-    }
-    let (bmap, image_digest): (Bmap, Sha256Digest) = bmap.finish().map_err(artifact_err(out))?;
+    let (fanned, whole) = std::thread::scope(|scope| {
+        let whole = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn_scoped(scope, || sparse_sha256(raw, &extents, size));
+        let fanned = fan_out(raw, fan, vdisk_files, out);
+        let whole = match whole {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked"))),
+            Err(e) => Err(e),
+        };
+        (fanned, whole)
+    });
+    let (bmap, compressed, vdisk_digests) = fanned?;
+    let image_digest = whole.map_err(out_err(out, "cannot read back the image"))?;
 
     let mut delivered = Vec::new();
     let keep_raw = d.formats.contains(&DiskFormat::Raw) && d.compress.is_none();
@@ -430,8 +505,7 @@ pub(crate) fn deliver(
                 .unwrap_or(kiln_artifact::compress::Compression::None),
         });
     }
-    for (f, dest, tmp) in vdisk_files {
-        let (digest, len) = sha256_of(&tmp)?;
+    for (f, dest, digest, len) in vdisk_digests {
         delivered.push(Delivered {
             path: dest,
             format: match f {

@@ -117,9 +117,9 @@ pub(crate) struct ManifestFacts<'a> {
     pub image_sha256: Sha256Digest,
     pub disk_id: String,
     pub app: Option<(&'a App, &'a kiln_oci::FeedReport)>,
-    /// Base-image mode: the image preloaded into.
-    pub base: Option<&'a BaseFacts>,
     pub artifacts: &'a [Delivered],
+    /// From [`inputs`].
+    pub inputs: Vec<m::Input>,
 }
 
 /// The base image of a `--base` build.
@@ -132,10 +132,18 @@ pub(crate) struct BaseFacts {
 }
 
 /// Builds the manifest JSON (secrets redacted, lists sorted).
-pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
-    let arch = f.profile.arch;
+/// The manifest's inputs with their digests. Reads every input file
+/// (hundreds of MB for a real payload), so the build runs it beside
+/// delivery. `with_app`: the application was preloaded.
+pub(crate) fn inputs(
+    profile: &BoardProfile,
+    recipe: &Recipe,
+    base: Option<&BaseFacts>,
+    with_app: bool,
+) -> Result<Vec<m::Input>, Error> {
+    let arch = profile.arch;
     let mut inputs = Vec::new();
-    if let Some(b) = f.base {
+    if let Some(b) = base {
         inputs.push(m::Input {
             name: "base-image".into(),
             kind: m::InputKind::BaseImage,
@@ -144,7 +152,7 @@ pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
             size_bytes: b.size_bytes,
         });
     } else {
-        let os = f.recipe.os_for(arch)?;
+        let os = recipe.os_for(arch)?;
         if let Some(r) = &os.rootfs {
             inputs.push(input(r, "rootfs", m::InputKind::RootFs)?);
         }
@@ -155,20 +163,19 @@ pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
             inputs.push(input(b, "bios-boot", m::InputKind::Other)?);
         }
     }
-    for p in &f.recipe.network_profiles {
+    for p in &recipe.network_profiles {
         inputs.push(input(p, "network-profile", m::InputKind::NetworkProfile)?);
     }
-    for c in &f.recipe.ca_certificates {
+    for c in &recipe.ca_certificates {
         inputs.push(input(c, "ca-certificate", m::InputKind::CaCertificate)?);
     }
-    for k in &f.recipe.ssh_key_files {
+    for k in &recipe.ssh_key_files {
         inputs.push(input(k, "ssh-key", m::InputKind::SshKey)?);
     }
-    for x in &f.recipe.boot_extra {
+    for x in &recipe.boot_extra {
         inputs.push(input(&x.src, &x.dest, m::InputKind::Other)?);
     }
-    let mut preload = m::Preload::default();
-    if let (Some(a), Some((app, feed))) = (&f.recipe.app, f.app) {
+    if let (Some(a), true) = (&recipe.app, with_app) {
         inputs.push(input(&a.compose, "compose", m::InputKind::ComposeFile)?);
         for i in &a.images {
             let kind = if i.input.path.join("oci-layout").exists()
@@ -180,6 +187,14 @@ pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
             };
             inputs.push(input(&i.input, i.name.as_deref().unwrap_or("image"), kind)?);
         }
+    }
+    Ok(inputs)
+}
+
+pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
+    let inputs = f.inputs.clone();
+    let mut preload = m::Preload::default();
+    if let (Some(_), Some((app, feed))) = (&f.recipe.app, f.app) {
         let tar_size: BTreeMap<String, u64> = feed
             .layers
             .iter()

@@ -622,7 +622,8 @@ pub struct BmapStreamHasher {
     pos: u64,
     current: Option<Sha256Hasher>,
     done: Vec<BmapRange>,
-    whole: Sha256Thread,
+    /// `None` for [`BmapStreamHasher::ranges_only`].
+    whole: Option<Sha256Thread>,
 }
 
 impl BmapStreamHasher {
@@ -632,6 +633,15 @@ impl BmapStreamHasher {
     /// # Errors
     /// As [`Bmap::new`].
     pub fn new(image_size: u64, block_size: u32, mapped: Vec<BlockRange>) -> Result<Self> {
+        Self::start(image_size, block_size, mapped, true)
+    }
+
+    fn start(
+        image_size: u64,
+        block_size: u32,
+        mapped: Vec<BlockRange>,
+        whole: bool,
+    ) -> Result<Self> {
         check_block_size(block_size)?;
         check_ranges(&mapped, blocks_for(image_size, block_size))?;
         Ok(Self {
@@ -642,8 +652,19 @@ impl BmapStreamHasher {
             next: 0,
             pos: 0,
             current: None,
-            whole: Sha256Thread::new(),
+            whole: whole.then(Sha256Thread::new),
         })
+    }
+
+    /// As [`BmapStreamHasher::new`], without the whole-image digest (for
+    /// a caller that hashes the image elsewhere, e.g. straight from a
+    /// sparse file on another thread); finish with
+    /// [`BmapStreamHasher::finish_ranges`].
+    ///
+    /// # Errors
+    /// As [`Bmap::new`].
+    pub fn ranges_only(image_size: u64, block_size: u32, mapped: Vec<BlockRange>) -> Result<Self> {
+        Self::start(image_size, block_size, mapped, false)
     }
 
     fn feed(&mut self, mut data: Option<&[u8]>, mut len: u64) {
@@ -691,13 +712,17 @@ impl BmapStreamHasher {
 
     /// Feeds the next image bytes.
     pub fn update(&mut self, data: &[u8]) {
-        self.whole.update(data);
+        if let Some(w) = &mut self.whole {
+            w.update(data);
+        }
         self.feed(Some(data), data.len() as u64);
     }
 
     /// Feeds `len` zero bytes (a hole).
     pub fn update_zeros(&mut self, len: u64) {
-        self.whole.update_zeros(len);
+        if let Some(w) = &mut self.whole {
+            w.update_zeros(len);
+        }
         self.feed(None, len);
     }
 
@@ -711,24 +736,39 @@ impl BmapStreamHasher {
     /// # Errors
     /// [`Error::ImageTruncated`] if fewer or more than `image_size` bytes
     /// were fed.
-    pub fn finish(self) -> Result<(Bmap, Sha256Digest)> {
+    pub fn finish(mut self) -> Result<(Bmap, Sha256Digest)> {
         if self.pos != self.image_size || self.done.len() != self.mapped.len() {
             return Err(Error::ImageTruncated {
                 expected: self.image_size,
                 actual: self.pos,
             });
         }
-        let whole = self.whole.finish().ok_or(Error::InvalidRequest {
-            reason: "the whole-image sha256 thread stopped",
-        })?;
-        Ok((
-            Bmap {
-                image_size: self.image_size,
-                block_size: self.block_size,
-                ranges: self.done,
-            },
-            whole,
-        ))
+        let whole =
+            self.whole
+                .take()
+                .and_then(Sha256Thread::finish)
+                .ok_or(Error::InvalidRequest {
+                    reason: "no whole-image sha256 (the thread stopped, or ranges_only)",
+                })?;
+        Ok((self.finish_ranges()?, whole))
+    }
+
+    /// The bmap alone (what [`BmapStreamHasher::ranges_only`] computes).
+    ///
+    /// # Errors
+    /// As [`BmapStreamHasher::finish`].
+    pub fn finish_ranges(self) -> Result<Bmap> {
+        if self.pos != self.image_size || self.done.len() != self.mapped.len() {
+            return Err(Error::ImageTruncated {
+                expected: self.image_size,
+                actual: self.pos,
+            });
+        }
+        Ok(Bmap {
+            image_size: self.image_size,
+            block_size: self.block_size,
+            ranges: self.done,
+        })
     }
 }
 
