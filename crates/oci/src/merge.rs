@@ -277,7 +277,7 @@ impl Store {
         existing: &ExistingStore,
         sink: &mut S,
     ) -> Result<FeedReport, FeedError<S::Error>> {
-        self.feed_inner(Some(existing), sink, crate::layer::Verify::Yes)
+        self.feed_inner(Some(existing), sink, crate::layer::Verify::Yes, None)
     }
 }
 

@@ -26,7 +26,7 @@
 
 use crate::container::Container;
 use crate::input::{resolve, Image, ImageInput, LayerSpec};
-use crate::layer::{stream_layer, Verify};
+use crate::layer::{stream_layer, LayerResult, Verify};
 use crate::merge::{ExistingLayer, ExistingStore};
 use crate::{Digest, Error, FeedError, ImageRef, Platform};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
@@ -366,7 +366,7 @@ impl Store {
     /// after children), so the opaque-directory xattr is part of the
     /// directory's own entry.
     pub fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<FeedReport, FeedError<S::Error>> {
-        self.feed_inner(None, sink, Verify::Yes)
+        self.feed_inner(None, sink, Verify::Yes, None)
     }
 
     /// For a sizing pass before [`Store::feed`] (or, with `existing`,
@@ -379,7 +379,90 @@ impl Store {
         existing: Option<&ExistingStore>,
         sink: &mut S,
     ) -> Result<FeedReport, FeedError<S::Error>> {
-        self.feed_inner(existing, sink, Verify::No)
+        self.feed_inner(existing, sink, Verify::No, None)
+    }
+
+    /// [`Store::feed_for_sizing`] (without an existing store) with up to
+    /// `workers` layers streamed at once, each into its own sink from
+    /// `make_sink`; the rest of the store goes to one more. For sinks
+    /// that ignore the order of entries and share their state, e.g.
+    /// [`kiln_tree::LockedSink`] around one size estimator: sizing is
+    /// bound by decompression, which this spreads over the cores.
+    pub fn feed_for_sizing_parallel<T, F>(
+        &self,
+        make_sink: F,
+        workers: usize,
+    ) -> Result<FeedReport, FeedError<T::Error>>
+    where
+        T: TreeSink,
+        F: Fn() -> T + Sync,
+    {
+        let layers = self.unique_layers();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = std::thread::scope(|scope| {
+            let work = || -> Result<Vec<(Digest, LayerResult)>, FeedError<T::Error>> {
+                let mut sink = make_sink();
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((input, layer, _)) = layers.get(i) else {
+                        return Ok(done);
+                    };
+                    let r = self.stream_one(*input, layer, Verify::No, &mut sink)?;
+                    done.push((layer.chain_id, r));
+                }
+            };
+            let handles: Vec<_> = (0..workers.max(1)).map(|_| scope.spawn(work)).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(FeedError::Input(Error::InvalidRequest(
+                            "a layer sizing thread panicked",
+                        )))
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut pre = HashMap::new();
+        for r in results {
+            pre.extend(r?);
+        }
+        self.feed_inner(None, &mut make_sink(), Verify::No, Some(pre))
+    }
+
+    /// Streams one layer into `sink` below its cache id's `diff/`; a blob
+    /// that fails to decompress or parse is checked against its digest,
+    /// so a corrupt download is named as such.
+    fn stream_one<S: TreeSink>(
+        &self,
+        input: usize,
+        layer: &LayerSpec,
+        verify: Verify,
+        sink: &mut S,
+    ) -> Result<LayerResult, FeedError<S::Error>> {
+        let t = self.opts.time;
+        let diff_root = p(&format!("overlay2/{}/diff", cache_id(&layer.chain_id)))?;
+        let container = self
+            .containers
+            .get(input)
+            .ok_or(Error::InvalidRequest("input index"))?;
+        match stream_layer(
+            container,
+            layer,
+            &diff_root,
+            &Metadata::new(0o755, t),
+            sink,
+            verify,
+        ) {
+            Ok(r) => Ok(r),
+            Err(FeedError::Input(
+                e @ (Error::LayerIo { .. } | Error::BadLayer { .. } | Error::Layer { .. }),
+            )) => Err(FeedError::Input(
+                verify_blob(container, layer).err().unwrap_or(e),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Store::feed`], skipping what `existing` already holds (see
@@ -389,6 +472,7 @@ impl Store {
         existing: Option<&ExistingStore>,
         sink: &mut S,
         verify: Verify,
+        mut pre: Option<HashMap<Digest, LayerResult>>,
     ) -> Result<FeedReport, FeedError<S::Error>> {
         let t = self.opts.time;
         let mut rep = FeedReport::default();
@@ -425,30 +509,9 @@ impl Store {
             let short = short_id(&layer.chain_id);
             let dir = format!("overlay2/{cid}");
             emit(sink, &dir, EntryKind::Dir, 0o710, Content::None, &mut rep)?;
-            let diff_root = p(&format!("{dir}/diff"))?;
-            let container = self
-                .containers
-                .get(input)
-                .ok_or(Error::InvalidRequest("input index"))?;
-            let res = match stream_layer(
-                container,
-                layer,
-                &diff_root,
-                &Metadata::new(0o755, t),
-                sink,
-                verify,
-            ) {
-                Ok(r) => r,
-                // A blob that does not decompress or parse is most often
-                // corrupt: say so, naming the blob, when its digest is off.
-                Err(FeedError::Input(
-                    e @ (Error::LayerIo { .. } | Error::BadLayer { .. } | Error::Layer { .. }),
-                )) => {
-                    return Err(FeedError::Input(
-                        verify_blob(container, layer).err().unwrap_or(e),
-                    ));
-                }
-                Err(e) => return Err(e),
+            let res = match pre.as_mut().and_then(|m| m.remove(&layer.chain_id)) {
+                Some(r) => r,
+                None => self.stream_one(input, layer, verify, sink)?,
             };
             rep.entries += res.entries;
             rep.content_bytes = rep.content_bytes.saturating_add(res.size);

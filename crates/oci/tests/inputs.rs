@@ -508,3 +508,85 @@ fn names_from_annotations_and_conflicting_tags() {
         "{e}"
     );
 }
+
+/// Records every entry (with a digest of its content) into a shared list.
+struct Rec<'a>(&'a std::sync::Mutex<Vec<String>>);
+impl TreeSink for Rec<'_> {
+    type Error = std::io::Error;
+    fn add(&mut self, e: &Entry, c: Content<'_>) -> Result<(), Self::Error> {
+        let mut h = Sha256::new();
+        match c {
+            Content::Stream { reader, .. } => {
+                let mut buf = Vec::new();
+                reader.read_to_end(&mut buf)?;
+                h.update(&buf);
+            }
+            Content::Bytes { data } => h.update(data),
+            _ => {}
+        }
+        let line = format!("{e:?} {}", hex::encode(h.finalize()));
+        self.0.lock().unwrap().push(line);
+        Ok(())
+    }
+}
+
+#[test]
+fn parallel_sizing_feeds_the_same_entries() {
+    let d = tmp();
+    let l = d.path().join("two.oci");
+    let mut layout = Layout::new(&l);
+    let top = |n: &'static str| {
+        fixture::layer_tar(&[
+            M::Dir("srv", 0o755),
+            M::File(n, vec![3u8; 70_000], 0o644, (0, 0)),
+            M::File("etc/hostname", n.as_bytes().to_vec(), 0o644, (0, 0)),
+        ])
+    };
+    let a = layout.image(
+        &[(base_layer(), Comp::Gzip), (top("srv/a"), Comp::Zstd)],
+        "amd64",
+        None,
+        &["/bin/a"],
+    );
+    layout.add(a.manifest, "a");
+    let b = layout.image(
+        &[
+            (base_layer(), Comp::Gzip),
+            (top("srv/b"), Comp::Gzip),
+            (top("srv/c"), Comp::None),
+        ],
+        "amd64",
+        None,
+        &["/bin/b"],
+    );
+    layout.add(b.manifest.clone(), "b");
+    layout.finish();
+    let s = Store::open(&[ImageInput::new(&l).named("demo/x")], opts("linux/amd64")).unwrap();
+    let serial = std::sync::Mutex::new(Vec::new());
+    let want = s.feed(&mut Rec(&serial)).unwrap();
+    let mut want_lines = serial.into_inner().unwrap();
+    want_lines.sort();
+    assert_eq!(want.layers.len(), 4);
+    for workers in [1, 2, 3, 8] {
+        let shared = std::sync::Mutex::new(Vec::new());
+        let got = s
+            .feed_for_sizing_parallel(|| Rec(&shared), workers)
+            .unwrap();
+        let mut lines = shared.into_inner().unwrap();
+        lines.sort();
+        assert_eq!(lines, want_lines, "{workers} workers");
+        assert_eq!(got, want, "{workers} workers");
+    }
+    // A corrupt layer is still named as such.
+    let layer = layer_digests(&l, &b).remove(1);
+    let f = blob_file(&l, &layer);
+    let mut z = std::fs::read(&f).unwrap();
+    let mid = z.len() / 2;
+    z[mid] ^= 0x55;
+    std::fs::write(&f, z).unwrap();
+    let shared = std::sync::Mutex::new(Vec::new());
+    match s.feed_for_sizing_parallel(|| Rec(&shared), 2) {
+        Err(FeedError::Input(Error::DigestMismatch { digest, .. })) => assert_eq!(digest, layer),
+        other => panic!("{other:?}"),
+    }
+}

@@ -232,11 +232,9 @@ struct DataTree {
 }
 
 impl DataTree {
-    fn feed<S: TreeSink>(
-        &self,
-        sink: &mut S,
-        pass: Pass,
-    ) -> Result<Option<kiln_oci::FeedReport>, DataFeedError<S::Error>> {
+    /// Everything but the store's content: the root files, the swapfile,
+    /// `apps.json` and the store's directory.
+    fn feed_head<S: TreeSink>(&self, sink: &mut S) -> Result<(), DataFeedError<S::Error>> {
         let t = self.time;
         add_dir(sink, &TreePath::root(), 0o755, t).map_err(DataFeedError::Sink)?;
         if let Some((path, size, header)) = &self.swap {
@@ -267,12 +265,47 @@ impl DataTree {
         feed_generated(&files, t, sink).map_err(DataFeedError::Sink)?;
         if let Some(app) = &self.app {
             add_dir(sink, &app.store_path, 0o710, t).map_err(DataFeedError::Sink)?;
+        }
+        Ok(())
+    }
+
+    /// Sizes the tree into `est`: the store's layers are decompressed
+    /// `workers` at a time into one shared estimator.
+    fn size(
+        &self,
+        est: &mut Ext4Estimator,
+        workers: usize,
+    ) -> Result<(), DataFeedError<kiln_ext4::Error>> {
+        self.feed_head(est)?;
+        let Some(app) = &self.app else {
+            return Ok(());
+        };
+        let shared = std::sync::Mutex::new(std::mem::take(est));
+        let fed = app.store.feed_for_sizing_parallel(
+            || kiln_tree::PrefixSink::new(kiln_tree::LockedSink(&shared), app.store_path.clone()),
+            workers,
+        );
+        *est = shared
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fed.map_err(|e| match e {
+            kiln_oci::FeedError::Input(i) => DataFeedError::App(i),
+            kiln_oci::FeedError::Sink(s) => DataFeedError::Sink(s),
+            #[allow(unreachable_patterns)]
+            _ => DataFeedError::App(kiln_oci::Error::InvalidRequest("unknown feed error")),
+        })?;
+        Ok(())
+    }
+
+    /// Writes the tree into `sink` (everything checked).
+    fn feed<S: TreeSink>(
+        &self,
+        sink: &mut S,
+    ) -> Result<Option<kiln_oci::FeedReport>, DataFeedError<S::Error>> {
+        self.feed_head(sink)?;
+        if let Some(app) = &self.app {
             let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
-            let fed = match pass {
-                Pass::Size => app.store.feed_for_sizing(None, &mut prefixed),
-                Pass::Write => app.store.feed(&mut prefixed),
-            };
-            let report = fed.map_err(|e| match e {
+            let report = app.store.feed(&mut prefixed).map_err(|e| match e {
                 kiln_oci::FeedError::Input(i) => DataFeedError::App(i),
                 kiln_oci::FeedError::Sink(s) => DataFeedError::Sink(s),
                 #[allow(unreachable_patterns)]
@@ -475,7 +508,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     let mut est = Ext4Estimator::new();
     progress("sizing the data partition");
     data_tree
-        .feed(&mut est, Pass::Size)
+        .size(&mut est, usize::try_from(req.threads.max(1)).unwrap_or(1))
         .map_err(|e| data_err(&data_spec.label, e))?;
     let min_data = est
         .min_size_bytes(
@@ -586,7 +619,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
             Role::Data => write_ext4(req, placed, region, time, |sink| {
                 feed_report = data_tree
-                    .feed(sink, Pass::Write)
+                    .feed(sink)
                     .map_err(|e| data_err(&placed.spec.label, e))?;
                 Ok(())
             })?,

@@ -50,4 +50,4 @@ pub mod tar_source;
 pub use entry::{Content, Entry, EntryKind, Metadata, Timestamp, Xattr};
 pub use error::{Error, SourceError};
 pub use path::TreePath;
-pub use sink::{PrefixSink, SourceOptions, TreeSink};
+pub use sink::{LockedSink, PrefixSink, SourceOptions, TreeSink};

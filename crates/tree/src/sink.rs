@@ -20,6 +20,25 @@ impl<S: TreeSink + ?Sized> TreeSink for &mut S {
     }
 }
 
+/// A sink shared by several threads: every entry locks the mutex. For
+/// sinks that do not care about the order entries arrive in (a size
+/// estimator), so several producers can feed one.
+#[derive(Debug)]
+pub struct LockedSink<'a, S>(pub &'a std::sync::Mutex<S>);
+
+impl<S: TreeSink> TreeSink for LockedSink<'_, S> {
+    type Error = S::Error;
+    fn add(&mut self, entry: &Entry, content: Content<'_>) -> Result<(), Self::Error> {
+        // A panic elsewhere surfaces where that thread is joined; the
+        // sink's state is still usable for the remaining entries.
+        let mut s = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.add(entry, content)
+    }
+}
+
 /// Re-roots every entry (and hardlink target) under `prefix`, e.g. an
 /// engine store under `docker/` of the data partition.
 #[derive(Debug)]
