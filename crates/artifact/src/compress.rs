@@ -39,7 +39,7 @@
 //! - **xz**: kiln's own block-parallel writer ([`Encoder`] with
 //!   [`Compression::Xz`]). It cuts the input into independent blocks of
 //!   `xz_block_size` bytes (0 = kiln's default: the preset's LZMA2
-//!   dictionary size, within 1..=4 MiB; 4 MiB at `-6`), compresses each
+//!   dictionary size, within 1..=2 MiB; 2 MiB at `-6`), compresses each
 //!   block with a fresh LZMA2 encoder of the preset, its dictionary cut to
 //!   the block size (liblzma's raw encoder), on a worker thread, and writes
 //!   the blocks in order with their headers, the index and the stream footer
@@ -47,7 +47,7 @@
 //!   thread count, and equal `xz -T2 --block-size=B --lzma2=preset=P,dict=D`
 //!   (`lzma_stream_encoder_mt`, which also stores both sizes in every block
 //!   header) for the same LZMA2 encoder version. Memory: about 12 × the
-//!   block size per thread plus `threads + 1` block buffers (about 105 MiB
+//!   block size per thread plus `threads + 1` block buffers (about 60 MiB
 //!   at `-6` with 2 threads, where `xz -T2 -6` takes 210 MiB); decoding needs
 //!   only the block-sized dictionary. An all-zero block (an
 //!   image's holes) is compressed once and its bytes reused, so holes cost a
@@ -68,6 +68,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufReader, Chain, Cursor, Read, Write};
 use std::str::FromStr;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -198,7 +199,7 @@ impl CompressOptions {
         self
     }
     /// Sets the xz block size in bytes (0 = kiln's default: the preset's
-    /// dictionary size within 1..=4 MiB). The LZMA2 dictionary is cut to
+    /// dictionary size within 1..=2 MiB). The LZMA2 dictionary is cut to
     /// the block size. Changes the output bytes; memory grows with it
     /// (about 12 × the block per thread, `threads + 1` blocks buffered).
     pub fn xz_block_size(mut self, bytes: u64) -> Self {
@@ -345,10 +346,13 @@ const XZ_FLAGS: [u8; 2] = [0x00, 0x04];
 const XZ_CHECK_SIZE: u64 = 8;
 /// LZMA2 filter id (.xz §5.3.1).
 const XZ_FILTER_LZMA2: u64 = 0x21;
-/// Largest default block (kiln's memory budget: an LZMA2 encoder at
-/// `-6` with a 4 MiB dictionary touches about 50 MiB; 8 MiB blocks would
-/// take about 100 MiB per thread for 4 % smaller output).
-const XZ_DEFAULT_MAX_BLOCK: u64 = 4 << 20;
+/// Largest default block (kiln's memory budget, peak RSS <= 128 MiB for a
+/// whole build on two threads: an LZMA2 encoder at `-6` touches about 25
+/// MiB with a 2 MiB dictionary, 48 MiB with 4 MiB blocks, which measured
+/// 146 MiB for the bench build for ~3 % smaller output). Fixed, not
+/// derived from the thread count: the bytes must not depend on the
+/// machine.
+const XZ_DEFAULT_MAX_BLOCK: u64 = 2 << 20;
 /// Largest block this writer cuts (keeps a block's buffers addressable
 /// and its sizes far from the VLI limit).
 const XZ_MAX_BLOCK: u64 = 1 << 30;
@@ -483,7 +487,39 @@ fn xz_encode_block(level: u32, dict: u32, header_size: usize, data: &[u8]) -> io
 
 enum XzPending {
     Ready(XzBlock),
-    Running(std::thread::JoinHandle<io::Result<XzBlock>>),
+    Running(Receiver<io::Result<XzBlock>>),
+}
+
+/// A job for an xz worker: the block's bytes and where to send the result.
+type XzJob = (Vec<u8>, Sender<io::Result<XzBlock>>);
+
+/// Long-lived xz workers. One thread per block would give every block a
+/// fresh thread, and glibc a fresh malloc arena to keep each encoder's
+/// ~40 MiB of match-finder tables in: resident memory then grows with the
+/// image. Workers that live as long as the stream reuse theirs.
+struct XzPool {
+    jobs: Sender<XzJob>,
+}
+
+impl XzPool {
+    fn new(threads: usize, level: u32, dict: u32, header: usize) -> io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<XzJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for _ in 0..threads {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name("kiln-xz".into())
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((data, reply)) = job else { return };
+                    let _ = reply.send(xz_encode_block(level, dict, header, &data));
+                })?;
+        }
+        Ok(Self { jobs })
+    }
 }
 
 /// The block-parallel xz writer (see the module docs): blocks of
@@ -499,6 +535,8 @@ struct XzBlocks<W: Write> {
     buf: Vec<u8>,
     pending: VecDeque<XzPending>,
     running: usize,
+    /// Started with the first block that needs compressing.
+    pool: Option<XzPool>,
     /// Index records: (unpadded size, uncompressed size).
     records: Vec<(u64, u64)>,
     /// The encoded all-zero block of `block_size` bytes, once seen.
@@ -553,6 +591,7 @@ impl<W: Write> XzBlocks<W> {
             buf: Vec::new(),
             pending: VecDeque::new(),
             running: 0,
+            pool: None,
             records: Vec::new(),
             zero_block: None,
             header_written: false,
@@ -573,18 +612,27 @@ impl<W: Write> XzBlocks<W> {
     /// Writes the oldest pending block (waiting for it if `wait`); returns
     /// whether one was written.
     fn drain_one(&mut self, wait: bool) -> io::Result<bool> {
+        let stopped = || io::Error::other("an xz worker thread stopped");
         let block = match self.pending.front() {
             None => return Ok(false),
-            Some(XzPending::Running(h)) if !wait && !h.is_finished() => return Ok(false),
-            Some(_) => match self.pending.pop_front() {
+            Some(XzPending::Ready(_)) => match self.pending.pop_front() {
                 Some(XzPending::Ready(b)) => b,
-                Some(XzPending::Running(h)) => {
-                    self.running -= 1;
-                    h.join()
-                        .map_err(|_| io::Error::other("an xz worker thread panicked"))??
-                }
-                None => return Ok(false),
+                _ => return Ok(false),
             },
+            Some(XzPending::Running(rx)) => {
+                let r = if wait {
+                    rx.recv().map_err(|_| stopped())?
+                } else {
+                    match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(TryRecvError::Empty) => return Ok(false),
+                        Err(TryRecvError::Disconnected) => return Err(stopped()),
+                    }
+                };
+                self.pending.pop_front();
+                self.running -= 1;
+                r?
+            }
         };
         self.write_header()?;
         self.out.write_all(&block.bytes)?;
@@ -613,11 +661,21 @@ impl<W: Write> XzBlocks<W> {
             while self.running >= self.threads {
                 self.drain_one(true)?;
             }
-            let (level, dict, header) = (self.level, self.dict, self.header_size);
-            let handle = std::thread::Builder::new()
-                .name("kiln-xz".into())
-                .spawn(move || xz_encode_block(level, dict, header, &data))?;
-            self.pending.push_back(XzPending::Running(handle));
+            if self.pool.is_none() {
+                self.pool = Some(XzPool::new(
+                    self.threads,
+                    self.level,
+                    self.dict,
+                    self.header_size,
+                )?);
+            }
+            let (reply, rx) = std::sync::mpsc::channel();
+            self.pool
+                .as_ref()
+                .map(|p| p.jobs.send((data, reply)))
+                .transpose()
+                .map_err(|_| io::Error::other("the xz workers stopped"))?;
+            self.pending.push_back(XzPending::Running(rx));
             self.running += 1;
         }
         while self.drain_one(false)? {}

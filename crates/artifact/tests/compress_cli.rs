@@ -165,7 +165,8 @@ fn xz_matches_cli_multithreaded_output() {
     for (level, block, cli_block, cli_dict) in [
         (1u32, 0u64, "1MiB", "1MiB"),
         (6, 1 << 19, "512KiB", "512KiB"),
-        (6, 0, "4MiB", "4MiB"),
+        (6, 0, "2MiB", "2MiB"),
+        (6, 4 << 20, "4MiB", "4MiB"),
         (3, 16 << 20, "16MiB", "4MiB"),
     ] {
         let ours = dir.path().join("ours.xz");

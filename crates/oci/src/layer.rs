@@ -125,8 +125,8 @@ pub(crate) enum Verify {
 
 /// Size of the decoded chunks handed from the decoder thread.
 const CHUNK: usize = 256 * 1024;
-/// Chunks in flight between the threads (bounds the memory: ~2 MiB).
-const IN_FLIGHT: usize = 8;
+/// Chunks in flight between the threads (bounds the memory: ~1 MiB).
+const IN_FLIGHT: usize = 4;
 
 type Chunk = std::io::Result<Vec<u8>>;
 

@@ -519,6 +519,9 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             partition: data_spec.label.clone(),
             source,
         })?;
+    // Its per-directory tables are no longer needed: free them before the
+    // write pass and delivery (peak memory is reached there).
+    drop(est);
     let min_data = kiln_units::align_up(min_data, profile.alignment).unwrap_or(min_data);
     let medium = match &req.medium {
         Some(m) => Some(profile.medium(m)?.clone()),

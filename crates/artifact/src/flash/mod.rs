@@ -83,6 +83,11 @@ pub trait ReadBack: ReadAt {
     fn flush(&self) -> io::Result<()>;
     /// As [`FlashTarget::drop_cache`].
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Hints that `[offset, offset+len)` will be read next (starts the
+    /// device reads early); a no-op by default.
+    fn prefetch(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl ReadBack for File {
@@ -91,6 +96,15 @@ impl ReadBack for File {
     }
     fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
         FlashTarget::drop_cache(self, offset, len)
+    }
+    fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
+        rustix::fs::fadvise(
+            self,
+            offset,
+            NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        )
+        .map_err(io::Error::from)
     }
 }
 
@@ -448,11 +462,23 @@ fn read_behind(
             return Ok(());
         }
         rb.flush().map_err(io_err("syncing the target", 0))?;
+        // Drop the whole batch from the cache, then ask for it back at
+        // once, so the device reads run ahead of the hashing.
+        for note in pending.iter() {
+            if let Note::Chunk { start, end } = *note {
+                rb.drop_cache(start, end - start)
+                    .map_err(io_err("dropping the target's cache", start))?;
+            }
+        }
+        for note in pending.iter() {
+            if let Note::Chunk { start, end } = *note {
+                // Only a hint: a failure changes nothing but speed.
+                let _ = rb.prefetch(start, end - start);
+            }
+        }
         for note in pending.drain(..) {
             match note {
                 Note::Chunk { start, end } => {
-                    rb.drop_cache(start, end - start)
-                        .map_err(io_err("dropping the target's cache", start))?;
                     let mut off = start;
                     while off < end {
                         let n = (end - off).min(chunk as u64) as usize;
