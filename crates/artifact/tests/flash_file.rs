@@ -18,6 +18,7 @@ use kiln_artifact::flash::mountinfo::{parse_mountinfo, root_device};
 use kiln_artifact::flash::safety::{check_target, TargetFacts, TargetKind};
 use kiln_artifact::flash::{
     flash, verify_target, FlashOptions, FlashTarget, HoleMode, ImageSource, Phase, Progress,
+    ReadBack,
 };
 use kiln_artifact::{Error, Refusal};
 use kiln_units::{ReadAt, WriteAt};
@@ -156,10 +157,12 @@ fn holes_zeroed_or_discarded_on_a_dirty_target() {
 }
 
 /// A file that silently corrupts one byte as it is written, like a bad
-/// medium.
+/// medium; with `read_back`, flash() verifies it behind the writer on a
+/// second handle (otherwise after writing).
 struct BadMedium {
     file: File,
     corrupt_at: u64,
+    read_back: bool,
 }
 
 impl ReadAt for BadMedium {
@@ -200,6 +203,13 @@ impl FlashTarget for BadMedium {
     fn grow_to(&mut self, len: u64) -> io::Result<()> {
         self.file.grow_to(len)
     }
+    fn read_back(&self) -> Option<Box<dyn ReadBack + Send>> {
+        if self.read_back {
+            self.file.read_back()
+        } else {
+            None
+        }
+    }
 }
 
 #[test]
@@ -212,33 +222,37 @@ fn corrupted_target_fails_verify_naming_the_range() {
     // The second range covers 5 MiB .. 8 MiB: blocks 1280-2047.
     let bad_offset = (6 << 20) + 77;
 
-    // 1. The medium corrupts a byte while flashing: flash() fails.
-    let mut target = BadMedium {
-        file: open_target(&dir.path().join("bad.img")),
-        corrupt_at: bad_offset,
-    };
-    let e = flash(
-        ImageSource::Random(&src),
-        Some(&bmap),
-        &mut target,
-        &FlashOptions::new(),
-        &mut |_| {},
-    )
-    .unwrap_err();
-    match &e {
-        Error::VerifyFailed {
-            first_block,
-            last_block,
-            start_byte,
-            end_byte,
-            ..
-        } => {
-            assert_eq!((*first_block, *last_block), (1280, 2047));
-            assert!((*start_byte..*end_byte).contains(&bad_offset));
+    // 1. The medium corrupts a byte while flashing: flash() fails, with
+    //    the read-back after writing and behind the writer alike.
+    for read_back in [false, true] {
+        let mut target = BadMedium {
+            file: open_target(&dir.path().join("bad.img")),
+            corrupt_at: bad_offset,
+            read_back,
+        };
+        let e = flash(
+            ImageSource::Random(&src),
+            Some(&bmap),
+            &mut target,
+            &FlashOptions::new(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        match &e {
+            Error::VerifyFailed {
+                first_block,
+                last_block,
+                start_byte,
+                end_byte,
+                ..
+            } => {
+                assert_eq!((*first_block, *last_block), (1280, 2047));
+                assert!((*start_byte..*end_byte).contains(&bad_offset));
+            }
+            other => panic!("expected VerifyFailed, got {other:?} (read_back {read_back})"),
         }
-        other => panic!("expected VerifyFailed, got {other:?}"),
+        assert!(e.to_string().contains("blocks 1280-2047"), "{e}");
     }
-    assert!(e.to_string().contains("blocks 1280-2047"), "{e}");
 
     // 2. A good flash, then one byte flipped on the target: verify fails.
     let good = dir.path().join("good.img");
@@ -275,6 +289,7 @@ fn corrupted_target_fails_verify_naming_the_range() {
     let mut target = BadMedium {
         file: open_target(&dir.path().join("bad2.img")),
         corrupt_at: bad_offset,
+        read_back: true,
     };
     let e = flash(
         ImageSource::Random(&src),
