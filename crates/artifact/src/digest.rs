@@ -7,8 +7,6 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
-use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
 
@@ -114,130 +112,6 @@ impl Sha256Hasher {
     /// The digest of everything fed.
     pub fn finish(self) -> Sha256Digest {
         Sha256Digest(self.hasher.finalize().into())
-    }
-}
-
-/// A [`Sha256Hasher`] running on its own thread: [`Sha256Thread::update`]
-/// copies the bytes into a recycled buffer and queues them (at most
-/// [`Sha256Thread::IN_FLIGHT`] pieces of up to 256 KiB, so memory stays
-/// at about a MiB), holes travel as a length. SHA-256 is sequential, so one
-/// stream cannot be split; this lets a second core hash one stream (the
-/// whole image) while the caller hashes or writes another (the bmap
-/// ranges, the artifacts). Falls back to hashing inline if no thread can
-/// be started.
-pub struct Sha256Thread {
-    inner: ThreadState,
-    bytes: u64,
-}
-
-enum ThreadState {
-    Running {
-        tx: SyncSender<Piece>,
-        spare: Receiver<Vec<u8>>,
-        handle: JoinHandle<Sha256Hasher>,
-    },
-    Inline(Sha256Hasher),
-}
-
-enum Piece {
-    Data(Vec<u8>),
-    Zeros(u64),
-}
-
-impl fmt::Debug for Sha256Thread {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sha256Thread")
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Sha256Thread {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Sha256Thread {
-    /// Pieces queued before [`Sha256Thread::update`] waits for the thread.
-    pub const IN_FLIGHT: usize = 4;
-    const PIECE: usize = 256 << 10;
-
-    /// Starts the hashing thread.
-    pub fn new() -> Self {
-        let (tx, rx) = sync_channel::<Piece>(Self::IN_FLIGHT);
-        let (spare_tx, spare) = channel::<Vec<u8>>();
-        let spawned = std::thread::Builder::new()
-            .name("sha256".into())
-            .spawn(move || {
-                let mut h = Sha256Hasher::new();
-                for piece in rx {
-                    match piece {
-                        Piece::Data(b) => {
-                            h.update(&b);
-                            // The caller may be gone: then nobody reuses it.
-                            let _ = spare_tx.send(b);
-                        }
-                        Piece::Zeros(n) => h.update_zeros(n),
-                    }
-                }
-                h
-            });
-        let inner = match spawned {
-            Ok(handle) => ThreadState::Running { tx, spare, handle },
-            Err(_) => ThreadState::Inline(Sha256Hasher::new()),
-        };
-        Self { inner, bytes: 0 }
-    }
-
-    /// Queues `data`.
-    pub fn update(&mut self, data: &[u8]) {
-        self.bytes = self.bytes.saturating_add(data.len() as u64);
-        match &mut self.inner {
-            ThreadState::Inline(h) => h.update(data),
-            ThreadState::Running { tx, spare, .. } => {
-                for piece in data.chunks(Self::PIECE) {
-                    let mut b = spare.try_recv().unwrap_or_default();
-                    b.clear();
-                    b.extend_from_slice(piece);
-                    if let Err(e) = tx.send(Piece::Data(b)) {
-                        // The thread is gone (it cannot fail on its own):
-                        // finish() reports it.
-                        drop(e);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queues `len` zero bytes (a hole).
-    pub fn update_zeros(&mut self, len: u64) {
-        self.bytes = self.bytes.saturating_add(len);
-        match &mut self.inner {
-            ThreadState::Inline(h) => h.update_zeros(len),
-            ThreadState::Running { tx, .. } => {
-                let _ = tx.send(Piece::Zeros(len));
-            }
-        }
-    }
-
-    /// Bytes fed so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Waits for the thread and returns the digest; `None` if the thread
-    /// died (a panic in the hasher), so the digest is unknown.
-    pub fn finish(self) -> Option<Sha256Digest> {
-        match self.inner {
-            ThreadState::Inline(h) => Some(h.finish()),
-            ThreadState::Running { tx, handle, .. } => {
-                drop(tx);
-                let h = handle.join().ok()?;
-                (h.bytes() == self.bytes).then(|| h.finish())
-            }
-        }
     }
 }
 

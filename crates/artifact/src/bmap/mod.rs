@@ -29,7 +29,7 @@ use std::io::{Read, Write};
 
 use kiln_units::ReadAt;
 
-use crate::digest::{Sha256Digest, Sha256Hasher, Sha256Thread};
+use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::error::{io_err, Error, Result};
 use xml::{Token, Tokenizer};
 
@@ -610,9 +610,9 @@ fn parse_tree(text: &str) -> Result<RawBmap> {
 /// every image byte (data and holes) with [`BmapStreamHasher::update`] /
 /// [`BmapStreamHasher::update_zeros`]; bytes inside mapped ranges are
 /// hashed per range, the rest is skipped. Also yields the sha256 of the
-/// whole image, so one pass gives both; that digest is computed on a
-/// second thread ([`crate::digest::Sha256Thread`]), in parallel with the
-/// range hashes.
+/// whole image, so one pass gives both (or, with
+/// [`BmapStreamHasher::ranges_only`], leaves that digest to the caller,
+/// e.g. a second thread reading the image).
 #[derive(Debug)]
 pub struct BmapStreamHasher {
     image_size: u64,
@@ -623,7 +623,7 @@ pub struct BmapStreamHasher {
     current: Option<Sha256Hasher>,
     done: Vec<BmapRange>,
     /// `None` for [`BmapStreamHasher::ranges_only`].
-    whole: Option<Sha256Thread>,
+    whole: Option<Sha256Hasher>,
 }
 
 impl BmapStreamHasher {
@@ -652,7 +652,7 @@ impl BmapStreamHasher {
             next: 0,
             pos: 0,
             current: None,
-            whole: whole.then(Sha256Thread::new),
+            whole: whole.then(Sha256Hasher::new),
         })
     }
 
@@ -743,13 +743,13 @@ impl BmapStreamHasher {
                 actual: self.pos,
             });
         }
-        let whole =
-            self.whole
-                .take()
-                .and_then(Sha256Thread::finish)
-                .ok_or(Error::InvalidRequest {
-                    reason: "no whole-image sha256 (the thread stopped, or ranges_only)",
-                })?;
+        let whole = self
+            .whole
+            .take()
+            .map(Sha256Hasher::finish)
+            .ok_or(Error::InvalidRequest {
+                reason: "no whole-image sha256 (ranges_only)",
+            })?;
         Ok((self.finish_ranges()?, whole))
     }
 
