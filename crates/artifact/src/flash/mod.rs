@@ -976,14 +976,7 @@ fn verify_segments<T: FlashTarget + ?Sized>(
         let actual = h.finish();
         let expected = seg.expected.or(seg.actual).unwrap_or(actual);
         if actual != expected {
-            return Err(Error::VerifyFailed {
-                first_block: seg.first_block,
-                last_block: seg.last_block,
-                start_byte: seg.start,
-                end_byte: seg.end,
-                expected,
-                actual,
-            });
+            return Err(verify_failed(seg, expected, actual));
         }
     }
     Ok(verified)
