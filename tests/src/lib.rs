@@ -256,6 +256,19 @@ impl Loop {
     }
 }
 
+impl Loop {
+    /// Attaches the whole of `backing` read-write as a block device with
+    /// `sector` logical sectors (512, or 4096 for a 4Kn disk).
+    pub fn disk(backing: &Path, sector: u32) -> Self {
+        require("losetup", "mount");
+        let dev = ok(Command::new("losetup")
+            .args(["-f", "--show", "-b"])
+            .arg(sector.to_string())
+            .arg(backing));
+        Loop(dev.trim().to_string())
+    }
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).status();

@@ -12,7 +12,7 @@ use std::time::Instant;
 use kiln_artifact::bmap::{Bmap, BMAP_MAX_FILE_BYTES};
 use kiln_artifact::compress::{Compression, Decoder};
 use kiln_artifact::flash::mountinfo::parse_mountinfo;
-use kiln_artifact::flash::safety::{check_target, TargetFacts, TargetKind};
+use kiln_artifact::flash::safety::{check_target, ImageFacts, TargetFacts, TargetKind};
 use kiln_artifact::flash::{flash, FlashOptions, FlashTarget, HoleMode, ImageSource, Progress};
 
 /// (major, minor) of the target and of its partitions, from sysfs.
@@ -102,7 +102,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stream = probe;
         ImageSource::Stream(&mut stream)
     };
-    check_target(&facts, image_size, force)?;
+    // The sector-size check needs the device's BLKSSZGET (kiln flash does
+    // it); this example leaves it out.
+    let image = ImageFacts {
+        bytes: image_size,
+        table_sector: None,
+    };
+    check_target(&facts, &image, force)?;
 
     let start = Instant::now();
     let mut last = Instant::now();

@@ -29,6 +29,15 @@ pub enum Refusal {
     RegularFileWithoutForce,
     /// The target is neither a block device nor a regular file.
     NotABlockDevice,
+    /// The image's partition table is laid out for another logical sector
+    /// size than the target's (a 512-byte-sector table on a 4Kn disk is
+    /// read at the wrong offsets); `force` writes it anyway.
+    SectorSizeMismatch {
+        /// Sector size the image's partition table was written for.
+        image_sector: u32,
+        /// The target's logical sector size.
+        target_sector: u32,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -49,6 +58,15 @@ impl std::fmt::Display for Refusal {
                 f.write_str("target is a regular file; pass force to write into a file")
             }
             Self::NotABlockDevice => f.write_str("target is neither a block device nor a file"),
+            Self::SectorSizeMismatch {
+                image_sector,
+                target_sector,
+            } => write!(
+                f,
+                "the image's partition table is for {image_sector}-byte sectors but the target \
+                 has {target_sector}-byte logical sectors (its partitions would not be found); \
+                 pass force to write it anyway"
+            ),
         }
     }
 }

@@ -15,7 +15,7 @@ use common::{cmp_equal, make_image, ok, require};
 use kiln_artifact::bmap::{BlockRange, Bmap, BMAP_BLOCK_SIZE};
 use kiln_artifact::compress::Decoder;
 use kiln_artifact::flash::mountinfo::{parse_mountinfo, root_device};
-use kiln_artifact::flash::safety::{check_target, TargetFacts, TargetKind};
+use kiln_artifact::flash::safety::{check_target, ImageFacts, TargetFacts, TargetKind};
 use kiln_artifact::flash::{
     flash, verify_target, FlashOptions, FlashTarget, HoleMode, ImageSource, Phase, Progress,
     ReadBack,
@@ -54,12 +54,17 @@ fn flash_to_file_with_bmap_random_and_streams() {
         size_bytes: 0,
         mounted_at: vec![],
         holds_root: false,
+        logical_sector: None,
+    };
+    let image_facts = ImageFacts {
+        bytes: size,
+        table_sector: None,
     };
     assert!(matches!(
-        check_target(&facts, size, false),
+        check_target(&facts, &image_facts, false),
         Err(Error::Refused(Refusal::RegularFileWithoutForce))
     ));
-    check_target(&facts, size, true).unwrap();
+    check_target(&facts, &image_facts, true).unwrap();
 
     // Random access + bmap.
     let target_path = dir.path().join("t1.img");
@@ -347,13 +352,17 @@ fn system_disk_refused_with_real_mountinfo() {
     let root = root_device(&mounts).unwrap();
     let facts = TargetFacts::from_mountinfo(TargetKind::BlockDevice, u64::MAX, &[root], &mounts);
     assert!(facts.holds_root);
+    let gib = ImageFacts {
+        bytes: 1 << 30,
+        table_sector: Some(512),
+    };
     assert!(matches!(
-        check_target(&facts, 1 << 30, true),
+        check_target(&facts, &gib, true),
         Err(Error::Refused(Refusal::HoldsRoot))
     ));
     let other = TargetFacts::from_mountinfo(TargetKind::BlockDevice, 100, &[(259, 9999)], &mounts);
     assert!(matches!(
-        check_target(&other, 1 << 30, true),
+        check_target(&other, &gib, true),
         Err(Error::Refused(Refusal::TooSmall {
             target_bytes: 100,
             ..

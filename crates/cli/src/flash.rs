@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use kiln_artifact::bmap::Bmap;
 use kiln_artifact::compress::{Compression, Decoder};
 use kiln_artifact::flash::{self, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
+use kiln_units::SectorSize;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -146,28 +147,57 @@ pub fn run(a: FlashArgs) -> Result<()> {
         (None, None) => 0,
     };
 
+    // The first bytes of the image, for the partition table's sector size.
+    let mut head = Vec::with_capacity(safety::TABLE_HEAD_BYTES);
+    match &disk {
+        Some(d) => {
+            let n = image_bytes.min(safety::TABLE_HEAD_BYTES as u64) as usize;
+            head.resize(n, 0);
+            kiln_units::ReadAt::read_exact_at(d, &mut head, 0)
+        }
+        None => Decoder::new(std::fs::File::open(&a.image)?)?
+            .take(safety::TABLE_HEAD_BYTES as u64)
+            .read_to_end(&mut head)
+            .map(drop),
+    }
+    .with_context(|| format!("{}: cannot read image", a.image.display()))?;
+    let image_facts = safety::ImageFacts {
+        bytes: image_bytes,
+        table_sector: safety::table_sector_size(&head, image_bytes),
+    };
+
     // Facts about the target, gathered here, judged by the library.
     let md = std::fs::metadata(&a.target);
-    let (kind, size, devs) = match &md {
+    let (kind, size, devs, sector) = match &md {
         Ok(m) if m.file_type().is_block_device() => {
             let mut f = std::fs::File::open(&a.target)
                 .with_context(|| format!("{}: cannot open", a.target.display()))?;
             let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
+            let sector = rustix::fs::ioctl_blksszget(&f).with_context(|| {
+                format!(
+                    "{}: cannot read the logical sector size",
+                    a.target.display()
+                )
+            })?;
             (
                 safety::TargetKind::BlockDevice,
                 size,
                 devices_of(split_dev(m.rdev())),
+                Some(sector),
             )
         }
-        Ok(m) if m.is_file() => (safety::TargetKind::RegularFile, m.len(), vec![]),
-        Ok(_) => (safety::TargetKind::Other, 0, vec![]),
-        Err(_) => (safety::TargetKind::RegularFile, 0, vec![]),
+        Ok(m) if m.is_file() => (safety::TargetKind::RegularFile, m.len(), vec![], None),
+        Ok(_) => (safety::TargetKind::Other, 0, vec![], None),
+        Err(_) => (safety::TargetKind::RegularFile, 0, vec![], None),
     };
     let mounts = mountinfo::parse_mountinfo(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
     )?;
-    let facts = safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts);
-    safety::check_target(&facts, image_bytes, a.force)
+    let facts = safety::TargetFacts {
+        logical_sector: sector,
+        ..safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts)
+    };
+    safety::check_target(&facts, &image_facts, a.force)
         .with_context(|| format!("{}", a.target.display()))?;
 
     let mut target = std::fs::OpenOptions::new()
@@ -177,7 +207,15 @@ pub fn run(a: FlashArgs) -> Result<()> {
         .truncate(false)
         .open(&a.target)
         .with_context(|| format!("{}: cannot open for writing", a.target.display()))?;
-    let opts = FlashOptions::new().holes(holes).verify(!a.no_verify);
+    // The backup GPT is looked for at the target's sector size first.
+    let sector_size = match sector.or(image_facts.table_sector) {
+        Some(4096) => SectorSize::S4096,
+        _ => SectorSize::S512,
+    };
+    let opts = FlashOptions::new()
+        .holes(holes)
+        .verify(!a.no_verify)
+        .sector_size(sector_size);
     let started = Instant::now();
     let mut last = Instant::now();
     let quiet = a.quiet;
@@ -229,6 +267,12 @@ pub fn run(a: FlashArgs) -> Result<()> {
             )?
         }
     };
+    if report.discard_unsupported {
+        eprintln!(
+            "kiln: {} cannot discard with zeros; its holes were written with zeros",
+            a.target.display()
+        );
+    }
     if !a.quiet {
         eprintln!(
             "kiln: flashed {} bytes ({} mapped written, {} verified{}) in {:.1}s{}",

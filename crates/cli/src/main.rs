@@ -100,13 +100,13 @@ enum Command {
         /// The block map (default: IMAGE.bmap, or the uncompressed name's .bmap).
         #[arg(long)]
         bmap: Option<PathBuf>,
-        /// Allow a regular file as the target.
+        /// Allow a regular file as the target, or a partition table made for another sector size than the device's (e.g. a 512-byte-sector image on a 4Kn disk).
         #[arg(long)]
         force: bool,
         /// Skip the read-back verification.
         #[arg(long)]
         no_verify: bool,
-        /// What to do with the image's holes on the target: skip, zero or discard.
+        /// What to do with the image's holes on the target: skip, zero or discard (zeroing discard; zeros are written where the device cannot).
         #[arg(long, default_value = "skip")]
         holes: String,
         /// Only verify the target against the bmap (e.g. a medium flashed earlier); write nothing.

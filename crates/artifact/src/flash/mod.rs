@@ -298,6 +298,10 @@ pub struct FlashReport {
     pub written_bytes: u64,
     /// Hole bytes zeroed or discarded (0 with [`HoleMode::Skip`]).
     pub hole_bytes: u64,
+    /// [`HoleMode::Discard`] was asked but the target cannot discard with
+    /// guaranteed zeros (`EOPNOTSUPP`), so the holes were written with
+    /// zeros instead.
+    pub discard_unsupported: bool,
     /// Bytes read back and verified.
     pub verified_bytes: u64,
     /// Number of ranges written (bmap ranges or 64 MiB segments).
@@ -364,6 +368,7 @@ struct Copier<'t, 'p, T: FlashTarget + ?Sized> {
     done: u64,
     total: Option<u64>,
     hole_bytes: u64,
+    discard_unsupported: bool,
     /// What was written, for the read-back thread (when it runs).
     behind: Option<SyncSender<Note>>,
     /// Whether a random-access image's data is hashed while writing
@@ -539,13 +544,25 @@ impl<T: FlashTarget + ?Sized> Copier<'_, '_, T> {
         if start >= end {
             return Ok(());
         }
+        if self.holes == HoleMode::Discard {
+            match self.target.discard(start, end - start) {
+                Ok(()) => {
+                    self.hole_bytes += end - start;
+                    return Ok(());
+                }
+                // A device without zeroing discard (write-zeroes or
+                // discard-zeroes-data): the zeros are written instead,
+                // for this hole and the rest.
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    self.holes = HoleMode::Zero;
+                    self.discard_unsupported = true;
+                }
+                Err(e) => return Err(io_err("discarding a hole on the target", start)(e)),
+            }
+        }
         match self.holes {
             HoleMode::Skip => return Ok(()),
-            HoleMode::Discard => self
-                .target
-                .discard(start, end - start)
-                .map_err(io_err("discarding a hole on the target", start))?,
-            HoleMode::Zero => {
+            HoleMode::Zero | HoleMode::Discard => {
                 self.buf.fill(0);
                 let mut off = start;
                 while off < end {
@@ -767,11 +784,17 @@ pub fn flash<T: FlashTarget + ?Sized>(
             done: 0,
             total,
             hole_bytes: 0,
+            discard_unsupported: false,
             behind: reader.is_some().then_some(tx),
             hash_random,
         };
-        let copied = copy_all(&mut copier, image, &mut segments, image_size)
-            .map(|size| (size, copier.done, copier.hole_bytes));
+        let copied = copy_all(&mut copier, image, &mut segments, image_size).map(|size| {
+            (
+                size,
+                copier.done,
+                (copier.hole_bytes, copier.discard_unsupported),
+            )
+        });
         drop(copier);
         let verified = reader.map(|r| {
             if copied.is_ok() {
@@ -789,19 +812,20 @@ pub fn flash<T: FlashTarget + ?Sized>(
         });
         (copied, verified)
     });
-    let ((final_size, written, hole_bytes), verified_behind) = match (copied, verified_behind) {
-        // The read-back thread's own error explains why the writer stopped.
-        (
-            Err(Error::InvalidRequest {
-                reason: BEHIND_STOPPED,
-            }),
-            Some(Err(e)),
-        ) => return Err(blame(random, e)),
-        (Err(e), _) => return Err(e),
-        (Ok(_), Some(Err(e))) => return Err(blame(random, e)),
-        (Ok(c), Some(Ok(v))) => (c, Some(v)),
-        (Ok(c), None) => (c, None),
-    };
+    let ((final_size, written, (hole_bytes, discard_unsupported)), verified_behind) =
+        match (copied, verified_behind) {
+            // The read-back thread's own error explains why the writer stopped.
+            (
+                Err(Error::InvalidRequest {
+                    reason: BEHIND_STOPPED,
+                }),
+                Some(Err(e)),
+            ) => return Err(blame(random, e)),
+            (Err(e), _) => return Err(e),
+            (Ok(_), Some(Err(e))) => return Err(blame(random, e)),
+            (Ok(c), Some(Ok(v))) => (c, Some(v)),
+            (Ok(c), None) => (c, None),
+        };
     target
         .grow_to(final_size)
         .map_err(io_err("growing the target file", final_size))?;
@@ -847,6 +871,7 @@ pub fn flash<T: FlashTarget + ?Sized>(
         image_bytes: final_size,
         written_bytes: written,
         hole_bytes,
+        discard_unsupported,
         verified_bytes: verified,
         ranges: segments.len(),
         gpt,
@@ -1054,6 +1079,46 @@ mod tests {
         }
     }
 
+    /// A target whose discard is not supported (as `EOPNOTSUPP` from a
+    /// device without write-zeroes).
+    struct NoDiscard(Vec<u8>);
+
+    impl ReadAt for NoDiscard {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.0.read_exact_at(buf, offset)
+        }
+        fn size(&self) -> io::Result<u64> {
+            ReadAt::size(&self.0)
+        }
+    }
+
+    impl WriteAt for NoDiscard {
+        fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.0.write_all_at(buf, offset)
+        }
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            WriteAt::set_len(&mut self.0, len)
+        }
+    }
+
+    impl FlashTarget for NoDiscard {
+        fn sync_data(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn discard(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn drop_cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn capacity(&self) -> io::Result<u64> {
+            FlashTarget::capacity(&self.0)
+        }
+        fn grow_to(&mut self, len: u64) -> io::Result<()> {
+            FlashTarget::grow_to(&mut self.0, len)
+        }
+    }
+
     #[test]
     fn hole_modes_and_mismatch() {
         let img = image();
@@ -1071,7 +1136,21 @@ mod tests {
             .unwrap();
             assert_eq!(t, img);
             assert_eq!(r.hole_bytes, img.len() as u64 - bmap.mapped_bytes());
+            assert!(!r.discard_unsupported);
         }
+        // A device that cannot discard with zeros gets the zeros written.
+        let mut t = NoDiscard(vec![0xAAu8; img.len()]);
+        let r = flash(
+            ImageSource::Random(&img),
+            Some(&bmap),
+            &mut t,
+            &FlashOptions::new().holes(HoleMode::Discard),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(t.0, img);
+        assert!(r.discard_unsupported);
+        assert_eq!(r.hole_bytes, img.len() as u64 - bmap.mapped_bytes());
         let mut other = img.clone();
         other[3] ^= 1;
         let e = flash(
