@@ -13,6 +13,9 @@
 //! Raw, VHD fixed and VMDK streamOptimized output is produced strictly
 //! front to back, so [`SequentialWriter`] can feed it straight into a pipe,
 //! compressor or hasher; qcow2 and VHD dynamic need a seekable target.
+//! [`Qcow2RandomWriter`] is the one writer that takes positional writes in
+//! any order (a [`kiln_units::WriteAt`] over the virtual disk), for
+//! builders that cannot produce their disk front to back.
 //!
 //! **Reading.** [`open`] detects the format by its magic and returns an
 //! [`Image`] that implements [`kiln_units::ReadAt`] over the *virtual*
@@ -81,7 +84,7 @@ pub mod vmdk;
 pub use error::{Error, Format, Result};
 pub use extent::{DiskWriter, Extent, WriteSummary};
 #[cfg(feature = "qcow2")]
-pub use qcow2::{Qcow2Options, Qcow2Reader, Qcow2Writer};
+pub use qcow2::{Qcow2Options, Qcow2RandomWriter, Qcow2Reader, Qcow2Writer};
 pub use raw::{RawReader, RawWriter};
 pub use source::{
     allocated_extents, copy_allocated, feed_read_at, feed_sparse_file, AllocatedExtents,

@@ -52,13 +52,19 @@
 //! (computed at `finish` so they cover themselves); the header and L1 are
 //! written last. Every host cluster is referenced exactly once except the
 //! clusters that hold several compressed clusters.
+//!
+//! [`Qcow2RandomWriter`] takes positional writes in any order instead:
+//! header, L1, data clusters in first-write order, then L2 tables,
+//! refcount blocks and table at `finish` (see its module).
 
 mod header;
 mod l1l2;
+mod random;
 mod reader;
 mod refcount;
 mod writer;
 
+pub use random::Qcow2RandomWriter;
 pub use reader::Qcow2Reader;
 pub use writer::Qcow2Writer;
 

@@ -12,13 +12,13 @@ use super::l1l2::{l1_entry, L2Entry};
 use super::refcount::{RefcountLayout, QCOW2_REFCOUNT_ORDER};
 use super::{Qcow2Options, QCOW2_CLUSTER_BITS};
 
-const CLUSTER: u64 = 1 << QCOW2_CLUSTER_BITS;
-const CLUSTER_USIZE: usize = 1 << QCOW2_CLUSTER_BITS;
+pub(super) const CLUSTER: u64 = 1 << QCOW2_CLUSTER_BITS;
+pub(super) const CLUSTER_USIZE: usize = 1 << QCOW2_CLUSTER_BITS;
 /// Entries per L2 table (64 KiB / 8 bytes).
-const L2_ENTRIES: u64 = CLUSTER / 8;
+pub(super) const L2_ENTRIES: u64 = CLUSTER / 8;
 /// Largest virtual size written: QEMU's limit of 32 MiB of L1 table
 /// (4 Mi entries x 512 MiB = 2 PiB); kept well below u64 overflow.
-const MAX_VIRTUAL: u64 = (32 << 20) / 8 * L2_ENTRIES * CLUSTER;
+pub(super) const MAX_VIRTUAL: u64 = (32 << 20) / 8 * L2_ENTRIES * CLUSTER;
 
 /// Writes a qcow2 v3 image from an ordered extent stream.
 ///
@@ -342,82 +342,122 @@ impl<W: WriteAt> DiskWriter for Qcow2Writer<W> {
         st.drain(out)?;
         st.flush_l2(out)?;
 
-        let layout = RefcountLayout::after(st.next_cluster, CLUSTER);
-        let total = layout.total_clusters();
-        // Refcount blocks: counters for our clusters, then 1 for every
-        // refcount cluster, then 0 padding.
-        let per_block = CLUSTER / 2;
-        let mut block = Vec::with_capacity(CLUSTER_USIZE);
-        for b in 0..layout.blocks {
-            block.clear();
-            for i in b * per_block..(b + 1) * per_block {
-                let rc = match usize::try_from(i).ok().and_then(|i| st.refcounts.get(i)) {
-                    Some(&rc) => rc,
-                    None if i < total => 1,
-                    None => 0,
-                };
-                block.extend_from_slice(&rc.to_be_bytes());
-            }
-            let off = (layout.blocks_start + b) * CLUSTER;
-            out.write_all_at(&block, off).map_err(Error::io(off))?;
-        }
-        let mut table =
-            Vec::with_capacity(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0));
-        for b in 0..layout.blocks {
-            table.extend_from_slice(&((layout.blocks_start + b) * CLUSTER).to_be_bytes());
-        }
-        table.resize(
-            usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0),
-            0,
-        );
-        let table_off = layout.table_start * CLUSTER;
-        out.write_all_at(&table, table_off)
-            .map_err(Error::io(table_off))?;
-
-        let mut l1 = Vec::with_capacity(usize::try_from(st.l1_clusters * CLUSTER).unwrap_or(0));
-        for e in &st.l1 {
-            l1.extend_from_slice(&e.to_be_bytes());
-        }
-        l1.resize(usize::try_from(st.l1_clusters * CLUSTER).unwrap_or(0), 0);
-        out.write_all_at(&l1, CLUSTER).map_err(Error::io(CLUSTER))?;
-
-        let header = Header {
-            version: 3,
-            backing_file_offset: 0,
-            cluster_bits: QCOW2_CLUSTER_BITS,
-            size: self.virtual_size,
-            crypt_method: 0,
-            l1_size: u32::try_from(st.l1.len()).unwrap_or(u32::MAX),
-            l1_table_offset: if st.l1_clusters == 0 { 0 } else { CLUSTER },
-            refcount_table_offset: table_off,
-            refcount_table_clusters: u32::try_from(layout.table_clusters).unwrap_or(u32::MAX),
-            nb_snapshots: 0,
-            incompatible_features: 0,
-            refcount_order: QCOW2_REFCOUNT_ORDER,
-            header_length: QCOW2_V3_HEADER_LEN,
-            compression_type: 0,
-        };
-        let mut cluster0 = vec![0u8; CLUSTER_USIZE];
-        cluster0[..112].copy_from_slice(&header.to_bytes());
-        if let Some((file, fmt)) = &self.backing {
-            // 104: the format-name extension, its data padded to 8
-            // bytes; then the end mark (zeros); then the name, whose
-            // offset and length go into header bytes 8..20.
-            let name_at = 104 + 8 + fmt.len().div_ceil(8) * 8 + 8;
-            cluster0[104..108].copy_from_slice(&BACKING_FORMAT_EXT.to_be_bytes());
-            cluster0[108..112].copy_from_slice(&(fmt.len() as u32).to_be_bytes());
-            cluster0[112..112 + fmt.len()].copy_from_slice(fmt.as_bytes());
-            cluster0[8..16].copy_from_slice(&(name_at as u64).to_be_bytes());
-            cluster0[16..20].copy_from_slice(&(file.len() as u32).to_be_bytes());
-            cluster0[name_at..name_at + file.len()].copy_from_slice(file.as_bytes());
-        }
-        out.write_all_at(&cluster0, 0).map_err(Error::io(0))?;
-        let file_size = total * CLUSTER;
-        out.set_len(file_size).map_err(Error::io(file_size))?;
+        let file_size = write_tables(
+            out,
+            &Tables {
+                virtual_size: self.virtual_size,
+                l1: &st.l1,
+                l1_clusters: st.l1_clusters,
+                used: st.next_cluster,
+                backing: self.backing.as_ref(),
+            },
+            |i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| st.refcounts.get(i))
+                    .copied()
+            },
+        )?;
         Ok(WriteSummary {
             virtual_size: self.virtual_size,
             file_size,
             allocated_bytes: st.allocated_bytes,
         })
     }
+}
+
+/// What [`write_tables`] lays out after the data and L2 tables.
+pub(super) struct Tables<'a> {
+    pub virtual_size: u64,
+    /// L1 entries (already encoded).
+    pub l1: &'a [u64],
+    pub l1_clusters: u64,
+    /// Host clusters used so far (header, L1, data, L2 tables).
+    pub used: u64,
+    /// Backing file name and format of an overlay.
+    pub backing: Option<&'a (String, String)>,
+}
+
+/// Writes the refcount blocks and table after `t.used` clusters (they
+/// count themselves), the L1 table at cluster 1 and the header with its
+/// extensions in cluster 0; `refcount(i)` is host cluster `i`'s count
+/// for `i < t.used` (`None` counts 1). Returns the file size.
+pub(super) fn write_tables<W: WriteAt + ?Sized>(
+    out: &mut W,
+    t: &Tables<'_>,
+    refcount: impl Fn(u64) -> Option<u16>,
+) -> Result<u64> {
+    let layout = RefcountLayout::after(t.used, CLUSTER);
+    let total = layout.total_clusters();
+    // Refcount blocks: counters for our clusters, then 1 for every
+    // refcount cluster, then 0 padding.
+    let per_block = CLUSTER / 2;
+    let mut block = Vec::with_capacity(CLUSTER_USIZE);
+    for b in 0..layout.blocks {
+        block.clear();
+        for i in b * per_block..(b + 1) * per_block {
+            let rc = match (i < t.used).then(|| refcount(i)) {
+                Some(Some(rc)) => rc,
+                _ if i < total => 1,
+                _ => 0,
+            };
+            block.extend_from_slice(&rc.to_be_bytes());
+        }
+        let off = (layout.blocks_start + b) * CLUSTER;
+        out.write_all_at(&block, off).map_err(Error::io(off))?;
+    }
+    let mut table =
+        Vec::with_capacity(usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0));
+    for b in 0..layout.blocks {
+        table.extend_from_slice(&((layout.blocks_start + b) * CLUSTER).to_be_bytes());
+    }
+    table.resize(
+        usize::try_from(layout.table_clusters * CLUSTER).unwrap_or(0),
+        0,
+    );
+    let table_off = layout.table_start * CLUSTER;
+    out.write_all_at(&table, table_off)
+        .map_err(Error::io(table_off))?;
+
+    let mut l1 = Vec::with_capacity(usize::try_from(t.l1_clusters * CLUSTER).unwrap_or(0));
+    for e in t.l1 {
+        l1.extend_from_slice(&e.to_be_bytes());
+    }
+    l1.resize(usize::try_from(t.l1_clusters * CLUSTER).unwrap_or(0), 0);
+    out.write_all_at(&l1, CLUSTER).map_err(Error::io(CLUSTER))?;
+
+    let header = Header {
+        version: 3,
+        backing_file_offset: 0,
+        cluster_bits: QCOW2_CLUSTER_BITS,
+        size: t.virtual_size,
+        crypt_method: 0,
+        l1_size: u32::try_from(t.l1.len()).unwrap_or(u32::MAX),
+        l1_table_offset: if t.l1_clusters == 0 { 0 } else { CLUSTER },
+        refcount_table_offset: table_off,
+        refcount_table_clusters: u32::try_from(layout.table_clusters).unwrap_or(u32::MAX),
+        nb_snapshots: 0,
+        incompatible_features: 0,
+        refcount_order: QCOW2_REFCOUNT_ORDER,
+        header_length: QCOW2_V3_HEADER_LEN,
+        compression_type: 0,
+    };
+    let mut cluster0 = vec![0u8; CLUSTER_USIZE];
+    cluster0[..112].copy_from_slice(&header.to_bytes());
+    if let Some((file, fmt)) = t.backing {
+        // 104: the format-name extension, its data padded to 8
+        // bytes; then the end mark (zeros); then the name, whose
+        // offset and length go into header bytes 8..20.
+        let name_at = 104 + 8 + fmt.len().div_ceil(8) * 8 + 8;
+        cluster0[104..108].copy_from_slice(&BACKING_FORMAT_EXT.to_be_bytes());
+        cluster0[108..112].copy_from_slice(&(fmt.len() as u32).to_be_bytes());
+        cluster0[112..112 + fmt.len()].copy_from_slice(fmt.as_bytes());
+        cluster0[8..16].copy_from_slice(&(name_at as u64).to_be_bytes());
+        cluster0[16..20].copy_from_slice(&(file.len() as u32).to_be_bytes());
+        cluster0[name_at..name_at + file.len()].copy_from_slice(file.as_bytes());
+    }
+    out.write_all_at(&cluster0, 0).map_err(Error::io(0))?;
+    let file_size = total * CLUSTER;
+    out.set_len(file_size).map_err(Error::io(file_size))?;
+    Ok(file_size)
 }
