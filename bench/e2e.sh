@@ -2,15 +2,17 @@
 # End-to-end benchmark (make bench, issue 6) on the realistic payload of
 # bench/make-payload.sh (Debian rootfs ~274 MB / 12k entries, engine store of
 # three images ~700 MB / 30k entries, 1 GiB swapfile, fin-cm3 layout; recipe
-# bench/fin-bench.toml). One run of each, warm page cache, printing wall
-# time, peak RSS (/usr/bin/time) and the issue's ratios with its targets:
+# bench/fin-bench.toml). One run of each job, warm page cache, printing wall
+# time, peak RSS (/usr/bin/time) and the issue's ratios with its targets
+# (jobs under ~10 s run three times and report their median):
 #   kiln build raw (+sha256+bmap)  vs the standard-tool pipeline (sfdisk,
 #       mkfs.vfat + mcopy, mke2fs -d, loop mount + fallocate + mkswap for the
 #       swapfile, dd assembly, sha256sum, bmaptool create) and genimage 16
 #       with an equivalent config (+ the same swapfile step, sha256, bmap),
-#       and vs cp --sparse=always of the finished image (the disk's limit);
+#       and vs cp --sparse=always + fsync of the finished image (the
+#       disk's limit; kiln's build ends with its image fsynced too);
 #   kiln qcow2 / vmdk build vs the raw build and vs qemu-img convert;
-#   kiln raw.xz build vs xz -T0 at the same preset;
+#   kiln raw.xz build vs xz -T0 at the same preset, raw.zst vs zstd -T0;
 #   kiln flash vs bmaptool copy, to a file.
 # Untimed preparation for the other tools (they need directories): the
 # rootfs tar is extracted, the data partition's content (the preloaded store
@@ -24,8 +26,9 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 kiln=${KILN:-$target/release/kiln}
 [ -x "$kiln" ] || (cd "$repo" && cargo build --release -p kiln)
 xzl=${XZ_LEVEL:-6}
-for t in sfdisk mkfs.vfat mcopy mke2fs mkswap fallocate bmaptool qemu-img xz /usr/bin/time python3; do
-  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y fdisk dosfstools mtools e2fsprogs util-linux bmap-tools qemu-utils xz-utils time python3" >&2; exit 1; }
+zstl=${ZSTD_LEVEL:-3}
+for t in sfdisk mkfs.vfat mcopy mke2fs mkswap fallocate bmaptool qemu-img xz zstd /usr/bin/time python3; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y fdisk dosfstools mtools e2fsprogs util-linux bmap-tools qemu-utils xz-utils zstd time python3" >&2; exit 1; }
 done
 bash "$repo/demo/make-inputs.sh" >/dev/null
 bash "$repo/bench/make-payload.sh"
@@ -38,16 +41,40 @@ t() { # name, command...: runs it, records "name seconds rss_kib cpu_seconds"
   local name=$1; shift
   sync; /usr/bin/time -f "%e %M %U %S" -o "$w/time" "$@" >/dev/null 2>"$w/err" || { echo "$name failed:"; cat "$w/err"; exit 1; }
   read -r secs rss usr sys < "$w/time"
+  record "$name" "$secs" "$rss" "$usr" "$sys"
+}
+record() {
+  local name=$1 secs=$2 rss=$3 usr=$4 sys=$5
   printf '%-40s %8.2f s %9d KiB %8.2f s CPU\n' "$name" "$secs" "$rss" "$(awk -v a="$usr" -v b="$sys" 'BEGIN {print a + b}')"
   printf '%s\t%s\t%s\t%s\n' "$name" "$secs" "$rss" "$(awk -v a="$usr" -v b="$sys" 'BEGIN {print a + b}')" >> "$w/results"
 }
+t3() { # name, after, command...: three runs (the `after` command, e.g. rm of
+  # the output, runs after each), recording the median wall time (with that
+  # run's CPU) and the largest RSS: short jobs on a VM vary run to run.
+  local name=$1 after=$2; shift 2
+  : > "$w/runs"
+  for _ in 1 2 3; do
+    sync; /usr/bin/time -f "%e %M %U %S" -o "$w/time" "$@" >/dev/null 2>"$w/err" || { echo "$name failed:"; cat "$w/err"; exit 1; }
+    cat "$w/time" >> "$w/runs"; eval "$after"
+  done
+  local rss; rss=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {print m}' "$w/runs")
+  sort -n -k1,1 "$w/runs" | sed -n 2p > "$w/time"
+  local secs _ usr sys; read -r secs _ usr sys < "$w/time"
+  record "$name (median of 3)" "$secs" "$rss" "$usr" "$sys"
+}
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ); scratch $w"
 mkdir -p "$w/k"
-t "kiln build raw (+sha256+bmap)" "$kiln" build -q --board fin-cm3 --recipe "$recipe" -o "$w/k/fin.img"
+t3 "kiln build raw (+sha256+bmap)" 'rm -rf "$w/k"/fin.img*' \
+  "$kiln" build -q --board fin-cm3 --recipe "$recipe" -o "$w/k/fin.img"
+"$kiln" build -q --board fin-cm3 --recipe "$recipe" -o "$w/k/fin.img"
 img=$w/k/fin.img
 echo "image: $(stat -c %s "$img") bytes, $(du -B1 "$img" | cut -f1) allocated"
-t "cp --sparse=always" cp --sparse=always "$img" "$w/copy.img"
-rm -f "$w/copy.img"
+# The disk's limit: a copy that is on the disk when it ends, as kiln's
+# image is (kiln fsyncs before renaming it into place); the page-cache-only
+# copy is shown beside it.
+t3 "cp --sparse=always" 'rm -f "$w/copy.img"' cp --sparse=always "$img" "$w/copy.img"
+t3 "cp --sparse=always + fsync" 'rm -f "$w/copy.img"' \
+  sh -c 'cp --sparse=always "$1" "$2" && sync "$2"' sh "$img" "$w/copy.img"
 
 # --- inputs of the other tools (untimed) --------------------------------
 mkdir -p "$w/rootfs" "$w/mnt" "$w/data" "$w/std" "$w/swapmnt"
@@ -137,9 +164,10 @@ fi
 rm -rf "$w/rootfs" "$w/data"
 
 # --- formats, compression, flashing -------------------------------------
-t "kiln build qcow2" "$kiln" build -q --board fin-cm3 --recipe "$recipe" --format qcow2 -o "$w/k/q.img"
+t3 "kiln build qcow2" 'rm -f "$w"/k/q.*' \
+  "$kiln" build -q --board fin-cm3 --recipe "$recipe" --format qcow2 -o "$w/k/q.img"
 t "qemu-img convert raw -> qcow2" qemu-img convert -O qcow2 "$img" "$w/q.qcow2"
-rm -f "$w/q.qcow2" "$w"/k/q.*
+rm -f "$w/q.qcow2"
 t "kiln build vmdk" "$kiln" build -q --board fin-cm3 --recipe "$recipe" --format vmdk -o "$w/k/v.img"
 t "qemu-img convert raw -> vmdk (stream)" qemu-img convert -O vmdk -o subformat=streamOptimized "$img" "$w/v.vmdk"
 rm -f "$w/v.vmdk" "$w"/k/v.*
@@ -148,10 +176,13 @@ xz -t "$w/k/x.img.xz"
 t "xz -T0 -$xzl of the raw image" xz -T0 "-$xzl" -k -c "$img"
 echo "kiln .xz: $(stat -c %s "$w/k/x.img.xz") bytes (xz -t ok)"
 rm -f "$w"/k/x.*
-t "kiln flash (bmap, verify) to a file" "$kiln" flash -q --force "$img" "$w/flash.img"
-rm -f "$w/flash.img"
-t "bmaptool copy to a file" bmaptool -q copy --bmap "$img.bmap" "$img" "$w/bmap.img"
-rm -f "$w/bmap.img"
+t "kiln build raw.zst (-$zstl)" "$kiln" build -q --board fin-cm3 --recipe "$recipe" --compress zst --level "$zstl" -o "$w/k/z.img"
+zstd -qt "$w/k/z.img.zst"
+t "zstd -T0 -$zstl of the raw image" zstd -q -T0 "-$zstl" -c "$img"
+echo "kiln .zst: $(stat -c %s "$w/k/z.img.zst") bytes (zstd -t ok)"
+rm -f "$w"/k/z.*
+t3 "kiln flash (bmap, verify) to a file" 'rm -f "$w/flash.img"' "$kiln" flash -q --force "$img" "$w/flash.img"
+t3 "bmaptool copy to a file" 'rm -f "$w/bmap.img"' bmaptool -q copy --bmap "$img.bmap" "$img" "$w/bmap.img"
 
 echo
 python3 - "$w/results" <<'EOP'
@@ -159,7 +190,7 @@ import sys
 r = {}
 for line in open(sys.argv[1]):
     n, s, m, c = line.rstrip("\n").split("\t")
-    r[n] = (float(s), int(m), float(c))
+    r[n.replace(" (median of 3)", "")] = (float(s), int(m), float(c))
 def s(n): return max(r[n][0], 0.01)
 k = "kiln build raw (+sha256+bmap)"
 rows = [
@@ -169,13 +200,18 @@ if "genimage" in r:
     rows.append(("genimage / kiln raw", s("genimage") / s(k), "(>= 3)", lambda v: v >= 3))
 xz = [n for n in r if n.startswith("kiln build raw.xz")][0]
 xzc = [n for n in r if n.startswith("xz -T0")][0]
+zs = [n for n in r if n.startswith("kiln build raw.zst")][0]
+zsc = [n for n in r if n.startswith("zstd -T0")][0]
 rows += [
-    ("kiln raw / cp --sparse=always", s(k) / s("cp --sparse=always"), "<= 2", lambda v: v <= 2),
+    ("kiln raw / (cp --sparse=always + fsync)", s(k) / s("cp --sparse=always + fsync"), "<= 2", lambda v: v <= 2),
+    ("kiln raw / cp --sparse=always (page cache)", s(k) / s("cp --sparse=always"), "", None),
     ("kiln qcow2 / kiln raw", s("kiln build qcow2") / s(k), "<= 1.1", lambda v: v <= 1.1),
     ("qemu-img convert qcow2 / kiln qcow2 build", s("qemu-img convert raw -> qcow2") / s("kiln build qcow2"), "", None),
     ("kiln vmdk / kiln raw", s("kiln build vmdk") / s(k), "", None),
     ("qemu-img convert vmdk / kiln vmdk build", s("qemu-img convert raw -> vmdk (stream)") / s("kiln build vmdk"), "", None),
     ("xz -T0 / kiln raw.xz build (throughput)", s(xzc) / s(xz), ">= 1", lambda v: v >= 1),
+    ("zstd -T0 / kiln raw.zst build (throughput)", s(zsc) / s(zs), "", None),
+    ("zstd -T0 / (kiln raw.zst - kiln raw) (added)", s(zsc) / max(s(zs) - s(k), 0.01), "", None),
     ("bmaptool copy / kiln flash", s("bmaptool copy to a file") / s("kiln flash (bmap, verify) to a file"), ">= 1", lambda v: v >= 1),
 ]
 def c(n): return max(r[n][2], 0.01)

@@ -187,9 +187,12 @@ fn output_directory_not_writable() {
 fn disk_full_leaves_nothing() {
     let d = tempfile::tempdir().unwrap();
     let r = recipe(d.path(), |s| s);
-    let small = Tmpfs::new("size=3m");
-    let err = fails(&r, small.0.path(), &[], 1, &["No space left on device"]);
-    assert!(err.contains("resin-"), "names the partition: {err}");
+    // The raw image, and the qcow2 written in place (no raw file).
+    for extra in [&[][..], &["--format", "qcow2"]] {
+        let small = Tmpfs::new("size=3m");
+        let err = fails(&r, small.0.path(), extra, 1, &["No space left on device"]);
+        assert!(err.contains("resin-"), "names the partition: {err}");
+    }
 }
 
 /// A copy of the demo app's OCI layouts with one layer blob corrupted.
@@ -223,11 +226,13 @@ fn corrupt_preload_blob_is_named_and_nothing_is_left() {
     });
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let err = fails(&r, &out, &[], 2, &["resin-data", "app preload"]);
-    assert!(
-        err.contains(&name[..12]) || err.contains("digest"),
-        "names the blob: {err}"
-    );
+    for extra in [&[][..], &["--format", "qcow2"]] {
+        let err = fails(&r, &out, extra, 2, &["resin-data", "app preload"]);
+        assert!(
+            err.contains(&name[..12]) || err.contains("digest"),
+            "names the blob: {err}"
+        );
+    }
 }
 
 #[test]

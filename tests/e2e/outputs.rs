@@ -254,3 +254,91 @@ fn flash_writes_and_verifies_and_convert_round_trips() {
         assert!(cmp.contains("Images are identical"), "{out}: {cmp}");
     }
 }
+
+/// Files in `dir` other than the recipe copy `recipe_copy` makes.
+fn outputs_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("fin") || n.starts_with('.') || n == "SHA256SUMS")
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn qcow2_without_raw_is_written_in_place() {
+    require("qemu-img", "qemu-utils");
+    require("zstd", "zstd");
+    let raw_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    build(raw_dir.path(), &["--format", "raw"]);
+    let raw = raw_dir.path().join("fin.img");
+    let mut qcow2_digests = Vec::new();
+    for run_no in 0..2 {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        // qcow2 alone, then with every other output made from it.
+        let extra: &[&str] = if run_no == 0 {
+            &["--format", "qcow2"]
+        } else {
+            &["--format", "qcow2,vmdk,vhd", "--compress", "zst"]
+        };
+        build(d.path(), extra);
+        let q = d.path().join("fin.qcow2");
+        let out = run(Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&q));
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("No errors"),
+            "qemu-img check: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(qemu_info(&q, "qcow2")["format"], "qcow2");
+        // The disk inside equals the raw build's, byte for byte.
+        let cmp = ok(Command::new("qemu-img")
+            .args(["compare", "-f", "qcow2", "-F", "raw"])
+            .arg(&q)
+            .arg(&raw));
+        assert!(cmp.contains("Images are identical"), "{cmp}");
+        // No raw image, no leftovers: only the asked-for files.
+        let want: &[&str] = if run_no == 0 {
+            &["SHA256SUMS", "fin.manifest.json", "fin.qcow2"]
+        } else {
+            &[
+                "SHA256SUMS",
+                "fin.img.zst",
+                "fin.manifest.json",
+                "fin.qcow2",
+                "fin.vhd",
+                "fin.vmdk",
+            ]
+        };
+        assert_eq!(outputs_in(d.path()), want);
+        ok(Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(d.path()));
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("fin.manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m["image"]["sha256"], sha256_file(&raw));
+        if run_no == 1 {
+            // The outputs read from the qcow2 equal the raw image too.
+            for (file, fmt) in [("fin.vmdk", "vmdk"), ("fin.vhd", "vpc")] {
+                let cmp = ok(Command::new("qemu-img")
+                    .args(["compare", "-f", fmt, "-F", "raw"])
+                    .arg(d.path().join(file))
+                    .arg(&raw));
+                assert!(cmp.contains("Images are identical"), "{file}: {cmp}");
+            }
+            let unpacked = d.path().join("unpacked.img");
+            ok(Command::new("zstd")
+                .args(["-dq", "-o"])
+                .arg(&unpacked)
+                .arg(d.path().join("fin.img.zst")));
+            ok(Command::new("cmp").arg(&raw).arg(&unpacked));
+        }
+        qcow2_digests.push(sha256_file(&q));
+    }
+    // Reproducible: the in-place qcow2 is the same file both times.
+    assert_eq!(qcow2_digests[0], qcow2_digests[1]);
+}

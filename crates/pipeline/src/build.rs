@@ -3,9 +3,10 @@
 //! failure removes the temporary file, so no partial image is left.
 
 use crate::content::{add_dir, feed_generated, feed_input, Generated, Skip};
-use crate::deliver::{deliver, write_sums, Delivered, Delivery, DiskFormat, Temps};
+use crate::deliver::{deliver, write_sums, Delivered, Delivery, DiskFormat, Source, Temps};
 use crate::plan::{Placed, Plan};
 use crate::seed::Seed;
+use crate::sink::Sink;
 use crate::swap::swap_header;
 use crate::Error;
 use kiln_ext4::{Ext4Estimator, Ext4Options, Ext4Writer};
@@ -136,6 +137,9 @@ fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4
 pub(crate) struct TempImage {
     pub(crate) path: PathBuf,
     file: Option<File>,
+    /// The file is a qcow2 image written in place (see [`crate::sink`]),
+    /// not a raw one.
+    pub(crate) qcow2: bool,
 }
 
 impl TempImage {
@@ -166,6 +170,7 @@ impl TempImage {
         Ok(Self {
             path,
             file: Some(file),
+            qcow2: false,
         })
     }
 
@@ -581,15 +586,33 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
 
     // Create the temporary output beside the target (same filesystem, so
     // the final rename is atomic).
+    // When qcow2 is delivered and raw is not, the disk is written straight
+    // into the qcow2 file (no raw intermediate); else into the sparse raw
+    // file every other output is made from.
     let out = &req.output;
-    let mut tmp = TempImage::create(out)?;
+    let delivery = delivery_for(req)?;
+    let in_place = crate::deliver::qcow2_in_place(&delivery);
+    let mut tmp = if in_place {
+        TempImage::create(&crate::deliver::format_path(out, DiskFormat::Qcow2))?
+    } else {
+        TempImage::create(out)?
+    };
+    tmp.qcow2 = in_place;
     let file = tmp.file()?;
-    file.set_len(plan.disk_bytes)
-        .map_err(|source| Error::Output {
-            path: out.clone(),
-            op: "cannot size the output file",
-            source,
-        })?;
+    let size_err = |source| Error::Output {
+        path: out.clone(),
+        op: "cannot size the output file",
+        source,
+    };
+    let mut sink = if in_place {
+        Sink::Qcow2(
+            kiln_vdisk::Qcow2RandomWriter::new(&mut *file, plan.disk_bytes)
+                .map_err(|e| size_err(std::io::Error::other(e.to_string())))?,
+        )
+    } else {
+        file.set_len(plan.disk_bytes).map_err(size_err)?;
+        Sink::Raw(&mut *file)
+    };
 
     let mut reports = Vec::new();
     let mut feed_report = None;
@@ -601,7 +624,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             fs_name(placed.spec.fs),
             human(placed.size)
         ));
-        let region = SubRegion::new(&mut *file, placed.start, placed.size);
+        let region = SubRegion::new(&mut sink, placed.start, placed.size);
         let report = match placed.spec.role {
             Role::Boot => write_boot(req, placed, region, &config, time, os.boot.as_ref())?,
             Role::RootA => write_ext4(req, placed, region, time, |sink| {
@@ -632,10 +655,15 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
 
     progress("writing the partition table");
     let boot_code = match &os.bios_boot {
-        Some(input) => Some(write_bios_boot(profile, &plan, input, &mut *file)?),
+        Some(input) => Some(write_bios_boot(profile, &plan, input, &mut sink)?),
         None => None,
     };
-    write_table(req, &plan, &mut reports, boot_code, &mut *file)?;
+    write_table(req, &plan, &mut reports, boot_code, &mut sink)?;
+    sink.finish().map_err(|e| Error::Output {
+        path: tmp.path.clone(),
+        op: "cannot finish the qcow2 image",
+        source: std::io::Error::other(e.to_string()),
+    })?;
 
     let report = BuildReport {
         image: out.clone(),
@@ -682,6 +710,7 @@ pub(crate) fn finish(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let (qcow2, image_tmp) = (tmp.qcow2, tmp.path.clone());
     let file = tmp.file()?;
     // The image goes to disk (fsync, before the rename makes it visible)
     // on a second thread while delivery reads it back from the page cache.
@@ -715,10 +744,15 @@ pub(crate) fn finish(
         // delivery rather than after it.
         let (profile, recipe, with_app) = (&req.profile, &req.recipe, app.is_some());
         let inputs = scope.spawn(move || crate::manifest::inputs(profile, recipe, base, with_app));
-        let delivered = deliver(file, out, &delivery, &mut temps);
+        let source = if qcow2 {
+            Source::Qcow2(file, &image_tmp)
+        } else {
+            Source::Raw(file)
+        };
+        let delivered = deliver(source, out, &delivery, &mut temps);
         (delivered, sync.join(), inputs.join())
     });
-    let (mut artifacts, image_digest, keep_raw) = delivered?;
+    let (mut artifacts, image_digest, keep) = delivered?;
     let inputs = inputs.unwrap_or_else(|_| {
         Err(Error::Output {
             path: out.clone(),
@@ -763,9 +797,9 @@ pub(crate) fn finish(
     let sums = write_sums(dir, &artifacts, &mut temps)?;
     artifacts.push(sums);
     temps.commit()?;
-    if keep_raw {
-        std::fs::rename(&tmp.path, out).map_err(|source| Error::Output {
-            path: out.clone(),
+    if let Some(dest) = keep {
+        std::fs::rename(&tmp.path, &dest).map_err(|source| Error::Output {
+            path: dest.clone(),
             op: "cannot move the finished image into place",
             source,
         })?;
@@ -929,12 +963,12 @@ fn add_swap_unit<S: TreeSink>(
 fn write_ext4<F>(
     req: &BuildRequest<'_>,
     placed: &Placed,
-    region: SubRegion<&mut File>,
+    region: SubRegion<&mut Sink<'_>>,
     time: Timestamp,
     feed: F,
 ) -> Result<PartitionReport, Error>
 where
-    F: FnOnce(&mut Ext4Writer<SubRegion<&mut File>>) -> Result<(), Error>,
+    F: FnOnce(&mut Ext4Writer<SubRegion<&mut Sink<'_>>>) -> Result<(), Error>,
 {
     let label = placed.spec.label.clone();
     let opts = ext4_options(req, &label, placed.spec.role, placed.size, time);
@@ -957,7 +991,7 @@ where
 fn write_boot(
     req: &BuildRequest<'_>,
     placed: &Placed,
-    region: SubRegion<&mut File>,
+    region: SubRegion<&mut Sink<'_>>,
     config: &ResolvedConfig,
     time: Timestamp,
     boot_src: Option<&kiln_recipe::InputPath>,
@@ -1110,7 +1144,7 @@ fn write_bios_boot(
     profile: &BoardProfile,
     plan: &Plan,
     input: &kiln_recipe::InputPath,
-    file: &mut File,
+    file: &mut Sink<'_>,
 ) -> Result<[u8; 440], Error> {
     if profile.table != TableKind::Mbr {
         return Err(input
@@ -1149,7 +1183,7 @@ fn write_table(
     plan: &Plan,
     reports: &mut [PartitionReport],
     boot_code: Option<[u8; 440]>,
-    file: &mut File,
+    file: &mut Sink<'_>,
 ) -> Result<(), Error> {
     let profile = &req.profile;
     match profile.table {

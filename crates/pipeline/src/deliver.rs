@@ -12,17 +12,23 @@
 //! file is removed at the end. Every artifact goes to a temporary name
 //! and is renamed into place only when all of them succeeded.
 //!
-//! Deviation from a strict single pass over the partition data: the raw
-//! image itself is the intermediate (the ext4 writer fills inode tables
-//! and bitmaps at the end, so the disk cannot be streamed in order while
-//! it is built); the second pass reads only allocated data.
+//! Deviation from a strict single pass over the partition data: the ext4
+//! writer fills inode tables and bitmaps at the end, so the disk cannot be
+//! streamed in order while it is built. It is written positionally into
+//! one image file, then read once (allocated data only) for the rest:
+//! - when qcow2 is delivered and raw is not, that file is the qcow2 image
+//!   itself, written in place ([`crate::sink`]): no raw intermediate; the
+//!   other outputs are read from it through kiln-vdisk's qcow2 reader;
+//! - otherwise it is the sparse raw image (delivered, or removed at the
+//!   end when only VMDK/VHD or compressed forms are asked for).
 
 use crate::Error;
 use kiln_artifact::bmap::{BlockRange, Bmap, BmapStreamHasher};
 use kiln_artifact::compress::{CompressOptions, Encoder};
 use kiln_artifact::digest::{HashingWriter, Sha256Digest, Sha256Hasher};
 use kiln_artifact::sums::Sha256Sums;
-use kiln_vdisk::{DataRegions, DiskWriter, Format, OutputFormat, WriteSummary};
+use kiln_units::ReadAt;
+use kiln_vdisk::{DataRegions, DiskWriter, Format, OutputFormat, VirtualDisk, WriteSummary};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -73,6 +79,39 @@ impl DiskFormat {
             Self::VhdDynamic => A::VhdDynamic,
         }
     }
+}
+
+/// Whether the build writes the qcow2 output in place instead of a raw
+/// image: qcow2 is asked for and raw is not.
+pub(crate) fn qcow2_in_place(d: &Delivery) -> bool {
+    d.formats.contains(&DiskFormat::Qcow2) && !d.formats.contains(&DiskFormat::Raw)
+}
+
+/// The path of format `f`'s file for the raw output path `out`: `out`
+/// itself for raw, else its stem (without `.img`/`.raw`) and the format's
+/// suffix.
+pub(crate) fn format_path(out: &Path, f: DiskFormat) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if f == DiskFormat::Raw {
+        return out.to_path_buf();
+    }
+    let stem = name
+        .strip_suffix(".img")
+        .or_else(|| name.strip_suffix(".raw"))
+        .unwrap_or(&name);
+    out.with_file_name(format!("{stem}{}", f.suffix()))
+}
+
+/// The written image delivery reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// The sparse raw image.
+    Raw(&'a File),
+    /// The qcow2 image written in place, and its (temporary) path.
+    Qcow2(&'a File, &'a Path),
 }
 
 /// What to deliver.
@@ -277,8 +316,11 @@ fn sha256_of(path: &Path) -> Result<(Sha256Digest, u64), Error> {
 
 /// sha256 of the sparse image `raw`: its data `extents` read back, the
 /// holes between them hashed as zeros.
-fn sparse_sha256(raw: &File, extents: &[(u64, u64)], size: u64) -> std::io::Result<Sha256Digest> {
-    use std::os::unix::fs::FileExt;
+fn sparse_sha256(
+    raw: &(dyn ReadAt + Sync),
+    extents: &[(u64, u64)],
+    size: u64,
+) -> std::io::Result<Sha256Digest> {
     let mut h = Sha256Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
@@ -299,6 +341,55 @@ fn sparse_sha256(raw: &File, extents: &[(u64, u64)], size: u64) -> std::io::Resu
     Ok(h.finish())
 }
 
+/// The written image as delivery reads it.
+enum Reader<'a> {
+    /// The sparse raw file (holes by SEEK_DATA/SEEK_HOLE).
+    Raw(&'a File),
+    /// A virtual disk (the in-place qcow2), read through kiln-vdisk.
+    Disk(kiln_vdisk::Image<&'a File>),
+}
+
+impl Reader<'_> {
+    /// The virtual size and the data extents `(offset, len)`.
+    fn map(&self, out: &Path) -> Result<(u64, Vec<(u64, u64)>), Error> {
+        let mut extents = Vec::new();
+        match self {
+            Self::Raw(f) => {
+                let size = f
+                    .metadata()
+                    .map_err(out_err(out, "cannot stat the image"))?
+                    .len();
+                let mut from = 0;
+                while let Some(e) = f
+                    .next_data(from)
+                    .map_err(out_err(out, "cannot map the image"))?
+                {
+                    extents.push((e.offset, e.len));
+                    from = e.offset + e.len;
+                    if from >= size {
+                        break;
+                    }
+                }
+                Ok((size, extents))
+            }
+            Self::Disk(img) => {
+                for e in kiln_vdisk::allocated_extents(img) {
+                    let e = e.map_err(vdisk_err(out))?;
+                    extents.push((e.offset, e.len));
+                }
+                Ok((img.virtual_size(), extents))
+            }
+        }
+    }
+
+    fn read_at(&self) -> &(dyn ReadAt + Sync) {
+        match self {
+            Self::Raw(f) => *f,
+            Self::Disk(img) => img,
+        }
+    }
+}
+
 /// Compressed stream of [`Fanout`]: its path and encoder.
 type Compressed = Option<(PathBuf, Encoder<HashingWriter<BufWriter<File>>>)>;
 
@@ -306,7 +397,7 @@ type Compressed = Option<(PathBuf, Encoder<HashingWriter<BufWriter<File>>>)>;
 /// finishes the virtual disks and hashes them.
 #[allow(clippy::type_complexity)]
 fn fan_out(
-    raw: &File,
+    raw: &Reader<'_>,
     mut fan: Fanout<'_>,
     vdisk_files: Vec<(DiskFormat, PathBuf, PathBuf)>,
     out: &Path,
@@ -318,7 +409,11 @@ fn fan_out(
     ),
     Error,
 > {
-    kiln_vdisk::feed_sparse_file(raw, &mut fan).map_err(vdisk_err(out))?;
+    match raw {
+        Reader::Raw(f) => kiln_vdisk::feed_sparse_file(f, &mut fan),
+        Reader::Disk(img) => kiln_vdisk::copy_allocated(img, &mut fan),
+    }
+    .map_err(vdisk_err(out))?;
     fan.finish().map_err(vdisk_err(out))?;
     let Fanout {
         bmap,
@@ -342,28 +437,18 @@ fn fan_out(
 /// final path `out`). Returns the delivered files and the bmap; the raw
 /// file's own rename is the caller's (it is `raw_keep`).
 pub(crate) fn deliver(
-    raw: &File,
+    source: Source<'_>,
     out: &Path,
     d: &Delivery,
     temps: &mut Temps,
-) -> Result<(Vec<Delivered>, Sha256Digest, bool), Error> {
-    let size = raw
-        .metadata()
-        .map_err(out_err(out, "cannot stat the image"))?
-        .len();
-    // Mapped ranges for the bmap: the data regions of the sparse file.
-    let mut extents = Vec::new();
-    let mut from = 0;
-    while let Some(e) = raw
-        .next_data(from)
-        .map_err(out_err(out, "cannot map the image"))?
-    {
-        extents.push((e.offset, e.len));
-        from = e.offset + e.len;
-        if from >= size {
-            break;
-        }
-    }
+) -> Result<(Vec<Delivered>, Sha256Digest, Option<PathBuf>), Error> {
+    let raw = match source {
+        Source::Raw(f) => Reader::Raw(f),
+        Source::Qcow2(f, _) => Reader::Disk(
+            kiln_vdisk::open(f).map_err(vdisk_err(&format_path(out, DiskFormat::Qcow2)))?,
+        ),
+    };
+    let (size, extents) = raw.map(out)?;
     // Without a raw image delivered there is no bmap to hash ranges for
     // (the whole-image digest is still computed).
     let mapped = if d.formats.contains(&DiskFormat::Raw) {
@@ -376,25 +461,16 @@ pub(crate) fn deliver(
     // holds up, the fan-out below; the bmap ranges are hashed here.
     let bmap = BmapStreamHasher::ranges_only(size, 4096, mapped).map_err(artifact_err(out))?;
 
-    let stem = {
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = name
-            .strip_suffix(".img")
-            .or_else(|| name.strip_suffix(".raw"))
-            .unwrap_or(&name)
-            .to_string();
-        out.with_file_name(stem)
+    let in_place = match source {
+        Source::Qcow2(_, tmp) => Some(tmp),
+        Source::Raw(_) => None,
     };
-    let with_suffix = |s: &str| PathBuf::from(format!("{}{s}", stem.display()));
-
     let mut writers: Vec<(PathBuf, Box<dyn DiskWriter>)> = Vec::new();
     let mut vdisk_files = Vec::new();
     for f in &d.formats {
         let opts = match f {
             DiskFormat::Raw => continue,
+            DiskFormat::Qcow2 if in_place.is_some() => continue,
             DiskFormat::Qcow2 => OutputFormat::Qcow2(kiln_vdisk::Qcow2Options::new()),
             DiskFormat::Vmdk => {
                 OutputFormat::Vmdk(kiln_vdisk::VmdkOptions::new().cid(u32::from_le_bytes([
@@ -412,7 +488,7 @@ pub(crate) fn deliver(
                     .timestamp_unix(u64::try_from(d.timestamp).unwrap_or(0)),
             ),
         };
-        let dest = with_suffix(f.suffix());
+        let dest = format_path(out, *f);
         let tmp = temps.add(&dest);
         let file = OpenOptions::new()
             .read(true)
@@ -449,25 +525,49 @@ pub(crate) fn deliver(
         writers,
         compressed,
     };
-    let (fanned, whole) = std::thread::scope(|scope| {
-        let whole = std::thread::Builder::new()
-            .name("sha256".into())
-            .spawn_scoped(scope, || sparse_sha256(raw, &extents, size));
-        let fanned = fan_out(raw, fan, vdisk_files, out);
-        let whole = match whole {
+    let (fanned, whole, own) = std::thread::scope(|scope| {
+        let joined = |h: std::io::Result<std::thread::ScopedJoinHandle<'_, _>>| match h {
             Ok(h) => h
                 .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked"))),
+                .unwrap_or_else(|_| Err(std::io::Error::other("a hashing thread panicked"))),
             Err(e) => Err(e),
         };
-        (fanned, whole)
+        let whole = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn_scoped(scope, || sparse_sha256(raw.read_at(), &extents, size));
+        // The in-place qcow2 file's own digest, beside the rest.
+        let own = in_place.map(|tmp| {
+            std::thread::Builder::new()
+                .name("sha256-qcow2".into())
+                .spawn_scoped(scope, move || sha256_of(tmp))
+        });
+        let fanned = fan_out(&raw, fan, vdisk_files, out);
+        let own = own.map(|h| {
+            h.map_err(out_err(out, "cannot start a hashing thread"))?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::Output {
+                        path: out.to_path_buf(),
+                        op: "cannot read back the artifact",
+                        source: std::io::Error::other("a hashing thread panicked"),
+                    })
+                })
+        });
+        (fanned, joined(whole), own)
     });
-    let (bmap, compressed, vdisk_digests) = fanned?;
+    let (bmap, compressed, mut vdisk_digests) = fanned?;
     let image_digest = whole.map_err(out_err(out, "cannot read back the image"))?;
+    let mut keep = None;
+    if let Some(own) = own {
+        let (digest, len) = own?;
+        let dest = format_path(out, DiskFormat::Qcow2);
+        vdisk_digests.insert(0, (DiskFormat::Qcow2, dest.clone(), digest, len));
+        keep = Some(dest);
+    }
 
     let mut delivered = Vec::new();
-    let keep_raw = d.formats.contains(&DiskFormat::Raw) && d.compress.is_none();
-    if keep_raw {
+    if d.formats.contains(&DiskFormat::Raw) && d.compress.is_none() {
+        keep = Some(out.to_path_buf());
         delivered.push(Delivered {
             path: out.to_path_buf(),
             format: "raw",
@@ -542,7 +642,7 @@ pub(crate) fn deliver(
             compression: kiln_artifact::compress::Compression::None,
         });
     }
-    Ok((delivered, image_digest, keep_raw))
+    Ok((delivered, image_digest, keep))
 }
 
 /// Writes `SHA256SUMS` (sha256sum -c format) for `files` into `dir`.

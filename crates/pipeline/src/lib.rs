@@ -61,6 +61,7 @@ mod manifest;
 mod mkfs;
 mod plan;
 mod seed;
+mod sink;
 mod stamp;
 mod swap;
 

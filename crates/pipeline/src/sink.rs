@@ -1,0 +1,58 @@
+//! Where a normal build writes its disk: the sparse raw file, or, when
+//! qcow2 is delivered and raw is not, a qcow2 image written in place
+//! ([`kiln_vdisk::Qcow2RandomWriter`]) so the disk never goes through a
+//! raw file first. The partition writers see one positional interface.
+
+use kiln_units::{ReadAt, WriteAt};
+use kiln_vdisk::Qcow2RandomWriter;
+use std::fs::File;
+use std::io;
+
+/// The disk being written.
+#[derive(Debug)]
+pub(crate) enum Sink<'a> {
+    /// The sparse raw image file, already sized.
+    Raw(&'a mut File),
+    /// A qcow2 image, written in place.
+    Qcow2(Qcow2RandomWriter<&'a mut File>),
+}
+
+impl Sink<'_> {
+    /// Completes the image (writes a qcow2's tables).
+    pub(crate) fn finish(self) -> Result<(), kiln_vdisk::Error> {
+        match self {
+            Self::Raw(_) => Ok(()),
+            Self::Qcow2(w) => w.finish().map(drop),
+        }
+    }
+}
+
+impl WriteAt for Sink<'_> {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Self::Raw(f) => f.write_all_at(buf, offset),
+            Self::Qcow2(w) => w.write_all_at(buf, offset),
+        }
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        match self {
+            Self::Raw(f) => WriteAt::set_len(f, len),
+            Self::Qcow2(w) => w.set_len(len),
+        }
+    }
+}
+
+impl ReadAt for Sink<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Self::Raw(f) => ReadAt::read_exact_at(&**f, buf, offset),
+            Self::Qcow2(w) => w.read_exact_at(buf, offset),
+        }
+    }
+    fn size(&self) -> io::Result<u64> {
+        match self {
+            Self::Raw(f) => ReadAt::size(&**f),
+            Self::Qcow2(w) => w.size(),
+        }
+    }
+}
