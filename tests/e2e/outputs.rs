@@ -20,6 +20,16 @@ fn build(dir: &Path, extra: &[&str]) {
         .args(extra));
 }
 
+/// `sha256sum -c SHA256SUMS` passes in `dir`; returns the parsed
+/// `fin.manifest.json`.
+fn sums_ok_and_manifest(dir: &Path) -> serde_json::Value {
+    ok(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(dir));
+    serde_json::from_slice(&std::fs::read(dir.join("fin.manifest.json")).unwrap()).unwrap()
+}
+
 fn qemu_info(path: &Path, fmt: &str) -> serde_json::Value {
     serde_json::from_str(&ok(Command::new("qemu-img")
         .args(["info", "--output=json", "-f", fmt])
@@ -88,13 +98,7 @@ fn every_format_matches_the_raw_image() {
         .arg(&copy));
     ok(Command::new("cmp").arg(&raw).arg(&copy));
     // Checksums and manifest.
-    ok(Command::new("sha256sum")
-        .arg("-c")
-        .arg("SHA256SUMS")
-        .current_dir(d.path()));
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("fin.manifest.json")).unwrap())
-            .unwrap();
+    let m = sums_ok_and_manifest(d.path());
     assert_eq!(m["profile"]["name"], "fin-cm3");
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
     assert_eq!(m["partitions"].as_array().unwrap().len(), 5);
@@ -319,13 +323,7 @@ fn qcow2_without_raw_is_written_in_place() {
             ]
         };
         assert_eq!(outputs_in(d.path()), want);
-        ok(Command::new("sha256sum")
-            .arg("-c")
-            .arg("SHA256SUMS")
-            .current_dir(d.path()));
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(d.path().join("fin.manifest.json")).unwrap())
-                .unwrap();
+        let m = sums_ok_and_manifest(d.path());
         assert_eq!(m["image"]["sha256"], sha256_file(&raw));
         if run_no == 1 {
             // The outputs read from the qcow2 equal the raw image too.
