@@ -277,12 +277,33 @@ fn outputs_in(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn qcow2_without_raw_is_written_in_place() {
+fn qcow2_or_vhd_without_raw_is_written_in_place() {
     require("qemu-img", "qemu-utils");
     require("zstd", "zstd");
     let raw_dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    build(raw_dir.path(), &["--format", "raw"]);
+    build(raw_dir.path(), &["--format", "raw,vhd"]);
     let raw = raw_dir.path().join("fin.img");
+    // Without raw or qcow2, the fixed VHD is written in place: the raw
+    // disk, then its footer. It is the same file as one made from a raw
+    // image, and the VMDK is made from it.
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    build(d.path(), &["--format", "vhd,vmdk"]);
+    assert_eq!(
+        outputs_in(d.path()),
+        ["SHA256SUMS", "fin.manifest.json", "fin.vhd", "fin.vmdk"]
+    );
+    assert_eq!(
+        sha256_file(&d.path().join("fin.vhd")),
+        sha256_file(&raw_dir.path().join("fin.vhd"))
+    );
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vmdk", "-F", "raw"])
+        .arg(d.path().join("fin.vmdk"))
+        .arg(&raw));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+    let m = sums_ok_and_manifest(d.path());
+    assert_eq!(m["image"]["sha256"], sha256_file(&raw));
+
     let mut qcow2_digests = Vec::new();
     for run_no in 0..2 {
         let d = tempfile::tempdir_in("/var/tmp").unwrap();

@@ -137,9 +137,10 @@ fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4
 pub(crate) struct TempImage {
     pub(crate) path: PathBuf,
     file: Option<File>,
-    /// The file is a qcow2 image written in place (see [`crate::sink`]),
-    /// not a raw one.
-    pub(crate) qcow2: bool,
+    /// The file is this output format written in place (a qcow2 through
+    /// [`crate::sink`], or a fixed VHD: the raw disk plus a footer), not
+    /// the raw image.
+    pub(crate) in_place: Option<DiskFormat>,
 }
 
 impl TempImage {
@@ -170,7 +171,7 @@ impl TempImage {
         Ok(Self {
             path,
             file: Some(file),
-            qcow2: false,
+            in_place: None,
         })
     }
 
@@ -586,25 +587,24 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
 
     // Create the temporary output beside the target (same filesystem, so
     // the final rename is atomic).
-    // When qcow2 is delivered and raw is not, the disk is written straight
-    // into the qcow2 file (no raw intermediate); else into the sparse raw
-    // file every other output is made from.
+    // When raw is not delivered, the disk is written straight into the
+    // qcow2 file, or failing that into the fixed VHD (raw data + footer):
+    // no raw intermediate. Else into the sparse raw file every other
+    // output is made from.
     let out = &req.output;
     let delivery = delivery_for(req)?;
-    let in_place = crate::deliver::qcow2_in_place(&delivery);
-    let mut tmp = if in_place {
-        TempImage::create(&crate::deliver::format_path(out, DiskFormat::Qcow2))?
-    } else {
-        TempImage::create(out)?
-    };
-    tmp.qcow2 = in_place;
+    let in_place = crate::deliver::in_place_format(&delivery);
+    let mut tmp = TempImage::create(
+        &in_place.map_or_else(|| out.clone(), |f| crate::deliver::format_path(out, f)),
+    )?;
+    tmp.in_place = in_place;
     let file = tmp.file()?;
     let size_err = |source| Error::Output {
         path: out.clone(),
         op: "cannot size the output file",
         source,
     };
-    let mut sink = if in_place {
+    let mut sink = if in_place == Some(DiskFormat::Qcow2) {
         Sink::Qcow2(
             kiln_vdisk::Qcow2RandomWriter::new(&mut *file, plan.disk_bytes)
                 .map_err(|e| size_err(std::io::Error::other(e.to_string())))?,
@@ -710,7 +710,7 @@ pub(crate) fn finish(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let (qcow2, image_tmp) = (tmp.qcow2, tmp.path.clone());
+    let (in_place, image_tmp) = (tmp.in_place, tmp.path.clone());
     let file = tmp.file()?;
     // The image goes to disk (fsync, before the rename makes it visible)
     // on a second thread while delivery reads it back from the page cache.
@@ -744,10 +744,13 @@ pub(crate) fn finish(
         // delivery rather than after it.
         let (profile, recipe, with_app) = (&req.profile, &req.recipe, app.is_some());
         let inputs = scope.spawn(move || crate::manifest::inputs(profile, recipe, base, with_app));
-        let source = if qcow2 {
-            Source::Qcow2(file, &image_tmp)
-        } else {
-            Source::Raw(file)
+        let source = match in_place {
+            Some(format) => Source::InPlace {
+                file,
+                tmp: &image_tmp,
+                format,
+            },
+            None => Source::Raw(file),
         };
         let delivered = deliver(source, out, &delivery, &mut temps);
         (delivered, sync.join(), inputs.join())

@@ -19,8 +19,12 @@
 //! - when qcow2 is delivered and raw is not, that file is the qcow2 image
 //!   itself, written in place ([`crate::sink`]): no raw intermediate; the
 //!   other outputs are read from it through kiln-vdisk's qcow2 reader;
+//! - else, when a fixed VHD is delivered and raw is not, it is the VHD:
+//!   the raw disk, read like a raw image, then padded and given its footer;
 //! - otherwise it is the sparse raw image (delivered, or removed at the
-//!   end when only VMDK/VHD or compressed forms are asked for).
+//!   end when only VMDK, dynamic VHD or compressed forms are asked for:
+//!   those are sequential, and the disk is not final in order until the
+//!   last partition is done).
 
 use crate::Error;
 use kiln_artifact::bmap::{BlockRange, Bmap, BmapStreamHasher};
@@ -81,10 +85,19 @@ impl DiskFormat {
     }
 }
 
-/// Whether the build writes the qcow2 output in place instead of a raw
-/// image: qcow2 is asked for and raw is not.
-pub(crate) fn qcow2_in_place(d: &Delivery) -> bool {
-    d.formats.contains(&DiskFormat::Qcow2) && !d.formats.contains(&DiskFormat::Raw)
+/// The output format the build writes in place instead of a raw image,
+/// when raw is not delivered: qcow2 (positionally, [`crate::sink`]), else
+/// a fixed VHD (the raw disk, then its footer); `None` otherwise.
+pub(crate) fn in_place_format(d: &Delivery) -> Option<DiskFormat> {
+    if d.formats.contains(&DiskFormat::Raw) {
+        None
+    } else if d.formats.contains(&DiskFormat::Qcow2) {
+        Some(DiskFormat::Qcow2)
+    } else if d.formats.contains(&DiskFormat::Vhd) {
+        Some(DiskFormat::Vhd)
+    } else {
+        None
+    }
 }
 
 /// The path of format `f`'s file for the raw output path `out`: `out`
@@ -110,8 +123,14 @@ pub(crate) fn format_path(out: &Path, f: DiskFormat) -> PathBuf {
 pub(crate) enum Source<'a> {
     /// The sparse raw image.
     Raw(&'a File),
-    /// The qcow2 image written in place, and its (temporary) path.
-    Qcow2(&'a File, &'a Path),
+    /// An output written in place ([`in_place_format`]): the file, its
+    /// temporary path and its format. A fixed VHD gets its footer here,
+    /// after the disk has been read.
+    InPlace {
+        file: &'a File,
+        tmp: &'a Path,
+        format: DiskFormat,
+    },
 }
 
 /// What to deliver.
@@ -320,7 +339,7 @@ fn sparse_sha256(
     raw: &(dyn ReadAt + Sync),
     extents: &[(u64, u64)],
     size: u64,
-) -> std::io::Result<Sha256Digest> {
+) -> std::io::Result<Sha256Hasher> {
     let mut h = Sha256Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
@@ -338,7 +357,35 @@ fn sparse_sha256(
         pos = pos.max(end);
     }
     h.update_zeros(size.saturating_sub(pos));
-    Ok(h.finish())
+    Ok(h)
+}
+
+/// VHD options of `kind` from the delivery's identities.
+fn vhd_options(d: &Delivery, kind: kiln_vdisk::VhdKind) -> kiln_vdisk::VhdOptions {
+    kiln_vdisk::VhdOptions::new()
+        .kind(kind)
+        .unique_id(kiln_units::Guid::v4_from_seed(d.seed))
+        .timestamp_unix(u64::try_from(d.timestamp).unwrap_or(0))
+}
+
+/// Turns the raw disk of `size` bytes in `file` into a fixed VHD (pads it
+/// to 1 MiB and appends the footer, as [`kiln_vdisk::VhdWriter`] does) and
+/// returns the file's digest and length: `image` (the hasher after the
+/// disk) continued over the padding and the footer.
+fn finish_fixed_vhd(
+    file: &File,
+    size: u64,
+    mut image: Sha256Hasher,
+    d: &Delivery,
+) -> kiln_vdisk::Result<(Sha256Digest, u64)> {
+    let io = |offset| move |source| kiln_vdisk::Error::Io { offset, source };
+    let out = file.try_clone().map_err(io(size))?;
+    let mut w = kiln_vdisk::VhdWriter::new(out, size, &vhd_options(d, kiln_vdisk::VhdKind::Fixed))?;
+    let summary = w.finish()?;
+    let mut tail = vec![0u8; usize::try_from(summary.file_size - size).unwrap_or(0)];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut tail, size).map_err(io(size))?;
+    image.update(&tail);
+    Ok((image.finish(), summary.file_size))
 }
 
 /// The written image as delivery reads it.
@@ -442,11 +489,19 @@ pub(crate) fn deliver(
     d: &Delivery,
     temps: &mut Temps,
 ) -> Result<(Vec<Delivered>, Sha256Digest, Option<PathBuf>), Error> {
-    let raw = match source {
-        Source::Raw(f) => Reader::Raw(f),
-        Source::Qcow2(f, _) => Reader::Disk(
-            kiln_vdisk::open(f).map_err(vdisk_err(&format_path(out, DiskFormat::Qcow2)))?,
+    let (raw, in_place) = match source {
+        Source::Raw(f) => (Reader::Raw(f), None),
+        Source::InPlace {
+            file,
+            tmp,
+            format: DiskFormat::Qcow2,
+        } => (
+            Reader::Disk(
+                kiln_vdisk::open(file).map_err(vdisk_err(&format_path(out, DiskFormat::Qcow2)))?,
+            ),
+            Some((DiskFormat::Qcow2, file, tmp)),
         ),
+        Source::InPlace { file, tmp, format } => (Reader::Raw(file), Some((format, file, tmp))),
     };
     let (size, extents) = raw.map(out)?;
     // Without a raw image delivered there is no bmap to hash ranges for
@@ -461,32 +516,22 @@ pub(crate) fn deliver(
     // holds up, the fan-out below; the bmap ranges are hashed here.
     let bmap = BmapStreamHasher::ranges_only(size, 4096, mapped).map_err(artifact_err(out))?;
 
-    let in_place = match source {
-        Source::Qcow2(_, tmp) => Some(tmp),
-        Source::Raw(_) => None,
-    };
     let mut writers: Vec<(PathBuf, Box<dyn DiskWriter>)> = Vec::new();
     let mut vdisk_files = Vec::new();
     for f in &d.formats {
         let opts = match f {
             DiskFormat::Raw => continue,
-            DiskFormat::Qcow2 if in_place.is_some() => continue,
+            f if in_place.is_some_and(|(p, _, _)| p == *f) => continue,
             DiskFormat::Qcow2 => OutputFormat::Qcow2(kiln_vdisk::Qcow2Options::new()),
             DiskFormat::Vmdk => {
                 OutputFormat::Vmdk(kiln_vdisk::VmdkOptions::new().cid(u32::from_le_bytes([
                     d.seed[0], d.seed[1], d.seed[2], d.seed[3],
                 ])))
             }
-            DiskFormat::Vhd | DiskFormat::VhdDynamic => OutputFormat::Vhd(
-                kiln_vdisk::VhdOptions::new()
-                    .kind(if *f == DiskFormat::Vhd {
-                        kiln_vdisk::VhdKind::Fixed
-                    } else {
-                        kiln_vdisk::VhdKind::Dynamic
-                    })
-                    .unique_id(kiln_units::Guid::v4_from_seed(d.seed))
-                    .timestamp_unix(u64::try_from(d.timestamp).unwrap_or(0)),
-            ),
+            DiskFormat::Vhd => OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Fixed)),
+            DiskFormat::VhdDynamic => {
+                OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
+            }
         };
         let dest = format_path(out, *f);
         let tmp = temps.add(&dest);
@@ -536,11 +581,13 @@ pub(crate) fn deliver(
             .name("sha256".into())
             .spawn_scoped(scope, || sparse_sha256(raw.read_at(), &extents, size));
         // The in-place qcow2 file's own digest, beside the rest.
-        let own = in_place.map(|tmp| {
-            std::thread::Builder::new()
-                .name("sha256-qcow2".into())
-                .spawn_scoped(scope, move || sha256_of(tmp))
-        });
+        let own = in_place
+            .filter(|(f, _, _)| *f == DiskFormat::Qcow2)
+            .map(|(_, _, tmp)| {
+                std::thread::Builder::new()
+                    .name("sha256-qcow2".into())
+                    .spawn_scoped(scope, move || sha256_of(tmp))
+            });
         let fanned = fan_out(&raw, fan, vdisk_files, out);
         let own = own.map(|h| {
             h.map_err(out_err(out, "cannot start a hashing thread"))?
@@ -556,12 +603,21 @@ pub(crate) fn deliver(
         (fanned, joined(whole), own)
     });
     let (bmap, compressed, mut vdisk_digests) = fanned?;
-    let image_digest = whole.map_err(out_err(out, "cannot read back the image"))?;
+    let whole = whole.map_err(out_err(out, "cannot read back the image"))?;
+    let image_digest = whole.clone().finish();
     let mut keep = None;
     if let Some(own) = own {
         let (digest, len) = own?;
         let dest = format_path(out, DiskFormat::Qcow2);
         vdisk_digests.insert(0, (DiskFormat::Qcow2, dest.clone(), digest, len));
+        keep = Some(dest);
+    }
+    if let Some((DiskFormat::Vhd, file, _)) = in_place {
+        // The fixed VHD: the disk just read, padded to 1 MiB and closed by
+        // its footer; its digest continues the image's over that tail.
+        let dest = format_path(out, DiskFormat::Vhd);
+        let (digest, len) = finish_fixed_vhd(file, size, whole, d).map_err(vdisk_err(&dest))?;
+        vdisk_digests.insert(0, (DiskFormat::Vhd, dest.clone(), digest, len));
         keep = Some(dest);
     }
 
