@@ -13,9 +13,9 @@
 //! Raw, VHD fixed and VMDK streamOptimized output is produced strictly
 //! front to back, so [`SequentialWriter`] can feed it straight into a pipe,
 //! compressor or hasher; qcow2 and VHD dynamic need a seekable target.
-//! [`Qcow2RandomWriter`] is the one writer that takes positional writes in
-//! any order (a [`kiln_units::WriteAt`] over the virtual disk), for
-//! builders that cannot produce their disk front to back.
+//! [`Qcow2RandomWriter`] and [`VhdDynamicRandomWriter`] take positional
+//! writes in any order instead (a [`kiln_units::WriteAt`] over the virtual
+//! disk), for builders that cannot produce their disk front to back.
 //!
 //! **Reading.** [`open`] detects the format by its magic and returns an
 //! [`Image`] that implements [`kiln_units::ReadAt`] over the *virtual*
@@ -92,7 +92,7 @@ pub use source::{
 };
 pub use stream::SequentialWriter;
 #[cfg(feature = "vhd")]
-pub use vhd::{VhdKind, VhdOptions, VhdReader, VhdWriter};
+pub use vhd::{VhdDynamicRandomWriter, VhdKind, VhdOptions, VhdReader, VhdWriter};
 #[cfg(feature = "vmdk")]
 pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkWriter};
 

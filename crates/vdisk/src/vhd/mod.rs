@@ -57,11 +57,13 @@ mod checksum;
 mod dynamic;
 mod footer;
 mod geometry;
+mod random;
 mod reader;
 mod writer;
 
 pub use checksum::VhdChecksum;
 pub use geometry::ChsGeometry;
+pub use random::VhdDynamicRandomWriter;
 pub use reader::VhdReader;
 pub use writer::VhdWriter;
 

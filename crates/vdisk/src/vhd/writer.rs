@@ -62,26 +62,7 @@ impl<W: WriteAt> VhdWriter<W> {
         let size = virtual_size.div_ceil(VHD_SIZE_ALIGN) * VHD_SIZE_ALIGN;
         let dynamic = options.get_kind() == VhdKind::Dynamic;
         let blocks = size.div_ceil(VHD_BLOCK_SIZE);
-        let bat_bytes = (blocks * 4).div_ceil(512) * 512;
-        let footer = Footer {
-            data_offset: if dynamic {
-                FOOTER_LEN
-            } else {
-                VHD_NO_DATA_OFFSET
-            },
-            timestamp: u32::try_from(options.timestamp_unix.saturating_sub(VHD_EPOCH_UNIX))
-                .unwrap_or(u32::MAX),
-            creator_app: *b"kiln",
-            original_size: size,
-            current_size: size,
-            geometry: ChsGeometry::from_sectors(size / 512),
-            disk_type: if dynamic {
-                VHD_DISK_TYPE_DYNAMIC
-            } else {
-                VHD_DISK_TYPE_FIXED
-            },
-            unique_id: options.unique_id.to_rfc_bytes(),
-        };
+        let footer = footer_for(size, options);
         Ok(Self {
             out,
             guard: ExtentGuard::new(Format::Vhd, size),
@@ -91,7 +72,7 @@ impl<W: WriteAt> VhdWriter<W> {
                 asm: Assembler::new(VHD_BLOCK_SIZE as usize),
                 blocks: Blocks {
                     bat: vec![VHD_BAT_UNUSED; usize::try_from(blocks).unwrap_or(0)],
-                    next_block: BAT_OFFSET + bat_bytes,
+                    next_block: first_block(blocks),
                 },
             }),
             written: 0,
@@ -147,9 +128,9 @@ impl<W: WriteAt> DiskWriter for VhdWriter<W> {
 
     fn finish(&mut self) -> Result<WriteSummary> {
         self.guard.finish()?;
-        let footer = self.footer.to_bytes();
         let file_size = match self.dynamic.as_mut() {
             None => {
+                let footer = self.footer.to_bytes();
                 let at = self.virtual_size;
                 self.out.set_len(at).map_err(Error::io(at))?;
                 self.out.write_all_at(&footer, at).map_err(Error::io(at))?;
@@ -160,22 +141,7 @@ impl<W: WriteAt> DiskWriter for VhdWriter<W> {
                 asm.flush(&mut |idx, b| d.write_block(out, idx, b))?;
                 let allocated = d.bat.iter().filter(|&&e| e != VHD_BAT_UNUSED).count() as u64;
                 self.written = allocated * VHD_BLOCK_SIZE;
-                let header = DynamicHeader {
-                    table_offset: BAT_OFFSET,
-                    max_table_entries: u32::try_from(d.bat.len()).unwrap_or(u32::MAX),
-                    block_size: VHD_BLOCK_SIZE as u32,
-                };
-                let mut bat: Vec<u8> = d.bat.iter().flat_map(|e| e.to_be_bytes()).collect();
-                bat.resize(bat.len().div_ceil(512) * 512, 0xff);
-                out.write_all_at(&footer, 0).map_err(Error::io(0))?;
-                out.write_all_at(&header.to_bytes(), FOOTER_LEN)
-                    .map_err(Error::io(FOOTER_LEN))?;
-                out.write_all_at(&bat, BAT_OFFSET)
-                    .map_err(Error::io(BAT_OFFSET))?;
-                let at = d.next_block;
-                out.write_all_at(&footer, at).map_err(Error::io(at))?;
-                out.set_len(at + FOOTER_LEN).map_err(Error::io(at))?;
-                at + FOOTER_LEN
+                write_dynamic_tables(out, &self.footer, &d.bat, d.next_block)?
             }
         };
         Ok(WriteSummary {
@@ -184,4 +150,60 @@ impl<W: WriteAt> DiskWriter for VhdWriter<W> {
             allocated_bytes: self.written,
         })
     }
+}
+
+/// The footer of a VHD of `size` bytes (already 1 MiB-aligned).
+pub(super) fn footer_for(size: u64, options: &VhdOptions) -> Footer {
+    let dynamic = options.get_kind() == VhdKind::Dynamic;
+    Footer {
+        data_offset: if dynamic {
+            FOOTER_LEN
+        } else {
+            VHD_NO_DATA_OFFSET
+        },
+        timestamp: u32::try_from(options.timestamp_unix.saturating_sub(VHD_EPOCH_UNIX))
+            .unwrap_or(u32::MAX),
+        creator_app: *b"kiln",
+        original_size: size,
+        current_size: size,
+        geometry: ChsGeometry::from_sectors(size / 512),
+        disk_type: if dynamic {
+            VHD_DISK_TYPE_DYNAMIC
+        } else {
+            VHD_DISK_TYPE_FIXED
+        },
+        unique_id: options.unique_id.to_rfc_bytes(),
+    }
+}
+
+/// Byte offset of the first data block of a dynamic VHD with `blocks`
+/// BAT entries: after the footer copy, the header and the BAT.
+pub(super) fn first_block(blocks: u64) -> u64 {
+    BAT_OFFSET + (blocks * 4).div_ceil(512) * 512
+}
+
+/// Writes a dynamic VHD's footer copy (offset 0), header, BAT, and the
+/// footer after the last block at `end`; returns the file size.
+pub(super) fn write_dynamic_tables<W: WriteAt + ?Sized>(
+    out: &mut W,
+    footer: &Footer,
+    bat: &[u32],
+    end: u64,
+) -> Result<u64> {
+    let footer = footer.to_bytes();
+    let header = DynamicHeader {
+        table_offset: BAT_OFFSET,
+        max_table_entries: u32::try_from(bat.len()).unwrap_or(u32::MAX),
+        block_size: VHD_BLOCK_SIZE as u32,
+    };
+    let mut table: Vec<u8> = bat.iter().flat_map(|e| e.to_be_bytes()).collect();
+    table.resize(table.len().div_ceil(512) * 512, 0xff);
+    out.write_all_at(&footer, 0).map_err(Error::io(0))?;
+    out.write_all_at(&header.to_bytes(), FOOTER_LEN)
+        .map_err(Error::io(FOOTER_LEN))?;
+    out.write_all_at(&table, BAT_OFFSET)
+        .map_err(Error::io(BAT_OFFSET))?;
+    out.write_all_at(&footer, end).map_err(Error::io(end))?;
+    out.set_len(end + FOOTER_LEN).map_err(Error::io(end))?;
+    Ok(end + FOOTER_LEN)
 }
