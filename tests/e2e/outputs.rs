@@ -277,7 +277,7 @@ fn outputs_in(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn qcow2_or_vhd_without_raw_is_written_in_place() {
+fn qcow2_or_vhd_without_raw_are_written_in_place() {
     require("qemu-img", "qemu-utils");
     require("zstd", "zstd");
     let raw_dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -301,6 +301,26 @@ fn qcow2_or_vhd_without_raw_is_written_in_place() {
         .arg(d.path().join("fin.vmdk"))
         .arg(&raw));
     assert!(cmp.contains("Images are identical"), "{cmp}");
+    let m = sums_ok_and_manifest(d.path());
+    assert_eq!(m["image"]["sha256"], sha256_file(&raw));
+    // A dynamic VHD alone is written in place as well (blocks in the order
+    // they were first written).
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    build(d.path(), &["--format", "vhd-dynamic"]);
+    assert_eq!(
+        outputs_in(d.path()),
+        ["SHA256SUMS", "fin.dyn.vhd", "fin.manifest.json"]
+    );
+    let dynamic = d.path().join("fin.dyn.vhd");
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vpc", "-F", "raw"])
+        .arg(&dynamic)
+        .arg(&raw));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+    assert!(
+        std::fs::metadata(&dynamic).unwrap().len() < std::fs::metadata(&raw).unwrap().len() / 4,
+        "the dynamic VHD holds only the written blocks"
+    );
     let m = sums_ok_and_manifest(d.path());
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
 

@@ -137,9 +137,9 @@ fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4
 pub(crate) struct TempImage {
     pub(crate) path: PathBuf,
     file: Option<File>,
-    /// The file is this output format written in place (a qcow2 through
-    /// [`crate::sink`], or a fixed VHD: the raw disk plus a footer), not
-    /// the raw image.
+    /// The file is this output format written in place (a qcow2 or
+    /// dynamic VHD through [`crate::sink`], or a fixed VHD: the raw disk
+    /// plus a footer), not the raw image.
     pub(crate) in_place: Option<DiskFormat>,
 }
 
@@ -588,9 +588,9 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     // Create the temporary output beside the target (same filesystem, so
     // the final rename is atomic).
     // When raw is not delivered, the disk is written straight into the
-    // qcow2 file, or failing that into the fixed VHD (raw data + footer):
-    // no raw intermediate. Else into the sparse raw file every other
-    // output is made from.
+    // qcow2 file, or failing that the fixed VHD (raw data + footer) or the
+    // dynamic VHD: no raw intermediate. Else into the sparse raw file
+    // every other output is made from.
     let out = &req.output;
     let delivery = delivery_for(req)?;
     let in_place = crate::deliver::in_place_format(&delivery);
@@ -604,14 +604,23 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         op: "cannot size the output file",
         source,
     };
-    let mut sink = if in_place == Some(DiskFormat::Qcow2) {
-        Sink::Qcow2(
-            kiln_vdisk::Qcow2RandomWriter::new(&mut *file, plan.disk_bytes)
-                .map_err(|e| size_err(std::io::Error::other(e.to_string())))?,
-        )
-    } else {
-        file.set_len(plan.disk_bytes).map_err(size_err)?;
-        Sink::Raw(&mut *file)
+    let vdisk_err = |e: kiln_vdisk::Error| size_err(std::io::Error::other(e.to_string()));
+    let mut sink = match in_place {
+        Some(DiskFormat::Qcow2) => Sink::Qcow2(
+            kiln_vdisk::Qcow2RandomWriter::new(&mut *file, plan.disk_bytes).map_err(vdisk_err)?,
+        ),
+        Some(DiskFormat::VhdDynamic) => Sink::VhdDynamic(
+            kiln_vdisk::VhdDynamicRandomWriter::new(
+                &mut *file,
+                plan.disk_bytes,
+                &crate::deliver::vhd_options(&delivery, kiln_vdisk::VhdKind::Dynamic),
+            )
+            .map_err(vdisk_err)?,
+        ),
+        _ => {
+            file.set_len(plan.disk_bytes).map_err(size_err)?;
+            Sink::Raw(&mut *file)
+        }
     };
 
     let mut reports = Vec::new();
@@ -661,7 +670,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     write_table(req, &plan, &mut reports, boot_code, &mut sink)?;
     sink.finish().map_err(|e| Error::Output {
         path: tmp.path.clone(),
-        op: "cannot finish the qcow2 image",
+        op: "cannot finish the disk image",
         source: std::io::Error::other(e.to_string()),
     })?;
 
@@ -749,6 +758,7 @@ pub(crate) fn finish(
                 file,
                 tmp: &image_tmp,
                 format,
+                disk_bytes: report.disk_bytes,
             },
             None => Source::Raw(file),
         };

@@ -21,10 +21,12 @@
 //!   other outputs are read from it through kiln-vdisk's qcow2 reader;
 //! - else, when a fixed VHD is delivered and raw is not, it is the VHD:
 //!   the raw disk, read like a raw image, then padded and given its footer;
+//! - else, for a dynamic VHD without raw, the dynamic VHD, written in place
+//!   like the qcow2;
 //! - otherwise it is the sparse raw image (delivered, or removed at the
-//!   end when only VMDK, dynamic VHD or compressed forms are asked for:
-//!   those are sequential, and the disk is not final in order until the
-//!   last partition is done).
+//!   end when only VMDK or compressed forms are asked for: those are
+//!   sequential, and the disk is not final in order until the last
+//!   partition is done).
 
 use crate::Error;
 use kiln_artifact::bmap::{BlockRange, Bmap, BmapStreamHasher};
@@ -87,7 +89,8 @@ impl DiskFormat {
 
 /// The output format the build writes in place instead of a raw image,
 /// when raw is not delivered: qcow2 (positionally, [`crate::sink`]), else
-/// a fixed VHD (the raw disk, then its footer); `None` otherwise.
+/// a fixed VHD (the raw disk, then its footer), else a dynamic VHD
+/// (positionally); `None` otherwise (VMDK and compressed forms only).
 pub(crate) fn in_place_format(d: &Delivery) -> Option<DiskFormat> {
     if d.formats.contains(&DiskFormat::Raw) {
         None
@@ -95,6 +98,8 @@ pub(crate) fn in_place_format(d: &Delivery) -> Option<DiskFormat> {
         Some(DiskFormat::Qcow2)
     } else if d.formats.contains(&DiskFormat::Vhd) {
         Some(DiskFormat::Vhd)
+    } else if d.formats.contains(&DiskFormat::VhdDynamic) {
+        Some(DiskFormat::VhdDynamic)
     } else {
         None
     }
@@ -130,6 +135,8 @@ pub(crate) enum Source<'a> {
         file: &'a File,
         tmp: &'a Path,
         format: DiskFormat,
+        /// The disk's size (a VHD's virtual size is rounded up to 1 MiB).
+        disk_bytes: u64,
     },
 }
 
@@ -361,7 +368,7 @@ fn sparse_sha256(
 }
 
 /// VHD options of `kind` from the delivery's identities.
-fn vhd_options(d: &Delivery, kind: kiln_vdisk::VhdKind) -> kiln_vdisk::VhdOptions {
+pub(crate) fn vhd_options(d: &Delivery, kind: kiln_vdisk::VhdKind) -> kiln_vdisk::VhdOptions {
     kiln_vdisk::VhdOptions::new()
         .kind(kind)
         .unique_id(kiln_units::Guid::v4_from_seed(d.seed))
@@ -392,8 +399,10 @@ fn finish_fixed_vhd(
 enum Reader<'a> {
     /// The sparse raw file (holes by SEEK_DATA/SEEK_HOLE).
     Raw(&'a File),
-    /// A virtual disk (the in-place qcow2), read through kiln-vdisk.
-    Disk(kiln_vdisk::Image<&'a File>),
+    /// A virtual disk written in place (qcow2, dynamic VHD), read through
+    /// kiln-vdisk, and the size of the disk in it (a VHD's virtual size is
+    /// rounded up to 1 MiB).
+    Disk(kiln_vdisk::Image<&'a File>, u64),
 }
 
 impl Reader<'_> {
@@ -419,12 +428,16 @@ impl Reader<'_> {
                 }
                 Ok((size, extents))
             }
-            Self::Disk(img) => {
+            Self::Disk(img, size) => {
+                let size = img.virtual_size().min(*size);
                 for e in kiln_vdisk::allocated_extents(img) {
                     let e = e.map_err(vdisk_err(out))?;
-                    extents.push((e.offset, e.len));
+                    if e.offset >= size {
+                        break;
+                    }
+                    extents.push((e.offset, e.len.min(size - e.offset)));
                 }
-                Ok((img.virtual_size(), extents))
+                Ok((size, extents))
             }
         }
     }
@@ -432,7 +445,7 @@ impl Reader<'_> {
     fn read_at(&self) -> &(dyn ReadAt + Sync) {
         match self {
             Self::Raw(f) => *f,
-            Self::Disk(img) => img,
+            Self::Disk(img, _) => img,
         }
     }
 }
@@ -458,7 +471,9 @@ fn fan_out(
 > {
     match raw {
         Reader::Raw(f) => kiln_vdisk::feed_sparse_file(f, &mut fan),
-        Reader::Disk(img) => kiln_vdisk::copy_allocated(img, &mut fan),
+        // Only the disk's own bytes: past it a VHD holds zeros alone,
+        // which copy_allocated never sends.
+        Reader::Disk(img, _) => kiln_vdisk::copy_allocated(img, &mut fan),
     }
     .map_err(vdisk_err(out))?;
     fan.finish().map_err(vdisk_err(out))?;
@@ -492,16 +507,20 @@ pub(crate) fn deliver(
     let (raw, in_place) = match source {
         Source::Raw(f) => (Reader::Raw(f), None),
         Source::InPlace {
+            file, tmp, format, ..
+        } if format == DiskFormat::Vhd => (Reader::Raw(file), Some((format, file, tmp))),
+        Source::InPlace {
             file,
             tmp,
-            format: DiskFormat::Qcow2,
+            format,
+            disk_bytes,
         } => (
             Reader::Disk(
-                kiln_vdisk::open(file).map_err(vdisk_err(&format_path(out, DiskFormat::Qcow2)))?,
+                kiln_vdisk::open(file).map_err(vdisk_err(&format_path(out, format)))?,
+                disk_bytes,
             ),
-            Some((DiskFormat::Qcow2, file, tmp)),
+            Some((format, file, tmp)),
         ),
-        Source::InPlace { file, tmp, format } => (Reader::Raw(file), Some((format, file, tmp))),
     };
     let (size, extents) = raw.map(out)?;
     // Without a raw image delivered there is no bmap to hash ranges for
@@ -580,17 +599,20 @@ pub(crate) fn deliver(
         let whole = std::thread::Builder::new()
             .name("sha256".into())
             .spawn_scoped(scope, || sparse_sha256(raw.read_at(), &extents, size));
-        // The in-place qcow2 file's own digest, beside the rest.
+        // The in-place qcow2 or dynamic VHD file's own digest, beside the
+        // rest (a fixed VHD's continues the image digest, below).
         let own = in_place
-            .filter(|(f, _, _)| *f == DiskFormat::Qcow2)
-            .map(|(_, _, tmp)| {
-                std::thread::Builder::new()
-                    .name("sha256-qcow2".into())
-                    .spawn_scoped(scope, move || sha256_of(tmp))
+            .filter(|(f, _, _)| *f != DiskFormat::Vhd)
+            .map(|(f, _, tmp)| {
+                let h = std::thread::Builder::new()
+                    .name("sha256-in-place".into())
+                    .spawn_scoped(scope, move || sha256_of(tmp));
+                (f, h)
             });
         let fanned = fan_out(&raw, fan, vdisk_files, out);
-        let own = own.map(|h| {
-            h.map_err(out_err(out, "cannot start a hashing thread"))?
+        let own = own.map(|(f, h)| {
+            let digest = h
+                .map_err(out_err(out, "cannot start a hashing thread"))?
                 .join()
                 .unwrap_or_else(|_| {
                     Err(Error::Output {
@@ -598,7 +620,8 @@ pub(crate) fn deliver(
                         op: "cannot read back the artifact",
                         source: std::io::Error::other("a hashing thread panicked"),
                     })
-                })
+                })?;
+            Ok::<_, Error>((f, digest))
         });
         (fanned, joined(whole), own)
     });
@@ -607,9 +630,9 @@ pub(crate) fn deliver(
     let image_digest = whole.clone().finish();
     let mut keep = None;
     if let Some(own) = own {
-        let (digest, len) = own?;
-        let dest = format_path(out, DiskFormat::Qcow2);
-        vdisk_digests.insert(0, (DiskFormat::Qcow2, dest.clone(), digest, len));
+        let (f, (digest, len)) = own?;
+        let dest = format_path(out, f);
+        vdisk_digests.insert(0, (f, dest.clone(), digest, len));
         keep = Some(dest);
     }
     if let Some((DiskFormat::Vhd, file, _)) = in_place {
