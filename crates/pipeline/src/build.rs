@@ -141,6 +141,9 @@ pub(crate) struct TempImage {
     /// dynamic VHD through [`crate::sink`], or a fixed VHD: the raw disk
     /// plus a footer), not the raw image.
     pub(crate) in_place: Option<DiskFormat>,
+    /// The digest of the image's first bytes, started while the rest was
+    /// written ([`crate::deliver::hash_prefix`]), and where they end.
+    pub(crate) prefix: Option<(u64, crate::deliver::PrefixHash)>,
 }
 
 impl TempImage {
@@ -172,6 +175,7 @@ impl TempImage {
             path,
             file: Some(file),
             in_place: None,
+            prefix: None,
         })
     }
 
@@ -605,6 +609,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         source,
     };
     let vdisk_err = |e: kiln_vdisk::Error| size_err(std::io::Error::other(e.to_string()));
+    let mut prefix_reader = None;
     let mut sink = match in_place {
         Some(DiskFormat::Qcow2) => Sink::Qcow2(
             kiln_vdisk::Qcow2RandomWriter::new(&mut *file, plan.disk_bytes).map_err(vdisk_err)?,
@@ -619,13 +624,32 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         ),
         _ => {
             file.set_len(plan.disk_bytes).map_err(size_err)?;
+            prefix_reader = Some(file.try_clone().map_err(size_err)?);
             Sink::Raw(&mut *file)
         }
     };
 
+    // The partition table (and BIOS boot code) first: it depends on the
+    // plan alone, and with it in place everything before the last
+    // partition is final once that partition starts, so the image digest
+    // can begin there while the last (data) partition is written.
+    progress("writing the partition table");
+    let boot_code = match &os.bios_boot {
+        Some(input) => Some(write_bios_boot(profile, &plan, input, &mut sink)?),
+        None => None,
+    };
+    write_table(req, &plan, boot_code, &mut sink)?;
+
     let mut reports = Vec::new();
     let mut feed_report = None;
-    for placed in &plan.partitions {
+    let mut prefix = None;
+    for (i, placed) in plan.partitions.iter().enumerate() {
+        if i + 1 == plan.partitions.len() {
+            if let Some(reader) = prefix_reader.take() {
+                let end = placed.ebr.unwrap_or(placed.start);
+                prefix = Some((end, crate::deliver::hash_prefix(reader, end)));
+            }
+        }
         progress(&format!(
             "writing p{} {} ({}, {})",
             placed.number,
@@ -662,17 +686,17 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         reports.push(report);
     }
 
-    progress("writing the partition table");
-    let boot_code = match &os.bios_boot {
-        Some(input) => Some(write_bios_boot(profile, &plan, input, &mut sink)?),
-        None => None,
-    };
-    write_table(req, &plan, &mut reports, boot_code, &mut sink)?;
+    if profile.table == TableKind::Gpt {
+        for r in &mut reports {
+            r.part_guid = Some(gpt_part_guid(req, &r.label).to_string());
+        }
+    }
     sink.finish().map_err(|e| Error::Output {
         path: tmp.path.clone(),
         op: "cannot finish the disk image",
         source: std::io::Error::other(e.to_string()),
     })?;
+    tmp.prefix = prefix;
 
     let report = BuildReport {
         image: out.clone(),
@@ -719,7 +743,7 @@ pub(crate) fn finish(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let (in_place, image_tmp) = (tmp.in_place, tmp.path.clone());
+    let (in_place, image_tmp, prefix) = (tmp.in_place, tmp.path.clone(), tmp.prefix.take());
     let file = tmp.file()?;
     // The image goes to disk (fsync, before the rename makes it visible)
     // on a second thread while delivery reads it back from the page cache.
@@ -762,7 +786,7 @@ pub(crate) fn finish(
             },
             None => Source::Raw(file),
         };
-        let delivered = deliver(source, out, &delivery, &mut temps);
+        let delivered = deliver(source, out, &delivery, &mut temps, prefix);
         (delivered, sync.join(), inputs.join())
     });
     let (mut artifacts, image_digest, keep) = delivered?;
@@ -1191,10 +1215,14 @@ fn write_bios_boot(
     Ok(code)
 }
 
+/// The GPT partition GUID of the partition labelled `label`.
+fn gpt_part_guid(req: &BuildRequest<'_>, label: &str) -> kiln_units::Guid {
+    req.seed.uuid(&format!("gpt-part:{label}"))
+}
+
 fn write_table(
     req: &BuildRequest<'_>,
     plan: &Plan,
-    reports: &mut [PartitionReport],
     boot_code: Option<[u8; 440]>,
     file: &mut Sink<'_>,
 ) -> Result<(), Error> {
@@ -1232,9 +1260,8 @@ fn write_table(
         }
         TableKind::Gpt => {
             let mut gpt = Gpt::new(req.seed.uuid("gpt-disk")).align(profile.alignment);
-            for (p, r) in plan.partitions.iter().zip(reports.iter_mut()) {
-                let guid = req.seed.uuid(&format!("gpt-part:{}", p.spec.label));
-                r.part_guid = Some(guid.to_string());
+            for p in &plan.partitions {
+                let guid = gpt_part_guid(req, &p.spec.label);
                 // Attribute bit 2: legacy BIOS bootable (UEFI 2.10 table 5-8).
                 let attrs = if p.spec.bootable { 1 << 2 } else { 0 };
                 gpt.push(

@@ -341,15 +341,16 @@ fn sha256_of(path: &Path) -> Result<(Sha256Digest, u64), Error> {
 }
 
 /// sha256 of the sparse image `raw`: its data `extents` read back, the
-/// holes between them hashed as zeros.
+/// holes between them hashed as zeros; `start` is where to begin and the
+/// hasher holding everything before (a [`hash_prefix`]).
 fn sparse_sha256(
     raw: &(dyn ReadAt + Sync),
     extents: &[(u64, u64)],
     size: u64,
+    start: Option<(u64, Sha256Hasher)>,
 ) -> std::io::Result<Sha256Hasher> {
-    let mut h = Sha256Hasher::new();
+    let (mut pos, mut h) = start.unwrap_or_default();
     let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
     for &(off, len) in extents {
         let end = (off + len).min(size);
         h.update_zeros(off.saturating_sub(pos));
@@ -365,6 +366,31 @@ fn sparse_sha256(
     }
     h.update_zeros(size.saturating_sub(pos));
     Ok(h)
+}
+
+/// The digest of an image's first bytes, computed on its own thread while
+/// the rest is written ([`hash_prefix`]).
+pub(crate) type PrefixHash = std::thread::JoinHandle<std::io::Result<Sha256Hasher>>;
+
+/// Starts hashing `[0, end)` of the raw image `file` (holes as zeros) on
+/// a thread: that range must be final already; the rest may still be
+/// written meanwhile.
+pub(crate) fn hash_prefix(file: File, end: u64) -> PrefixHash {
+    std::thread::spawn(move || {
+        let mut extents = Vec::new();
+        let mut from = 0;
+        while from < end {
+            let Some(e) = file.next_data(from)? else {
+                break;
+            };
+            if e.offset >= end {
+                break;
+            }
+            extents.push((e.offset, e.len.min(end - e.offset)));
+            from = e.offset + e.len;
+        }
+        sparse_sha256(&file, &extents, end, None)
+    })
 }
 
 /// VHD options of `kind` from the delivery's identities.
@@ -503,6 +529,7 @@ pub(crate) fn deliver(
     out: &Path,
     d: &Delivery,
     temps: &mut Temps,
+    prefix: Option<(u64, PrefixHash)>,
 ) -> Result<(Vec<Delivered>, Sha256Digest, Option<PathBuf>), Error> {
     let (raw, in_place) = match source {
         Source::Raw(f) => (Reader::Raw(f), None),
@@ -598,7 +625,18 @@ pub(crate) fn deliver(
         };
         let whole = std::thread::Builder::new()
             .name("sha256".into())
-            .spawn_scoped(scope, || sparse_sha256(raw.read_at(), &extents, size));
+            .spawn_scoped(scope, || {
+                let start = match prefix {
+                    Some((end, h)) => Some((
+                        end,
+                        h.join().unwrap_or_else(|_| {
+                            Err(std::io::Error::other("a hashing thread panicked"))
+                        })?,
+                    )),
+                    None => None,
+                };
+                sparse_sha256(raw.read_at(), &extents, size, start)
+            });
         // The in-place qcow2 or dynamic VHD file's own digest, beside the
         // rest (a fixed VHD's continues the image digest, below).
         let own = in_place
