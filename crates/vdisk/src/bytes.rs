@@ -54,3 +54,61 @@ pub(crate) fn is_zero(b: &[u8]) -> bool {
     }
     chunks.remainder().iter().all(|&x| x == 0)
 }
+
+/// Positional access `[offset, offset + len)` must lie within a virtual
+/// disk of `size` bytes (the positional writers' bound check).
+pub(crate) fn check_in_disk(offset: u64, len: usize, size: u64) -> std::io::Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bytes {offset}..+{len} are past the end of the {size}-byte virtual disk"),
+        )),
+    }
+}
+
+/// `set_len` on a positional writer: its virtual size is fixed at
+/// creation, so only that length is accepted.
+pub(crate) fn keep_size(len: u64, size: u64) -> std::io::Result<()> {
+    if len == size {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "a virtual disk being written keeps its virtual size",
+        ))
+    }
+}
+
+/// One piece of a positional request: a run within one allocation unit
+/// (qcow2 cluster, VHD block).
+pub(crate) struct Piece {
+    /// Index of the unit in the virtual disk.
+    pub idx: u64,
+    /// Offset within the unit.
+    pub within: u64,
+    /// Offset within the caller's buffer.
+    pub at: usize,
+    pub len: usize,
+}
+
+/// Splits `[offset, offset + len)` at multiples of `unit` bytes.
+pub(crate) fn pieces(offset: u64, len: usize, unit: u64) -> impl Iterator<Item = Piece> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at >= len || unit == 0 {
+            return None;
+        }
+        let pos = offset + at as u64;
+        let within = pos % unit;
+        let n = usize::try_from((unit - within).min((len - at) as u64)).unwrap_or(0);
+        let p = Piece {
+            idx: pos / unit,
+            within,
+            at,
+            len: n,
+        };
+        at += n;
+        Some(p)
+    })
+}

@@ -24,6 +24,7 @@
 use kiln_units::{ReadAt, WriteAt};
 use std::io;
 
+use crate::bytes::pieces;
 use crate::error::{Error, Format, Result};
 use crate::extent::WriteSummary;
 
@@ -49,38 +50,6 @@ pub struct Qcow2RandomWriter<W> {
     host_len: u64,
 }
 
-/// One piece of a request: a run within one virtual cluster.
-struct Piece {
-    /// Virtual cluster index.
-    idx: u64,
-    /// Offset within the cluster.
-    within: u64,
-    /// Offset within the caller's buffer.
-    at: usize,
-    len: usize,
-}
-
-/// Splits `[offset, offset + len)` at cluster boundaries.
-fn pieces(offset: u64, len: usize) -> impl Iterator<Item = Piece> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        if at >= len {
-            return None;
-        }
-        let pos = offset + at as u64;
-        let within = pos % CLUSTER;
-        let n = usize::try_from((CLUSTER - within).min((len - at) as u64)).unwrap_or(0);
-        let p = Piece {
-            idx: pos / CLUSTER,
-            within,
-            at,
-            len: n,
-        };
-        at += n;
-        Some(p)
-    })
-}
-
 /// Consecutive pieces whose host bytes are contiguous, done in one call.
 struct Run {
     host: u64,
@@ -100,13 +69,6 @@ impl Run {
             _ => run.replace(Run { host, at, len }),
         }
     }
-}
-
-fn out_of_range(offset: u64, len: usize, size: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("bytes {offset}..+{len} are past the end of the {size}-byte virtual disk"),
-    )
 }
 
 impl<W: WriteAt + ReadAt> Qcow2RandomWriter<W> {
@@ -170,13 +132,6 @@ impl<W: WriteAt + ReadAt> Qcow2RandomWriter<W> {
         host
     }
 
-    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.virtual_size => Ok(()),
-            _ => Err(out_of_range(offset, len, self.virtual_size)),
-        }
-    }
-
     /// Writes the L2 tables, refcounts, L1 table and header; returns the
     /// target and what was written.
     ///
@@ -224,14 +179,14 @@ impl<W: WriteAt + ReadAt> Qcow2RandomWriter<W> {
 
 impl<W: WriteAt + ReadAt> WriteAt for Qcow2RandomWriter<W> {
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
+        crate::bytes::check_in_disk(offset, buf.len(), self.virtual_size)?;
         let mut run = None;
         let flush = |out: &mut W, host_len: &mut u64, r: Run| {
             let data = buf.get(r.at..r.at + r.len).unwrap_or_default();
             *host_len = (*host_len).max(r.host + r.len as u64);
             out.write_all_at(data, r.host)
         };
-        for p in pieces(offset, buf.len()) {
+        for p in pieces(offset, buf.len(), CLUSTER) {
             let data = buf.get(p.at..p.at + p.len).unwrap_or_default();
             let mut host = self.host(p.idx);
             if host == 0 {
@@ -262,24 +217,17 @@ impl<W: WriteAt + ReadAt> WriteAt for Qcow2RandomWriter<W> {
 
     /// The virtual size is fixed at creation: only that length is accepted.
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        if len == self.virtual_size {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a qcow2 image being written keeps its virtual size",
-            ))
-        }
+        crate::bytes::keep_size(len, self.virtual_size)
     }
 }
 
 impl<W: WriteAt + ReadAt> ReadAt for Qcow2RandomWriter<W> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
+        crate::bytes::check_in_disk(offset, buf.len(), self.virtual_size)?;
         let mut run: Option<Run> = None;
         let mut holes = Vec::new();
         let mut runs = Vec::new();
-        for p in pieces(offset, buf.len()) {
+        for p in pieces(offset, buf.len(), CLUSTER) {
             let host = self.host(p.idx);
             if host == 0 {
                 holes.push((p.at, p.len));

@@ -19,6 +19,7 @@
 use kiln_units::{ReadAt, WriteAt};
 use std::io;
 
+use crate::bytes::pieces;
 use crate::error::{Error, Format, Result};
 use crate::extent::WriteSummary;
 
@@ -93,19 +94,6 @@ impl<W: WriteAt + ReadAt> VhdDynamicRandomWriter<W> {
         Ok(at + BITMAP_LEN)
     }
 
-    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.virtual_size => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "bytes {offset}..+{len} are past the end of the {}-byte virtual disk",
-                    self.virtual_size
-                ),
-            )),
-        }
-    }
-
     /// Writes the footers, header and BAT; returns the target and what
     /// was written.
     ///
@@ -124,27 +112,11 @@ impl<W: WriteAt + ReadAt> VhdDynamicRandomWriter<W> {
     }
 }
 
-/// Splits `[offset, offset + len)` at block boundaries: (block, offset in
-/// block, offset in the buffer, length).
-fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, u64, usize, usize)> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        if at >= len {
-            return None;
-        }
-        let pos = offset + at as u64;
-        let within = pos % VHD_BLOCK_SIZE;
-        let n = usize::try_from((VHD_BLOCK_SIZE - within).min((len - at) as u64)).unwrap_or(0);
-        let p = (pos / VHD_BLOCK_SIZE, within, at, n);
-        at += n;
-        Some(p)
-    })
-}
-
 impl<W: WriteAt + ReadAt> WriteAt for VhdDynamicRandomWriter<W> {
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
-        for (idx, within, at, n) in pieces(offset, buf.len()) {
+        crate::bytes::check_in_disk(offset, buf.len(), self.virtual_size)?;
+        for p in pieces(offset, buf.len(), VHD_BLOCK_SIZE) {
+            let (idx, within, at, n) = (p.idx, p.within, p.at, p.len);
             let data = buf.get(at..at + n).unwrap_or_default();
             let mut base = self.data_at(idx);
             if base == 0 {
@@ -160,21 +132,15 @@ impl<W: WriteAt + ReadAt> WriteAt for VhdDynamicRandomWriter<W> {
 
     /// The virtual size is fixed at creation: only that length is accepted.
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        if len <= self.virtual_size {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a VHD being written keeps its virtual size",
-            ))
-        }
+        crate::bytes::keep_size(len, self.virtual_size)
     }
 }
 
 impl<W: WriteAt + ReadAt> ReadAt for VhdDynamicRandomWriter<W> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
-        for (idx, within, at, n) in pieces(offset, buf.len()) {
+        crate::bytes::check_in_disk(offset, buf.len(), self.virtual_size)?;
+        for p in pieces(offset, buf.len(), VHD_BLOCK_SIZE) {
+            let (idx, within, at, n) = (p.idx, p.within, p.at, p.len);
             let base = self.data_at(idx);
             if let Some(b) = buf.get_mut(at..at + n) {
                 if base == 0 {
