@@ -415,6 +415,8 @@ fn finish_fixed_vhd(
     let out = file.try_clone().map_err(io(size))?;
     let mut w = kiln_vdisk::VhdWriter::new(out, size, &vhd_options(d, kiln_vdisk::VhdKind::Fixed))?;
     let summary = w.finish()?;
+    // The footer lands after the image's own fsync may have finished.
+    w.into_inner().sync_all().map_err(io(size))?;
     let mut tail = vec![0u8; usize::try_from(summary.file_size - size).unwrap_or(0)];
     std::os::unix::fs::FileExt::read_exact_at(file, &mut tail, size).map_err(io(size))?;
     image.update(&tail);
@@ -514,6 +516,10 @@ fn fan_out(
     }
     let mut vdisk_digests = Vec::new();
     for (f, dest, tmp) in vdisk_files {
+        // On disk before the rename makes it visible, as the image is.
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(out_err(&dest, "cannot flush the output file"))?;
         let (digest, len) = sha256_of(&tmp)?;
         vdisk_digests.push((f, dest, digest, len));
     }
