@@ -377,20 +377,27 @@ pub(crate) type PrefixHash = std::thread::JoinHandle<std::io::Result<Sha256Hashe
 /// written meanwhile.
 pub(crate) fn hash_prefix(file: File, end: u64) -> PrefixHash {
     std::thread::spawn(move || {
-        let mut extents = Vec::new();
-        let mut from = 0;
-        while from < end {
-            let Some(e) = file.next_data(from)? else {
-                break;
-            };
-            if e.offset >= end {
-                break;
-            }
-            extents.push((e.offset, e.len.min(end - e.offset)));
-            from = e.offset + e.len;
-        }
+        let extents = data_extents(&file, end)?;
         sparse_sha256(&file, &extents, end, None)
     })
+}
+
+/// The data regions `(offset, len)` of the sparse file `f` before `end`
+/// (SEEK_DATA/SEEK_HOLE), clipped to it.
+fn data_extents(f: &File, end: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut extents = Vec::new();
+    let mut from = 0;
+    while from < end {
+        let Some(e) = f.next_data(from)? else {
+            break;
+        };
+        if e.offset >= end {
+            break;
+        }
+        extents.push((e.offset, e.len.min(end - e.offset)));
+        from = e.offset + e.len;
+    }
+    Ok(extents)
 }
 
 /// VHD options of `kind` from the delivery's identities.
@@ -436,28 +443,19 @@ enum Reader<'a> {
 impl Reader<'_> {
     /// The virtual size and the data extents `(offset, len)`.
     fn map(&self, out: &Path) -> Result<(u64, Vec<(u64, u64)>), Error> {
-        let mut extents = Vec::new();
         match self {
             Self::Raw(f) => {
                 let size = f
                     .metadata()
                     .map_err(out_err(out, "cannot stat the image"))?
                     .len();
-                let mut from = 0;
-                while let Some(e) = f
-                    .next_data(from)
-                    .map_err(out_err(out, "cannot map the image"))?
-                {
-                    extents.push((e.offset, e.len));
-                    from = e.offset + e.len;
-                    if from >= size {
-                        break;
-                    }
-                }
+                let extents =
+                    data_extents(f, size).map_err(out_err(out, "cannot map the image"))?;
                 Ok((size, extents))
             }
             Self::Disk(img, size) => {
                 let size = img.virtual_size().min(*size);
+                let mut extents = Vec::new();
                 for e in kiln_vdisk::allocated_extents(img) {
                     let e = e.map_err(vdisk_err(out))?;
                     if e.offset >= size {
