@@ -190,12 +190,21 @@ impl Engine {
         .to_string()
     }
 
-    /// Stops the engine and fails on any error or fatal line in its log.
+    /// Stops the engine and fails on any error or fatal line in its log,
+    /// except the one dockerd logs when the containerd it started is shut
+    /// down under it during its own shutdown (its event stream closes:
+    /// `Failed to get event ... transport is closing`; seen on a loaded
+    /// machine, about the stop, not the store).
     pub fn stop_clean(&mut self) {
         let log = self.stop();
         let errors: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("level=error") || l.contains("level=fatal"))
+            .filter(|l| {
+                !(l.contains("msg=\"Failed to get event\"")
+                    && l.contains("transport is closing")
+                    && l.contains("module=libcontainerd"))
+            })
             .collect();
         assert!(
             errors.is_empty(),
