@@ -152,23 +152,6 @@ fn image_larger_than_medium() {
     );
 }
 
-/// Mounts a tmpfs with `opts` at a new directory (tests run as root, as CI does).
-struct Tmpfs(tempfile::TempDir);
-impl Tmpfs {
-    fn new(opts: &str) -> Self {
-        let d = tempfile::tempdir().unwrap();
-        ok(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "kiln-test"])
-            .arg(d.path()));
-        Self(d)
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
 #[test]
 fn output_directory_not_writable() {
     let d = tempfile::tempdir().unwrap();
@@ -176,7 +159,7 @@ fn output_directory_not_writable() {
     let ro = Tmpfs::new("ro,size=1m");
     fails(
         &r,
-        ro.0.path(),
+        ro.path(),
         &[],
         3,
         &["out.img", "cannot create the output file"],
@@ -190,8 +173,23 @@ fn disk_full_leaves_nothing() {
     // The raw image, and the qcow2 written in place (no raw file).
     for extra in [&[][..], &["--format", "qcow2"]] {
         let small = Tmpfs::new("size=3m");
-        let err = fails(&r, small.0.path(), extra, 1, &["No space left on device"]);
+        let err = fails(&r, small.path(), extra, 1, &["No space left on device"]);
         assert!(err.contains("resin-"), "names the partition: {err}");
+    }
+    // Streamed builds (no image file): the output that fills the disk is
+    // named, and the stream stops.
+    for (extra, file) in [
+        (&["--format", "vmdk"][..], "out.vmdk"),
+        (&["--compress", "xz"][..], "out.img.xz"),
+    ] {
+        let small = Tmpfs::new("size=1m");
+        fails(
+            &r,
+            small.path(),
+            extra,
+            3,
+            &["No space left on device", file],
+        );
     }
 }
 
@@ -226,7 +224,7 @@ fn corrupt_preload_blob_is_named_and_nothing_is_left() {
     });
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    for extra in [&[][..], &["--format", "qcow2"]] {
+    for extra in [&[][..], &["--format", "qcow2"], &["--format", "vmdk"]] {
         let err = fails(&r, &out, extra, 2, &["resin-data", "app preload"]);
         assert!(
             err.contains(&name[..12]) || err.contains("digest"),

@@ -276,6 +276,82 @@ fn outputs_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Only sequential outputs (VMDK, the compressed raw image): the disk is
+/// streamed into them and no image file is written at all. The build runs
+/// on a tmpfs too small for the raw image's data, and its outputs are the
+/// raw build's, byte for byte.
+#[test]
+fn vmdk_and_compressed_images_are_streamed_without_an_image_file() {
+    require("qemu-img", "qemu-utils");
+    require("xz", "xz-utils");
+    require("bmaptool", "bmap-tools");
+    require("sha256sum", "coreutils");
+    let raw_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    build(raw_dir.path(), &["--format", "raw,vmdk"]);
+    let raw = raw_dir.path().join("fin.img");
+    let small: u64 = 4 << 20;
+    let raw_data = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&raw).unwrap()) * 512;
+    assert!(
+        raw_data > small,
+        "premise: the raw image holds {raw_data} bytes of data, more than the {small}-byte tmpfs"
+    );
+    let same = |a: &Path, b: &Path| {
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{} differs from {}",
+            a.display(),
+            b.display()
+        );
+    };
+
+    let t = Tmpfs::new(&format!("size={small}"));
+    build(t.path(), &["--format", "raw,vmdk", "--compress", "xz"]);
+    assert_eq!(
+        outputs_in(t.path()),
+        [
+            "SHA256SUMS",
+            "fin.img.bmap",
+            "fin.img.xz",
+            "fin.manifest.json",
+            "fin.vmdk"
+        ]
+    );
+    same(&t.path().join("fin.vmdk"), &raw_dir.path().join("fin.vmdk"));
+    same(
+        &t.path().join("fin.img.bmap"),
+        &raw_dir.path().join("fin.img.bmap"),
+    );
+    let xz = t.path().join("fin.img.xz");
+    ok(Command::new("xz").arg("-t").arg(&xz));
+    let m = sums_ok_and_manifest(t.path());
+    assert_eq!(m["image"]["sha256"], sha256_file(&raw));
+    // The compressed image with its bmap restores the raw build's image.
+    let copy = raw_dir.path().join("copy.img");
+    ok(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(t.path().join("fin.img.bmap"))
+        .arg(&xz)
+        .arg(&copy));
+    ok(Command::new("cmp").arg(&copy).arg(&raw));
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vmdk", "-F", "raw"])
+        .arg(t.path().join("fin.vmdk"))
+        .arg(&raw));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+    drop(t);
+
+    // VMDK alone.
+    let t = Tmpfs::new(&format!("size={small}"));
+    build(t.path(), &["--format", "vmdk"]);
+    assert_eq!(
+        outputs_in(t.path()),
+        ["SHA256SUMS", "fin.manifest.json", "fin.vmdk"]
+    );
+    same(&t.path().join("fin.vmdk"), &raw_dir.path().join("fin.vmdk"));
+    let m = sums_ok_and_manifest(t.path());
+    assert_eq!(m["image"]["sha256"], sha256_file(&raw));
+}
+
 #[test]
 fn qcow2_or_vhd_without_raw_are_written_in_place() {
     require("qemu-img", "qemu-utils");

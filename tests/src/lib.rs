@@ -296,3 +296,29 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// A tmpfs mounted with `opts` (e.g. `size=3m`) at a new directory,
+/// unmounted on drop (tests run as root, as CI does).
+pub struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// Mounts it.
+    pub fn new(opts: &str) -> Self {
+        let d = tempfile::tempdir().expect("mount point");
+        ok(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "kiln-test"])
+            .arg(d.path()));
+        Self(d)
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}

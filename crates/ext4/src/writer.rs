@@ -780,6 +780,13 @@ impl<W: WriteAt> Ext4Writer<W> {
         Ok(())
     }
 
+    /// The target being written (for a caller that observes or routes the
+    /// writes, e.g. to tell file data, written while entries are added,
+    /// from the metadata [`Ext4Writer::finish`] writes).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Writes all metadata and returns a summary.
     ///
     /// # Errors

@@ -216,6 +216,13 @@ impl<W: WriteAt> FatWriter<W> {
         &self.layout
     }
 
+    /// The target being written (for a caller that observes or routes the
+    /// writes, e.g. to tell file data, written while entries are added,
+    /// from the metadata [`FatWriter::finish`] writes).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.target
+    }
+
     fn end_cluster(&self) -> u32 {
         self.layout.cluster_count + 2
     }

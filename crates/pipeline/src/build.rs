@@ -9,6 +9,7 @@ use crate::seed::Seed;
 use crate::sink::Sink;
 use crate::swap::swap_header;
 use crate::Error;
+use kiln_artifact::digest::Sha256Digest;
 use kiln_ext4::{Ext4Estimator, Ext4Options, Ext4Writer};
 use kiln_fat::{FatOptions, FatType, FatWriter};
 use kiln_part::{Extended, Gpt, GptPartition, Mbr, MbrPartition, MbrType};
@@ -589,15 +590,61 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         }
     }
 
+    let out = &req.output;
+    let delivery = delivery_for(req)?;
+    let disk = Disk {
+        req,
+        plan: &plan,
+        os,
+        rootfs,
+        config: &config,
+        data_tree: &data_tree,
+        time,
+    };
+    let report = |partitions| BuildReport {
+        image: out.clone(),
+        disk_bytes: plan.disk_bytes,
+        medium: medium.clone().map(|m| (m.name, m.size.bytes())),
+        fits: fits.clone(),
+        partitions,
+        config: config.redacted(),
+        swap_bytes: recipe.swap.size.bytes(),
+        app: app_summary.clone(),
+        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
+        image_sha256: String::new(),
+        artifacts: Vec::new(),
+    };
+    let disk_id = match profile.table {
+        TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
+        TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
+    };
+    let in_place = crate::deliver::in_place_format(&delivery);
+    if in_place.is_none() && !keeps_raw(&delivery) {
+        // Only sequential outputs (VMDK, the compressed raw image): the
+        // disk is streamed into them, no image file is written.
+        let (partitions, feed_report, artifacts, image_digest, inputs, temps) =
+            build_streamed(&disk, &delivery, progress)?;
+        let mut report = report(partitions);
+        let artifacts = conclude(
+            req,
+            &mut report,
+            artifacts,
+            image_digest,
+            inputs,
+            disk_id,
+            data_tree.app.as_ref().zip(feed_report.as_ref()),
+            temps,
+        )?;
+        report.artifacts = artifacts;
+        return Ok(report);
+    }
+
     // Create the temporary output beside the target (same filesystem, so
     // the final rename is atomic).
     // When raw is not delivered, the disk is written straight into the
     // qcow2 file, or failing that the fixed VHD (raw data + footer) or the
     // dynamic VHD: no raw intermediate. Else into the sparse raw file
     // every other output is made from.
-    let out = &req.output;
-    let delivery = delivery_for(req)?;
-    let in_place = crate::deliver::in_place_format(&delivery);
     let mut tmp = TempImage::create(
         &in_place.map_or_else(|| out.clone(), |f| crate::deliver::format_path(out, f)),
     )?;
@@ -629,67 +676,23 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         }
     };
 
-    // The partition table (and BIOS boot code) first: it depends on the
-    // plan alone, and with it in place everything before the last
+    // With the partition table written first, everything before the last
     // partition is final once that partition starts, so the image digest
     // can begin there while the last (data) partition is written.
-    progress("writing the partition table");
-    let boot_code = match &os.bios_boot {
-        Some(input) => Some(write_bios_boot(profile, &plan, input, &mut sink)?),
-        None => None,
-    };
-    write_table(req, &plan, boot_code, &mut sink)?;
-
-    let mut reports = Vec::new();
-    let mut feed_report = None;
     let mut prefix = None;
-    for (i, placed) in plan.partitions.iter().enumerate() {
-        if i + 1 == plan.partitions.len() {
+    let (mut partitions, feed_report) = disk.write(
+        &mut sink,
+        true,
+        &mut |placed| {
             if let Some(reader) = prefix_reader.take() {
                 let end = placed.ebr.unwrap_or(placed.start);
                 prefix = Some((end, crate::deliver::hash_prefix(reader, end)));
             }
-        }
-        progress(&format!(
-            "writing p{} {} ({}, {})",
-            placed.number,
-            placed.spec.label,
-            fs_name(placed.spec.fs),
-            human(placed.size)
-        ));
-        let region = SubRegion::new(&mut sink, placed.start, placed.size);
-        let report = match placed.spec.role {
-            Role::Boot => write_boot(req, placed, region, &config, time, os.boot.as_ref())?,
-            Role::RootA => write_ext4(req, placed, region, time, |sink| {
-                let label = &placed.spec.label;
-                let opts = SourceOptions {
-                    clamp_time: Some(time),
-                    force_owner: None,
-                };
-                feed_input(rootfs, &opts, sink).map_err(|e| src_err(label, rootfs, e))?;
-                if recipe.swap.size.bytes() > 0
-                    && recipe.swap.activation == SwapActivation::SystemdUnit
-                {
-                    add_swap_unit(sink, &recipe.swap.path, time)
-                        .map_err(|source| ext4_err(label, source))?;
-                }
-                Ok(())
-            })?,
-            Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
-            Role::Data => write_ext4(req, placed, region, time, |sink| {
-                feed_report = data_tree
-                    .feed(sink)
-                    .map_err(|e| data_err(&placed.spec.label, e))?;
-                Ok(())
-            })?,
-        };
-        reports.push(report);
-    }
-
+        },
+        progress,
+    )?;
     if profile.table == TableKind::Gpt {
-        for r in &mut reports {
-            r.part_guid = Some(gpt_part_guid(req, &r.label).to_string());
-        }
+        set_part_guids(req, &mut partitions);
     }
     sink.finish().map_err(|e| Error::Output {
         path: tmp.path.clone(),
@@ -697,33 +700,226 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         source: std::io::Error::other(e.to_string()),
     })?;
     tmp.prefix = prefix;
-
-    let report = BuildReport {
-        image: out.clone(),
-        disk_bytes: plan.disk_bytes,
-        medium: medium.map(|m| (m.name, m.size.bytes())),
-        fits,
-        partitions: reports,
-        config: config.redacted(),
-        swap_bytes: recipe.swap.size.bytes(),
-        app: app_summary,
-        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
-        image_sha256: String::new(),
-        artifacts: Vec::new(),
-    };
-    let disk_id = match profile.table {
-        TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
-        TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
-    };
     finish(
         req,
         tmp,
-        report,
+        report(partitions),
         disk_id,
         data_tree.app.as_ref().zip(feed_report.as_ref()),
         None,
         progress,
     )
+}
+
+/// Whether delivery keeps the raw image file itself (raw asked for, not
+/// compressed).
+fn keeps_raw(d: &Delivery) -> bool {
+    d.formats.contains(&DiskFormat::Raw) && d.compress.is_none()
+}
+
+/// Fills in the GPT partition GUIDs of the reports.
+fn set_part_guids(req: &BuildRequest<'_>, reports: &mut [PartitionReport]) {
+    for r in reports {
+        r.part_guid = Some(gpt_part_guid(req, &r.label).to_string());
+    }
+}
+
+/// What a streamed build returns: partitions, the preload's report, the
+/// delivered files, the image digest, the manifest's inputs and the
+/// temporary files to commit.
+type Streamed = (
+    Vec<PartitionReport>,
+    Option<kiln_oci::FeedReport>,
+    Vec<Delivered>,
+    Sha256Digest,
+    Vec<kiln_artifact::manifest::Input>,
+    Temps,
+);
+
+/// The disk streamed straight into the sequential outputs
+/// ([`crate::stream`]): a dry run of every writer for the metadata, then
+/// the real run, its pieces delivered on a second thread as they come.
+fn build_streamed(
+    disk: &Disk<'_>,
+    delivery: &Delivery,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Streamed, Error> {
+    let req = disk.req;
+    let out = &req.output;
+    let size = disk.plan.disk_bytes;
+    let stream_err = |source| Error::Output {
+        path: out.clone(),
+        op: "cannot stream the disk",
+        source,
+    };
+    progress("laying out the disk (the outputs are streamed: a dry run first)");
+    let mut rec = crate::stream::Recorder::new();
+    disk.write(&mut Sink::Record(&mut rec), true, &mut |_| {}, &mut |m| {
+        progress(&format!("dry run: {m}"));
+    })?;
+    let recorded = rec.finish();
+    tracing::debug!(
+        "dry run: {} bytes of metadata kept, {} written extents",
+        recorded.kept.bytes(),
+        recorded.extents.len()
+    );
+    let mut temps = Temps::new();
+    progress(&delivering(delivery));
+    let planned = crate::deliver::plan_outputs(delivery, &mut temps, out, None)?;
+    let bmap = crate::deliver::bmap_hasher(delivery, &recorded.extents, size, true, out)?;
+    // A few pieces in flight (the writers' are at most 1 MiB each).
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let (written, produced, inputs) = std::thread::scope(|scope| {
+        let delivering = std::thread::Builder::new()
+            .name("deliver".into())
+            .spawn_scoped(scope, move || {
+                crate::deliver::deliver_stream(planned, rx, size, bmap, out, delivery)
+            });
+        let (profile, recipe, with_app) = (&req.profile, &req.recipe, disk.data_tree.app.is_some());
+        let inputs = scope.spawn(move || crate::manifest::inputs(profile, recipe, None, with_app));
+        let mut streamer = crate::stream::Streamer::new(recorded, tx);
+        let written = disk
+            .write(
+                &mut Sink::Stream(&mut streamer),
+                false,
+                &mut |_| {},
+                progress,
+            )
+            .and_then(|w| {
+                streamer.finish().map_err(stream_err)?;
+                Ok(w)
+            });
+        // Closes the stream (cut short if the writers failed).
+        drop(streamer);
+        let produced = match delivering {
+            Ok(h) => h.join().unwrap_or_else(|_| {
+                Err(stream_err(std::io::Error::other(
+                    "the delivery thread panicked",
+                )))
+            }),
+            Err(e) => Err(stream_err(e)),
+        };
+        (written, produced, inputs.join())
+    });
+    // When delivery fails (disk full, say) the writers only saw the stream
+    // close: its error is the one to report. When the writers fail, the
+    // stream was cut short and theirs is.
+    let produced = match (produced?, written) {
+        (Some(p), Ok(w)) => (p, w),
+        (_, Err(e)) => return Err(e),
+        (None, Ok(_)) => {
+            return Err(stream_err(std::io::Error::other(
+                "the disk stream ended early",
+            )))
+        }
+    };
+    let (p, (mut partitions, feed_report)) = produced;
+    let inputs = inputs.unwrap_or_else(|_| {
+        Err(Error::Output {
+            path: out.clone(),
+            op: "cannot digest the inputs",
+            source: std::io::Error::other("the digest thread panicked"),
+        })
+    })?;
+    if req.profile.table == TableKind::Gpt {
+        set_part_guids(req, &mut partitions);
+    }
+    let image_digest = p.image_digest;
+    let artifacts = crate::deliver::assemble(p, out, delivery, &mut temps)?;
+    Ok((
+        partitions,
+        feed_report,
+        artifacts,
+        image_digest,
+        inputs,
+        temps,
+    ))
+}
+
+/// What the partition writers of a normal build read.
+struct Disk<'a> {
+    req: &'a BuildRequest<'a>,
+    plan: &'a Plan,
+    os: &'a kiln_recipe::OsSpec,
+    rootfs: &'a kiln_recipe::InputPath,
+    config: &'a ResolvedConfig,
+    data_tree: &'a DataTree,
+    time: Timestamp,
+}
+
+impl Disk<'_> {
+    /// Writes the partition table (when `table`) and every partition into
+    /// `sink`, in disk order; `before_last` runs when the last partition
+    /// is about to be written.
+    fn write(
+        &self,
+        sink: &mut Sink<'_>,
+        table: bool,
+        before_last: &mut dyn FnMut(&Placed),
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(Vec<PartitionReport>, Option<kiln_oci::FeedReport>), Error> {
+        let (req, plan, os, rootfs, time) = (self.req, self.plan, self.os, self.rootfs, self.time);
+        let recipe = &req.recipe;
+        if table {
+            // The partition table (and BIOS boot code) first: it depends
+            // on the plan alone.
+            progress("writing the partition table");
+            let boot_code = match &os.bios_boot {
+                Some(input) => Some(write_bios_boot(&req.profile, plan, input, sink)?),
+                None => None,
+            };
+            write_table(req, plan, boot_code, sink)?;
+        }
+        let mut reports = Vec::new();
+        let mut feed_report = None;
+        for (i, placed) in plan.partitions.iter().enumerate() {
+            if i + 1 == plan.partitions.len() {
+                before_last(placed);
+            }
+            progress(&format!(
+                "writing p{} {} ({}, {})",
+                placed.number,
+                placed.spec.label,
+                fs_name(placed.spec.fs),
+                human(placed.size)
+            ));
+            sink.begin_partition();
+            let region = SubRegion::new(&mut *sink, placed.start, placed.size);
+            let report = match placed.spec.role {
+                Role::Boot => write_boot(req, placed, region, self.config, time, os.boot.as_ref())?,
+                Role::RootA => write_ext4(req, placed, region, time, |sink| {
+                    let label = &placed.spec.label;
+                    let opts = SourceOptions {
+                        clamp_time: Some(time),
+                        force_owner: None,
+                    };
+                    feed_input(rootfs, &opts, sink).map_err(|e| src_err(label, rootfs, e))?;
+                    if recipe.swap.size.bytes() > 0
+                        && recipe.swap.activation == SwapActivation::SystemdUnit
+                    {
+                        add_swap_unit(sink, &recipe.swap.path, time)
+                            .map_err(|source| ext4_err(label, source))?;
+                    }
+                    Ok(())
+                })?,
+                Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
+                Role::Data => write_ext4(req, placed, region, time, |sink| {
+                    feed_report = self
+                        .data_tree
+                        .feed(sink)
+                        .map_err(|e| data_err(&placed.spec.label, e))?;
+                    Ok(())
+                })?,
+            };
+            sink.end_partition().map_err(|source| Error::Output {
+                path: req.output.clone(),
+                op: "cannot stream the disk",
+                source,
+            })?;
+            reports.push(report);
+        }
+        Ok((reports, feed_report))
+    }
 }
 
 /// Delivery, the manifest and the checksums of a written raw image in
@@ -739,10 +935,6 @@ pub(crate) fn finish(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
     let out = &req.output;
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let (in_place, image_tmp, prefix) = (tmp.in_place, tmp.path.clone(), tmp.prefix.take());
     let file = tmp.file()?;
     // The image goes to disk (fsync, before the rename makes it visible)
@@ -756,20 +948,7 @@ pub(crate) fn finish(
 
     // Delivery: formats, compression, bmap, checksums, manifest.
     let delivery = delivery_for(req)?;
-    progress(&format!(
-        "delivering {}{}",
-        delivery
-            .formats
-            .iter()
-            .map(|f| format!("{f:?}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join(", "),
-        delivery
-            .compress
-            .as_ref()
-            .map(|c| format!(" ({:?})", c.compression()).to_lowercase())
-            .unwrap_or_default()
-    ));
+    progress(&delivering(&delivery));
     let mut temps = Temps::new();
     let (delivered, synced, inputs) = std::thread::scope(|scope| {
         let sync = scope.spawn(move || syncing.sync_all());
@@ -789,7 +968,7 @@ pub(crate) fn finish(
         let delivered = deliver(source, out, &delivery, &mut temps, prefix);
         (delivered, sync.join(), inputs.join())
     });
-    let (mut artifacts, image_digest, keep) = delivered?;
+    let (artifacts, image_digest, keep) = delivered?;
     let inputs = inputs.unwrap_or_else(|_| {
         Err(Error::Output {
             path: out.clone(),
@@ -800,12 +979,71 @@ pub(crate) fn finish(
     synced
         .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")))
         .map_err(flush_err)?;
+    let artifacts = conclude(
+        req,
+        &mut report,
+        artifacts,
+        image_digest,
+        inputs,
+        disk_id,
+        app,
+        temps,
+    )?;
+    if let Some(dest) = keep {
+        std::fs::rename(&tmp.path, &dest).map_err(|source| Error::Output {
+            path: dest.clone(),
+            op: "cannot move the finished image into place",
+            source,
+        })?;
+        // Renamed: nothing left to clean up.
+        tmp.file = None;
+    }
+    report.artifacts = artifacts;
+    Ok(report)
+}
+
+/// The progress line of a delivery.
+fn delivering(delivery: &Delivery) -> String {
+    format!(
+        "delivering {}{}",
+        delivery
+            .formats
+            .iter()
+            .map(|f| format!("{f:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", "),
+        delivery
+            .compress
+            .as_ref()
+            .map(|c| format!(" ({:?})", c.compression()).to_lowercase())
+            .unwrap_or_default()
+    )
+}
+
+/// The manifest and `SHA256SUMS` of a delivered build, then every
+/// temporary output renamed into place; returns all delivered files.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    req: &BuildRequest<'_>,
+    report: &mut BuildReport,
+    mut artifacts: Vec<Delivered>,
+    image_digest: Sha256Digest,
+    inputs: Vec<kiln_artifact::manifest::Input>,
+    disk_id: String,
+    app: Option<(&App, &kiln_oci::FeedReport)>,
+    mut temps: Temps,
+) -> Result<Vec<Delivered>, Error> {
+    let out = &req.output;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     report.image_sha256 = image_digest.to_hex();
     let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
         profile: &req.profile,
         recipe: &req.recipe,
         source_date_epoch: req.timestamp,
-        report: &report,
+        report,
         image_sha256: image_digest,
         disk_id,
         app,
@@ -834,17 +1072,7 @@ pub(crate) fn finish(
     let sums = write_sums(dir, &artifacts, &mut temps)?;
     artifacts.push(sums);
     temps.commit()?;
-    if let Some(dest) = keep {
-        std::fs::rename(&tmp.path, &dest).map_err(|source| Error::Output {
-            path: dest.clone(),
-            op: "cannot move the finished image into place",
-            source,
-        })?;
-        // Renamed: nothing left to clean up.
-        tmp.file = None;
-    }
-    report.artifacts = artifacts;
-    Ok(report)
+    Ok(artifacts)
 }
 
 /// The delivery the request (or, failing that, the recipe) asks for.
@@ -1012,6 +1240,7 @@ where
     let uuid = req.seed.uuid(&format!("fs:{label}"));
     let mut w = Ext4Writer::new(region, opts).map_err(|e| ext4_err(&label, e))?;
     feed(&mut w)?;
+    w.get_mut().get_mut().begin_finish();
     let report = w.finish().map_err(|e| ext4_err(&label, e))?;
     Ok(PartitionReport {
         number: placed.number,
@@ -1079,6 +1308,7 @@ fn write_boot(
         })?;
     }
     feed_generated(&generated, time, &mut w).map_err(fat_err)?;
+    w.get_mut().get_mut().begin_finish();
     let report = w.finish().map_err(fat_err)?;
     Ok(PartitionReport {
         number: placed.number,

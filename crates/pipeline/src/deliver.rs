@@ -1,32 +1,30 @@
-//! Delivery: every requested artifact from the finished raw image in one
-//! sequential read of its data regions.
+//! Delivery: every requested artifact from one ordered stream of the
+//! disk's data.
 //!
-//! The raw image is written first (sparse, positional: the filesystem
-//! writers place metadata and data in any order), then read once, data
-//! regions only (SEEK_DATA/SEEK_HOLE; all-zero blocks skipped), and the
-//! extent stream fans out to: the bmap hasher (bmaptool 2.0 ranges, and
+//! The stream fans out to: the bmap hasher (bmaptool 2.0 ranges, and
 //! the sha256 of the whole image with holes as zeros), the virtual-disk
 //! writers (qcow2, VMDK streamOptimized, VHD fixed/dynamic, each straight
 //! to its own file) and the compressor of the raw stream (xz/gz/zst).
-//! When `raw` is not requested and no compression asks for it, the raw
-//! file is removed at the end. Every artifact goes to a temporary name
-//! and is renamed into place only when all of them succeeded.
+//! Every artifact goes to a temporary name and is renamed into place only
+//! when all of them succeeded.
 //!
-//! Deviation from a strict single pass over the partition data: the ext4
-//! writer fills inode tables and bitmaps at the end, so the disk cannot be
-//! streamed in order while it is built. It is written positionally into
-//! one image file, then read once (allocated data only) for the rest:
-//! - when qcow2 is delivered and raw is not, that file is the qcow2 image
-//!   itself, written in place ([`crate::sink`]): no raw intermediate; the
-//!   other outputs are read from it through kiln-vdisk's qcow2 reader;
-//! - else, when a fixed VHD is delivered and raw is not, it is the VHD:
-//!   the raw disk, read like a raw image, then padded and given its footer;
-//! - else, for a dynamic VHD without raw, the dynamic VHD, written in place
-//!   like the qcow2;
-//! - otherwise it is the sparse raw image (delivered, or removed at the
-//!   end when only VMDK or compressed forms are asked for: those are
-//!   sequential, and the disk is not final in order until the last
-//!   partition is done).
+//! Two ways in:
+//! - streamed ([`deliver_stream`]): when only sequential outputs are asked
+//!   for (VMDK, the compressed raw image), the disk arrives in order from
+//!   [`crate::stream`] and is fanned out as it comes, with no image file;
+//! - positional ([`deliver`]): otherwise the ext4 and FAT writers' output
+//!   (metadata last, at lower offsets) is written into one image file,
+//!   then read once (allocated data only) for the rest:
+//!   - when qcow2 is delivered and raw is not, that file is the qcow2
+//!     image itself, written in place ([`crate::sink`]): no raw
+//!     intermediate; the other outputs are read from it through
+//!     kiln-vdisk's qcow2 reader;
+//!   - else, when a fixed VHD is delivered and raw is not, it is the VHD:
+//!     the raw disk, read like a raw image, then padded and given its
+//!     footer;
+//!   - else, for a dynamic VHD without raw, the dynamic VHD, written in
+//!     place like the qcow2;
+//!   - otherwise it is the sparse raw image, delivered.
 
 use crate::Error;
 use kiln_artifact::bmap::{BlockRange, Bmap, BmapStreamHasher};
@@ -242,7 +240,7 @@ fn vdisk_err(path: &Path) -> impl FnOnce(kiln_vdisk::Error) -> Error + '_ {
     move |e| Error::Output {
         path: path.to_path_buf(),
         op: "cannot write the disk image format",
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(crate::inspect::chain(&e)),
     }
 }
 
@@ -250,7 +248,7 @@ fn artifact_err(path: &Path) -> impl FnOnce(kiln_artifact::Error) -> Error + '_ 
     move |e| Error::Output {
         path: path.to_path_buf(),
         op: "cannot write the artifact",
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(crate::inspect::chain(&e)),
     }
 }
 
@@ -264,9 +262,25 @@ struct Fanout<'a> {
     bmap: BmapStreamHasher,
     writers: Vec<(PathBuf, Box<dyn DiskWriter + 'a>)>,
     compressed: Option<(PathBuf, Encoder<HashingWriter<BufWriter<File>>>)>,
+    /// The first output that failed, named (the [`DiskWriter`] interface
+    /// carries no path).
+    failed: Option<Error>,
 }
 
 impl Fanout<'_> {
+    /// Keeps `e` to report and turns it into the interface's error.
+    fn fail(&mut self, e: Error) -> kiln_vdisk::Error {
+        let err = wrap(&e);
+        self.failed.get_or_insert(e);
+        err
+    }
+
+    /// The error to report for `e` from feeding this fan-out: the named
+    /// output's, if one failed.
+    fn error(&mut self, e: kiln_vdisk::Error, out: &Path) -> Error {
+        self.failed.take().unwrap_or_else(|| vdisk_err(out)(e))
+    }
+
     fn zeros(&mut self, mut len: u64) -> Result<(), Error> {
         self.bmap.update_zeros(len);
         if let Some((path, enc)) = &mut self.compressed {
@@ -282,7 +296,7 @@ impl Fanout<'_> {
 }
 
 /// Carries a pipeline error through the vdisk writer interface.
-fn wrap(e: Error) -> kiln_vdisk::Error {
+fn wrap(e: &Error) -> kiln_vdisk::Error {
     kiln_vdisk::Error::Io {
         offset: 0,
         source: std::io::Error::other(e.to_string()),
@@ -298,22 +312,34 @@ impl DiskWriter for Fanout<'_> {
     }
     fn write_extent(&mut self, offset: u64, data: &[u8]) -> kiln_vdisk::Result<()> {
         let gap = offset.saturating_sub(self.pos);
-        self.zeros(gap).map_err(wrap)?;
+        if let Err(e) = self.zeros(gap) {
+            return Err(self.fail(e));
+        }
         self.bmap.update(data);
         if let Some((path, enc)) = &mut self.compressed {
-            enc.write_all(data)
-                .map_err(out_err(path, "cannot write the compressed image"))
-                .map_err(wrap)?;
+            if let Err(e) = enc.write_all(data) {
+                let e = out_err(path, "cannot write the compressed image")(e);
+                return Err(self.fail(e));
+            }
         }
-        for (_, w) in &mut self.writers {
-            w.write_extent(offset, data)?;
+        let mut failed = None;
+        for (path, w) in &mut self.writers {
+            if let Err(e) = w.write_extent(offset, data) {
+                failed = Some(vdisk_err(path)(e));
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            return Err(self.fail(e));
         }
         self.pos = offset + data.len() as u64;
         Ok(())
     }
     fn finish(&mut self) -> kiln_vdisk::Result<WriteSummary> {
         let gap = self.size.saturating_sub(self.pos);
-        self.zeros(gap).map_err(wrap)?;
+        if let Err(e) = self.zeros(gap) {
+            return Err(self.fail(e));
+        }
         self.pos = self.size;
         Ok(WriteSummary {
             virtual_size: self.size,
@@ -476,33 +502,127 @@ impl Reader<'_> {
     }
 }
 
-/// Compressed stream of [`Fanout`]: its path and encoder.
-type Compressed = Option<(PathBuf, Encoder<HashingWriter<BufWriter<File>>>)>;
+/// A virtual-disk output made from the disk stream: format, final path,
+/// temporary path.
+type VdiskFile = (DiskFormat, PathBuf, PathBuf);
 
-/// Feeds `raw` through `fan` (bmap ranges, virtual disks, compressor),
-/// finishes the virtual disks and hashes them.
-#[allow(clippy::type_complexity)]
-fn fan_out(
-    raw: &Reader<'_>,
-    mut fan: Fanout<'_>,
-    vdisk_files: Vec<(DiskFormat, PathBuf, PathBuf)>,
+/// A finished output: format, final path, digest, length.
+type VdiskDigest = (DiskFormat, PathBuf, Sha256Digest, u64);
+
+/// A closed fan-out: the bmap hasher (ranges complete), the compressed
+/// image (path, digest, length) and the virtual disks.
+type Closed = (
+    BmapStreamHasher,
+    Option<(PathBuf, Sha256Digest, u64)>,
+    Vec<VdiskDigest>,
+);
+
+/// The output files a delivery writes from the disk stream, created (at
+/// their temporary names, registered in [`Temps`]) but not yet started.
+pub(crate) struct Planned {
+    vdisks: Vec<(VdiskFile, File, OutputFormat)>,
+    compressed: Option<(PathBuf, File)>,
+}
+
+/// Creates the outputs `d` asks for that are made from the disk stream:
+/// every virtual disk but `skip` (the one written in place) and the
+/// compressed raw stream.
+pub(crate) fn plan_outputs(
+    d: &Delivery,
+    temps: &mut Temps,
     out: &Path,
-) -> Result<
-    (
-        Bmap,
-        Compressed,
-        Vec<(DiskFormat, PathBuf, Sha256Digest, u64)>,
-    ),
-    Error,
-> {
-    match raw {
-        Reader::Raw(f) => kiln_vdisk::feed_sparse_file(f, &mut fan),
-        // Only the disk's own bytes: past it a VHD holds zeros alone,
-        // which copy_allocated never sends.
-        Reader::Disk(img, _) => kiln_vdisk::copy_allocated(img, &mut fan),
+    skip: Option<DiskFormat>,
+) -> Result<Planned, Error> {
+    let mut vdisks = Vec::new();
+    for f in &d.formats {
+        let opts = match f {
+            DiskFormat::Raw => continue,
+            f if skip == Some(*f) => continue,
+            DiskFormat::Qcow2 => OutputFormat::Qcow2(kiln_vdisk::Qcow2Options::new()),
+            DiskFormat::Vmdk => {
+                OutputFormat::Vmdk(kiln_vdisk::VmdkOptions::new().cid(u32::from_le_bytes([
+                    d.seed[0], d.seed[1], d.seed[2], d.seed[3],
+                ])))
+            }
+            DiskFormat::Vhd => OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Fixed)),
+            DiskFormat::VhdDynamic => {
+                OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
+            }
+        };
+        let dest = format_path(out, *f);
+        let tmp = temps.add(&dest);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(out_err(&dest, "cannot create the output file"))?;
+        vdisks.push(((*f, dest, tmp), file, opts));
     }
-    .map_err(vdisk_err(out))?;
-    fan.finish().map_err(vdisk_err(out))?;
+    let compressed = match &d.compress {
+        Some(c) => {
+            let dest = compressed_path(out, c);
+            let tmp = temps.add(&dest);
+            let f = File::create(&tmp).map_err(out_err(&dest, "cannot create the output file"))?;
+            Some((dest, f))
+        }
+        None => None,
+    };
+    Ok(Planned { vdisks, compressed })
+}
+
+/// `out` with the compression's extension (`disk.img.xz`).
+fn compressed_path(out: &Path, c: &CompressOptions) -> PathBuf {
+    let ext = c.compression().extension().unwrap_or("");
+    PathBuf::from(format!("{}.{ext}", out.display()))
+}
+
+/// Starts the writers of `planned` behind one [`Fanout`] for a disk of
+/// `size` bytes, with `bmap` hashing the block map's ranges.
+fn open_fanout(
+    planned: Planned,
+    size: u64,
+    bmap: BmapStreamHasher,
+    d: &Delivery,
+) -> Result<(Fanout<'static>, Vec<VdiskFile>), Error> {
+    let mut writers: Vec<(PathBuf, Box<dyn DiskWriter>)> = Vec::new();
+    let mut vdisk_files = Vec::new();
+    for (vf, file, opts) in planned.vdisks {
+        let w = opts.create_writer(file, size).map_err(vdisk_err(&vf.1))?;
+        writers.push((vf.1.clone(), w));
+        vdisk_files.push(vf);
+    }
+    let compressed = match (planned.compressed, &d.compress) {
+        (Some((dest, f)), Some(c)) => {
+            let enc = Encoder::new(HashingWriter::new(BufWriter::with_capacity(1 << 20, f)), c)
+                .map_err(artifact_err(&dest))?;
+            Some((dest, enc))
+        }
+        _ => None,
+    };
+    let fan = Fanout {
+        size,
+        pos: 0,
+        bmap,
+        writers,
+        compressed,
+        failed: None,
+    };
+    Ok((fan, vdisk_files))
+}
+
+/// Ends the stream through `fan`: finishes and fsyncs the virtual disks
+/// and the compressed file and digests them. Gives back the bmap hasher
+/// (its ranges complete) for the caller to finish.
+fn close_fanout(
+    mut fan: Fanout<'_>,
+    vdisk_files: Vec<VdiskFile>,
+    out: &Path,
+) -> Result<Closed, Error> {
+    if let Err(e) = fan.finish() {
+        return Err(fan.error(e, out));
+    }
     let Fanout {
         bmap,
         writers,
@@ -521,8 +641,188 @@ fn fan_out(
         let (digest, len) = sha256_of(&tmp)?;
         vdisk_digests.push((f, dest, digest, len));
     }
-    let bmap = bmap.finish_ranges().map_err(artifact_err(out))?;
+    let compressed = match compressed {
+        Some((dest, enc)) => {
+            let (digest, len) = finish_compressed(&dest, enc)?;
+            Some((dest, digest, len))
+        }
+        None => None,
+    };
     Ok((bmap, compressed, vdisk_digests))
+}
+
+/// Flushes and fsyncs the compressed image; its digest and length.
+fn finish_compressed(
+    dest: &Path,
+    enc: Encoder<HashingWriter<BufWriter<File>>>,
+) -> Result<(Sha256Digest, u64), Error> {
+    let hw = enc.finish().map_err(artifact_err(dest))?;
+    let (mut bw, digest, len) = hw.finish();
+    bw.flush()
+        .map_err(out_err(dest, "cannot write the compressed image"))?;
+    let f = bw.into_inner().map_err(|e| Error::Output {
+        path: dest.to_path_buf(),
+        op: "cannot write the compressed image",
+        source: e.into_error(),
+    })?;
+    f.sync_all()
+        .map_err(out_err(dest, "cannot flush the compressed image"))?;
+    Ok((digest, len))
+}
+
+/// What the fan-out produced, ready to be listed ([`assemble`]).
+pub(crate) struct Produced {
+    pub(crate) image_digest: Sha256Digest,
+    size: u64,
+    bmap: Bmap,
+    compressed: Option<(PathBuf, Sha256Digest, u64)>,
+    vdisks: Vec<VdiskDigest>,
+}
+
+/// The delivered files, in manifest order: the raw image (when delivered
+/// uncompressed), the compressed image, the virtual disks and the bmap
+/// (written here).
+pub(crate) fn assemble(
+    p: Produced,
+    out: &Path,
+    d: &Delivery,
+    temps: &mut Temps,
+) -> Result<Vec<Delivered>, Error> {
+    let mut delivered = Vec::new();
+    if d.formats.contains(&DiskFormat::Raw) && d.compress.is_none() {
+        delivered.push(Delivered {
+            path: out.to_path_buf(),
+            format: "raw",
+            size_bytes: p.size,
+            sha256: p.image_digest.to_hex(),
+            digest: Some(p.image_digest),
+            artifact_format: Some(kiln_artifact::manifest::ArtifactFormat::Raw),
+            compression: kiln_artifact::compress::Compression::None,
+        });
+    }
+    if let Some((dest, digest, len)) = p.compressed {
+        delivered.push(Delivered {
+            path: dest,
+            format: "raw",
+            size_bytes: len,
+            sha256: digest.to_hex(),
+            digest: Some(digest),
+            artifact_format: Some(kiln_artifact::manifest::ArtifactFormat::Raw),
+            compression: d
+                .compress
+                .as_ref()
+                .map(CompressOptions::compression)
+                .unwrap_or(kiln_artifact::compress::Compression::None),
+        });
+    }
+    for (f, dest, digest, len) in p.vdisks {
+        delivered.push(Delivered {
+            path: dest,
+            format: match f {
+                DiskFormat::Raw => "raw",
+                DiskFormat::Qcow2 => "qcow2",
+                DiskFormat::Vmdk => "vmdk",
+                DiskFormat::Vhd => "vhd",
+                DiskFormat::VhdDynamic => "vhd-dynamic",
+            },
+            size_bytes: len,
+            sha256: digest.to_hex(),
+            digest: Some(digest),
+            artifact_format: Some(f.manifest_format()),
+            compression: kiln_artifact::compress::Compression::None,
+        });
+    }
+    // The block map describes the raw image (also when only its
+    // compressed form is delivered: bmaptool decompresses on the fly).
+    if d.formats.contains(&DiskFormat::Raw) {
+        let dest = PathBuf::from(format!("{}.bmap", out.display()));
+        let tmp = temps.add(&dest);
+        let mut f = File::create(&tmp).map_err(out_err(&dest, "cannot create the output file"))?;
+        p.bmap.write_to(&mut f).map_err(artifact_err(&dest))?;
+        f.sync_all()
+            .map_err(out_err(&dest, "cannot flush the bmap"))?;
+        let (digest, len) = sha256_of(&tmp)?;
+        delivered.push(Delivered {
+            path: dest,
+            format: "bmap",
+            size_bytes: len,
+            sha256: digest.to_hex(),
+            digest: Some(digest),
+            artifact_format: Some(kiln_artifact::manifest::ArtifactFormat::Bmap),
+            compression: kiln_artifact::compress::Compression::None,
+        });
+    }
+    Ok(delivered)
+}
+
+/// The bmap ranges to hash for the written `extents` of a disk of `size`
+/// bytes: all of them when raw is delivered, none otherwise (no bmap;
+/// the whole-image digest is still computed).
+pub(crate) fn bmap_hasher(
+    d: &Delivery,
+    extents: &[(u64, u64)],
+    size: u64,
+    whole: bool,
+    out: &Path,
+) -> Result<BmapStreamHasher, Error> {
+    let mapped = if d.formats.contains(&DiskFormat::Raw) {
+        BlockRange::cover_extents(extents, 4096).map_err(artifact_err(out))?
+    } else {
+        Vec::new()
+    };
+    if whole {
+        BmapStreamHasher::new(size, 4096, mapped)
+    } else {
+        BmapStreamHasher::ranges_only(size, 4096, mapped)
+    }
+    .map_err(artifact_err(out))
+}
+
+/// One piece of the disk, in order: its offset and bytes (gaps between
+/// pieces are zeros).
+pub(crate) type Piece = (u64, Vec<u8>);
+
+/// The offset of the piece that ends a complete stream.
+pub(crate) const STREAM_END: u64 = u64::MAX;
+
+/// Delivers a disk of `size` bytes that arrives in order on `pieces`
+/// ([`crate::stream`]): every output of `planned`, the bmap over the
+/// written `extents` and the whole-image digest, computed as the pieces
+/// pass; list them with [`assemble`]. `None` when the stream closed
+/// without its end marker ([`STREAM_END`]).
+pub(crate) fn deliver_stream(
+    planned: Planned,
+    pieces: std::sync::mpsc::Receiver<Piece>,
+    size: u64,
+    bmap: BmapStreamHasher,
+    out: &Path,
+    d: &Delivery,
+) -> Result<Option<Produced>, Error> {
+    let (mut fan, vdisk_files) = open_fanout(planned, size, bmap, d)?;
+    let mut ended = false;
+    for (offset, data) in pieces {
+        if offset == STREAM_END {
+            ended = true;
+            break;
+        }
+        if let Err(e) = fan.write_extent(offset, &data) {
+            return Err(fan.error(e, out));
+        }
+    }
+    if !ended {
+        // Cut short: the writers failed and report why. Finishing would
+        // only compress the rest of the disk as zeros for nothing.
+        return Ok(None);
+    }
+    let (bmap, compressed, vdisks) = close_fanout(fan, vdisk_files, out)?;
+    let (bmap, image_digest) = bmap.finish().map_err(artifact_err(out))?;
+    Ok(Some(Produced {
+        image_digest,
+        size,
+        bmap,
+        compressed,
+        vdisks,
+    }))
 }
 
 /// Delivers the finished raw image `raw` (at temporary path `raw_tmp`,
@@ -554,72 +854,12 @@ pub(crate) fn deliver(
         ),
     };
     let (size, extents) = raw.map(out)?;
-    // Without a raw image delivered there is no bmap to hash ranges for
-    // (the whole-image digest is still computed).
-    let mapped = if d.formats.contains(&DiskFormat::Raw) {
-        BlockRange::cover_extents(&extents, 4096).map_err(artifact_err(out))?
-    } else {
-        Vec::new()
-    };
     // The whole-image digest is computed on a second thread reading the
     // image itself (holes hashed as zeros), so it never waits for, or
     // holds up, the fan-out below; the bmap ranges are hashed here.
-    let bmap = BmapStreamHasher::ranges_only(size, 4096, mapped).map_err(artifact_err(out))?;
-
-    let mut writers: Vec<(PathBuf, Box<dyn DiskWriter>)> = Vec::new();
-    let mut vdisk_files = Vec::new();
-    for f in &d.formats {
-        let opts = match f {
-            DiskFormat::Raw => continue,
-            f if in_place.is_some_and(|(p, _, _)| p == *f) => continue,
-            DiskFormat::Qcow2 => OutputFormat::Qcow2(kiln_vdisk::Qcow2Options::new()),
-            DiskFormat::Vmdk => {
-                OutputFormat::Vmdk(kiln_vdisk::VmdkOptions::new().cid(u32::from_le_bytes([
-                    d.seed[0], d.seed[1], d.seed[2], d.seed[3],
-                ])))
-            }
-            DiskFormat::Vhd => OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Fixed)),
-            DiskFormat::VhdDynamic => {
-                OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
-            }
-        };
-        let dest = format_path(out, *f);
-        let tmp = temps.add(&dest);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(out_err(&dest, "cannot create the output file"))?;
-        let w = opts.create_writer(file, size).map_err(vdisk_err(&dest))?;
-        writers.push((dest.clone(), w));
-        vdisk_files.push((*f, dest, tmp));
-    }
-    let compressed = match &d.compress {
-        Some(c) => {
-            let ext = c.compression().extension().unwrap_or("");
-            let dest = PathBuf::from(format!("{}.{ext}", out.display()));
-            let tmp = temps.add(&dest);
-            let f = File::create(&tmp).map_err(out_err(&dest, "cannot create the output file"))?;
-            let enc = Encoder::new(HashingWriter::new(BufWriter::with_capacity(1 << 20, f)), c)
-                .map_err(artifact_err(&dest))?;
-            Some((dest, tmp, enc))
-        }
-        None => None,
-    };
-    let (compressed_paths, compressed) = match compressed {
-        Some((dest, tmp, enc)) => (Some((dest.clone(), tmp)), Some((dest, enc))),
-        None => (None, None),
-    };
-
-    let fan = Fanout {
-        size,
-        pos: 0,
-        bmap,
-        writers,
-        compressed,
-    };
+    let bmap = bmap_hasher(d, &extents, size, false, out)?;
+    let planned = plan_outputs(d, temps, out, in_place.map(|(f, _, _)| f))?;
+    let (fan, vdisk_files) = open_fanout(planned, size, bmap, d)?;
     let (fanned, whole, own) = std::thread::scope(|scope| {
         let joined = |h: std::io::Result<std::thread::ScopedJoinHandle<'_, _>>| match h {
             Ok(h) => h
@@ -668,6 +908,7 @@ pub(crate) fn deliver(
         (fanned, joined(whole), own)
     });
     let (bmap, compressed, mut vdisk_digests) = fanned?;
+    let bmap = bmap.finish_ranges().map_err(artifact_err(out))?;
     let whole = whole.map_err(out_err(out, "cannot read back the image"))?;
     let image_digest = whole.clone().finish();
     let mut keep = None;
@@ -685,85 +926,42 @@ pub(crate) fn deliver(
         vdisk_digests.insert(0, (DiskFormat::Vhd, dest.clone(), digest, len));
         keep = Some(dest);
     }
-
-    let mut delivered = Vec::new();
     if d.formats.contains(&DiskFormat::Raw) && d.compress.is_none() {
         keep = Some(out.to_path_buf());
-        delivered.push(Delivered {
-            path: out.to_path_buf(),
-            format: "raw",
-            size_bytes: size,
-            sha256: image_digest.to_hex(),
-            digest: Some(image_digest),
-            artifact_format: Some(kiln_artifact::manifest::ArtifactFormat::Raw),
-            compression: kiln_artifact::compress::Compression::None,
-        });
     }
-    if let (Some((dest, enc)), Some((_, tmp))) = (compressed, compressed_paths) {
-        let hw = enc.finish().map_err(artifact_err(&dest))?;
-        let (mut bw, digest, len) = hw.finish();
-        bw.flush()
-            .map_err(out_err(&dest, "cannot write the compressed image"))?;
-        let f = bw.into_inner().map_err(|e| Error::Output {
-            path: dest.clone(),
-            op: "cannot write the compressed image",
-            source: e.into_error(),
-        })?;
-        f.sync_all()
-            .map_err(out_err(&dest, "cannot flush the compressed image"))?;
-        drop(tmp);
-        delivered.push(Delivered {
-            path: dest,
-            format: "raw",
-            size_bytes: len,
-            sha256: digest.to_hex(),
-            digest: Some(digest),
-            artifact_format: Some(kiln_artifact::manifest::ArtifactFormat::Raw),
-            compression: d
-                .compress
-                .as_ref()
-                .map(CompressOptions::compression)
-                .unwrap_or(kiln_artifact::compress::Compression::None),
-        });
-    }
-    for (f, dest, digest, len) in vdisk_digests {
-        delivered.push(Delivered {
-            path: dest,
-            format: match f {
-                DiskFormat::Raw => "raw",
-                DiskFormat::Qcow2 => "qcow2",
-                DiskFormat::Vmdk => "vmdk",
-                DiskFormat::Vhd => "vhd",
-                DiskFormat::VhdDynamic => "vhd-dynamic",
-            },
-            size_bytes: len,
-            sha256: digest.to_hex(),
-            digest: Some(digest),
-            artifact_format: Some(f.manifest_format()),
-            compression: kiln_artifact::compress::Compression::None,
-        });
-    }
-    // The block map describes the raw image (also when only its
-    // compressed form is delivered: bmaptool decompresses on the fly).
-    if d.formats.contains(&DiskFormat::Raw) {
-        let dest = PathBuf::from(format!("{}.bmap", out.display()));
-        let tmp = temps.add(&dest);
-        let mut f = File::create(&tmp).map_err(out_err(&dest, "cannot create the output file"))?;
-        bmap.write_to(&mut f).map_err(artifact_err(&dest))?;
-        f.sync_all()
-            .map_err(out_err(&dest, "cannot flush the bmap"))?;
-        let (digest, len) = sha256_of(&tmp)?;
-        delivered.push(Delivered {
-            path: dest,
-            format: "bmap",
-            size_bytes: len,
-            sha256: digest.to_hex(),
-            digest: Some(digest),
-            artifact_format: Some(kiln_artifact::manifest::ArtifactFormat::Bmap),
-            compression: kiln_artifact::compress::Compression::None,
-        });
-    }
+    let delivered = assemble(
+        Produced {
+            image_digest,
+            size,
+            bmap,
+            compressed,
+            vdisks: vdisk_digests,
+        },
+        out,
+        d,
+        temps,
+    )?;
     Ok((delivered, image_digest, keep))
+}
+
+/// Feeds `raw` through `fan` (bmap ranges, virtual disks, compressor),
+/// then closes it ([`close_fanout`]).
+fn fan_out(
+    raw: &Reader<'_>,
+    mut fan: Fanout<'_>,
+    vdisk_files: Vec<VdiskFile>,
+    out: &Path,
+) -> Result<Closed, Error> {
+    let fed = match raw {
+        Reader::Raw(f) => kiln_vdisk::feed_sparse_file(f, &mut fan),
+        // Only the disk's own bytes: past it a VHD holds zeros alone,
+        // which copy_allocated never sends.
+        Reader::Disk(img, _) => kiln_vdisk::copy_allocated(img, &mut fan),
+    };
+    if let Err(e) = fed {
+        return Err(fan.error(e, out));
+    }
+    close_fanout(fan, vdisk_files, out)
 }
 
 /// Writes `SHA256SUMS` (sha256sum -c format) for `files` into `dir`.

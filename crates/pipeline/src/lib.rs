@@ -63,6 +63,7 @@ mod plan;
 mod seed;
 mod sink;
 mod stamp;
+mod stream;
 mod swap;
 
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};

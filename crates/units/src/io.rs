@@ -137,6 +137,10 @@ impl<T> SubRegion<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The wrapped target.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
     /// Gives back the wrapped target.
     pub fn into_inner(self) -> T {
         self.inner
