@@ -308,15 +308,23 @@ impl DataTree {
         Ok(())
     }
 
-    /// Writes the tree into `sink` (everything checked).
+    /// Writes the tree into `sink`: everything checked, or, for a
+    /// streamed build's dry run (`checked` false), the same entries in the
+    /// same order without the layer digests (the real run checks them).
     fn feed<S: TreeSink>(
         &self,
         sink: &mut S,
+        checked: bool,
     ) -> Result<Option<kiln_oci::FeedReport>, DataFeedError<S::Error>> {
         self.feed_head(sink)?;
         if let Some(app) = &self.app {
             let mut prefixed = kiln_tree::PrefixSink::new(&mut *sink, app.store_path.clone());
-            let report = app.store.feed(&mut prefixed).map_err(|e| match e {
+            let fed = if checked {
+                app.store.feed(&mut prefixed)
+            } else {
+                app.store.feed_for_sizing(None, &mut prefixed)
+            };
+            let report = fed.map_err(|e| match e {
                 kiln_oci::FeedError::Input(i) => DataFeedError::App(i),
                 kiln_oci::FeedError::Sink(s) => DataFeedError::Sink(s),
                 #[allow(unreachable_patterns)]
@@ -682,7 +690,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     let mut prefix = None;
     let (mut partitions, feed_report) = disk.write(
         &mut sink,
-        true,
+        Run::Only,
         &mut |placed| {
             if let Some(reader) = prefix_reader.take() {
                 let end = placed.ebr.unwrap_or(placed.start);
@@ -754,9 +762,14 @@ fn build_streamed(
     };
     progress("laying out the disk (the outputs are streamed: a dry run first)");
     let mut rec = crate::stream::Recorder::new();
-    disk.write(&mut Sink::Record(&mut rec), true, &mut |_| {}, &mut |m| {
-        progress(&format!("dry run: {m}"));
-    })?;
+    disk.write(
+        &mut Sink::Record(&mut rec),
+        Run::Dry,
+        &mut |_| {},
+        &mut |m| {
+            progress(&format!("dry run: {m}"));
+        },
+    )?;
     let recorded = rec.finish();
     tracing::debug!(
         "dry run: {} bytes of metadata kept, {} written extents",
@@ -766,9 +779,9 @@ fn build_streamed(
     let mut temps = Temps::new();
     progress(&delivering(delivery));
     let planned = crate::deliver::plan_outputs(delivery, &mut temps, out, None)?;
-    let bmap = crate::deliver::bmap_hasher(delivery, &recorded.extents, size, true, out)?;
+    let bmap = crate::deliver::bmap_hasher(delivery, &recorded.extents, size, out)?;
     // A few pieces in flight (the writers' are at most 1 MiB each).
-    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let (written, produced, inputs) = std::thread::scope(|scope| {
         let delivering = std::thread::Builder::new()
             .name("deliver".into())
@@ -781,7 +794,7 @@ fn build_streamed(
         let written = disk
             .write(
                 &mut Sink::Stream(&mut streamer),
-                false,
+                Run::Rerun,
                 &mut |_| {},
                 progress,
             )
@@ -847,20 +860,33 @@ struct Disk<'a> {
     time: Timestamp,
 }
 
+/// Which run of the partition writers [`Disk::write`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// The one run of a positional build.
+    Only,
+    /// A streamed build's dry run ([`crate::stream`]): layer digests are
+    /// left to the rerun.
+    Dry,
+    /// A streamed build's real run: the partition table is already in
+    /// the dry run's record.
+    Rerun,
+}
+
 impl Disk<'_> {
-    /// Writes the partition table (when `table`) and every partition into
-    /// `sink`, in disk order; `before_last` runs when the last partition
-    /// is about to be written.
+    /// Writes the partition table (but on a [`Run::Rerun`]) and every
+    /// partition into `sink`, in disk order; `before_last` runs when the
+    /// last partition is about to be written.
     fn write(
         &self,
         sink: &mut Sink<'_>,
-        table: bool,
+        run: Run,
         before_last: &mut dyn FnMut(&Placed),
         progress: &mut dyn FnMut(&str),
     ) -> Result<(Vec<PartitionReport>, Option<kiln_oci::FeedReport>), Error> {
         let (req, plan, os, rootfs, time) = (self.req, self.plan, self.os, self.rootfs, self.time);
         let recipe = &req.recipe;
-        if table {
+        if run != Run::Rerun {
             // The partition table (and BIOS boot code) first: it depends
             // on the plan alone.
             progress("writing the partition table");
@@ -906,7 +932,7 @@ impl Disk<'_> {
                 Role::Data => write_ext4(req, placed, region, time, |sink| {
                     feed_report = self
                         .data_tree
-                        .feed(sink)
+                        .feed(sink, run != Run::Dry)
                         .map_err(|e| data_err(&placed.spec.label, e))?;
                     Ok(())
                 })?,

@@ -762,7 +762,6 @@ pub(crate) fn bmap_hasher(
     d: &Delivery,
     extents: &[(u64, u64)],
     size: u64,
-    whole: bool,
     out: &Path,
 ) -> Result<BmapStreamHasher, Error> {
     let mapped = if d.formats.contains(&DiskFormat::Raw) {
@@ -770,26 +769,40 @@ pub(crate) fn bmap_hasher(
     } else {
         Vec::new()
     };
-    if whole {
-        BmapStreamHasher::new(size, 4096, mapped)
-    } else {
-        BmapStreamHasher::ranges_only(size, 4096, mapped)
-    }
-    .map_err(artifact_err(out))
+    BmapStreamHasher::ranges_only(size, 4096, mapped).map_err(artifact_err(out))
 }
 
 /// One piece of the disk, in order: its offset and bytes (gaps between
-/// pieces are zeros).
-pub(crate) type Piece = (u64, Vec<u8>);
+/// pieces are zeros), shared with the whole-image hasher.
+pub(crate) type Piece = (u64, std::sync::Arc<[u8]>);
 
 /// The offset of the piece that ends a complete stream.
 pub(crate) const STREAM_END: u64 = u64::MAX;
 
+/// The sha256 of a disk of `size` bytes arriving on `pieces` (gaps
+/// hashed as zeros); `None` if the stream ends without [`STREAM_END`]
+/// (cut short: the rest is not hashed for nothing).
+fn hash_pieces(pieces: std::sync::mpsc::Receiver<Piece>, size: u64) -> Option<Sha256Digest> {
+    let mut h = Sha256Hasher::new();
+    let mut pos = 0u64;
+    for (offset, data) in pieces {
+        if offset == STREAM_END {
+            h.update_zeros(size.saturating_sub(pos));
+            return Some(h.finish());
+        }
+        h.update_zeros(offset.saturating_sub(pos));
+        h.update(&data);
+        pos = offset + data.len() as u64;
+    }
+    None
+}
+
 /// Delivers a disk of `size` bytes that arrives in order on `pieces`
-/// ([`crate::stream`]): every output of `planned`, the bmap over the
-/// written `extents` and the whole-image digest, computed as the pieces
-/// pass; list them with [`assemble`]. `None` when the stream closed
-/// without its end marker ([`STREAM_END`]).
+/// ([`crate::stream`]): every output of `planned` and the bmap over the
+/// written extents (`bmap`, ranges only) as the pieces pass, and the
+/// whole-image digest on a thread of its own (SHA-256 is sequential; it
+/// would otherwise hold up the outputs); list them with [`assemble`].
+/// `None` when the stream closed without its end marker ([`STREAM_END`]).
 pub(crate) fn deliver_stream(
     planned: Planned,
     pieces: std::sync::mpsc::Receiver<Piece>,
@@ -799,23 +812,43 @@ pub(crate) fn deliver_stream(
     d: &Delivery,
 ) -> Result<Option<Produced>, Error> {
     let (mut fan, vdisk_files) = open_fanout(planned, size, bmap, d)?;
-    let mut ended = false;
-    for (offset, data) in pieces {
-        if offset == STREAM_END {
-            ended = true;
-            break;
-        }
-        if let Err(e) = fan.write_extent(offset, &data) {
-            return Err(fan.error(e, out));
-        }
-    }
-    if !ended {
-        // Cut short: the writers failed and report why. Finishing would
-        // only compress the rest of the disk as zeros for nothing.
+    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Piece>(4);
+    let (fed, whole) = std::thread::scope(|scope| {
+        let hasher = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn_scoped(scope, move || hash_pieces(hash_rx, size));
+        let fed = (|| {
+            for (offset, data) in pieces {
+                // A hasher that is gone has panicked: reported below.
+                let _ = to_hash.send((offset, data.clone()));
+                if offset == STREAM_END {
+                    return Ok(true);
+                }
+                if let Err(e) = fan.write_extent(offset, &data) {
+                    return Err(fan.error(e, out));
+                }
+            }
+            // Cut short: the writers failed and report why. Finishing
+            // would only compress the rest of the disk as zeros.
+            Ok(false)
+        })();
+        drop(to_hash);
+        let whole = match hasher {
+            Ok(h) => h.join().ok().flatten(),
+            Err(_) => None,
+        };
+        (fed, whole)
+    });
+    if !fed? {
         return Ok(None);
     }
+    let image_digest = whole.ok_or_else(|| Error::Output {
+        path: out.to_path_buf(),
+        op: "cannot hash the image",
+        source: std::io::Error::other("the hashing thread failed"),
+    })?;
     let (bmap, compressed, vdisks) = close_fanout(fan, vdisk_files, out)?;
-    let (bmap, image_digest) = bmap.finish().map_err(artifact_err(out))?;
+    let bmap = bmap.finish_ranges().map_err(artifact_err(out))?;
     Ok(Some(Produced {
         image_digest,
         size,
@@ -857,7 +890,7 @@ pub(crate) fn deliver(
     // The whole-image digest is computed on a second thread reading the
     // image itself (holes hashed as zeros), so it never waits for, or
     // holds up, the fan-out below; the bmap ranges are hashed here.
-    let bmap = bmap_hasher(d, &extents, size, false, out)?;
+    let bmap = bmap_hasher(d, &extents, size, out)?;
     let planned = plan_outputs(d, temps, out, in_place.map(|(f, _, _)| f))?;
     let (fan, vdisk_files) = open_fanout(planned, size, bmap, d)?;
     let (fanned, whole, own) = std::thread::scope(|scope| {

@@ -35,6 +35,7 @@ use kiln_artifact::digest::{Sha256Digest, Sha256Hasher};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 /// Which writes a recorder or streamer is seeing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +48,50 @@ enum Phase {
     Finish,
 }
 
+/// Granularity of the zero runs an [`Overlay`] does not store.
+const ZERO_GRAIN: usize = 64;
+
+/// One stored piece of an [`Overlay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Run {
+    /// Bytes (not all zero).
+    Bytes(Vec<u8>),
+    /// That many zero bytes, kept as a length: the metadata writers write
+    /// mostly-empty blocks (a directory block with a few names, the
+    /// reserved GDT blocks), so this keeps the record a fraction of the
+    /// bytes written.
+    Zeros(u64),
+}
+
+impl Run {
+    fn len(&self) -> u64 {
+        match self {
+            Run::Bytes(v) => v.len() as u64,
+            Run::Zeros(n) => *n,
+        }
+    }
+
+    /// Bytes `from..to` of this run.
+    fn slice(&self, from: u64, to: u64) -> Run {
+        match self {
+            Run::Bytes(v) => {
+                let (f, t) = (
+                    usize::try_from(from).unwrap_or(v.len()),
+                    usize::try_from(to).unwrap_or(v.len()),
+                );
+                Run::Bytes(v.get(f..t).unwrap_or_default().to_vec())
+            }
+            Run::Zeros(_) => Run::Zeros(to - from),
+        }
+    }
+}
+
 /// Bytes at disk offsets, later writes replacing earlier ones where they
-/// overlap; entries never overlap each other.
+/// overlap; entries never overlap each other. Zero runs (in
+/// [`ZERO_GRAIN`] units) are kept as lengths.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
-    map: BTreeMap<u64, Vec<u8>>,
+    map: BTreeMap<u64, Run>,
 }
 
 impl Overlay {
@@ -62,31 +102,49 @@ impl Overlay {
         }
         let end = offset + data.len() as u64;
         let mut hit: Vec<u64> = Vec::new();
-        if let Some((&s, v)) = self.map.range(..offset).next_back() {
-            if s + v.len() as u64 > offset {
+        if let Some((&s, r)) = self.map.range(..offset).next_back() {
+            if s + r.len() > offset {
                 hit.push(s);
             }
         }
         hit.extend(self.map.range(offset..end).map(|(&s, _)| s));
         for s in hit {
-            let Some(v) = self.map.remove(&s) else {
+            let Some(r) = self.map.remove(&s) else {
                 continue;
             };
-            let e = s + v.len() as u64;
+            let e = s + r.len();
             if s < offset {
-                let keep = usize::try_from(offset - s).unwrap_or(v.len());
-                self.map.insert(s, v[..keep].to_vec());
+                self.map.insert(s, r.slice(0, offset - s));
             }
             if e > end {
-                let from = usize::try_from(end - s).unwrap_or(v.len());
-                self.map.insert(end, v[from..].to_vec());
+                self.map.insert(end, r.slice(end - s, e - s));
             }
         }
-        self.map.insert(offset, data.to_vec());
+        // Split into zero and nonzero runs.
+        let mut at = 0usize;
+        while at < data.len() {
+            let zero = |c: &[u8]| c.iter().all(|&b| b == 0);
+            let first = zero(&data[at..(at + ZERO_GRAIN).min(data.len())]);
+            let mut to = at;
+            while to < data.len() {
+                let next = (to + ZERO_GRAIN).min(data.len());
+                if zero(&data[to..next]) != first {
+                    break;
+                }
+                to = next;
+            }
+            let run = if first {
+                Run::Zeros((to - at) as u64)
+            } else {
+                Run::Bytes(data[at..to].to_vec())
+            };
+            self.map.insert(offset + at as u64, run);
+            at = to;
+        }
     }
 
     /// Removes and returns the first entry if it starts before `end`.
-    fn pop_before(&mut self, end: u64) -> Option<(u64, Vec<u8>)> {
+    fn pop_before(&mut self, end: u64) -> Option<(u64, Run)> {
         let (&s, _) = self.map.first_key_value()?;
         if s < end {
             self.map.pop_first()
@@ -97,14 +155,18 @@ impl Overlay {
 
     /// The first entry's range.
     fn first(&self) -> Option<(u64, u64)> {
-        self.map
-            .first_key_value()
-            .map(|(&s, v)| (s, s + v.len() as u64))
+        self.map.first_key_value().map(|(&s, r)| (s, s + r.len()))
     }
 
-    /// Bytes held.
+    /// Bytes held (zero runs not counted).
     pub(crate) fn bytes(&self) -> u64 {
-        self.map.values().map(|v| v.len() as u64).sum()
+        self.map
+            .values()
+            .map(|r| match r {
+                Run::Bytes(v) => v.len() as u64,
+                Run::Zeros(_) => 0,
+            })
+            .sum()
     }
 }
 
@@ -245,18 +307,22 @@ impl Streamer {
         }
     }
 
-    fn emit(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+    fn emit(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset + data.len() as u64;
         let tx = self.tx.as_ref().ok_or_else(stopped)?;
-        tx.send((offset, data)).map_err(|_| stopped())?;
+        tx.send((offset, Arc::from(data))).map_err(|_| stopped())?;
         self.cursor = end;
         Ok(())
     }
 
-    /// Emits every kept piece that starts before `end`.
+    /// Emits every kept piece that starts before `end` (zero runs are the
+    /// stream's gaps: they only move it on).
     fn drain_before(&mut self, end: u64) -> io::Result<()> {
-        while let Some((s, v)) = self.pending.pop_before(end) {
-            self.emit(s, v)?;
+        while let Some((s, r)) = self.pending.pop_before(end) {
+            match r {
+                Run::Bytes(v) => self.emit(s, &v)?,
+                Run::Zeros(n) => self.cursor = self.cursor.max(s + n),
+            }
         }
         Ok(())
     }
@@ -292,7 +358,7 @@ impl Streamer {
                 )));
             }
         }
-        self.emit(offset, buf.to_vec())
+        self.emit(offset, buf)
     }
 
     /// A partition's entries are being added again.
@@ -325,7 +391,7 @@ impl Streamer {
     pub(crate) fn finish(&mut self) -> io::Result<()> {
         self.drain_before(crate::deliver::STREAM_END)?;
         let tx = self.tx.take().ok_or_else(stopped)?;
-        tx.send((crate::deliver::STREAM_END, Vec::new()))
+        tx.send((crate::deliver::STREAM_END, Arc::from(&[][..])))
             .map_err(|_| stopped())
     }
 }
@@ -336,8 +402,11 @@ mod tests {
 
     fn collect(o: &mut Overlay) -> Vec<(u64, Vec<u8>)> {
         let mut v = Vec::new();
-        while let Some(p) = o.pop_before(u64::MAX) {
-            v.push(p);
+        while let Some((s, r)) = o.pop_before(u64::MAX) {
+            match r {
+                Run::Bytes(b) => v.push((s, b)),
+                Run::Zeros(n) => v.push((s, vec![0; n as usize])),
+            }
         }
         v
     }
@@ -364,6 +433,27 @@ mod tests {
         o.insert(10, &[1; 10]);
         o.insert(5, &[2; 30]);
         assert_eq!(collect(&mut o), vec![(5, vec![2; 30])]);
+        // Zero runs are kept as lengths, and still replace what was there.
+        let mut o = Overlay::default();
+        let mut block = vec![0u8; 4096];
+        block[..10].fill(1);
+        block[4090..].fill(2);
+        o.insert(0, &block);
+        assert_eq!(o.bytes(), 128);
+        o.insert(4000, &[0; 96]);
+        let got = collect(&mut o);
+        let mut flat = vec![0u8; 4096];
+        for (s, b) in &got {
+            flat[*s as usize..*s as usize + b.len()].copy_from_slice(b);
+        }
+        let mut want = block.clone();
+        want[4000..4096].fill(0);
+        assert_eq!(flat, want);
+        assert!(
+            got.iter()
+                .all(|(s, b)| b.iter().any(|&x| x != 0) || *s >= 64),
+            "zero runs split off: {got:?}"
+        );
     }
 
     /// Replays writes the way a streamed build does and returns the bytes
