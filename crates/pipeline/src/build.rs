@@ -827,13 +827,7 @@ fn build_streamed(
         }
     };
     let (p, (mut partitions, feed_report)) = produced;
-    let inputs = inputs.unwrap_or_else(|_| {
-        Err(Error::Output {
-            path: out.clone(),
-            op: "cannot digest the inputs",
-            source: std::io::Error::other("the digest thread panicked"),
-        })
-    })?;
+    let inputs = joined_inputs(inputs, out)?;
     if req.profile.table == TableKind::Gpt {
         set_part_guids(req, &mut partitions);
     }
@@ -995,13 +989,7 @@ pub(crate) fn finish(
         (delivered, sync.join(), inputs.join())
     });
     let (artifacts, image_digest, keep) = delivered?;
-    let inputs = inputs.unwrap_or_else(|_| {
-        Err(Error::Output {
-            path: out.clone(),
-            op: "cannot digest the inputs",
-            source: std::io::Error::other("the digest thread panicked"),
-        })
-    })?;
+    let inputs = joined_inputs(inputs, out)?;
     synced
         .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")))
         .map_err(flush_err)?;
@@ -1026,6 +1014,20 @@ pub(crate) fn finish(
     }
     report.artifacts = artifacts;
     Ok(report)
+}
+
+/// The manifest's input digests from their thread.
+fn joined_inputs(
+    joined: std::thread::Result<Result<Vec<kiln_artifact::manifest::Input>, Error>>,
+    out: &Path,
+) -> Result<Vec<kiln_artifact::manifest::Input>, Error> {
+    joined.unwrap_or_else(|_| {
+        Err(Error::Output {
+            path: out.to_path_buf(),
+            op: "cannot digest the inputs",
+            source: std::io::Error::other("the digest thread panicked"),
+        })
+    })
 }
 
 /// The progress line of a delivery.

@@ -525,15 +525,21 @@ mod tests {
         assert!(e.to_string().contains("overlaps metadata at 8..12"), "{e}");
     }
 
-    #[test]
-    fn metadata_must_match_the_dry_run() {
+    /// A streamer whose dry run recorded one partition with one
+    /// metadata write, and the receiving end of its stream.
+    fn one_partition() -> (Streamer, std::sync::mpsc::Receiver<crate::deliver::Piece>) {
         let mut r = Recorder::new();
         r.begin_partition();
         r.begin_finish();
         r.write(&[7; 4], 8);
         r.end_partition();
-        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
-        let mut s = Streamer::new(r.finish(), tx);
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        (Streamer::new(r.finish(), tx), rx)
+    }
+
+    #[test]
+    fn metadata_must_match_the_dry_run() {
+        let (mut s, _rx) = one_partition();
         s.begin_partition();
         s.begin_finish();
         s.write(&[7; 4], 8).unwrap();
@@ -543,13 +549,7 @@ mod tests {
         let e = s.end_partition().unwrap_err();
         assert!(e.to_string().contains("partition 2"), "{e}");
 
-        let mut r = Recorder::new();
-        r.begin_partition();
-        r.begin_finish();
-        r.write(&[7; 4], 8);
-        r.end_partition();
-        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
-        let mut s = Streamer::new(r.finish(), tx);
+        let (mut s, _rx) = one_partition();
         s.begin_partition();
         s.begin_finish();
         s.write(&[6; 4], 8).unwrap();
