@@ -375,9 +375,10 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else if !cli.quiet {
+                // The disk itself; the files it was delivered as follow
+                // (a raw image file only when raw is among them).
                 eprintln!(
-                    "kiln: wrote {} ({} bytes) in {:.1}s; fits {}",
-                    report.image.display(),
+                    "kiln: built a {}-byte disk in {:.1}s; fits {}",
                     report.disk_bytes,
                     started.elapsed().as_secs_f64(),
                     if report.fits.is_empty() {
