@@ -630,21 +630,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     if in_place.is_none() && !keeps_raw(&delivery) {
         // Only sequential outputs (VMDK, the compressed raw image): the
         // disk is streamed into them, no image file is written.
-        let (partitions, feed_report, artifacts, image_digest, inputs, temps) =
-            build_streamed(&disk, &delivery, progress)?;
-        let mut report = report(partitions);
-        let artifacts = conclude(
-            req,
-            &mut report,
-            artifacts,
-            image_digest,
-            inputs,
-            disk_id,
-            data_tree.app.as_ref().zip(feed_report.as_ref()),
-            temps,
-        )?;
-        report.artifacts = artifacts;
-        return Ok(report);
+        return build_streamed(&disk, &delivery, report, disk_id, progress);
     }
 
     // Create the temporary output beside the target (same filesystem, so
@@ -688,7 +674,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     // partition is final once that partition starts, so the image digest
     // can begin there while the last (data) partition is written.
     let mut prefix = None;
-    let (mut partitions, feed_report) = disk.write(
+    let (partitions, feed_report) = disk.write(
         &mut sink,
         Run::Only,
         &mut |placed| {
@@ -699,9 +685,6 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         },
         progress,
     )?;
-    if profile.table == TableKind::Gpt {
-        set_part_guids(req, &mut partitions);
-    }
     sink.finish().map_err(|e| Error::Output {
         path: tmp.path.clone(),
         op: "cannot finish the disk image",
@@ -725,33 +708,18 @@ fn keeps_raw(d: &Delivery) -> bool {
     d.formats.contains(&DiskFormat::Raw) && d.compress.is_none()
 }
 
-/// Fills in the GPT partition GUIDs of the reports.
-fn set_part_guids(req: &BuildRequest<'_>, reports: &mut [PartitionReport]) {
-    for r in reports {
-        r.part_guid = Some(gpt_part_guid(req, &r.label).to_string());
-    }
-}
-
-/// What a streamed build returns: partitions, the preload's report, the
-/// delivered files, the image digest, the manifest's inputs and the
-/// temporary files to commit.
-type Streamed = (
-    Vec<PartitionReport>,
-    Option<kiln_oci::FeedReport>,
-    Vec<Delivered>,
-    Sha256Digest,
-    Vec<kiln_artifact::manifest::Input>,
-    Temps,
-);
-
 /// The disk streamed straight into the sequential outputs
 /// ([`crate::stream`]): a dry run of every writer for the metadata, then
-/// the real run, its pieces delivered on a second thread as they come.
+/// the real run, its pieces delivered on a second thread as they come;
+/// then the manifest and checksums. `report` makes the build's report
+/// from the partitions'.
 fn build_streamed(
     disk: &Disk<'_>,
     delivery: &Delivery,
+    report: impl FnOnce(Vec<PartitionReport>) -> BuildReport,
+    disk_id: String,
     progress: &mut dyn FnMut(&str),
-) -> Result<Streamed, Error> {
+) -> Result<BuildReport, Error> {
     let req = disk.req;
     let out = &req.output;
     let size = disk.plan.disk_bytes;
@@ -826,21 +794,22 @@ fn build_streamed(
             )))
         }
     };
-    let (p, (mut partitions, feed_report)) = produced;
+    let (p, (partitions, feed_report)) = produced;
     let inputs = joined_inputs(inputs, out)?;
-    if req.profile.table == TableKind::Gpt {
-        set_part_guids(req, &mut partitions);
-    }
     let image_digest = p.image_digest;
     let artifacts = crate::deliver::assemble(p, out, delivery, &mut temps)?;
-    Ok((
-        partitions,
-        feed_report,
+    let mut report = report(partitions);
+    report.artifacts = conclude(
+        req,
+        &mut report,
         artifacts,
         image_digest,
         inputs,
+        disk_id,
+        disk.data_tree.app.as_ref().zip(feed_report.as_ref()),
         temps,
-    ))
+    )?;
+    Ok(report)
 }
 
 /// What the partition writers of a normal build read.
@@ -869,8 +838,9 @@ enum Run {
 
 impl Disk<'_> {
     /// Writes the partition table (but on a [`Run::Rerun`]) and every
-    /// partition into `sink`, in disk order; `before_last` runs when the
-    /// last partition is about to be written.
+    /// partition into `sink`, in disk order (the reports carry the GPT
+    /// partition GUIDs); `before_last` runs when the last partition is
+    /// about to be written.
     fn write(
         &self,
         sink: &mut Sink<'_>,
@@ -937,6 +907,11 @@ impl Disk<'_> {
                 source,
             })?;
             reports.push(report);
+        }
+        if req.profile.table == TableKind::Gpt {
+            for r in &mut reports {
+                r.part_guid = Some(gpt_part_guid(req, &r.label).to_string());
+            }
         }
         Ok((reports, feed_report))
     }
