@@ -311,6 +311,130 @@ fn grows_a_gpt_fat32_balena_labelled_base_reproducibly() {
     assert_eq!(sha256_file(&out), sha256_file(&again));
 }
 
+/// A base build whose outputs are only a VMDK and the compressed image
+/// streams the disk into them: the raw base is read in place and no
+/// image file is written (the build runs on a tmpfs too small for the
+/// raw image's data); a qcow2 alone is written in place from a qcow2
+/// base. Every output holds the raw base build's disk, byte for byte.
+#[test]
+fn base_builds_stream_or_write_in_place_without_a_raw_image() {
+    demo_inputs();
+    require("qemu-img", "qemu-utils");
+    require("xz", "xz-utils");
+    require("bmaptool", "bmap-tools");
+    require("sgdisk", "gdisk");
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let spec = BaseSpec {
+        table: Table::Gpt,
+        fat: BootFat::Fat32,
+        prefix: "balena".into(),
+        boot_mib: 64,
+        data_mib: 48,
+        // Data the raw image must hold that compresses to little.
+        data_files: vec![(
+            "filler.txt".into(),
+            b"kiln streams a base build\n".repeat(32 << 20 >> 5),
+        )],
+        ..BaseSpec::default()
+    };
+    let base = make_base(d.path(), &spec);
+    let base_sha = sha256_file(&base);
+    let recipe = base_recipe(d.path(), "bob-streamed");
+    let refdir = d.path().join("ref");
+    std::fs::create_dir(&refdir).unwrap();
+    let reference = refdir.join("a.img");
+    let o = build_base(&recipe, &base, &reference, &["gpt", "--format", "raw,vmdk"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = ok(Command::new("sgdisk").arg("-v").arg(&reference));
+    assert!(v.contains("No problems found"), "{v}");
+    let ref_sha = sha256_file(&reference);
+
+    let small: u64 = 8 << 20;
+    let raw_data =
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&reference).unwrap()) * 512;
+    assert!(
+        raw_data > small,
+        "premise: the raw image holds {raw_data} bytes of data, more than the {small}-byte tmpfs"
+    );
+    let t = Tmpfs::new(&format!("size={small}"));
+    let out = t.path().join("a.img");
+    let o = build_base(
+        &recipe,
+        &base,
+        &out,
+        &["gpt", "--format", "raw,vmdk", "--compress", "xz"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        outputs_in(t.path(), "a"),
+        [
+            "SHA256SUMS",
+            "a.img.bmap",
+            "a.img.xz",
+            "a.manifest.json",
+            "a.vmdk"
+        ]
+    );
+    for f in ["a.vmdk", "a.img.bmap"] {
+        assert!(
+            std::fs::read(t.path().join(f)).unwrap() == std::fs::read(refdir.join(f)).unwrap(),
+            "{f} differs from the raw build's"
+        );
+    }
+    ok(Command::new("xz").arg("-t").arg(t.path().join("a.img.xz")));
+    let m = sums_ok_and_manifest(t.path(), "a");
+    assert_eq!(m["image"]["sha256"], ref_sha);
+    let input = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "base-image")
+        .unwrap_or_else(|| panic!("no base-image input: {}", m["inputs"]));
+    assert_eq!(input["sha256"], base_sha, "{input}");
+    let copy = d.path().join("copy.img");
+    ok(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(t.path().join("a.img.bmap"))
+        .arg(t.path().join("a.img.xz"))
+        .arg(&copy));
+    ok(Command::new("cmp").arg(&copy).arg(&reference));
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vmdk", "-F", "raw"])
+        .arg(t.path().join("a.vmdk"))
+        .arg(&reference));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+    drop(t);
+
+    // qcow2 alone from a qcow2 base: written in place.
+    let qbase = pack(&base, Packed::Qcow2);
+    let qdir = d.path().join("q");
+    std::fs::create_dir(&qdir).unwrap();
+    let o = build_base(
+        &recipe,
+        &qbase,
+        &qdir.join("a.img"),
+        &["gpt", "--format", "qcow2"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        outputs_in(&qdir, "a"),
+        ["SHA256SUMS", "a.manifest.json", "a.qcow2"]
+    );
+    let q = qdir.join("a.qcow2");
+    let check = ok(Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&q));
+    assert!(check.contains("No errors"), "{check}");
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "raw"])
+        .arg(&q)
+        .arg(&reference));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
+    assert_eq!(sums_ok_and_manifest(&qdir, "a")["image"]["sha256"], ref_sha);
+    // The base was only read.
+    assert_eq!(sha256_file(&base), base_sha);
+}
+
 #[test]
 fn preloads_the_image_inside_a_flasher() {
     demo_inputs();
@@ -364,6 +488,29 @@ fn preloads_the_image_inside_a_flasher() {
         "{ls}"
     );
     assert!(debugfs(&data, "ls -l /").contains("apps.json"));
+
+    // Streamed (no image file): the same disk in the VMDK and the gzip.
+    require("qemu-img", "qemu-utils");
+    let sdir = dir.join("streamed");
+    std::fs::create_dir(&sdir).unwrap();
+    let o = build_base(
+        &recipe,
+        &flasher,
+        &sdir.join("out.img"),
+        &["--format", "vmdk", "--compress", "gz"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        outputs_in(&sdir, "out"),
+        ["SHA256SUMS", "out.img.gz", "out.manifest.json", "out.vmdk"]
+    );
+    let m = sums_ok_and_manifest(&sdir, "out");
+    assert_eq!(m["image"]["sha256"], sha256_file(&out));
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vmdk", "-F", "raw"])
+        .arg(sdir.join("out.vmdk"))
+        .arg(&out));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
 }
 
 /// Runs a base build that must fail: non-zero exit, one line naming

@@ -20,16 +20,6 @@ fn build(dir: &Path, extra: &[&str]) {
         .args(extra));
 }
 
-/// `sha256sum -c SHA256SUMS` passes in `dir`; returns the parsed
-/// `fin.manifest.json`.
-fn sums_ok_and_manifest(dir: &Path) -> serde_json::Value {
-    ok(Command::new("sha256sum")
-        .arg("-c")
-        .arg("SHA256SUMS")
-        .current_dir(dir));
-    serde_json::from_slice(&std::fs::read(dir.join("fin.manifest.json")).unwrap()).unwrap()
-}
-
 fn qemu_info(path: &Path, fmt: &str) -> serde_json::Value {
     serde_json::from_str(&ok(Command::new("qemu-img")
         .args(["info", "--output=json", "-f", fmt])
@@ -98,7 +88,7 @@ fn every_format_matches_the_raw_image() {
         .arg(&copy));
     ok(Command::new("cmp").arg(&raw).arg(&copy));
     // Checksums and manifest.
-    let m = sums_ok_and_manifest(d.path());
+    let m = sums_ok_and_manifest(d.path(), "fin");
     assert_eq!(m["profile"]["name"], "fin-cm3");
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
     assert_eq!(m["partitions"].as_array().unwrap().len(), 5);
@@ -265,17 +255,6 @@ fn flash_writes_and_verifies_and_convert_round_trips() {
     }
 }
 
-/// Files in `dir` other than the recipe copy `recipe_copy` makes.
-fn outputs_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("fin") || n.starts_with('.') || n == "SHA256SUMS")
-        .collect();
-    v.sort();
-    v
-}
-
 /// Only sequential outputs (VMDK, the compressed raw image): the disk is
 /// streamed into them and no image file is written at all. The build runs
 /// on a tmpfs too small for the raw image's data, and its outputs are the
@@ -307,7 +286,7 @@ fn vmdk_and_compressed_images_are_streamed_without_an_image_file() {
     let t = Tmpfs::new(&format!("size={small}"));
     build(t.path(), &["--format", "raw,vmdk", "--compress", "xz"]);
     assert_eq!(
-        outputs_in(t.path()),
+        outputs_in(t.path(), "fin"),
         [
             "SHA256SUMS",
             "fin.img.bmap",
@@ -323,7 +302,7 @@ fn vmdk_and_compressed_images_are_streamed_without_an_image_file() {
     );
     let xz = t.path().join("fin.img.xz");
     ok(Command::new("xz").arg("-t").arg(&xz));
-    let m = sums_ok_and_manifest(t.path());
+    let m = sums_ok_and_manifest(t.path(), "fin");
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
     // The compressed image with its bmap restores the raw build's image.
     let copy = raw_dir.path().join("copy.img");
@@ -344,11 +323,11 @@ fn vmdk_and_compressed_images_are_streamed_without_an_image_file() {
     let t = Tmpfs::new(&format!("size={small}"));
     build(t.path(), &["--format", "vmdk"]);
     assert_eq!(
-        outputs_in(t.path()),
+        outputs_in(t.path(), "fin"),
         ["SHA256SUMS", "fin.manifest.json", "fin.vmdk"]
     );
     same(&t.path().join("fin.vmdk"), &raw_dir.path().join("fin.vmdk"));
-    let m = sums_ok_and_manifest(t.path());
+    let m = sums_ok_and_manifest(t.path(), "fin");
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
 }
 
@@ -365,7 +344,7 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
     build(d.path(), &["--format", "vhd,vmdk"]);
     assert_eq!(
-        outputs_in(d.path()),
+        outputs_in(d.path(), "fin"),
         ["SHA256SUMS", "fin.manifest.json", "fin.vhd", "fin.vmdk"]
     );
     assert_eq!(
@@ -377,14 +356,14 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
         .arg(d.path().join("fin.vmdk"))
         .arg(&raw));
     assert!(cmp.contains("Images are identical"), "{cmp}");
-    let m = sums_ok_and_manifest(d.path());
+    let m = sums_ok_and_manifest(d.path(), "fin");
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
     // A dynamic VHD alone is written in place as well (blocks in the order
     // they were first written).
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
     build(d.path(), &["--format", "vhd-dynamic"]);
     assert_eq!(
-        outputs_in(d.path()),
+        outputs_in(d.path(), "fin"),
         ["SHA256SUMS", "fin.dyn.vhd", "fin.manifest.json"]
     );
     let dynamic = d.path().join("fin.dyn.vhd");
@@ -397,7 +376,7 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
         std::fs::metadata(&dynamic).unwrap().len() < std::fs::metadata(&raw).unwrap().len() / 4,
         "the dynamic VHD holds only the written blocks"
     );
-    let m = sums_ok_and_manifest(d.path());
+    let m = sums_ok_and_manifest(d.path(), "fin");
     assert_eq!(m["image"]["sha256"], sha256_file(&raw));
 
     let mut qcow2_digests = Vec::new();
@@ -439,8 +418,8 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
                 "fin.vmdk",
             ]
         };
-        assert_eq!(outputs_in(d.path()), want);
-        let m = sums_ok_and_manifest(d.path());
+        assert_eq!(outputs_in(d.path(), "fin"), want);
+        let m = sums_ok_and_manifest(d.path(), "fin");
         assert_eq!(m["image"]["sha256"], sha256_file(&raw));
         if run_no == 1 {
             // The outputs read from the qcow2 equal the raw image too.

@@ -297,6 +297,29 @@ impl Drop for Mount {
     }
 }
 
+/// `sha256sum -c SHA256SUMS` passes in `dir`; returns the parsed
+/// `<stem>.manifest.json`.
+pub fn sums_ok_and_manifest(dir: &Path, stem: &str) -> serde_json::Value {
+    ok(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(dir));
+    serde_json::from_slice(&std::fs::read(dir.join(format!("{stem}.manifest.json"))).unwrap())
+        .unwrap()
+}
+
+/// The files in `dir` named `<stem>*`, hidden ones (leftovers) and
+/// `SHA256SUMS`, sorted: what a build with outputs named `stem` left.
+pub fn outputs_in(dir: &Path, stem: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(stem) || n.starts_with('.') || n == "SHA256SUMS")
+        .collect();
+    v.sort();
+    v
+}
+
 /// A tmpfs mounted with `opts` (e.g. `size=3m`) at a new directory,
 /// unmounted on drop (tests run as root, as CI does).
 pub struct Tmpfs(tempfile::TempDir);

@@ -51,4 +51,4 @@ pub use flasher::{extract_inner, flasher_inner, InnerImage};
 pub use format::{sniff, sniff_bytes, BaseFormat};
 pub use info::{device_info, os_info, parse_os_release, DeviceInfo, OsInfo};
 pub use layout::{detect, BasePartition, FsType, Layout, Role, Span};
-pub use materialize::{materialize, Materialized};
+pub use materialize::{materialize, open_raw, Materialized};

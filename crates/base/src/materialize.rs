@@ -181,6 +181,30 @@ fn sha256_of(path: &Path, mut file: &File) -> Result<[u8; 32], Error> {
     Ok(h.finalize().into())
 }
 
+/// The base image at `path`, opened for reading, with its size, when it
+/// is a raw disk image: it can be read in place, there is nothing to
+/// expand. `None` for every other format ([`materialize`] expands those).
+///
+/// # Errors
+/// [`Error::Io`] for the input; [`Error::BadDiskSize`] for a raw file
+/// that is not a whole number of 512-byte sectors.
+pub fn open_raw(path: &Path) -> Result<Option<(File, u64)>, Error> {
+    let io = |op| {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let file = File::open(path).map_err(io("open the base image"))?;
+    if sniff_file(&file).map_err(io("read the base image"))? != BaseFormat::Raw {
+        return Ok(None);
+    }
+    let size = file.size().map_err(io("read the base image"))?;
+    check_size(path, size)?;
+    Ok(Some((file, size)))
+}
+
 /// Writes the disk held by the base image at `path` into `out` (a fresh,
 /// empty file the caller created), leaving all-zero 4 KiB blocks as holes.
 ///

@@ -2,9 +2,12 @@
 //! preload into the OS vendor's released image instead of building the OS
 //! partitions, rootless, without mounting anything.
 //!
-//! 1. The base image (raw, xz/gz/zst, a zip holding one image, qcow2,
-//!    vmdk, vhd: sniffed by kiln-base) is written, sparse, into the
-//!    temporary output beside the target.
+//! 1. The base image is read in place when it is raw; any other kind
+//!    (xz/gz/zst, a zip holding one image, qcow2, vmdk, vhd: sniffed by
+//!    kiln-base) is expanded, sparse, into a scratch file beside the
+//!    output. Either way it stays as it is: kiln's edits lie over it in a
+//!    copy-on-write working disk ([`crate::work`]), so no raw copy of the
+//!    disk is made for the outputs.
 //! 2. Its layout is detected (MBR with extended/logical partitions, or
 //!    GPT) and the partitions identified by filesystem label; the device
 //!    type on the boot partition must match the board (`--force`
@@ -12,21 +15,28 @@
 //! 3. Everything before the data partition stays as it is: the boot code
 //!    in the MBR and the gap before p1, rootA, rootB, state (compared
 //!    byte for byte by the tests).
-//! 4. The data partition is rebuilt: its old contents are copied aside,
-//!    read back as a tree (kiln-ext4's reader), and fed, after the
-//!    swapfile, into a new ext4 together with the new app's layers merged
-//!    into the existing engine store (kiln-oci: existing layers and image
-//!    configs are kept, `repositories.json` merged) and `apps.json`. The
-//!    new filesystem keeps the old label and UUID. The data partition must
-//!    be the last one; the image grows when the result (plus headroom)
-//!    needs more room than the old partition had, with the (extended and)
-//!    data partition resized and, on GPT, the backup header moved to the
-//!    new end.
-//! 5. The boot partition is rebuilt in place with `config.json` merged
-//!    (the recipe's keys over the base's), the recipe's NetworkManager
-//!    profiles and boot files; every other file keeps its bytes.
-//! 6. Delivery as for a normal build (formats, compression, bmap, sums,
-//!    a manifest naming the base image and its digest).
+//! 4. The data partition is rebuilt: its old contents are read as a tree
+//!    from the base (kiln-ext4's reader) and fed, after the swapfile,
+//!    into a new ext4 together with the new app's layers merged into the
+//!    existing engine store (kiln-oci: existing layers and image configs
+//!    are kept, `repositories.json` merged) and `apps.json`. The new
+//!    filesystem keeps the old label and UUID. The data partition must be
+//!    the last one; the image grows when the result (plus headroom) needs
+//!    more room than the old partition had, with the (extended and) data
+//!    partition resized and, on GPT, the backup header written at the new
+//!    end.
+//! 5. The boot partition is rebuilt with `config.json` merged (the
+//!    recipe's keys over the base's), the recipe's NetworkManager profiles
+//!    and boot files; every other file keeps its bytes.
+//! 6. The disk is written as a normal build's is
+//!    ([`crate::build::deliver_disk`]): the working disk before the data
+//!    partition, then the new data partition, into the raw image, a qcow2
+//!    or VHD written in place, or streamed into a VMDK or compressed image
+//!    with no image file at all (a dry run of the data partition's writer
+//!    first, [`crate::stream`]); then checksums, bmap and a manifest
+//!    naming the base image and its digest. A raw base read in place must
+//!    not change during the build (its size and modification time are
+//!    checked once the disk is written).
 //!
 //! A base that already carries an app in `apps.json` with another uuid is
 //! refused (two apps fighting over one device); the same app is replaced
@@ -34,26 +44,32 @@
 //!
 //! Flasher (installer) images (boot label `flash-boot`): steps 3 to 5 run
 //! on the OS image the flasher carries at `/opt/<name>.img` in
-//! `flash-rootA` (copied out to a scratch file), then `flash-rootA` is
-//! rebuilt with the grown inner image in place of the old one and every
-//! other file kept, and grown; `flash-boot`'s config.json is merged too,
-//! since the installer copies it onto the device.
+//! `flash-rootA` (copied out to a scratch file, and the preloaded result
+//! written to another: it is file content), then `flash-rootA` is rebuilt
+//! with the grown inner image in place of the old one and every other
+//! file kept, and grown; `flash-boot`'s config.json is merged too, since
+//! the installer copies it onto the device.
 //!
 //! Swap: the root filesystem stays as the vendor built it, so kiln cannot
 //! add a systemd unit there; `swap.activation` must be `"app-service"`
 //! (the privileged `kiln-swap` service added to the app runs `swapon`, as
 //! balenaOS needs) or `"none"` (the OS activates the swapfile itself).
 //!
-//! Scratch space: the old data (or flasher root) partition is copied
-//! aside beside the output while the new one is written; memory stays at
-//! a few MiB of buffers plus the writers' per-inode tables.
+//! Scratch space beside the output: the expanded base (unless it is raw),
+//! the edits (the partition tables and the rebuilt boot partition, in a
+//! sparse file), a flasher's inner image before and after; memory stays
+//! at a few MiB of buffers plus the writers' per-inode tables (and, for a
+//! streamed output, the data partition's metadata from the dry run).
 
 use crate::build::{
-    finish, prepare_app, App, BuildReport, BuildRequest, PartitionReport, Pass, TempImage,
+    prepare_app, App, BuildReport, BuildRequest, DiskWriter, PartitionReport, Pass, Run, Written,
 };
 use crate::content::{add_dir, feed_generated, Generated};
 use crate::manifest::BaseFacts;
+use crate::sink::Sink;
+use crate::work::{At, Cow, Workspace};
 use crate::Error;
+use kiln_artifact::digest::Sha256Digest;
 use kiln_base::{BasePartition, Layout, Role as BaseRole};
 use kiln_ext4::{Ext4Estimator, Ext4Reader, Ext4Writer, Visit};
 use kiln_recipe::{BoardProfile, DataSize, Role, SwapActivation};
@@ -62,6 +78,9 @@ use kiln_units::{ByteSize, ReadAt, SubRegion, WriteAt};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+
+/// A partition of the base read back as a filesystem.
+type OldFs<'a> = Ext4Reader<SubRegion<&'a File>>;
 
 /// What a [`kiln_oci::StoreView`] gives back on failure.
 type ViewError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -116,32 +135,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies `len` bytes from `src` at `from` to `dst` at `to`, skipping
-/// all-zero blocks (the target reads zeros there already), 1 MiB at a
-/// time.
-fn sparse_copy<R: ReadAt + ?Sized, W: WriteAt + ?Sized>(
-    src: &R,
-    from: u64,
-    dst: &mut W,
-    to: u64,
-    len: u64,
-) -> std::io::Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    while done < len {
-        let n = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
-        src.read_exact_at(&mut buf[..n], from + done)?;
-        for (i, block) in buf[..n].chunks(4096).enumerate() {
-            if block.iter().any(|&b| b != 0) {
-                dst.write_all_at(block, to + done + (i * 4096) as u64)?;
-            }
-        }
-        done += n as u64;
-    }
-    Ok(())
-}
-
 /// The architectures balena's `device-type.json` names for a board arch.
 fn arch_matches(profile: &BoardProfile, arch: &str) -> bool {
     let names: &[&str] = match profile.arch {
@@ -192,7 +185,7 @@ fn check_device(
 /// The old data filesystem, read back through kiln-ext4, as a view for
 /// kiln-oci's store merge (paths relative to the store root).
 struct OldStore<'a> {
-    fs: &'a Ext4Reader<&'a File>,
+    fs: &'a OldFs<'a>,
     prefix: TreePath,
 }
 
@@ -224,7 +217,7 @@ impl kiln_oci::StoreView for OldStore<'_> {
 /// app merged onto the old store and `apps.json`.
 struct MergedData<'a> {
     swap: Option<(TreePath, u64, [u8; 4096])>,
-    old: &'a Ext4Reader<&'a File>,
+    old: &'a OldFs<'a>,
     drop: BTreeSet<TreePath>,
     app: Option<(&'a App, &'a kiln_oci::ExistingStore)>,
     /// Directories kiln adds that the old tree lacks.
@@ -324,12 +317,7 @@ fn merge_err(label: &str, e: MergeError<kiln_ext4::Error>) -> Error {
 
 /// Refuses a base whose `apps.json` carries another app than the
 /// recipe's (same uuid: the new release replaces the old one).
-fn check_apps(
-    base: &Path,
-    old: &Ext4Reader<&File>,
-    app: &App,
-    data_label: &str,
-) -> Result<(), Error> {
+fn check_apps(base: &Path, old: &OldFs<'_>, app: &App, data_label: &str) -> Result<(), Error> {
     let bytes = old
         .read_file(&crate::build::tp("apps.json"), MAX_JSON)
         .map_err(|source| Error::Ext4 {
@@ -451,12 +439,9 @@ pub(crate) fn build_base(
         )
         .into());
     }
-    // 1. The base, sparse, into the temporary output.
+    // Checked before the slow part, as a normal build checks its plan.
+    let delivery = crate::build::delivery_for(req)?;
     let out = &req.output;
-    let mut tmp = TempImage::create(out)?;
-    progress(&format!("reading the base image {}", base.display()));
-    let mat = kiln_base::materialize(base, tmp.file()?).map_err(base_err(base))?;
-    let file = tmp.file()?;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -468,9 +453,22 @@ pub(crate) fn build_base(
         .unwrap_or_default();
     let scratch = |what: &str| Scratch::create(dir.join(format!(".{name}.kiln-{what}")));
 
+    // 1. The base, read in place or expanded, under the edits.
+    progress(&format!("reading the base image {}", base.display()));
+    let source = BaseSource::open(base, &scratch)?;
+    let edits = scratch("edits")?;
+    let work = Cow::new(
+        source.file.try_clone().map_err(base_io(base))?,
+        edits
+            .file
+            .try_clone()
+            .map_err(out_err(&edits.path, "cannot reopen a scratch file"))?,
+    )
+    .map_err(out_err(&edits.path, "cannot start the working disk"))?;
+
     // 2. Layout and device type.
-    let layout = kiln_base::detect(&*file).map_err(base_err(base))?;
-    let info = kiln_base::device_info(&*file, &layout).map_err(base_err(base))?;
+    let layout = kiln_base::detect(&At(&work)).map_err(base_err(base))?;
+    let info = kiln_base::device_info(&At(&work), &layout).map_err(base_err(base))?;
     check_device(req, base, &info, req.force)?;
     // The app, once the data partition's label is known (the swap
     // service finds the partition by it; a flasher's inner image is
@@ -486,68 +484,170 @@ pub(crate) fn build_base(
         }
         None => None,
     };
+    let unchanged = || source.unchanged(base);
     let ctx = Ctx {
         req,
         base,
         config: &config,
         app: app.as_ref(),
         time,
+        unchanged: &unchanged,
     };
-    let done = if layout.flasher {
-        preload_flasher(&ctx, file, &layout, &scratch, progress)?
-    } else {
-        preload_disk(&ctx, file, &layout, &scratch, progress)?
-    };
-
     let medium = match &req.medium {
         Some(m) => Some(profile.medium(m)?.clone()),
         None => None,
     };
-    let disk_bytes = done.disk_bytes;
-    if let Some(m) = &medium {
-        if disk_bytes > m.size.bytes() {
-            return Err(Error::TooBig {
-                medium: m.name.clone(),
-                need: disk_bytes,
-                need_h: crate::build::human(disk_bytes),
-                have: m.size.bytes(),
-                have_h: crate::build::human(m.size.bytes()),
-                hint: "the base image and the preload do not fit it".into(),
+    let mut deliver = |disk: &Rebuilt<'_>, progress: &mut dyn FnMut(&str)| {
+        let disk_bytes = disk.disk_bytes;
+        if let Some(m) = &medium {
+            if disk_bytes > m.size.bytes() {
+                return Err(Error::TooBig {
+                    medium: m.name.clone(),
+                    need: disk_bytes,
+                    need_h: crate::build::human(disk_bytes),
+                    have: m.size.bytes(),
+                    have_h: crate::build::human(m.size.bytes()),
+                    hint: "the base image and the preload do not fit it".into(),
+                });
+            }
+        }
+        let report = |partitions| BuildReport {
+            image: out.clone(),
+            disk_bytes,
+            medium: medium.clone().map(|m| (m.name, m.size.bytes())),
+            fits: profile
+                .media
+                .iter()
+                .filter(|m| m.size.bytes() >= disk_bytes)
+                .map(|m| m.name.clone())
+                .collect(),
+            partitions,
+            config: redacted(&disk.config, &config),
+            swap_bytes: recipe.swap.size.bytes(),
+            app: app.as_ref().map(|a| a.summary.to_string()),
+            swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
+            image_sha256: String::new(),
+            artifacts: Vec::new(),
+        };
+        let facts = source.facts(base)?;
+        crate::build::deliver_disk(
+            req,
+            disk,
+            &delivery,
+            report,
+            disk.disk_id.clone(),
+            app.as_ref(),
+            Some(&facts),
+            progress,
+        )
+    };
+    if layout.flasher {
+        preload_flasher(&ctx, &work, &layout, &scratch, progress, &mut deliver)
+    } else {
+        preload_disk(&ctx, &work, &layout, progress, &mut deliver)
+    }
+}
+
+/// The base image as the working disk reads it: the file itself when it
+/// is a raw image, else the scratch file it was expanded into.
+struct BaseSource {
+    file: File,
+    /// The expanded copy (removed when the build ends).
+    _expanded: Option<Scratch>,
+    /// The input's digest, or the thread computing it (a raw base is
+    /// hashed beside the build rather than while being copied).
+    sha256: std::cell::RefCell<Digesting>,
+    /// A raw base's size and modification time when opened: it is read
+    /// again while delivering, and must not have changed.
+    stamp: Option<(u64, Option<std::time::SystemTime>)>,
+}
+
+/// [`BaseSource`]'s input digest.
+enum Digesting {
+    Done([u8; 32]),
+    Running(std::thread::JoinHandle<Result<(Sha256Digest, u64), Error>>),
+    Taken,
+}
+
+impl BaseSource {
+    fn open(base: &Path, scratch: &dyn Fn(&str) -> Result<Scratch, Error>) -> Result<Self, Error> {
+        if let Some((file, _)) = kiln_base::open_raw(base).map_err(base_err(base))? {
+            let meta = file.metadata().map_err(base_io(base))?;
+            let path = base.to_path_buf();
+            let hashing = std::thread::Builder::new()
+                .name("base-digest".into())
+                .spawn(move || crate::manifest::file_digest(&path))
+                .map_err(base_io(base))?;
+            return Ok(Self {
+                file,
+                _expanded: None,
+                sha256: std::cell::RefCell::new(Digesting::Running(hashing)),
+                stamp: Some((meta.len(), meta.modified().ok())),
             });
         }
+        let expanded = scratch("base")?;
+        let mat = kiln_base::materialize(base, &expanded.file).map_err(base_err(base))?;
+        Ok(Self {
+            file: expanded
+                .file
+                .try_clone()
+                .map_err(out_err(&expanded.path, "cannot reopen a scratch file"))?,
+            _expanded: Some(expanded),
+            sha256: std::cell::RefCell::new(Digesting::Done(mat.input_sha256)),
+            stamp: None,
+        })
     }
-    let report = BuildReport {
-        image: out.clone(),
-        disk_bytes,
-        medium: medium.map(|m| (m.name, m.size.bytes())),
-        fits: profile
-            .media
-            .iter()
-            .filter(|m| m.size.bytes() >= disk_bytes)
-            .map(|m| m.name.clone())
-            .collect(),
-        partitions: done.partitions,
-        config: redacted(&done.config, &config),
-        swap_bytes: recipe.swap.size.bytes(),
-        app: app.as_ref().map(|a| a.summary.to_string()),
-        swap_uuid: (recipe.swap.size.bytes() > 0).then(|| req.seed.uuid("swap").to_string()),
-        image_sha256: String::new(),
-        artifacts: Vec::new(),
-    };
-    let facts = BaseFacts {
+
+    /// What the manifest records of the base.
+    fn facts(&self, base: &Path) -> Result<BaseFacts, Error> {
+        let mut d = self.sha256.borrow_mut();
+        let sha = match std::mem::replace(&mut *d, Digesting::Taken) {
+            Digesting::Done(s) => s,
+            Digesting::Running(h) => {
+                h.join()
+                    .unwrap_or_else(|_| {
+                        Err(base_io(base)(std::io::Error::other(
+                            "the digest thread panicked",
+                        )))
+                    })?
+                    .0
+                     .0
+            }
+            Digesting::Taken => {
+                return Err(base_io(base)(std::io::Error::other(
+                    "internal: the base digest was taken twice",
+                )))
+            }
+        };
+        *d = Digesting::Done(sha);
+        Ok(BaseFacts {
+            path: base.to_path_buf(),
+            sha256: Sha256Digest(sha),
+            size_bytes: std::fs::metadata(base).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+
+    /// Fails when a raw base read in place changed since it was opened.
+    fn unchanged(&self, base: &Path) -> Result<(), Error> {
+        let Some(then) = self.stamp else {
+            return Ok(());
+        };
+        let meta = self.file.metadata().map_err(base_io(base))?;
+        if (meta.len(), meta.modified().ok()) != then {
+            return Err(Error::Image {
+                path: base.to_path_buf(),
+                reason: "the base image changed during the build".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn base_io(base: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Image {
         path: base.to_path_buf(),
-        sha256: kiln_artifact::digest::Sha256Digest(mat.input_sha256),
-        size_bytes: std::fs::metadata(base).map(|m| m.len()).unwrap_or(0),
-    };
-    finish(
-        req,
-        tmp,
-        report,
-        done.disk_id,
-        app.as_ref().zip(done.feed.as_ref()),
-        Some(&facts),
-        progress,
-    )
+        reason: e.to_string(),
+    }
 }
 
 /// What a build of a base carries to every step.
@@ -557,150 +657,291 @@ struct Ctx<'a> {
     config: &'a kiln_recipe::ResolvedConfig,
     app: Option<&'a App>,
     time: Timestamp,
+    /// Fails when the base changed during the build.
+    unchanged: &'a dyn Fn() -> Result<(), Error>,
 }
 
-/// What preloading into one disk did.
-struct Preloaded {
-    disk_bytes: u64,
-    partitions: Vec<PartitionReport>,
-    feed: Option<kiln_oci::FeedReport>,
-    /// The boot partition's merged config.json.
-    config: serde_json::Value,
+/// Writes the rebuilt partition into its region of the output, on the
+/// given run; returns the writer's report and the preload's.
+type WritePart<'a> = dyn Fn(
+        SubRegion<&mut Sink<'_>>,
+        Run,
+    ) -> Result<(kiln_ext4::Ext4Report, Option<kiln_oci::FeedReport>), Error>
+    + 'a;
+
+/// Writes a [`Rebuilt`] disk wherever it goes (with the progress
+/// callback), returning what the caller needs of it.
+type Deliver<'a, T> = dyn FnMut(&Rebuilt<'_>, &mut dyn FnMut(&str)) -> Result<T, Error> + 'a;
+
+/// A base disk ready to be written: the working disk (table resized,
+/// boot partition merged) and its last partition, rebuilt by
+/// `write_part` wherever the disk goes.
+struct Rebuilt<'a> {
+    /// The output (named by write errors).
+    out: &'a Path,
+    work: &'a Cow,
+    layout: &'a Layout,
+    table: kiln_part::PartitionTable,
     disk_id: String,
+    disk_bytes: u64,
+    /// The rebuilt partition: number, label, start, new size, filesystem
+    /// UUID.
+    number: u32,
+    label: String,
+    start: u64,
+    size: u64,
+    uuid: [u8; 16],
+    boot: (u32, crate::bootedit::BootEditReport),
+    /// The merged config.json reported (the inner image's, on a
+    /// flasher).
+    config: serde_json::Value,
+    write_part: &'a WritePart<'a>,
+    /// Checked once the disk is written: a raw base read in place must
+    /// not have changed meanwhile.
+    unchanged: &'a dyn Fn() -> Result<(), Error>,
 }
 
-/// Steps 3 to 5 of the module doc on one raw disk in `file`: the data
-/// partition rebuilt (and grown), the boot partition's config merged.
-fn preload_disk(
+impl DiskWriter for Rebuilt<'_> {
+    fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
+    }
+
+    /// Everything after the rebuilt partition (the backup GPT; kept by a
+    /// dry run), then everything before it (final from then on), then
+    /// the partition itself.
+    fn write(
+        &self,
+        sink: &mut Sink<'_>,
+        run: Run,
+        final_before: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Written, Error> {
+        let out = &self.out;
+        let end = self.start + self.size;
+        if run != Run::Rerun {
+            copy_data(self.work, end, self.disk_bytes - end, sink)
+                .map_err(out_err(out, "cannot write the disk"))?;
+        }
+        progress(&format!("copying the base's disk up to {}", self.label));
+        sink.begin_partition();
+        copy_data(self.work, 0, self.start, sink).map_err(out_err(out, "cannot write the disk"))?;
+        sink.begin_finish();
+        sink.end_partition()
+            .map_err(out_err(out, "cannot stream the disk"))?;
+        final_before(self.start);
+        progress(&format!(
+            "writing {} ({})",
+            self.label,
+            crate::build::human(self.size)
+        ));
+        sink.begin_partition();
+        let (wr, feed) = (self.write_part)(SubRegion::new(&mut *sink, self.start, self.size), run)?;
+        sink.end_partition()
+            .map_err(out_err(out, "cannot stream the disk"))?;
+        (self.unchanged)()?;
+        let (boot_number, boot) = &self.boot;
+        let partitions = reports(
+            &self.table,
+            self.layout,
+            &[
+                Rewritten {
+                    number: self.number,
+                    fs: "ext4",
+                    fs_id: kiln_units::Guid::from_rfc_bytes(self.uuid).to_string(),
+                    used: (wr.blocks_count - wr.free_blocks) * 4096,
+                },
+                Rewritten {
+                    number: *boot_number,
+                    fs: boot.fs,
+                    fs_id: boot.fs_id.clone(),
+                    used: boot.used_bytes,
+                },
+            ],
+        );
+        Ok((partitions, feed))
+    }
+}
+
+/// Writes the non-zero 4 KiB blocks of `work`'s bytes `from..from+len`
+/// at the same offsets into `sink` (zeros are what a fresh output and a
+/// streamed gap hold already), 1 MiB at a time.
+fn copy_data(work: &Cow, from: u64, len: u64, sink: &mut Sink<'_>) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let at = from + done;
+        work.read_at(&mut buf[..n], at)?;
+        // Runs of non-zero blocks, written as one piece each.
+        let mut run: Option<usize> = None;
+        for i in (0..n).step_by(BLOCK) {
+            let nonzero = buf[i..(i + BLOCK).min(n)].iter().any(|&b| b != 0);
+            match (nonzero, run) {
+                (true, None) => run = Some(i),
+                (false, Some(s)) => {
+                    sink.write_all_at(&buf[s..i], at + s as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = run {
+            sink.write_all_at(&buf[s..n], at + s as u64)?;
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Steps 3 to 5 of the module doc on the disk `work`: the data
+/// partition's new content sized, the table resized, the boot
+/// partition's config merged; then `deliver` writes the disk, with the
+/// data partition rebuilt into wherever it goes.
+fn preload_disk<T>(
     ctx: &Ctx<'_>,
-    file: &mut File,
+    work: &Cow,
     layout: &Layout,
-    scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
     progress: &mut dyn FnMut(&str),
-) -> Result<Preloaded, Error> {
+    deliver: &mut Deliver<'_, T>,
+) -> Result<T, Error> {
     let (req, base, app, time) = (ctx.req, ctx.base, ctx.app, ctx.time);
     let recipe = &req.recipe;
     let profile = &req.profile;
-    let out = &req.output;
     let boot = role(layout, BaseRole::Boot, base)?.clone();
     let data = role(layout, BaseRole::Data, base)?.clone();
     let data_label = data.label.clone().unwrap_or_else(|| "resin-data".into());
     let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
     require_last(layout, &data, base, &data_label)?;
 
-    // 3. The old data filesystem, aside.
+    // 3. The old data filesystem, read from the base.
     progress(&format!("reading {data_label} of the base"));
-    let old_copy = set_aside(file, &data, scratch("base-data")?)?;
-    let (wr, feed_report, data_uuid, disk_bytes) = {
-        let old = Ext4Reader::open(&old_copy.file).map_err(old_err(&data_label))?;
-        let store_path = app
-            .as_ref()
-            .map_or_else(|| crate::build::tp("docker"), |a| a.store_path.clone());
-        let existing = match app {
-            Some(a) => {
-                check_apps(base, &old, a, &data_label)?;
-                let view = OldStore {
-                    fs: &old,
-                    prefix: store_path.clone(),
-                };
-                Some(
-                    kiln_oci::ExistingStore::scan(&view).map_err(|source| Error::App {
-                        partition: format!("{data_label} (base)"),
-                        source: Box::new(source),
-                    })?,
-                )
-            }
-            None => None,
-        };
-        let swap = crate::build::swapfile(req, &data_label)?;
-        // What kiln replaces: the swapfile, apps.json, repositories.json;
-        // lost+found is the new filesystem's own.
-        let mut drop: BTreeSet<TreePath> = BTreeSet::new();
-        drop.insert(crate::build::tp("lost+found"));
-        if let Some((p, _, _)) = &swap {
-            drop.insert(p.clone());
+    let old = Ext4Reader::open(SubRegion::new(
+        work.base(),
+        data.start_bytes,
+        data.size_bytes,
+    ))
+    .map_err(old_err(&data_label))?;
+    let store_path = app
+        .as_ref()
+        .map_or_else(|| crate::build::tp("docker"), |a| a.store_path.clone());
+    let existing = match app {
+        Some(a) => {
+            check_apps(base, &old, a, &data_label)?;
+            let view = OldStore {
+                fs: &old,
+                prefix: store_path.clone(),
+            };
+            Some(
+                kiln_oci::ExistingStore::scan(&view).map_err(|source| Error::App {
+                    partition: format!("{data_label} (base)"),
+                    source: Box::new(source),
+                })?,
+            )
         }
-        let mut new_dirs = Vec::new();
-        if app.is_some() {
-            drop.insert(crate::build::tp("apps.json"));
-            for skip in kiln_oci::ExistingStore::SKIP_PATHS {
-                let mut p = store_path.clone();
-                for c in skip.split('/') {
-                    p = p.join(c.as_bytes()).map_err(|e| Error::Layout {
-                        partition: data_label.clone(),
-                        reason: e.to_string(),
-                    })?;
-                }
-                drop.insert(p);
-            }
-            for (d, mode) in [
-                (crate::build::tp("resin-data"), 0o755),
-                (store_path.clone(), 0o710),
-            ] {
-                if old.lookup(&d).map_err(old_err(&data_label))?.is_none() {
-                    new_dirs.push((d, mode));
-                }
-            }
-        }
-        let merged = MergedData {
-            swap,
-            old: &old,
-            drop,
-            app: app.zip(existing.as_ref()),
-            new_dirs,
-            time,
-        };
-
-        // 4. Size the new data filesystem.
-        progress(&format!("sizing {data_label}"));
-        let data_uuid = old.info().uuid;
-        let opts = |size| {
-            crate::build::ext4_options(req, &data_label, Role::Data, size, time).uuid(data_uuid)
-        };
-        let mut est = Ext4Estimator::new();
-        merged
-            .feed(&mut est, Pass::Size)
-            .map_err(|e| merge_err(&data_label, e))?;
-        let min = est
-            .min_size_bytes(&opts(0), recipe.data.headroom.bytes())
-            .map_err(ext4_err(&data_label))?;
-        let align = profile.alignment.max(4096);
-        let min = kiln_units::align_up(min, align).unwrap_or(min);
-        let new_size = data_size(req, &data_label, min, &data, gpt, align)?;
-        // 5. Cut the old data partition off (its region reads zeros
-        //    again, as the ext4 writer needs), grow, fix the table, write.
-        progress(&format!(
-            "writing {data_label} ({} -> {})",
-            crate::build::human(data.size_bytes),
-            crate::build::human(new_size)
-        ));
-        let disk_bytes = regrow(file, layout, &data, new_size, align, out)?;
-        let region = SubRegion::new(&mut *file, data.start_bytes, new_size);
-        let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
-        let feed_report = merged
-            .feed(&mut w, Pass::Write)
-            .map_err(|e| merge_err(&data_label, e))?;
-        let wr = w.finish().map_err(ext4_err(&data_label))?;
-        (wr, feed_report, data_uuid, disk_bytes)
+        None => None,
     };
-    drop(old_copy);
+    let swap = crate::build::swapfile(req, &data_label)?;
+    // What kiln replaces: the swapfile, apps.json, repositories.json;
+    // lost+found is the new filesystem's own.
+    let mut drop: BTreeSet<TreePath> = BTreeSet::new();
+    drop.insert(crate::build::tp("lost+found"));
+    if let Some((p, _, _)) = &swap {
+        drop.insert(p.clone());
+    }
+    let mut new_dirs = Vec::new();
+    if app.is_some() {
+        drop.insert(crate::build::tp("apps.json"));
+        for skip in kiln_oci::ExistingStore::SKIP_PATHS {
+            let mut p = store_path.clone();
+            for c in skip.split('/') {
+                p = p.join(c.as_bytes()).map_err(|e| Error::Layout {
+                    partition: data_label.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            drop.insert(p);
+        }
+        for (d, mode) in [
+            (crate::build::tp("resin-data"), 0o755),
+            (store_path.clone(), 0o710),
+        ] {
+            if old.lookup(&d).map_err(old_err(&data_label))?.is_none() {
+                new_dirs.push((d, mode));
+            }
+        }
+    }
+    let merged = MergedData {
+        swap,
+        old: &old,
+        drop,
+        app: app.zip(existing.as_ref()),
+        new_dirs,
+        time,
+    };
 
-    // 6. The boot partition, and the report.
-    let (partitions, disk_id, boot_report) = finish_disk(
-        ctx,
-        file,
-        layout,
-        &boot,
-        (data.number, data_uuid, &wr),
+    // 4. Size the new data filesystem.
+    progress(&format!("sizing {data_label}"));
+    let data_uuid = old.info().uuid;
+    let opts =
+        |size| crate::build::ext4_options(req, &data_label, Role::Data, size, time).uuid(data_uuid);
+    let mut est = Ext4Estimator::new();
+    merged
+        .feed(&mut est, Pass::Size)
+        .map_err(|e| merge_err(&data_label, e))?;
+    let min = est
+        .min_size_bytes(&opts(0), recipe.data.headroom.bytes())
+        .map_err(ext4_err(&data_label))?;
+    let align = profile.alignment.max(4096);
+    let min = kiln_units::align_up(min, align).unwrap_or(min);
+    let new_size = data_size(req, &data_label, min, &data, gpt, align)?;
+    // 5. The table resized (the old data partition cut off the working
+    //    disk), the boot partition merged.
+    progress(&format!(
+        "resizing {data_label} ({} -> {})",
+        crate::build::human(data.size_bytes),
+        crate::build::human(new_size)
+    ));
+    let disk_bytes = regrow(work, layout, &data, new_size, align)?;
+    let boot_report = edit_boot(ctx, work, &boot, progress)?;
+    let table = kiln_part::read_table(&At(work)).map_err(Error::Table)?;
+    let write_part = |region: SubRegion<&mut Sink<'_>>, run: Run| {
+        let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
+        // A streamed build's dry run leaves the layer digests to the
+        // rerun.
+        let pass = if run == Run::Dry {
+            Pass::Size
+        } else {
+            Pass::Write
+        };
+        let feed = merged
+            .feed(&mut w, pass)
+            .map_err(|e| merge_err(&data_label, e))?;
+        w.get_mut().get_mut().begin_finish();
+        let wr = w.finish().map_err(ext4_err(&data_label))?;
+        Ok((wr, feed))
+    };
+    deliver(
+        &Rebuilt {
+            out: &req.output,
+            work,
+            layout,
+            disk_id: disk_id(&table),
+            table,
+            disk_bytes,
+            number: data.number,
+            label: data_label.clone(),
+            start: data.start_bytes,
+            size: new_size,
+            uuid: data_uuid,
+            boot: (boot.number, boot_report.clone()),
+            config: boot_report.config,
+            write_part: &write_part,
+            unchanged: ctx.unchanged,
+        },
         progress,
-    )?;
-    Ok(Preloaded {
-        disk_bytes,
-        partitions,
-        feed: feed_report,
-        config: boot_report.config,
-        disk_id,
-    })
+    )
 }
 
 /// Refuses to rewrite `part` unless it is the last partition (growing it
@@ -729,32 +970,17 @@ fn require_last(
     })
 }
 
-/// Copies `part` of `file` into `to` (sparse, sized to the partition)
-/// before the region is rewritten.
-fn set_aside(file: &File, part: &BasePartition, to: Scratch) -> Result<Scratch, Error> {
-    let mut dst = to
-        .file
-        .try_clone()
-        .map_err(out_err(&to.path, "cannot reopen a scratch file"))?;
-    dst.set_len(part.size_bytes)
-        .map_err(out_err(&to.path, "cannot size a scratch file"))?;
-    sparse_copy(file, part.start_bytes, &mut dst, 0, part.size_bytes)
-        .map_err(out_err(&to.path, "cannot copy a partition aside"))?;
-    Ok(to)
-}
-
-/// Cuts the disk at the start of the (last) partition `part`, so its
-/// region reads zeros again as the writers need, grows the disk for a
-/// partition of `new_size` bytes (plus the backup GPT), relocates the
-/// backup GPT and resizes the partition (and an extended container).
-/// Returns the new disk size.
+/// Cuts the working disk at the start of the (last) partition `part`,
+/// so its region reads zeros (it is rebuilt elsewhere), grows the disk
+/// for a partition of `new_size` bytes (plus the backup GPT), writes the
+/// backup GPT at the new end and resizes the partition (and an extended
+/// container). Returns the new disk size.
 fn regrow(
-    file: &mut File,
+    work: &Cow,
     layout: &Layout,
     part: &BasePartition,
     new_size: u64,
     align: u64,
-    out: &Path,
 ) -> Result<u64, Error> {
     let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
     let gpt_tail = if gpt {
@@ -763,14 +989,20 @@ fn regrow(
         0
     };
     let disk_bytes = (part.start_bytes + new_size + gpt_tail).max(layout.disk_bytes);
-    file.set_len(part.start_bytes)
-        .and_then(|()| file.set_len(disk_bytes))
-        .map_err(out_err(out, "cannot size the output file"))?;
-    if gpt && disk_bytes != layout.disk_bytes {
-        kiln_part::relocate_gpt_backup(&mut *file, disk_bytes).map_err(Error::Table)?;
+    let cut_err = |source| Error::Output {
+        path: PathBuf::from("the working disk"),
+        op: "cannot resize",
+        source,
+    };
+    work.set_len(part.start_bytes)
+        .and_then(|()| work.set_len(disk_bytes))
+        .map_err(cut_err)?;
+    // The cut removed the backup GPT: written again at the (new) end.
+    if gpt {
+        kiln_part::relocate_gpt_backup(&mut At(work), disk_bytes).map_err(Error::Table)?;
     }
     if new_size != part.size_bytes {
-        kiln_part::resize_partition(&mut *file, part.number, new_size).map_err(Error::Table)?;
+        kiln_part::resize_partition(&mut At(work), part.number, new_size).map_err(Error::Table)?;
     }
     Ok(disk_bytes)
 }
@@ -785,12 +1017,11 @@ struct Rewritten {
 
 /// The report of every partition, from the table as it is now.
 fn reports(
-    file: &File,
+    table: &kiln_part::PartitionTable,
     layout: &Layout,
     rewritten: &[Rewritten],
-) -> Result<(Vec<PartitionReport>, String), Error> {
-    let table = kiln_part::read_table(file).map_err(Error::Table)?;
-    let parts = layout
+) -> Vec<PartitionReport> {
+    layout
         .partitions
         .iter()
         .map(|p| {
@@ -810,8 +1041,7 @@ fn reports(
                 used_bytes: used,
             }
         })
-        .collect();
-    Ok((parts, disk_id(&table)))
+        .collect()
 }
 
 /// A [`std::io::Read`] over a [`ReadAt`] from offset 0.
@@ -868,22 +1098,21 @@ const FLASHER_ROOT_HEADROOM: u64 = 16 << 20;
 
 /// A flasher (installer) image: the OS image it carries at
 /// `/opt/<name>.img` in `flash-rootA` gets the preload (steps 3 to 5 on a
-/// scratch copy of it), then `flash-rootA` is rebuilt with the new inner
-/// image (every other file kept) and grown, and `flash-boot`'s
+/// scratch copy of it, written out to another scratch file: the new
+/// inner image is file content), then `flash-rootA` is rebuilt with the
+/// new inner image (every other file kept) and grown, and `flash-boot`'s
 /// config.json is merged as well (the installer copies it onto the
 /// device). `flash-rootA` must be the last partition.
-fn preload_flasher(
+fn preload_flasher<T>(
     ctx: &Ctx<'_>,
-    file: &mut File,
+    work: &Cow,
     layout: &Layout,
     scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
     progress: &mut dyn FnMut(&str),
-) -> Result<Preloaded, Error> {
+    deliver: &mut Deliver<'_, T>,
+) -> Result<T, Error> {
     let (req, base, time) = (ctx.req, ctx.base, ctx.time);
-    let shared = std::rc::Rc::new(
-        file.try_clone()
-            .map_err(out_err(&req.output, "cannot reopen the output file"))?,
-    );
+    let shared = std::rc::Rc::new(work.base().try_clone().map_err(base_io(base))?);
     let inner = kiln_base::flasher_inner(&shared, layout)
         .map_err(base_err(base))?
         .ok_or_else(|| Error::Image {
@@ -895,12 +1124,16 @@ fn preload_flasher(
     let inner_copy = scratch("flasher-inner")?;
     kiln_base::extract_inner(&shared, layout, &inner, &inner_copy.file).map_err(base_err(base))?;
     drop(shared);
-    let mut inner_file = inner_copy
-        .file
-        .try_clone()
-        .map_err(out_err(&inner_copy.path, "cannot reopen a scratch file"))?;
     let inner_name = PathBuf::from(format!("{}:{}", base.display(), inner.path));
-    let inner_layout = kiln_base::detect(&inner_file).map_err(base_err(&inner_name))?;
+    let reopen = |s: &Scratch| {
+        s.file
+            .try_clone()
+            .map_err(out_err(&s.path, "cannot reopen a scratch file"))
+    };
+    let inner_edits = scratch("flasher-inner-edits")?;
+    let inner_work = Cow::new(reopen(&inner_copy)?, reopen(&inner_edits)?)
+        .map_err(out_err(&inner_edits.path, "cannot start the working disk"))?;
+    let inner_layout = kiln_base::detect(&At(&inner_work)).map_err(base_err(&inner_name))?;
     if inner_layout.flasher {
         return Err(Error::Image {
             path: inner_name,
@@ -911,17 +1144,24 @@ fn preload_flasher(
         base: &inner_name,
         ..*ctx
     };
-    let pre = preload_disk(
+    // The preloaded inner image, written out whole: it is file content.
+    let new_inner = scratch("flasher-inner-new")?;
+    let (inner_size, inner_feed, inner_config) = preload_disk(
         &inner_ctx,
-        &mut inner_file,
+        &inner_work,
         &inner_layout,
-        scratch,
         progress,
+        &mut |disk, progress| {
+            let mut f = reopen(&new_inner)?;
+            f.set_len(disk.disk_bytes)
+                .map_err(out_err(&new_inner.path, "cannot size a scratch file"))?;
+            let (_, feed) = disk.write(&mut Sink::Raw(&mut f), Run::Only, &mut |_| {}, progress)?;
+            Ok((disk.disk_bytes, feed, disk.config.clone()))
+        },
     )?;
-    let inner_size = inner_file
-        .metadata()
-        .map_err(out_err(&inner_copy.path, "cannot stat a scratch file"))?
-        .len();
+    drop(inner_work);
+    drop(inner_edits);
+    drop(inner_copy);
 
     // flash-rootA, rebuilt around the new inner image.
     let root = role(layout, BaseRole::RootA, base)?.clone();
@@ -934,111 +1174,79 @@ fn preload_flasher(
                 reason: format!("{}: {e}", inner.path),
             }
         })?;
-    let old_copy = set_aside(file, &root, scratch("flasher-root")?)?;
-    let (wr, root_uuid, disk_bytes) = {
-        let old = Ext4Reader::open(&old_copy.file).map_err(old_err(&label))?;
-        let uuid = old.info().uuid;
-        let opts =
-            |size| crate::build::ext4_options(req, &label, Role::RootA, size, time).uuid(uuid);
-        let mut est = Replace {
-            inner: Ext4Estimator::new(),
-            path: &inner_path,
-            with: &inner_file,
-            size: inner_size,
-        };
-        old.feed(&mut est, |_, _| Visit::Keep)
-            .map_err(old_err(&label))?;
-        let min = est
-            .inner
-            .min_size_bytes(&opts(0), FLASHER_ROOT_HEADROOM)
-            .map_err(ext4_err(&label))?;
-        let align = req.profile.alignment.max(4096);
-        let new_size = kiln_units::align_up(min, align)
-            .unwrap_or(min)
-            .max(root.size_bytes);
-        progress(&format!(
-            "writing {label} ({} -> {})",
-            crate::build::human(root.size_bytes),
-            crate::build::human(new_size)
-        ));
-        let disk_bytes = regrow(file, layout, &root, new_size, align, &req.output)?;
-        let region = SubRegion::new(&mut *file, root.start_bytes, new_size);
+    let old = Ext4Reader::open(SubRegion::new(
+        work.base(),
+        root.start_bytes,
+        root.size_bytes,
+    ))
+    .map_err(old_err(&label))?;
+    let uuid = old.info().uuid;
+    let opts = |size| crate::build::ext4_options(req, &label, Role::RootA, size, time).uuid(uuid);
+    let mut est = Replace {
+        inner: Ext4Estimator::new(),
+        path: &inner_path,
+        with: &new_inner.file,
+        size: inner_size,
+    };
+    old.feed(&mut est, |_, _| Visit::Keep)
+        .map_err(old_err(&label))?;
+    let min = est
+        .inner
+        .min_size_bytes(&opts(0), FLASHER_ROOT_HEADROOM)
+        .map_err(ext4_err(&label))?;
+    let align = req.profile.alignment.max(4096);
+    let new_size = kiln_units::align_up(min, align)
+        .unwrap_or(min)
+        .max(root.size_bytes);
+    progress(&format!(
+        "resizing {label} ({} -> {})",
+        crate::build::human(root.size_bytes),
+        crate::build::human(new_size)
+    ));
+    let disk_bytes = regrow(work, layout, &root, new_size, align)?;
+    let boot = role(layout, BaseRole::Boot, base)?.clone();
+    let boot_report = edit_boot(ctx, work, &boot, progress)?;
+    let table = kiln_part::read_table(&At(work)).map_err(Error::Table)?;
+    let write_part = |region: SubRegion<&mut Sink<'_>>, _run: Run| {
         let mut w = Replace {
             inner: Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&label))?,
             path: &inner_path,
-            with: &inner_file,
+            with: &new_inner.file,
             size: inner_size,
         };
         old.feed(&mut w, |_, _| Visit::Keep)
             .map_err(old_err(&label))?;
+        w.inner.get_mut().get_mut().begin_finish();
         let wr = w.inner.finish().map_err(ext4_err(&label))?;
-        (wr, uuid, disk_bytes)
+        Ok((wr, inner_feed.clone()))
     };
-    drop(old_copy);
-    drop(inner_copy);
-    let boot = role(layout, BaseRole::Boot, base)?.clone();
-    let (partitions, disk_id, _) = finish_disk(
-        ctx,
-        file,
-        layout,
-        &boot,
-        (root.number, root_uuid, &wr),
+    deliver(
+        &Rebuilt {
+            out: &req.output,
+            work,
+            layout,
+            disk_id: disk_id(&table),
+            table,
+            disk_bytes,
+            number: root.number,
+            label: label.clone(),
+            start: root.start_bytes,
+            size: new_size,
+            uuid,
+            boot: (boot.number, boot_report),
+            config: inner_config,
+            write_part: &write_part,
+            unchanged: ctx.unchanged,
+        },
         progress,
-    )?;
-    Ok(Preloaded {
-        disk_bytes,
-        partitions,
-        feed: pre.feed,
-        config: pre.config,
-        disk_id,
-    })
-}
-
-/// The boot partition edited, then every partition's report: `ext4` is
-/// the partition kiln rewrote (number, filesystem UUID, writer report).
-fn finish_disk(
-    ctx: &Ctx<'_>,
-    file: &File,
-    layout: &Layout,
-    boot: &BasePartition,
-    ext4: (u32, [u8; 16], &kiln_ext4::Ext4Report),
-    progress: &mut dyn FnMut(&str),
-) -> Result<
-    (
-        Vec<PartitionReport>,
-        String,
-        crate::bootedit::BootEditReport,
-    ),
-    Error,
-> {
-    let boot_report = edit_boot(ctx, file, boot, progress)?;
-    let (number, uuid, wr) = ext4;
-    let (partitions, disk_id) = reports(
-        file,
-        layout,
-        &[
-            Rewritten {
-                number,
-                fs: "ext4",
-                fs_id: kiln_units::Guid::from_rfc_bytes(uuid).to_string(),
-                used: (wr.blocks_count - wr.free_blocks) * 4096,
-            },
-            Rewritten {
-                number: boot.number,
-                fs: boot_report.fs,
-                fs_id: boot_report.fs_id.clone(),
-                used: boot_report.used_bytes,
-            },
-        ],
-    )?;
-    Ok((partitions, disk_id, boot_report))
+    )
 }
 
 /// Merges the recipe's config.json over the boot partition's and adds
 /// the recipe's NetworkManager profiles and boot files.
 fn edit_boot(
     ctx: &Ctx<'_>,
-    file: &File,
+    work: &Cow,
     boot: &BasePartition,
     progress: &mut dyn FnMut(&str),
 ) -> Result<crate::bootedit::BootEditReport, Error> {
@@ -1062,8 +1270,8 @@ fn edit_boot(
             .collect(),
         remove: Vec::new(),
     };
-    crate::bootedit::edit_boot_partition(
-        file,
+    crate::bootedit::edit_boot_in(
+        work,
         boot.start_bytes,
         boot.size_bytes,
         &edits,

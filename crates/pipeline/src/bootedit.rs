@@ -16,14 +16,14 @@
 //! written back pretty-printed with a trailing newline (as kiln's builds
 //! write it); a boot partition without one gets a new one.
 
+use crate::work::{At, Workspace};
 use crate::Error;
 use kiln_fat::{FatEdits, FatReader, FatType};
 use kiln_tree::Timestamp;
-use kiln_units::{ReadAt, SubRegion, WriteAt};
+use kiln_units::SubRegion;
 use serde_json::Value;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// The changes to make to a boot partition.
@@ -86,28 +86,6 @@ pub fn merge_json(base: &mut Value, over: &Value) {
     }
 }
 
-/// `&File` as a positional writer (the units crate implements it for
-/// owned files only).
-struct FileAt<'a>(&'a File);
-
-impl ReadAt for FileAt<'_> {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        FileExt::read_exact_at(self.0, buf, offset)
-    }
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
-}
-
-impl WriteAt for FileAt<'_> {
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        FileExt::write_all_at(self.0, buf, offset)
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-}
-
 /// Copy-back chunk size.
 const CHUNK: u64 = 1 << 20;
 /// Largest `config.json` read back.
@@ -140,7 +118,19 @@ pub fn edit_boot_partition(
     edits: &BootEdits,
     time: i64,
 ) -> Result<BootEditReport, Error> {
-    let disk_len = disk.metadata().map_err(io_err("stat"))?.len();
+    edit_boot_in(disk, start_bytes, size_bytes, edits, time)
+}
+
+/// [`edit_boot_partition`] on any [`Workspace`] (a base build's
+/// copy-on-write disk).
+pub(crate) fn edit_boot_in<D: Workspace + ?Sized>(
+    disk: &D,
+    start_bytes: u64,
+    size_bytes: u64,
+    edits: &BootEdits,
+    time: i64,
+) -> Result<BootEditReport, Error> {
+    let disk_len = disk.len().map_err(io_err("stat"))?;
     if start_bytes
         .checked_add(size_bytes)
         .is_none_or(|e| e > disk_len)
@@ -163,15 +153,15 @@ pub fn edit_boot_partition(
     Ok(report)
 }
 
-fn edit_via_scratch(
-    disk: &File,
+fn edit_via_scratch<D: Workspace + ?Sized>(
+    disk: &D,
     start: u64,
     size: u64,
     scratch: u64,
     edits: &BootEdits,
     time: i64,
 ) -> Result<BootEditReport, Error> {
-    let src = SubRegion::new(FileAt(disk), start, size);
+    let src = SubRegion::new(At(disk), start, size);
     let reader = FatReader::open(&src).map_err(fat_err)?;
     let label = reader.volume_label().map_err(fat_err)?;
     let partition = label.clone().unwrap_or_else(|| "boot".into());
@@ -207,7 +197,7 @@ fn edit_via_scratch(
     for path in &edits.remove {
         fat_edits.remove(path);
     }
-    let dst = SubRegion::new(FileAt(disk), scratch, size);
+    let dst = SubRegion::new(At(disk), scratch, size);
     let rep = kiln_fat::rebuild(&src, dst, &fat_edits, Timestamp::new(time, 0)).map_err(fat)?;
     copy_back(disk, scratch, start, size)?;
     let params = kiln_fat::volume_params(&src).map_err(fat)?;
@@ -254,24 +244,24 @@ fn parse_config(bytes: &[u8], partition: &str) -> Result<Value, Error> {
 
 /// Copies `size` bytes from `from` to `to` inside `disk`, skipping chunks
 /// that are zero on both sides.
-fn copy_back(disk: &File, from: u64, to: u64, size: u64) -> Result<(), Error> {
+fn copy_back<D: Workspace + ?Sized>(disk: &D, from: u64, to: u64, size: u64) -> Result<(), Error> {
     let mut buf = vec![0u8; CHUNK as usize];
     let mut old = vec![0u8; CHUNK as usize];
     let mut done = 0u64;
     while done < size {
         let n = usize::try_from((size - done).min(CHUNK)).unwrap_or(buf.len());
         let (new, cur) = (&mut buf[..n], &mut old[..n]);
-        FileExt::read_exact_at(disk, new, from + done)
+        disk.read_at(new, from + done)
             .map_err(io_err("reading the new boot partition"))?;
         if new.iter().all(|&b| b == 0) {
-            FileExt::read_exact_at(disk, cur, to + done)
+            disk.read_at(cur, to + done)
                 .map_err(io_err("reading the old boot partition"))?;
             if cur.iter().all(|&b| b == 0) {
                 done += n as u64;
                 continue;
             }
         }
-        FileExt::write_all_at(disk, new, to + done)
+        disk.write_at(new, to + done)
             .map_err(io_err("writing the boot partition"))?;
         done += n as u64;
     }
@@ -284,6 +274,7 @@ mod tests {
     use kiln_fat::{FatOptions, FatWriter};
     use kiln_tree::{Content, Entry, EntryKind, Metadata, TreePath, TreeSink};
     use serde_json::json;
+    use std::os::unix::fs::FileExt;
 
     /// A 1 MiB gap, a 16 MiB FAT16 boot partition, 1 MiB after it.
     fn disk(config: Option<&[u8]>) -> File {
@@ -321,7 +312,7 @@ mod tests {
     }
 
     fn read(f: &File, path: &str) -> Vec<u8> {
-        let r = FatReader::open(SubRegion::new(FileAt(f), 1 << 20, 16 << 20)).unwrap();
+        let r = FatReader::open(SubRegion::new(At(f), 1 << 20, 16 << 20)).unwrap();
         r.read_file(path, 1 << 20).unwrap()
     }
 

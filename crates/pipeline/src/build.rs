@@ -626,19 +626,69 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
         TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
     };
-    let in_place = crate::deliver::in_place_format(&delivery);
-    if in_place.is_none() && !keeps_raw(&delivery) {
-        // Only sequential outputs (VMDK, the compressed raw image): the
-        // disk is streamed into them, no image file is written.
-        return build_streamed(&disk, &delivery, report, disk_id, progress);
-    }
+    deliver_disk(
+        req,
+        &disk,
+        &delivery,
+        report,
+        disk_id,
+        data_tree.app.as_ref(),
+        None,
+        progress,
+    )
+}
 
-    // Create the temporary output beside the target (same filesystem, so
-    // the final rename is atomic).
-    // When raw is not delivered, the disk is written straight into the
-    // qcow2 file, or failing that the fixed VHD (raw data + footer) or the
-    // dynamic VHD: no raw intermediate. Else into the sparse raw file
-    // every other output is made from.
+/// What writes a whole disk into a [`Sink`]: a normal build's partition
+/// table and partitions ([`Disk`]), or a base build's edited base around
+/// its rebuilt partition (`crate::base`).
+pub(crate) trait DiskWriter {
+    /// The disk's size in bytes.
+    fn disk_bytes(&self) -> u64;
+
+    /// Writes the disk into `sink` in disk order (on a [`Run::Rerun`],
+    /// all but what the dry run kept); `final_before(end)` runs once
+    /// every byte before `end` is written and will not change (the image
+    /// digest can start there while the rest is written). Returns every
+    /// partition's report and the engine store's.
+    fn write(
+        &self,
+        sink: &mut Sink<'_>,
+        run: Run,
+        final_before: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Written, Error>;
+}
+
+/// What [`DiskWriter::write`] reports.
+pub(crate) type Written = (Vec<PartitionReport>, Option<kiln_oci::FeedReport>);
+
+/// Writes `disk` and delivers it (every output, the manifest, the
+/// checksums). When only sequential outputs are asked for (VMDK, the
+/// compressed raw image) the disk is streamed into them and no image file
+/// is written ([`crate::stream`]); else it is written into the one file
+/// every output is made from: the qcow2, or failing that the fixed VHD
+/// (raw data + footer) or the dynamic VHD, written in place when raw is
+/// not delivered, else the sparse raw file. `report` makes the build's
+/// report from the partitions'.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn deliver_disk(
+    req: &BuildRequest<'_>,
+    disk: &dyn DiskWriter,
+    delivery: &Delivery,
+    report: impl FnOnce(Vec<PartitionReport>) -> BuildReport,
+    disk_id: String,
+    app: Option<&App>,
+    base: Option<&crate::manifest::BaseFacts>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BuildReport, Error> {
+    let in_place = crate::deliver::in_place_format(delivery);
+    if in_place.is_none() && !keeps_raw(delivery) {
+        return build_streamed(req, disk, delivery, report, disk_id, app, base, progress);
+    }
+    let out = &req.output;
+    let disk_bytes = disk.disk_bytes();
+    // The temporary output beside the target (same filesystem, so the
+    // final rename is atomic).
     let mut tmp = TempImage::create(
         &in_place.map_or_else(|| out.clone(), |f| crate::deliver::format_path(out, f)),
     )?;
@@ -653,33 +703,28 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
     let mut prefix_reader = None;
     let mut sink = match in_place {
         Some(DiskFormat::Qcow2) => Sink::Qcow2(
-            kiln_vdisk::Qcow2RandomWriter::new(&mut *file, plan.disk_bytes).map_err(vdisk_err)?,
+            kiln_vdisk::Qcow2RandomWriter::new(&mut *file, disk_bytes).map_err(vdisk_err)?,
         ),
         Some(DiskFormat::VhdDynamic) => Sink::VhdDynamic(
             kiln_vdisk::VhdDynamicRandomWriter::new(
                 &mut *file,
-                plan.disk_bytes,
-                &crate::deliver::vhd_options(&delivery, kiln_vdisk::VhdKind::Dynamic),
+                disk_bytes,
+                &crate::deliver::vhd_options(delivery, kiln_vdisk::VhdKind::Dynamic),
             )
             .map_err(vdisk_err)?,
         ),
         _ => {
-            file.set_len(plan.disk_bytes).map_err(size_err)?;
+            file.set_len(disk_bytes).map_err(size_err)?;
             prefix_reader = Some(file.try_clone().map_err(size_err)?);
             Sink::Raw(&mut *file)
         }
     };
-
-    // With the partition table written first, everything before the last
-    // partition is final once that partition starts, so the image digest
-    // can begin there while the last (data) partition is written.
     let mut prefix = None;
     let (partitions, feed_report) = disk.write(
         &mut sink,
         Run::Only,
-        &mut |placed| {
+        &mut |end| {
             if let Some(reader) = prefix_reader.take() {
-                let end = placed.ebr.unwrap_or(placed.start);
                 prefix = Some((end, crate::deliver::hash_prefix(reader, end)));
             }
         },
@@ -696,8 +741,8 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         tmp,
         report(partitions),
         disk_id,
-        data_tree.app.as_ref().zip(feed_report.as_ref()),
-        None,
+        app.zip(feed_report.as_ref()),
+        base,
         progress,
     )
 }
@@ -713,16 +758,19 @@ fn keeps_raw(d: &Delivery) -> bool {
 /// the real run, its pieces delivered on a second thread as they come;
 /// then the manifest and checksums. `report` makes the build's report
 /// from the partitions'.
+#[allow(clippy::too_many_arguments)]
 fn build_streamed(
-    disk: &Disk<'_>,
+    req: &BuildRequest<'_>,
+    disk: &dyn DiskWriter,
     delivery: &Delivery,
     report: impl FnOnce(Vec<PartitionReport>) -> BuildReport,
     disk_id: String,
+    app: Option<&App>,
+    base: Option<&crate::manifest::BaseFacts>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
-    let req = disk.req;
     let out = &req.output;
-    let size = disk.plan.disk_bytes;
+    let size = disk.disk_bytes();
     let stream_err = |source| Error::Output {
         path: out.clone(),
         op: "cannot stream the disk",
@@ -756,8 +804,8 @@ fn build_streamed(
             .spawn_scoped(scope, move || {
                 crate::deliver::deliver_stream(planned, rx, size, bmap, out, delivery)
             });
-        let (profile, recipe, with_app) = (&req.profile, &req.recipe, disk.data_tree.app.is_some());
-        let inputs = scope.spawn(move || crate::manifest::inputs(profile, recipe, None, with_app));
+        let (profile, recipe, with_app) = (&req.profile, &req.recipe, app.is_some());
+        let inputs = scope.spawn(move || crate::manifest::inputs(profile, recipe, base, with_app));
         let mut streamer = crate::stream::Streamer::new(recorded, tx);
         let written = disk
             .write(
@@ -806,7 +854,7 @@ fn build_streamed(
         image_digest,
         inputs,
         disk_id,
-        disk.data_tree.app.as_ref().zip(feed_report.as_ref()),
+        app.zip(feed_report.as_ref()),
         temps,
     )?;
     Ok(report)
@@ -823,9 +871,9 @@ struct Disk<'a> {
     time: Timestamp,
 }
 
-/// Which run of the partition writers [`Disk::write`] is.
+/// Which run of the partition writers [`DiskWriter::write`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Run {
+pub(crate) enum Run {
     /// The one run of a positional build.
     Only,
     /// A streamed build's dry run ([`crate::stream`]): layer digests are
@@ -836,18 +884,22 @@ enum Run {
     Rerun,
 }
 
-impl Disk<'_> {
-    /// Writes the partition table (but on a [`Run::Rerun`]) and every
-    /// partition into `sink`, in disk order (the reports carry the GPT
-    /// partition GUIDs); `before_last` runs when the last partition is
-    /// about to be written.
+impl DiskWriter for Disk<'_> {
+    fn disk_bytes(&self) -> u64 {
+        self.plan.disk_bytes
+    }
+
+    /// The partition table (but on a [`Run::Rerun`]) and every partition,
+    /// in disk order (the reports carry the GPT partition GUIDs); with the
+    /// table written first, everything before the last partition is final
+    /// once that partition starts.
     fn write(
         &self,
         sink: &mut Sink<'_>,
         run: Run,
-        before_last: &mut dyn FnMut(&Placed),
+        final_before: &mut dyn FnMut(u64),
         progress: &mut dyn FnMut(&str),
-    ) -> Result<(Vec<PartitionReport>, Option<kiln_oci::FeedReport>), Error> {
+    ) -> Result<Written, Error> {
         let (req, plan, os, rootfs, time) = (self.req, self.plan, self.os, self.rootfs, self.time);
         let recipe = &req.recipe;
         if run != Run::Rerun {
@@ -864,7 +916,7 @@ impl Disk<'_> {
         let mut feed_report = None;
         for (i, placed) in plan.partitions.iter().enumerate() {
             if i + 1 == plan.partitions.len() {
-                before_last(placed);
+                final_before(placed.ebr.unwrap_or(placed.start));
             }
             progress(&format!(
                 "writing p{} {} ({}, {})",
@@ -1079,7 +1131,7 @@ fn conclude(
 }
 
 /// The delivery the request (or, failing that, the recipe) asks for.
-fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
+pub(crate) fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
     let out = &req.recipe.output;
     let formats = if req.formats.is_empty() {
         out.formats

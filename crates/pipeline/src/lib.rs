@@ -65,6 +65,7 @@ mod sink;
 mod stamp;
 mod stream;
 mod swap;
+mod work;
 
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};
 pub use build::{build, BuildReport, BuildRequest, PartitionReport};

@@ -24,7 +24,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn file_digest(path: &Path) -> Result<(Sha256Digest, u64), Error> {
+pub(crate) fn file_digest(path: &Path) -> Result<(Sha256Digest, u64), Error> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let mut h = Sha256Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
