@@ -405,6 +405,28 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
     assert!(cmp.contains("Images are identical"), "{cmp}");
     drop(t);
 
+    // A full disk (here while the boot partition is rebuilt into the
+    // edits file): one line naming the partition, a non-zero exit,
+    // nothing left behind.
+    let t = Tmpfs::new("size=1m");
+    let o = build_base(
+        &recipe,
+        &base,
+        &t.path().join("a.img"),
+        &["gpt", "--format", "vmdk"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a build on a 1 MiB tmpfs succeeded");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        outputs_in(t.path(), "a").is_empty(),
+        "left behind: {:?}",
+        outputs_in(t.path(), "a")
+    );
+    drop(t);
+
     // qcow2 alone from a qcow2 base: written in place.
     let qbase = pack(&base, Packed::Qcow2);
     let qdir = d.path().join("q");

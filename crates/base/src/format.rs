@@ -114,13 +114,7 @@ pub(crate) fn container_magic(head: &[u8]) -> Option<&'static str> {
 /// # Errors
 /// [`Error::Io`] if it cannot be opened or read.
 pub fn sniff(path: &Path) -> Result<BaseFormat, Error> {
-    let io = |op| {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            op,
-            source,
-        }
-    };
+    let io = |op| Error::io(path, op);
     let file = File::open(path).map_err(io("open the base image"))?;
     sniff_file(&file).map_err(io("read the base image"))
 }

@@ -189,13 +189,7 @@ fn sha256_of(path: &Path, mut file: &File) -> Result<[u8; 32], Error> {
 /// [`Error::Io`] for the input; [`Error::BadDiskSize`] for a raw file
 /// that is not a whole number of 512-byte sectors.
 pub fn open_raw(path: &Path) -> Result<Option<(File, u64)>, Error> {
-    let io = |op| {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            op,
-            source,
-        }
-    };
+    let io = |op| Error::io(path, op);
     let file = File::open(path).map_err(io("open the base image"))?;
     if sniff_file(&file).map_err(io("read the base image"))? != BaseFormat::Raw {
         return Ok(None);
@@ -220,13 +214,7 @@ pub fn open_raw(path: &Path) -> Result<Option<(File, u64)>, Error> {
 /// a compressed qcow2/VMDK/VHD; [`Error::BadDiskSize`] when the disk is
 /// not a whole number of 512-byte sectors (a short raw file).
 pub fn materialize(path: &Path, out: &File) -> Result<Materialized, Error> {
-    let io = |op| {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            op,
-            source,
-        }
-    };
+    let io = |op| Error::io(path, op);
     let file = File::open(path).map_err(io("open the base image"))?;
     let format = sniff_file(&file).map_err(io("read the base image"))?;
     // Holes must read as zeros: start from an empty file whatever `out`

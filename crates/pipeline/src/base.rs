@@ -530,16 +530,14 @@ pub(crate) fn build_base(
             artifacts: Vec::new(),
         };
         let facts = source.facts(base)?;
-        crate::build::deliver_disk(
+        let to = crate::build::Deliver {
             req,
-            disk,
-            &delivery,
-            report,
-            disk.disk_id.clone(),
-            app.as_ref(),
-            Some(&facts),
-            progress,
-        )
+            delivery: &delivery,
+            disk_id: disk.disk_id.clone(),
+            app: app.as_ref(),
+            base: Some(&facts),
+        };
+        crate::build::deliver_disk(&to, disk, report, progress)
     };
     if layout.flasher {
         preload_flasher(&ctx, &work, &layout, &scratch, progress, &mut deliver)
@@ -684,21 +682,26 @@ struct Rebuilt<'a> {
     table: kiln_part::PartitionTable,
     disk_id: String,
     disk_bytes: u64,
-    /// The rebuilt partition: number, label, start, new size, filesystem
-    /// UUID.
-    number: u32,
-    label: String,
-    start: u64,
-    size: u64,
-    uuid: [u8; 16],
+    part: NewPart<'a>,
     boot: (u32, crate::bootedit::BootEditReport),
     /// The merged config.json reported (the inner image's, on a
     /// flasher).
     config: serde_json::Value,
-    write_part: &'a WritePart<'a>,
     /// Checked once the disk is written: a raw base read in place must
     /// not have changed meanwhile.
     unchanged: &'a dyn Fn() -> Result<(), Error>,
+}
+
+/// The (last) partition a base build rebuilds.
+struct NewPart<'a> {
+    /// As the base has it.
+    old: &'a BasePartition,
+    label: &'a str,
+    /// Its filesystem UUID (kept from the base).
+    uuid: [u8; 16],
+    /// Its new size in bytes.
+    size: u64,
+    write: &'a WritePart<'a>,
 }
 
 impl DiskWriter for Rebuilt<'_> {
@@ -717,25 +720,27 @@ impl DiskWriter for Rebuilt<'_> {
         progress: &mut dyn FnMut(&str),
     ) -> Result<Written, Error> {
         let out = &self.out;
-        let end = self.start + self.size;
+        let part = &self.part;
+        let (start, size) = (part.old.start_bytes, part.size);
+        let end = start + size;
         if run != Run::Rerun {
             copy_data(self.work, end, self.disk_bytes - end, sink)
                 .map_err(out_err(out, "cannot write the disk"))?;
         }
-        progress(&format!("copying the base's disk up to {}", self.label));
+        progress(&format!("copying the base's disk up to {}", part.label));
         sink.begin_partition();
-        copy_data(self.work, 0, self.start, sink).map_err(out_err(out, "cannot write the disk"))?;
+        copy_data(self.work, 0, start, sink).map_err(out_err(out, "cannot write the disk"))?;
         sink.begin_finish();
         sink.end_partition()
             .map_err(out_err(out, "cannot stream the disk"))?;
-        final_before(self.start);
+        final_before(start);
         progress(&format!(
             "writing {} ({})",
-            self.label,
-            crate::build::human(self.size)
+            part.label,
+            crate::build::human(size)
         ));
         sink.begin_partition();
-        let (wr, feed) = (self.write_part)(SubRegion::new(&mut *sink, self.start, self.size), run)?;
+        let (wr, feed) = (part.write)(SubRegion::new(&mut *sink, start, size), run)?;
         sink.end_partition()
             .map_err(out_err(out, "cannot stream the disk"))?;
         (self.unchanged)()?;
@@ -745,9 +750,9 @@ impl DiskWriter for Rebuilt<'_> {
             self.layout,
             &[
                 Rewritten {
-                    number: self.number,
+                    number: part.old.number,
                     fs: "ext4",
-                    fs_id: kiln_units::Guid::from_rfc_bytes(self.uuid).to_string(),
+                    fs_id: kiln_units::Guid::from_rfc_bytes(part.uuid).to_string(),
                     used: (wr.blocks_count - wr.free_blocks) * 4096,
                 },
                 Rewritten {
@@ -809,7 +814,7 @@ fn preload_disk<T>(
     let (req, base, app, time) = (ctx.req, ctx.base, ctx.app, ctx.time);
     let recipe = &req.recipe;
     let profile = &req.profile;
-    let boot = role(layout, BaseRole::Boot, base)?.clone();
+    role(layout, BaseRole::Boot, base)?;
     let data = role(layout, BaseRole::Data, base)?.clone();
     let data_label = data.label.clone().unwrap_or_else(|| "resin-data".into());
     let gpt = matches!(layout.scheme, kiln_part::Scheme::Gpt { .. });
@@ -896,17 +901,7 @@ fn preload_disk<T>(
     let align = profile.alignment.max(4096);
     let min = kiln_units::align_up(min, align).unwrap_or(min);
     let new_size = data_size(req, &data_label, min, &data, gpt, align)?;
-    // 5. The table resized (the old data partition cut off the working
-    //    disk), the boot partition merged.
-    progress(&format!(
-        "resizing {data_label} ({} -> {})",
-        crate::build::human(data.size_bytes),
-        crate::build::human(new_size)
-    ));
-    let disk_bytes = regrow(work, layout, &data, new_size, align)?;
-    let boot_report = edit_boot(ctx, work, &boot, progress)?;
-    let table = kiln_part::read_table(&At(work)).map_err(Error::Table)?;
-    let write_part = |region: SubRegion<&mut Sink<'_>>, run: Run| {
+    let write = |region: SubRegion<&mut Sink<'_>>, run: Run| {
         let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
         // A streamed build's dry run leaves the layer digests to the
         // rerun.
@@ -922,22 +917,51 @@ fn preload_disk<T>(
         let wr = w.finish().map_err(ext4_err(&data_label))?;
         Ok((wr, feed))
     };
+    let part = NewPart {
+        old: &data,
+        label: &data_label,
+        uuid: data_uuid,
+        size: new_size,
+        write: &write,
+    };
+    rebuild(ctx, work, layout, part, None, progress, deliver)
+}
+
+/// Step 5 of the module doc and the delivery: the working disk cut
+/// before `part` and regrown for its new size (table resized), the boot
+/// partition merged, then `deliver` writes the disk. `config` is the
+/// merged config.json to report (`None`: the boot partition's).
+fn rebuild<T>(
+    ctx: &Ctx<'_>,
+    work: &Cow,
+    layout: &Layout,
+    part: NewPart<'_>,
+    config: Option<serde_json::Value>,
+    progress: &mut dyn FnMut(&str),
+    deliver: &mut Deliver<'_, T>,
+) -> Result<T, Error> {
+    progress(&format!(
+        "resizing {} ({} -> {})",
+        part.label,
+        crate::build::human(part.old.size_bytes),
+        crate::build::human(part.size)
+    ));
+    let align = ctx.req.profile.alignment.max(4096);
+    let disk_bytes = regrow(work, layout, part.old, part.size, align)?;
+    let boot = role(layout, BaseRole::Boot, ctx.base)?;
+    let boot_report = edit_boot(ctx, work, boot, progress)?;
+    let table = kiln_part::read_table(&At(work)).map_err(Error::Table)?;
     deliver(
         &Rebuilt {
-            out: &req.output,
+            out: &ctx.req.output,
             work,
             layout,
             disk_id: disk_id(&table),
             table,
             disk_bytes,
-            number: data.number,
-            label: data_label.clone(),
-            start: data.start_bytes,
-            size: new_size,
-            uuid: data_uuid,
-            boot: (boot.number, boot_report.clone()),
-            config: boot_report.config,
-            write_part: &write_part,
+            part,
+            config: config.unwrap_or_else(|| boot_report.config.clone()),
+            boot: (boot.number, boot_report),
             unchanged: ctx.unchanged,
         },
         progress,
@@ -1198,16 +1222,7 @@ fn preload_flasher<T>(
     let new_size = kiln_units::align_up(min, align)
         .unwrap_or(min)
         .max(root.size_bytes);
-    progress(&format!(
-        "resizing {label} ({} -> {})",
-        crate::build::human(root.size_bytes),
-        crate::build::human(new_size)
-    ));
-    let disk_bytes = regrow(work, layout, &root, new_size, align)?;
-    let boot = role(layout, BaseRole::Boot, base)?.clone();
-    let boot_report = edit_boot(ctx, work, &boot, progress)?;
-    let table = kiln_part::read_table(&At(work)).map_err(Error::Table)?;
-    let write_part = |region: SubRegion<&mut Sink<'_>>, _run: Run| {
+    let write = |region: SubRegion<&mut Sink<'_>>, _run: Run| {
         let mut w = Replace {
             inner: Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&label))?,
             path: &inner_path,
@@ -1220,25 +1235,21 @@ fn preload_flasher<T>(
         let wr = w.inner.finish().map_err(ext4_err(&label))?;
         Ok((wr, inner_feed.clone()))
     };
-    deliver(
-        &Rebuilt {
-            out: &req.output,
-            work,
-            layout,
-            disk_id: disk_id(&table),
-            table,
-            disk_bytes,
-            number: root.number,
-            label: label.clone(),
-            start: root.start_bytes,
-            size: new_size,
-            uuid,
-            boot: (boot.number, boot_report),
-            config: inner_config,
-            write_part: &write_part,
-            unchanged: ctx.unchanged,
-        },
+    let part = NewPart {
+        old: &root,
+        label: &label,
+        uuid,
+        size: new_size,
+        write: &write,
+    };
+    rebuild(
+        ctx,
+        work,
+        layout,
+        part,
+        Some(inner_config),
         progress,
+        deliver,
     )
 }
 

@@ -626,16 +626,14 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         TableKind::Mbr => format!("0x{:08x}", req.seed.u32("mbr-disk-signature")),
         TableKind::Gpt => req.seed.uuid("gpt-disk").to_string(),
     };
-    deliver_disk(
+    let to = Deliver {
         req,
-        &disk,
-        &delivery,
-        report,
+        delivery: &delivery,
         disk_id,
-        data_tree.app.as_ref(),
-        None,
-        progress,
-    )
+        app: data_tree.app.as_ref(),
+        base: None,
+    };
+    deliver_disk(&to, &disk, report, progress)
 }
 
 /// What writes a whole disk into a [`Sink`]: a normal build's partition
@@ -662,6 +660,17 @@ pub(crate) trait DiskWriter {
 /// What [`DiskWriter::write`] reports.
 pub(crate) type Written = (Vec<PartitionReport>, Option<kiln_oci::FeedReport>);
 
+/// Where and how a disk is delivered, besides the disk itself.
+pub(crate) struct Deliver<'a> {
+    pub(crate) req: &'a BuildRequest<'a>,
+    pub(crate) delivery: &'a Delivery,
+    /// The disk's MBR signature or GPT GUID (for the manifest).
+    pub(crate) disk_id: String,
+    pub(crate) app: Option<&'a App>,
+    /// The base image of a base build.
+    pub(crate) base: Option<&'a crate::manifest::BaseFacts>,
+}
+
 /// Writes `disk` and delivers it (every output, the manifest, the
 /// checksums). When only sequential outputs are asked for (VMDK, the
 /// compressed raw image) the disk is streamed into them and no image file
@@ -670,20 +679,16 @@ pub(crate) type Written = (Vec<PartitionReport>, Option<kiln_oci::FeedReport>);
 /// (raw data + footer) or the dynamic VHD, written in place when raw is
 /// not delivered, else the sparse raw file. `report` makes the build's
 /// report from the partitions'.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn deliver_disk(
-    req: &BuildRequest<'_>,
+    to: &Deliver<'_>,
     disk: &dyn DiskWriter,
-    delivery: &Delivery,
     report: impl FnOnce(Vec<PartitionReport>) -> BuildReport,
-    disk_id: String,
-    app: Option<&App>,
-    base: Option<&crate::manifest::BaseFacts>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
+    let (req, delivery) = (to.req, to.delivery);
     let in_place = crate::deliver::in_place_format(delivery);
     if in_place.is_none() && !keeps_raw(delivery) {
-        return build_streamed(req, disk, delivery, report, disk_id, app, base, progress);
+        return build_streamed(to, disk, report, progress);
     }
     let out = &req.output;
     let disk_bytes = disk.disk_bytes();
@@ -740,9 +745,9 @@ pub(crate) fn deliver_disk(
         req,
         tmp,
         report(partitions),
-        disk_id,
-        app.zip(feed_report.as_ref()),
-        base,
+        to.disk_id.clone(),
+        to.app.zip(feed_report.as_ref()),
+        to.base,
         progress,
     )
 }
@@ -758,17 +763,13 @@ fn keeps_raw(d: &Delivery) -> bool {
 /// the real run, its pieces delivered on a second thread as they come;
 /// then the manifest and checksums. `report` makes the build's report
 /// from the partitions'.
-#[allow(clippy::too_many_arguments)]
 fn build_streamed(
-    req: &BuildRequest<'_>,
+    to: &Deliver<'_>,
     disk: &dyn DiskWriter,
-    delivery: &Delivery,
     report: impl FnOnce(Vec<PartitionReport>) -> BuildReport,
-    disk_id: String,
-    app: Option<&App>,
-    base: Option<&crate::manifest::BaseFacts>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
+    let (req, delivery, app, base) = (to.req, to.delivery, to.app, to.base);
     let out = &req.output;
     let size = disk.disk_bytes();
     let stream_err = |source| Error::Output {
@@ -853,7 +854,7 @@ fn build_streamed(
         artifacts,
         image_digest,
         inputs,
-        disk_id,
+        to.disk_id.clone(),
         app.zip(feed_report.as_ref()),
         temps,
     )?;
