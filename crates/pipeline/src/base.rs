@@ -1319,3 +1319,36 @@ fn redacted(merged: &serde_json::Value, config: &kiln_recipe::ResolvedConfig) ->
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A raw base read in place is checked for changes before the outputs
+    /// are committed: a longer file (or a newer mtime) fails the build.
+    #[test]
+    fn a_raw_base_that_changes_during_the_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.img");
+        std::fs::write(&base, vec![0x55u8; 4096]).unwrap();
+        let scratch = |what: &str| Scratch::create(dir.path().join(format!(".s-{what}")));
+        let source = BaseSource::open(&base, &scratch).unwrap();
+        assert!(source._expanded.is_none(), "a raw base is read in place");
+        source.unchanged(&base).unwrap();
+        let facts = source.facts(&base).unwrap();
+        assert_eq!(
+            facts.sha256.to_hex(),
+            Sha256Digest::of(&[0x55u8; 4096]).to_hex(),
+            "the digest thread hashed the base"
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&base)
+            .unwrap()
+            .write_all(&[0; 512])
+            .unwrap();
+        let err = source.unchanged(&base).unwrap_err().to_string();
+        assert!(err.contains("changed during the build"), "{err}");
+    }
+}
