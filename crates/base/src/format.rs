@@ -41,6 +41,15 @@ pub enum BaseFormat {
     Zip,
 }
 
+impl BaseFormat {
+    /// Compressed or zipped: readable only in order, so random access
+    /// needs it expanded first.
+    #[must_use]
+    pub fn is_packed(self) -> bool {
+        matches!(self, Self::Xz | Self::Gz | Self::Zst | Self::Zip)
+    }
+}
+
 impl std::fmt::Display for BaseFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

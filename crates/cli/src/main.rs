@@ -85,7 +85,7 @@ enum Command {
     },
     /// Show partitions, filesystems, boot files and config.json of an image.
     Inspect {
-        /// Raw image file.
+        /// The image: raw, qcow2, vmdk, vhd (read in place), or .xz/.gz/.zst/.zip (expanded into a temporary file first).
         image: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -410,7 +410,23 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect { image, json } => {
-            let r = kiln_pipeline::inspect(&image)?;
+            // A compressed image is expanded into an unnamed file in the
+            // temporary directory (gone when kiln exits, however it
+            // exits).
+            let compressed = matches!(
+                kiln_base::sniff(&image),
+                Ok(f) if f.is_packed()
+            );
+            let scratch = if compressed {
+                eprintln!(
+                    "kiln: expanding {} into a temporary file to inspect it",
+                    image.display()
+                );
+                Some(tempfile::tempfile().context("cannot create a temporary file")?)
+            } else {
+                None
+            };
+            let r = kiln_pipeline::inspect(&image, scratch.as_ref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());

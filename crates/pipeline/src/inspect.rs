@@ -1,6 +1,7 @@
 //! Reading an image back: partition table, filesystems, boot files,
 //! `config.json`. Works on images made by kiln and by standard tools, raw
-//! or qcow2/VMDK/VHD (read through kiln-vdisk, nothing converted).
+//! or qcow2/VMDK/VHD (read through kiln-vdisk, nothing converted), or
+//! compressed/zipped (expanded into a scratch file the caller gives).
 //!
 //! Base images (a vendor's balenaOS image, see kiln-base) are understood
 //! too: the partitions' roles by label, the device type from the boot
@@ -118,9 +119,10 @@ impl InspectReport {
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Inspects the image at `path`: raw, qcow2, VMDK or VHD (sniffed by
-/// magic). Compressed and zipped images are refused with a message: they
-/// have no random access; decompress them first.
-pub fn inspect(path: &Path) -> Result<InspectReport, Error> {
+/// magic), read in place. A compressed or zipped image has no random
+/// access: it is expanded (sparse) into `scratch`, an empty file the
+/// caller made (and removes), or refused when there is none.
+pub fn inspect(path: &Path, scratch: Option<&std::fs::File>) -> Result<InspectReport, Error> {
     use kiln_base::BaseFormat;
     let file = std::fs::File::open(path).map_err(|source| Error::Output {
         path: path.to_path_buf(),
@@ -140,12 +142,26 @@ pub fn inspect(path: &Path) -> Result<InspectReport, Error> {
             })?;
             inspect_disk(std::rc::Rc::new(img), path)
         }
-        BaseFormat::Xz | BaseFormat::Gz | BaseFormat::Zst | BaseFormat::Zip => Err(Error::Image {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{format} input cannot be inspected in place: decompress it first (xz -dk, gunzip -k, zstd -d, unzip)"
-            ),
-        }),
+        BaseFormat::Xz | BaseFormat::Gz | BaseFormat::Zst | BaseFormat::Zip => {
+            let Some(scratch) = scratch else {
+                return Err(Error::Image {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "{format} input cannot be inspected in place: decompress it first (xz -dk, gunzip -k, zstd -d, unzip)"
+                    ),
+                });
+            };
+            kiln_base::materialize(path, scratch).map_err(|e| Error::Image {
+                path: path.to_path_buf(),
+                reason: chain(&e),
+            })?;
+            let disk = scratch.try_clone().map_err(|source| Error::Output {
+                path: path.to_path_buf(),
+                op: "cannot reopen the scratch file",
+                source,
+            })?;
+            inspect_disk(std::rc::Rc::new(disk), path)
+        }
         #[allow(unreachable_patterns)]
         _ => Err(Error::Image {
             path: path.to_path_buf(),
