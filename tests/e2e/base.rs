@@ -453,6 +453,12 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
         .arg(&reference));
     assert!(cmp.contains("Images are identical"), "{cmp}");
     assert_eq!(sums_ok_and_manifest(&qdir, "a")["image"]["sha256"], ref_sha);
+    // Raw from the qcow2 base (expanded into the output file, the data
+    // partition set aside, only the edits written over): the same image
+    // as from the raw base read in place.
+    let o = build_base(&recipe, &qbase, &qdir.join("r.img"), &["gpt"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256_file(&qdir.join("r.img")), ref_sha);
     // The base was only read.
     assert_eq!(sha256_file(&base), base_sha);
 }
@@ -510,6 +516,19 @@ fn preloads_the_image_inside_a_flasher() {
         "{ls}"
     );
     assert!(debugfs(&data, "ls -l /").contains("apps.json"));
+
+    // From the flasher packed with xz (expanded into the output file,
+    // flash-rootA set aside): the same image.
+    let xdir = dir.join("from-xz");
+    std::fs::create_dir(&xdir).unwrap();
+    let o = build_base(
+        &recipe,
+        &pack(&flasher, Packed::Xz),
+        &xdir.join("out.img"),
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256_file(&xdir.join("out.img")), sha256_file(&out));
 
     // Streamed (no image file): the same disk in the VMDK and the gzip.
     require("qemu-img", "qemu-utils");

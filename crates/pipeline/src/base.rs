@@ -4,8 +4,10 @@
 //!
 //! 1. The base image is read in place when it is raw; any other kind
 //!    (xz/gz/zst, a zip holding one image, qcow2, vmdk, vhd: sniffed by
-//!    kiln-base) is expanded, sparse, into a scratch file beside the
-//!    output. Either way it stays as it is: kiln's edits lie over it in a
+//!    kiln-base) is expanded, sparse, into the raw output file when
+//!    delivery writes one (then only the edits and the new partition are
+//!    written over it, the old partition set aside first), else into a
+//!    scratch file beside the output. kiln's edits lie over the base in a
 //!    copy-on-write working disk ([`crate::work`]), so no raw copy of the
 //!    disk is made for the outputs.
 //! 2. Its layout is detected (MBR with extended/logical partitions, or
@@ -16,7 +18,7 @@
 //!    in the MBR and the gap before p1, rootA, rootB, state (compared
 //!    byte for byte by the tests).
 //! 4. The data partition is rebuilt: its old contents are read as a tree
-//!    from the base (kiln-ext4's reader) and fed, after the swapfile,
+//!    from the base (or the copy set aside; kiln-ext4's reader) and fed, after the swapfile,
 //!    into a new ext4 together with the new app's layers merged into the
 //!    existing engine store (kiln-oci: existing layers and image configs
 //!    are kept, `repositories.json` merged) and `apps.json`. The new
@@ -55,7 +57,8 @@
 //! (the privileged `kiln-swap` service added to the app runs `swapon`, as
 //! balenaOS needs) or `"none"` (the OS activates the swapfile itself).
 //!
-//! Scratch space beside the output: the expanded base (unless it is raw),
+//! Scratch space beside the output: the expanded base (unless it is raw
+//! or expanded into the raw output; then the old partition set aside),
 //! the edits (the partition tables and the rebuilt boot partition, in a
 //! sparse file), a flasher's inner image before and after; memory stays
 //! at a few MiB of buffers plus the writers' per-inode tables (and, for a
@@ -455,7 +458,11 @@ pub(crate) fn build_base(
 
     // 1. The base, read in place or expanded, under the edits.
     progress(&format!("reading the base image {}", base.display()));
-    let source = BaseSource::open(base, &scratch)?;
+    // The raw output file, when delivery writes one: a compressed base
+    // is expanded straight into it, and only kiln's edits and the new
+    // partition are written over it.
+    let mut image = crate::build::raw_image_file(req, &delivery)?;
+    let source = BaseSource::open(base, &scratch, image.as_mut())?;
     let edits = scratch("edits")?;
     let work = Cow::new(
         source.file.try_clone().map_err(base_io(base))?,
@@ -492,6 +499,7 @@ pub(crate) fn build_base(
         app: app.as_ref(),
         time,
         unchanged: &unchanged,
+        in_output: source.in_output,
     };
     let medium = match &req.medium {
         Some(m) => Some(profile.medium(m)?.clone()),
@@ -537,19 +545,22 @@ pub(crate) fn build_base(
             app: app.as_ref(),
             base: Some(&facts),
         };
-        crate::build::deliver_disk(&to, disk, report, progress)
+        crate::build::deliver_disk(&to, disk, image.take(), report, progress)
     };
     if layout.flasher {
         preload_flasher(&ctx, &work, &layout, &scratch, progress, &mut deliver)
     } else {
-        preload_disk(&ctx, &work, &layout, progress, &mut deliver)
+        preload_disk(&ctx, &work, &layout, &scratch, progress, &mut deliver)
     }
 }
 
 /// The base image as the working disk reads it: the file itself when it
-/// is a raw image, else the scratch file it was expanded into.
+/// is a raw image, else the file it was expanded into: the raw output
+/// file when delivery writes one, else a scratch file.
 struct BaseSource {
     file: File,
+    /// `file` is the output's raw image file.
+    in_output: bool,
     /// The expanded copy (removed when the build ends).
     _expanded: Option<Scratch>,
     /// The input's digest, or the thread computing it (a raw base is
@@ -568,7 +579,11 @@ enum Digesting {
 }
 
 impl BaseSource {
-    fn open(base: &Path, scratch: &dyn Fn(&str) -> Result<Scratch, Error>) -> Result<Self, Error> {
+    fn open(
+        base: &Path,
+        scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
+        output: Option<&mut crate::build::TempImage>,
+    ) -> Result<Self, Error> {
         if let Some((file, _)) = kiln_base::open_raw(base).map_err(base_err(base))? {
             let meta = file.metadata().map_err(base_io(base))?;
             let path = base.to_path_buf();
@@ -578,9 +593,24 @@ impl BaseSource {
                 .map_err(base_io(base))?;
             return Ok(Self {
                 file,
+                in_output: false,
                 _expanded: None,
                 sha256: std::cell::RefCell::new(Digesting::Running(hashing)),
                 stamp: Some((meta.len(), meta.modified().ok())),
+            });
+        }
+        if let Some(tmp) = output {
+            let path = tmp.path.clone();
+            let f = tmp.file()?;
+            let mat = kiln_base::materialize(base, f).map_err(base_err(base))?;
+            return Ok(Self {
+                file: f
+                    .try_clone()
+                    .map_err(out_err(&path, "cannot reopen the output file"))?,
+                in_output: true,
+                _expanded: None,
+                sha256: std::cell::RefCell::new(Digesting::Done(mat.input_sha256)),
+                stamp: None,
             });
         }
         let expanded = scratch("base")?;
@@ -590,6 +620,7 @@ impl BaseSource {
                 .file
                 .try_clone()
                 .map_err(out_err(&expanded.path, "cannot reopen a scratch file"))?,
+            in_output: false,
             _expanded: Some(expanded),
             sha256: std::cell::RefCell::new(Digesting::Done(mat.input_sha256)),
             stamp: None,
@@ -657,6 +688,10 @@ struct Ctx<'a> {
     time: Timestamp,
     /// Fails when the base changed during the build.
     unchanged: &'a dyn Fn() -> Result<(), Error>,
+    /// The working disk's base is the raw output file itself (a
+    /// compressed base expanded into it): the partition to rebuild is
+    /// read from a copy set aside, and only the edits are written over.
+    in_output: bool,
 }
 
 /// Writes the rebuilt partition into its region of the output, on the
@@ -690,6 +725,9 @@ struct Rebuilt<'a> {
     /// Checked once the disk is written: a raw base read in place must
     /// not have changed meanwhile.
     unchanged: &'a dyn Fn() -> Result<(), Error>,
+    /// The base lies in the (raw) output already: only the edits are
+    /// written before the rebuilt partition.
+    in_output: bool,
 }
 
 /// The (last) partition a base build rebuilds.
@@ -723,13 +761,24 @@ impl DiskWriter for Rebuilt<'_> {
         let part = &self.part;
         let (start, size) = (part.old.start_bytes, part.size);
         let end = start + size;
+        let write_err = out_err(out, "cannot write the disk");
+        if self.in_output && !matches!(sink, Sink::Raw(_)) {
+            return Err(write_err(std::io::Error::other(
+                "internal: the base lies in the raw output, but the disk goes elsewhere",
+            )));
+        }
         if run != Run::Rerun {
-            copy_data(self.work, end, self.disk_bytes - end, sink)
+            copy_nonzero(&At(self.work), end, sink, end, self.disk_bytes - end)
                 .map_err(out_err(out, "cannot write the disk"))?;
         }
         progress(&format!("copying the base's disk up to {}", part.label));
         sink.begin_partition();
-        copy_data(self.work, 0, start, sink).map_err(out_err(out, "cannot write the disk"))?;
+        if self.in_output {
+            copy_edits(self.work, 0, start, sink)
+        } else {
+            copy_nonzero(&At(self.work), 0, sink, 0, start)
+        }
+        .map_err(write_err)?;
         sink.begin_finish();
         sink.end_partition()
             .map_err(out_err(out, "cannot stream the disk"))?;
@@ -767,37 +816,85 @@ impl DiskWriter for Rebuilt<'_> {
     }
 }
 
-/// Writes the non-zero 4 KiB blocks of `work`'s bytes `from..from+len`
-/// at the same offsets into `sink` (zeros are what a fresh output and a
-/// streamed gap hold already), 1 MiB at a time.
-fn copy_data(work: &Cow, from: u64, len: u64, sink: &mut Sink<'_>) -> std::io::Result<()> {
+/// Writes the non-zero 4 KiB blocks of `src`'s bytes `from..from+len`
+/// into `dst` at `to..` (zeros are what a fresh output, a scratch file and
+/// a streamed gap hold already), 1 MiB at a time, each run of non-zero
+/// blocks as one write.
+fn copy_nonzero<R: ReadAt + ?Sized, W: WriteAt + ?Sized>(
+    src: &R,
+    from: u64,
+    dst: &mut W,
+    to: u64,
+    len: u64,
+) -> std::io::Result<()> {
     const CHUNK: usize = 1 << 20;
     const BLOCK: usize = 4096;
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     while done < len {
         let n = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
-        let at = from + done;
-        work.read_at(&mut buf[..n], at)?;
-        // Runs of non-zero blocks, written as one piece each.
+        src.read_exact_at(&mut buf[..n], from + done)?;
+        let at = to + done;
         let mut run: Option<usize> = None;
         for i in (0..n).step_by(BLOCK) {
             let nonzero = buf[i..(i + BLOCK).min(n)].iter().any(|&b| b != 0);
             match (nonzero, run) {
                 (true, None) => run = Some(i),
                 (false, Some(s)) => {
-                    sink.write_all_at(&buf[s..i], at + s as u64)?;
+                    dst.write_all_at(&buf[s..i], at + s as u64)?;
                     run = None;
                 }
                 _ => {}
             }
         }
         if let Some(s) = run {
-            sink.write_all_at(&buf[s..n], at + s as u64)?;
+            dst.write_all_at(&buf[s..n], at + s as u64)?;
         }
         done += n as u64;
     }
     Ok(())
+}
+
+/// Writes `work`'s edited bytes within `from..to` into `sink`, zeros
+/// included: the sink holds the base there already, and an edit may
+/// clear what the base had.
+fn copy_edits(work: &Cow, from: u64, to: u64, sink: &mut Sink<'_>) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    for (s, e) in work.edited_in(from, to) {
+        let mut at = s;
+        while at < e {
+            let n = (e - at).min(CHUNK);
+            buf.resize(usize::try_from(n).unwrap_or(0), 0);
+            work.read_at(&mut buf, at)?;
+            sink.write_all_at(&buf, at)?;
+            at += n;
+        }
+    }
+    Ok(())
+}
+
+/// Where the old content of `part` (the partition to rebuild) is read
+/// from: the base itself (`None`), or, when the base lies in the output
+/// file that the new partition overwrites, a copy set aside.
+fn set_aside(
+    ctx: &Ctx<'_>,
+    work: &Cow,
+    part: &BasePartition,
+    scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
+) -> Result<Option<Scratch>, Error> {
+    if !ctx.in_output {
+        return Ok(None);
+    }
+    let to = scratch("old")?;
+    let mut dst = to
+        .file
+        .try_clone()
+        .map_err(out_err(&to.path, "cannot reopen a scratch file"))?;
+    dst.set_len(part.size_bytes)
+        .and_then(|()| copy_nonzero(work.base(), part.start_bytes, &mut dst, 0, part.size_bytes))
+        .map_err(out_err(&to.path, "cannot copy a partition aside"))?;
+    Ok(Some(to))
 }
 
 /// Steps 3 to 5 of the module doc on the disk `work`: the data
@@ -808,6 +905,7 @@ fn preload_disk<T>(
     ctx: &Ctx<'_>,
     work: &Cow,
     layout: &Layout,
+    scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
     progress: &mut dyn FnMut(&str),
     deliver: &mut Deliver<'_, T>,
 ) -> Result<T, Error> {
@@ -822,12 +920,12 @@ fn preload_disk<T>(
 
     // 3. The old data filesystem, read from the base.
     progress(&format!("reading {data_label} of the base"));
-    let old = Ext4Reader::open(SubRegion::new(
-        work.base(),
-        data.start_bytes,
-        data.size_bytes,
-    ))
-    .map_err(old_err(&data_label))?;
+    let aside = set_aside(ctx, work, &data, scratch)?;
+    let (from, at) = aside
+        .as_ref()
+        .map_or((work.base(), data.start_bytes), |s| (&s.file, 0));
+    let old = Ext4Reader::open(SubRegion::new(from, at, data.size_bytes))
+        .map_err(old_err(&data_label))?;
     let store_path = app
         .as_ref()
         .map_or_else(|| crate::build::tp("docker"), |a| a.store_path.clone());
@@ -948,6 +1046,13 @@ fn rebuild<T>(
     ));
     let align = ctx.req.profile.alignment.max(4096);
     let disk_bytes = regrow(work, layout, part.old, part.size, align)?;
+    if ctx.in_output {
+        // The old partition and what followed it leave the output file
+        // too (it was set aside): the new one is written over zeros.
+        work.base()
+            .set_len(part.old.start_bytes)
+            .map_err(out_err(&ctx.req.output, "cannot cut the output file"))?;
+    }
     let boot = role(layout, BaseRole::Boot, ctx.base)?;
     let boot_report = edit_boot(ctx, work, boot, progress)?;
     let table = kiln_part::read_table(&At(work)).map_err(Error::Table)?;
@@ -963,6 +1068,7 @@ fn rebuild<T>(
             config: config.unwrap_or_else(|| boot_report.config.clone()),
             boot: (boot.number, boot_report),
             unchanged: ctx.unchanged,
+            in_output: ctx.in_output,
         },
         progress,
     )
@@ -1166,6 +1272,7 @@ fn preload_flasher<T>(
     }
     let inner_ctx = Ctx {
         base: &inner_name,
+        in_output: false,
         ..*ctx
     };
     // The preloaded inner image, written out whole: it is file content.
@@ -1174,6 +1281,7 @@ fn preload_flasher<T>(
         &inner_ctx,
         &inner_work,
         &inner_layout,
+        scratch,
         progress,
         &mut |disk, progress| {
             let mut f = reopen(&new_inner)?;
@@ -1198,12 +1306,12 @@ fn preload_flasher<T>(
                 reason: format!("{}: {e}", inner.path),
             }
         })?;
-    let old = Ext4Reader::open(SubRegion::new(
-        work.base(),
-        root.start_bytes,
-        root.size_bytes,
-    ))
-    .map_err(old_err(&label))?;
+    let aside = set_aside(ctx, work, &root, scratch)?;
+    let (from, at) = aside
+        .as_ref()
+        .map_or((work.base(), root.start_bytes), |s| (&s.file, 0));
+    let old =
+        Ext4Reader::open(SubRegion::new(from, at, root.size_bytes)).map_err(old_err(&label))?;
     let uuid = old.info().uuid;
     let opts = |size| crate::build::ext4_options(req, &label, Role::RootA, size, time).uuid(uuid);
     let mut est = Replace {
@@ -1333,7 +1441,7 @@ mod tests {
         let base = dir.path().join("base.img");
         std::fs::write(&base, vec![0x55u8; 4096]).unwrap();
         let scratch = |what: &str| Scratch::create(dir.path().join(format!(".s-{what}")));
-        let source = BaseSource::open(&base, &scratch).unwrap();
+        let source = BaseSource::open(&base, &scratch, None).unwrap();
         assert!(source._expanded.is_none(), "a raw base is read in place");
         source.unchanged(&base).unwrap();
         let facts = source.facts(&base).unwrap();

@@ -633,7 +633,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         app: data_tree.app.as_ref(),
         base: None,
     };
-    deliver_disk(&to, &disk, report, progress)
+    deliver_disk(&to, &disk, None, report, progress)
 }
 
 /// What writes a whole disk into a [`Sink`]: a normal build's partition
@@ -679,9 +679,13 @@ pub(crate) struct Deliver<'a> {
 /// (raw data + footer) or the dynamic VHD, written in place when raw is
 /// not delivered, else the sparse raw file. `report` makes the build's
 /// report from the partitions'.
+///
+/// `image` is the file [`raw_image_file`] made earlier, if the caller
+/// filled it already (a base build expands a compressed base into it).
 pub(crate) fn deliver_disk(
     to: &Deliver<'_>,
     disk: &dyn DiskWriter,
+    image: Option<TempImage>,
     report: impl FnOnce(Vec<PartitionReport>) -> BuildReport,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
@@ -692,12 +696,10 @@ pub(crate) fn deliver_disk(
     }
     let out = &req.output;
     let disk_bytes = disk.disk_bytes();
-    // The temporary output beside the target (same filesystem, so the
-    // final rename is atomic).
-    let mut tmp = TempImage::create(
-        &in_place.map_or_else(|| out.clone(), |f| crate::deliver::format_path(out, f)),
-    )?;
-    tmp.in_place = in_place;
+    let mut tmp = match image {
+        Some(t) => t,
+        None => image_file(req, in_place)?,
+    };
     let file = tmp.file()?;
     let size_err = |source| Error::Output {
         path: out.clone(),
@@ -750,6 +752,38 @@ pub(crate) fn deliver_disk(
         to.base,
         progress,
     )
+}
+
+/// The temporary output file beside the target (same filesystem, so the
+/// final rename is atomic) that a positional delivery writes the disk
+/// into: the raw image, or the `in_place` format's file.
+fn image_file(req: &BuildRequest<'_>, in_place: Option<DiskFormat>) -> Result<TempImage, Error> {
+    let out = &req.output;
+    let mut tmp = TempImage::create(
+        &in_place.map_or_else(|| out.clone(), |f| crate::deliver::format_path(out, f)),
+    )?;
+    tmp.in_place = in_place;
+    Ok(tmp)
+}
+
+/// The (empty) file a positional delivery writes the raw disk into, when
+/// it writes one: raw kept, or a fixed VHD in place (the raw disk, then a
+/// footer). `None` when the disk goes into a qcow2 or dynamic VHD in
+/// place, or is streamed.
+pub(crate) fn raw_image_file(
+    req: &BuildRequest<'_>,
+    delivery: &Delivery,
+) -> Result<Option<TempImage>, Error> {
+    let in_place = crate::deliver::in_place_format(delivery);
+    let raw = match in_place {
+        None => keeps_raw(delivery),
+        Some(f) => f == DiskFormat::Vhd,
+    };
+    if raw {
+        image_file(req, in_place).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Whether delivery keeps the raw image file itself (raw asked for, not

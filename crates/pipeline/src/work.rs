@@ -118,6 +118,22 @@ impl Cow {
         &self.base
     }
 
+    /// The edited ranges within `[from, to)`, clipped to it, in order.
+    pub(crate) fn edited_in(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let map = self.edited.borrow();
+        let before = map
+            .range(..from)
+            .next_back()
+            .filter(|&(_, &e)| e > from)
+            .map(|(&s, &e)| (s, e));
+        before
+            .into_iter()
+            .chain(map.range(from..to).map(|(&s, &e)| (s, e)))
+            .map(|(s, e)| (s.max(from), e.min(to)))
+            .filter(|(s, e)| s < e)
+            .collect()
+    }
+
     /// Reads `buf` at `offset` where nothing is edited: the base where it
     /// is visible, zeros beyond.
     fn read_base(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -249,6 +265,11 @@ mod tests {
         assert_eq!(read(&c, 34, 3), want[34..37]);
         // Touching ranges merged into one.
         assert_eq!(c.edited.borrow().len(), 1);
+        assert_eq!(c.edited_in(0, 100), [(20, 35)]);
+        assert_eq!(c.edited_in(25, 30), [(25, 30)]);
+        assert!(c.edited_in(35, 100).is_empty());
+        c.write_at(&[0xDD; 5], 50).unwrap();
+        assert_eq!(c.edited_in(30, 52), [(30, 35), (50, 52)]);
         let mut orig = vec![0; 100];
         FileExt::read_exact_at(c.base(), &mut orig, 0).unwrap();
         assert_eq!(orig, b);
