@@ -294,6 +294,58 @@ mod tests {
         assert_eq!(read(&c, 118, 16)[12..], [3; 4]);
     }
 
+    /// Random writes, cuts and growths against a plain byte vector that
+    /// models the disk (a fixed-seed generator: the same run every time).
+    #[test]
+    fn matches_a_byte_vector_model() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let orig: Vec<u8> = (0..4096u32).map(|i| (i % 251 + 1) as u8).collect();
+        let c = Cow::new(base(&orig), tempfile::tempfile().unwrap()).unwrap();
+        let mut model = orig.clone();
+        for step in 0..20_000 {
+            match next(10) {
+                0 => {
+                    let len = next(6000);
+                    c.set_len(len).unwrap();
+                    model.resize(len as usize, 0);
+                }
+                1..=6 => {
+                    let (at, n) = (next(5000), 1 + next(300));
+                    let fill = if next(3) == 0 { 0 } else { next(256) as u8 };
+                    c.write_at(&vec![fill; n as usize], at).unwrap();
+                    let end = (at + n) as usize;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[at as usize..end].fill(fill);
+                }
+                _ => {
+                    let len = model.len() as u64;
+                    assert_eq!(c.len().unwrap(), len, "step {step}");
+                    let at = next(len + 1);
+                    let n = next(len - at + 1);
+                    assert_eq!(
+                        read(&c, at, n as usize),
+                        model[at as usize..(at + n) as usize],
+                        "step {step}: {n} bytes at {at}"
+                    );
+                    // What is not edited reads as the base or zeros.
+                    let edited = c.edited_in(0, len);
+                    for w in edited.windows(2) {
+                        assert!(w[0].1 < w[1].0, "disjoint, not touching: {edited:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(read(&c, 0, model.len()), model);
+    }
+
     #[test]
     fn at_refuses_reads_past_the_end() {
         let c = Cow::new(base(&[1; 10]), tempfile::tempfile().unwrap()).unwrap();
