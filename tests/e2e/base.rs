@@ -254,20 +254,25 @@ fn preloads_into_an_mbr_base_whose_store_a_real_engine_wrote() {
     engine.stop_clean();
 }
 
+/// A GPT base with a FAT32 boot partition and `balena-` labels, its data
+/// partition `data_mib` MiB.
+fn balena_gpt(data_mib: u64) -> BaseSpec {
+    BaseSpec {
+        table: Table::Gpt,
+        fat: BootFat::Fat32,
+        prefix: "balena".into(),
+        boot_mib: 64,
+        data_mib,
+        ..BaseSpec::default()
+    }
+}
+
 #[test]
 fn grows_a_gpt_fat32_balena_labelled_base_reproducibly() {
     demo_inputs();
     require("sgdisk", "gdisk");
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
-    let spec = BaseSpec {
-        table: Table::Gpt,
-        fat: BootFat::Fat32,
-        prefix: "balena".into(),
-        boot_mib: 64,
-        data_mib: 16,
-        ..BaseSpec::default()
-    };
-    let raw = make_base(d.path(), &spec);
+    let raw = make_base(d.path(), &balena_gpt(16));
     let base = pack(&raw, Packed::Qcow2);
     let recipe = base_recipe(d.path(), "bob-gpt");
     let out = d.path().join("a.img");
@@ -325,17 +330,12 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
     require("sgdisk", "gdisk");
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
     let spec = BaseSpec {
-        table: Table::Gpt,
-        fat: BootFat::Fat32,
-        prefix: "balena".into(),
-        boot_mib: 64,
-        data_mib: 48,
         // Data the raw image must hold that compresses to little.
         data_files: vec![(
             "filler.txt".into(),
             b"kiln streams a base build\n".repeat(32 << 20 >> 5),
         )],
-        ..BaseSpec::default()
+        ..balena_gpt(48)
     };
     let base = make_base(d.path(), &spec);
     let base_sha = sha256_file(&base);
