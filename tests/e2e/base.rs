@@ -425,6 +425,19 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
         "left behind: {:?}",
         outputs_in(t.path(), "a")
     );
+    // The same while a compressed base is expanded into the raw output:
+    // the output is named, not the base.
+    let xbase = pack(&base, Packed::Xz);
+    let o = build_base(&recipe, &xbase, &t.path().join("a.img"), &["gpt"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("a.img: cannot expand the base image into it")
+            && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(outputs_in(t.path(), "a").is_empty());
     drop(t);
 
     // qcow2 alone from a qcow2 base: written in place.

@@ -462,7 +462,7 @@ pub(crate) fn build_base(
     // is expanded straight into it, and only kiln's edits and the new
     // partition are written over it.
     let mut image = crate::build::raw_image_file(req, &delivery)?;
-    let source = BaseSource::open(base, &scratch, image.as_mut())?;
+    let source = BaseSource::open(base, &scratch, image.as_mut().map(|t| (t, out.as_path())))?;
     let edits = scratch("edits")?;
     let work = Cow::new(
         source.file.try_clone().map_err(base_io(base))?,
@@ -579,10 +579,12 @@ enum Digesting {
 }
 
 impl BaseSource {
+    /// `output`: the raw output file (and its final name), if delivery
+    /// writes one.
     fn open(
         base: &Path,
         scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
-        output: Option<&mut crate::build::TempImage>,
+        output: Option<(&mut crate::build::TempImage, &Path)>,
     ) -> Result<Self, Error> {
         if let Some((file, _)) = kiln_base::open_raw(base).map_err(base_err(base))? {
             let meta = file.metadata().map_err(base_io(base))?;
@@ -599,14 +601,13 @@ impl BaseSource {
                 stamp: Some((meta.len(), meta.modified().ok())),
             });
         }
-        if let Some(tmp) = output {
-            let path = tmp.path.clone();
+        if let Some((tmp, name)) = output {
             let f = tmp.file()?;
-            let mat = kiln_base::materialize(base, f).map_err(base_err(base))?;
+            let mat = expand(base, f, name)?;
             return Ok(Self {
                 file: f
                     .try_clone()
-                    .map_err(out_err(&path, "cannot reopen the output file"))?,
+                    .map_err(out_err(name, "cannot reopen the output file"))?,
                 in_output: true,
                 _expanded: None,
                 sha256: std::cell::RefCell::new(Digesting::Done(mat.input_sha256)),
@@ -614,7 +615,7 @@ impl BaseSource {
             });
         }
         let expanded = scratch("base")?;
-        let mat = kiln_base::materialize(base, &expanded.file).map_err(base_err(base))?;
+        let mat = expand(base, &expanded.file, &expanded.path)?;
         Ok(Self {
             file: expanded
                 .file
@@ -670,6 +671,19 @@ impl BaseSource {
         }
         Ok(())
     }
+}
+
+/// Expands the (non-raw) base into `into` (named `name` in errors):
+/// a write failure (a full disk) names that file, anything else the base.
+fn expand(base: &Path, into: &File, name: &Path) -> Result<kiln_base::Materialized, Error> {
+    kiln_base::materialize(base, into).map_err(|e| match e {
+        kiln_base::Error::Write { source, .. } => Error::Output {
+            path: name.to_path_buf(),
+            op: "cannot expand the base image into it",
+            source,
+        },
+        e => base_err(base)(e),
+    })
 }
 
 fn base_io(base: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
