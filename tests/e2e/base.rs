@@ -466,6 +466,30 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
         .arg(&reference));
     assert!(cmp.contains("Images are identical"), "{cmp}");
     assert_eq!(sums_ok_and_manifest(&qdir, "a")["image"]["sha256"], ref_sha);
+    // A fixed VHD alone from the qcow2 base: expanded into the VHD file,
+    // the raw disk there, then the footer.
+    let o = build_base(
+        &recipe,
+        &qbase,
+        &qdir.join("v.img"),
+        &["gpt", "--format", "vhd"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vhd = qdir.join("v.vhd");
+    let info: serde_json::Value = serde_json::from_str(&ok(Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", "vpc"])
+        .arg(&vhd)))
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&vhd).unwrap().len(),
+        info["virtual-size"].as_u64().unwrap() + 512,
+        "a fixed VHD: the disk, then the footer"
+    );
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vpc", "-F", "raw"])
+        .arg(&vhd)
+        .arg(&reference));
+    assert!(cmp.contains("Images are identical"), "{cmp}");
     // Raw from the qcow2 base (expanded into the output file, the data
     // partition set aside, only the edits written over): the same image
     // as from the raw base read in place.
