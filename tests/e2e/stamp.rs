@@ -320,6 +320,23 @@ fn stamp_100_devices_raw_and_qcow2_overlays() {
         );
         assert_eq!(m["boot_partition"]["label"], "resin-boot");
     }
+    // An overlay is read through its backing file by kiln too: inspect
+    // sees the device's config, flash writes the same disk as the raw
+    // stamp's image.
+    let name = format!("dev-{:03}", 7);
+    let ov = d.join("ov").join(format!("{name}.qcow2"));
+    let o = run(kiln().args(["inspect", "--json"]).arg(&ov));
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["config"]["uuid"], uuid(7).as_str(), "{}", j["config"]);
+    let target = d.join("flashed.img");
+    let o = run(kiln().arg("flash").arg(&ov).arg(&target).arg("--force"));
+    assert!(o.status.success(), "{}", text(&o));
+    ok(Command::new("cmp")
+        .arg(&target)
+        .arg(d.join("raw").join(format!("{name}.img"))));
+    std::fs::remove_file(&target).unwrap();
+
     // Every output has its own digest, listed in SHA256SUMS (checked with
     // sha256sum -c for the overlays and a sample of raw images).
     let sums = std::fs::read_to_string(d.join("raw/SHA256SUMS")).unwrap();

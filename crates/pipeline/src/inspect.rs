@@ -1,6 +1,7 @@
 //! Reading an image back: partition table, filesystems, boot files,
 //! `config.json`. Works on images made by kiln and by standard tools, raw
-//! or qcow2/VMDK/VHD (read through kiln-vdisk, nothing converted), or
+//! or qcow2/VMDK/VHD (read through kiln-vdisk, nothing converted; a qcow2
+//! overlay through its backing file), or
 //! compressed/zipped (expanded into a scratch file the caller gives).
 //!
 //! Base images (a vendor's balenaOS image, see kiln-base) are understood
@@ -136,7 +137,11 @@ pub fn inspect(path: &Path, scratch: Option<&std::fs::File>) -> Result<InspectRe
     match format {
         BaseFormat::Raw => inspect_disk(std::rc::Rc::new(file), path),
         BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd => {
-            let img = kiln_vdisk::open(file).map_err(|e| Error::Image {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let img = kiln_vdisk::open_with_backing(file, dir).map_err(|e| Error::Image {
                 path: path.to_path_buf(),
                 reason: format!("bad {format} image: {}", chain(&e)),
             })?;

@@ -44,6 +44,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// An overlay's backing file cannot be opened.
+    #[error("cannot open the backing file {}", path.display())]
+    Backing {
+        /// The path it resolved to.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// A structure read from the image is inconsistent or out of bounds.
     #[error("corrupt {format} image: {what} (at file byte {offset})")]
     Corrupt {

@@ -84,7 +84,7 @@ pub mod vmdk;
 pub use error::{Error, Format, Result};
 pub use extent::{DiskWriter, Extent, WriteSummary};
 #[cfg(feature = "qcow2")]
-pub use qcow2::{Qcow2Options, Qcow2RandomWriter, Qcow2Reader, Qcow2Writer};
+pub use qcow2::{Backing, BackingDisk, Qcow2Options, Qcow2RandomWriter, Qcow2Reader, Qcow2Writer};
 pub use raw::{RawReader, RawWriter};
 pub use source::{
     allocated_extents, copy_allocated, feed_read_at, feed_sparse_file, AllocatedExtents,
@@ -165,6 +165,45 @@ pub enum Image<R: DataRegions> {
 /// [`Error::Corrupt`] or [`Error::Unsupported`] for a recognised but bad or
 /// unsupported image; [`Error::Io`].
 pub fn open<R: DataRegions>(src: R) -> Result<Image<R>> {
+    open_inner(src, None)
+}
+
+/// Like [`open`], and a qcow2 overlay is read through its backing file: a
+/// relative name is taken from `dir` (the overlay's directory, as QEMU
+/// does). The backing file may be any image [`open`] reads, not another
+/// overlay; its recorded format, if any, must be what it is.
+///
+/// # Errors
+/// As [`open`]; [`Error::Io`] when the backing file cannot be opened,
+/// [`Error::Unsupported`] for a backing overlay or a format mismatch.
+#[cfg(feature = "qcow2")]
+pub fn open_with_backing<R: DataRegions>(src: R, dir: &std::path::Path) -> Result<Image<R>> {
+    let mut resolve = |b: &qcow2::Backing| -> Result<qcow2::BackingDisk> {
+        let path = dir.join(&b.name);
+        let file = std::fs::File::open(&path).map_err(|source| Error::Backing {
+            path: path.clone(),
+            source,
+        })?;
+        let disk = open(file)?;
+        let fmt = disk.format().to_string();
+        if let Some(want) = &b.format {
+            // QEMU calls VHD "vpc".
+            if want != &fmt && !(want == "vpc" && fmt == "vhd") {
+                return Err(Error::unsupported(
+                    Format::Qcow2,
+                    "backing file of another format than the overlay records",
+                ));
+            }
+        }
+        Ok(Box::new(disk))
+    };
+    open_inner(src, Some(&mut resolve))
+}
+
+fn open_inner<R: DataRegions>(
+    src: R,
+    backing: Option<&mut qcow2::OpenBacking<'_>>,
+) -> Result<Image<R>> {
     let size = src.size().map_err(Error::io(0))?;
     let mut head = [0u8; 8];
     if size >= 8 {
@@ -177,7 +216,7 @@ pub fn open<R: DataRegions>(src: R) -> Result<Image<R>> {
     }
     #[cfg(feature = "qcow2")]
     if head[..4] == qcow2::QCOW2_MAGIC {
-        return Qcow2Reader::open(src).map(Image::Qcow2);
+        return Qcow2Reader::open_overlay(src, backing).map(Image::Qcow2);
     }
     #[cfg(feature = "vmdk")]
     if head[..4] == vmdk::VMDK4_MAGIC.to_le_bytes() || &head == b"# Disk D" {

@@ -66,6 +66,41 @@ fn overlay_stores_only_fed_clusters_and_reads_through() {
         .sum();
     // Clusters 3 and 5 (zeros) and the 512-byte tail.
     assert_eq!(own, (2 * C + 512) as u64);
+
+    // kiln's reader: refused without the backing disk, then read through
+    // it: equal to what qemu-img compared above (the zero cluster masks the
+    // backing data, unallocated clusters read it), and every non-zero byte
+    // inside the reported allocated extents.
+    let f = File::open(&ov).unwrap();
+    assert!(matches!(
+        kiln_vdisk::open(&f),
+        Err(kiln_vdisk::Error::Unsupported { .. })
+    ));
+    let img = kiln_vdisk::open_with_backing(&f, &d.path("")).unwrap();
+    let mut got = vec![0u8; size];
+    kiln_vdisk::VirtualDisk::read_virtual(&img, &mut got, 0).unwrap();
+    assert!(got == want, "the overlay read through its backing file");
+    let mut covered = vec![false; size];
+    for e in kiln_vdisk::allocated_extents(&img) {
+        let e = e.unwrap();
+        covered[e.offset as usize..e.end() as usize].fill(true);
+    }
+    assert!(
+        want.iter().zip(&covered).all(|(&b, &c)| b == 0 || c),
+        "a non-zero byte outside the allocated extents"
+    );
+    // qemu-img's own conversion of the overlay agrees byte for byte.
+    let o = qemu_img(&["convert", "-O", "raw", p(&ov), p(&d.path("qemu.raw"))]);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(std::fs::read(d.path("qemu.raw")).unwrap() == got);
+
+    // A missing backing file: named.
+    std::fs::rename(d.path("base.raw"), d.path("gone.raw")).unwrap();
+    let e = kiln_vdisk::open_with_backing(&f, &d.path("")).unwrap_err();
+    assert!(
+        e.to_string().contains("backing file") && e.to_string().contains("base.raw"),
+        "{e}"
+    );
 }
 
 #[test]

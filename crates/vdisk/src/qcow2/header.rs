@@ -123,9 +123,6 @@ impl Header {
                 "unknown incompatible feature bits",
             ));
         }
-        if h.backing_file_offset != 0 {
-            return Err(Error::unsupported(Format::Qcow2, "backing file"));
-        }
         if h.crypt_method != 0 {
             return Err(Error::unsupported(Format::Qcow2, "encryption"));
         }
@@ -174,8 +171,10 @@ mod tests {
         let mut b = sample().to_bytes();
         b[79] = 0x10; // extended L2 (bit 4)
         assert!(matches!(Header::parse(&b), Err(Error::Unsupported { .. })));
+        // A backing file is the reader's business (it needs the backing
+        // disk to read an overlay), not the header's.
         let mut b = sample().to_bytes();
-        b[15] = 1; // backing file
-        assert!(matches!(Header::parse(&b), Err(Error::Unsupported { .. })));
+        b[15] = 1;
+        assert_eq!(Header::parse(&b).unwrap().backing_file_offset, 1);
     }
 }

@@ -65,7 +65,7 @@ mod refcount;
 mod writer;
 
 pub use random::Qcow2RandomWriter;
-pub use reader::Qcow2Reader;
+pub use reader::{Backing, BackingDisk, OpenBacking, Qcow2Reader};
 pub use writer::Qcow2Writer;
 
 /// `QFI\xfb`, the first four header bytes.

@@ -1,4 +1,8 @@
-//! qcow2 reader (versions 2 and 3, no backing file, zlib compression).
+//! qcow2 reader (versions 2 and 3, zlib compression). An overlay (a
+//! header naming a backing file, qcow2.txt "Header" and the "backing file
+//! format name" extension) is read only with its backing disk attached
+//! ([`Qcow2Reader::open_overlay`]): its unallocated clusters read from it,
+//! its zero clusters as zeros.
 
 use std::io;
 use std::sync::Mutex;
@@ -6,7 +10,7 @@ use std::sync::Mutex;
 use flate2::{Decompress, FlushDecompress};
 use kiln_units::ReadAt;
 
-use crate::bytes::be64;
+use crate::bytes::{be32, be64};
 use crate::error::{Error, Format, Result};
 use crate::extent::Extent;
 use crate::source::{check_range, VirtualDisk};
@@ -17,12 +21,50 @@ use super::l1l2::{l1_target, L2Entry};
 /// Largest L1 table accepted (QEMU's `QCOW_MAX_L1_SIZE`, 32 MiB).
 const MAX_L1_BYTES: u64 = 32 << 20;
 
+/// Longest backing file name (qcow2.txt: "must not be longer than 1023
+/// bytes").
+const MAX_BACKING_NAME: u32 = 1023;
+/// Header extension type of the backing file format name.
+const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
+
+/// A qcow2 overlay's backing file, as its header names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backing {
+    /// The name as recorded (QEMU resolves a relative name against the
+    /// overlay's directory).
+    pub name: String,
+    /// The "backing file format name" extension (`raw`, `qcow2`, ...).
+    pub format: Option<String>,
+}
+
+/// The disk an overlay's unallocated clusters read from.
+pub type BackingDisk = Box<dyn VirtualDisk + Send + Sync>;
+
+/// Opens the disk an overlay's header names ([`Qcow2Reader::open_overlay`]).
+pub type OpenBacking<'a> = dyn FnMut(&Backing) -> Result<BackingDisk> + 'a;
+
+/// [`BackingDisk`] with a `Debug` impl.
+struct Under(BackingDisk);
+
+impl std::fmt::Debug for Under {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} backing disk of {} bytes",
+            self.0.format(),
+            self.0.virtual_size()
+        )
+    }
+}
+
 /// A qcow2 image opened for reading.
 ///
 /// Memory kept: the L1 table (bounded by 32 MiB, and by the virtual size),
 /// one cached L2 table and one decompressed cluster (at most 2 MiB each).
 #[derive(Debug)]
 pub struct Qcow2Reader<R> {
+    /// An overlay's backing file and disk (boxed: most images have none).
+    backing: Option<Box<(Backing, Under)>>,
     src: R,
     file_size: u64,
     cluster_bits: u32,
@@ -53,6 +95,17 @@ impl<R: ReadAt> Qcow2Reader<R> {
     /// [`Error::Unsupported`] for backing files, encryption, external data,
     /// zstd compression or extended L2 entries, [`Error::Io`] on read failure.
     pub fn open(src: R) -> Result<Self> {
+        Self::open_overlay(src, None)
+    }
+
+    /// Like [`Qcow2Reader::open`], and an overlay is opened with the disk
+    /// `backing` returns for the file its header names.
+    ///
+    /// # Errors
+    /// As [`Qcow2Reader::open`]; [`Error::Unsupported`] for an overlay
+    /// without `backing`, [`Error::Corrupt`] for a bad backing file name or
+    /// extension; `backing`'s own error.
+    pub fn open_overlay(src: R, backing: Option<&mut OpenBacking<'_>>) -> Result<Self> {
         let file_size = src.size().map_err(Error::io(0))?;
         let mut hb = [0u8; 112];
         if file_size < 72 {
@@ -61,6 +114,15 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let n = usize::try_from(file_size.min(112)).unwrap_or(112);
         src.read_exact_at(&mut hb[..n], 0).map_err(Error::io(0))?;
         let h = Header::parse(&hb)?;
+        let backing = match (h.backing_file_offset, backing) {
+            (0, _) => None,
+            (_, None) => return Err(Error::unsupported(Format::Qcow2, "backing file")),
+            (_, Some(open)) => {
+                let b = read_backing(&src, &h, be32(&hb, 16), file_size)?;
+                let disk = open(&b)?;
+                Some(Box::new((b, Under(disk))))
+            }
+        };
         let cluster_size = 1u64 << h.cluster_bits;
         let l2_entries = cluster_size / 8;
         let needed = h.size.div_ceil(l2_entries * cluster_size);
@@ -90,6 +152,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
         }
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
         Ok(Self {
+            backing,
             src,
             file_size,
             cluster_bits: h.cluster_bits,
@@ -105,6 +168,62 @@ impl<R: ReadAt> Qcow2Reader<R> {
     /// The cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
         self.cluster_size
+    }
+
+    /// An overlay's backing file.
+    pub fn backing(&self) -> Option<&Backing> {
+        self.backing.as_deref().map(|(b, _)| b)
+    }
+
+    /// Fills `buf` from the backing disk at virtual byte `offset` (zeros
+    /// past its end, or without one).
+    fn read_under(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let Some((_, Under(disk))) = self.backing.as_deref() else {
+            buf.fill(0);
+            return Ok(());
+        };
+        let inside = usize::try_from(disk.virtual_size().saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let (head, tail) = buf.split_at_mut(inside);
+        if !head.is_empty() {
+            disk.read_virtual(head, offset)?;
+        }
+        tail.fill(0);
+        Ok(())
+    }
+
+    /// The first cluster at or after `from` holding data of this file
+    /// (standard or compressed), clipped to start at `from`.
+    fn next_own(&self, from: u64) -> Result<Option<Extent>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cs = self.cluster_size;
+        let l2_span = cs / 8 * cs;
+        let mut c = from / cs;
+        let clusters = self.size.div_ceil(cs);
+        while c < clusters {
+            let l1_idx = c / (cs / 8);
+            let present = usize::try_from(l1_idx)
+                .ok()
+                .and_then(|i| self.l1.get(i))
+                .is_some_and(|&e| l1_target(e) != 0);
+            if !present {
+                c = (l1_idx + 1) * l2_span / cs;
+                continue;
+            }
+            match self.l2_entry(&mut cache, c)? {
+                L2Entry::Unallocated | L2Entry::Zero => c += 1,
+                _ => {
+                    let start = (c * cs).max(from);
+                    let end = ((c + 1) * cs).min(self.size);
+                    return Ok(Some(Extent {
+                        offset: start,
+                        len: end - start,
+                    }));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn l2_entry(&self, cache: &mut Cache, vcluster: u64) -> Result<L2Entry> {
@@ -154,7 +273,8 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let vcluster = offset / self.cluster_size;
         let within = offset % self.cluster_size;
         match self.l2_entry(cache, vcluster)? {
-            L2Entry::Unallocated | L2Entry::Zero => buf.fill(0),
+            L2Entry::Unallocated => self.read_under(buf, offset)?,
+            L2Entry::Zero => buf.fill(0),
             L2Entry::Standard(host) => {
                 if host % self.cluster_size != 0
                     || host
@@ -237,38 +357,30 @@ impl<R: ReadAt> VirtualDisk for Qcow2Reader<R> {
     fn virtual_size(&self) -> u64 {
         self.size
     }
+    /// The file's own data clusters and, on an overlay, the backing
+    /// disk's allocated regions (reported as they are: a region may also
+    /// hold this file's zero clusters, which allocated regions may).
     fn next_allocated(&self, from: u64) -> Result<Option<Extent>> {
         if from >= self.size {
             return Ok(None);
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let cs = self.cluster_size;
-        let l2_span = cs / 8 * cs;
-        let mut c = from / cs;
-        let clusters = self.size.div_ceil(cs);
-        while c < clusters {
-            let l1_idx = c / (cs / 8);
-            let present = usize::try_from(l1_idx)
-                .ok()
-                .and_then(|i| self.l1.get(i))
-                .is_some_and(|&e| l1_target(e) != 0);
-            if !present {
-                c = (l1_idx + 1) * l2_span / cs;
-                continue;
-            }
-            match self.l2_entry(&mut cache, c)? {
-                L2Entry::Unallocated | L2Entry::Zero => c += 1,
-                _ => {
-                    let start = (c * cs).max(from);
-                    let end = ((c + 1) * cs).min(self.size);
-                    return Ok(Some(Extent {
-                        offset: start,
-                        len: end - start,
-                    }));
-                }
-            }
-        }
-        Ok(None)
+        let own = self.next_own(from)?;
+        let under = match self.backing.as_deref() {
+            Some((_, Under(disk))) => disk.next_allocated(from)?.and_then(|e| {
+                let end = e.end().min(self.size);
+                (e.offset < end).then(|| Extent {
+                    offset: e.offset,
+                    len: end - e.offset,
+                })
+            }),
+            None => None,
+        };
+        Ok(match (own, under) {
+            (Some(a), Some(b)) if b.offset < a.offset => Some(b),
+            (Some(a), Some(b)) if b.offset == a.offset => Some(if b.len > a.len { b } else { a }),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        })
     }
     fn read_virtual(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(offset, buf.len(), self.size)?;
@@ -287,4 +399,48 @@ impl<R: ReadAt> VirtualDisk for Qcow2Reader<R> {
         }
         Ok(())
     }
+}
+
+/// Reads and checks an overlay's backing file name (at
+/// `backing_file_offset`, `name_len` bytes) and its format name extension
+/// (in the header extensions after `header_length`).
+fn read_backing<R: ReadAt>(src: &R, h: &Header, name_len: u32, file_size: u64) -> Result<Backing> {
+    let off = h.backing_file_offset;
+    if name_len == 0
+        || name_len > MAX_BACKING_NAME
+        || off
+            .checked_add(u64::from(name_len))
+            .is_none_or(|e| e > file_size)
+    {
+        return Err(corrupt(8, "backing file name outside the file or too long"));
+    }
+    let mut name = vec![0u8; name_len as usize];
+    src.read_exact_at(&mut name, off).map_err(Error::io(off))?;
+    let name = String::from_utf8(name).map_err(|_| corrupt(off, "backing file name not UTF-8"))?;
+    // Header extensions: type (4), length (4), data padded to 8, until
+    // type 0; they lie in the first cluster, before the name.
+    let mut format = None;
+    let mut at = u64::from(h.header_length);
+    let limit = off.min(1 << h.cluster_bits).min(file_size);
+    while at + 8 <= limit {
+        let mut e = [0u8; 8];
+        src.read_exact_at(&mut e, at).map_err(Error::io(at))?;
+        let (kind, len) = (be32(&e, 0), u64::from(be32(&e, 4)));
+        if kind == 0 {
+            break;
+        }
+        let data = at + 8;
+        if data + len > limit {
+            return Err(corrupt(at, "header extension outside the header cluster"));
+        }
+        if kind == EXT_BACKING_FORMAT {
+            let mut f = vec![0u8; len as usize];
+            src.read_exact_at(&mut f, data).map_err(Error::io(data))?;
+            format = Some(
+                String::from_utf8(f).map_err(|_| corrupt(data, "backing format name not UTF-8"))?,
+            );
+        }
+        at = data + len.div_ceil(8) * 8;
+    }
+    Ok(Backing { name, format })
 }
