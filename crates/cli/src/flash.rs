@@ -135,7 +135,7 @@ pub fn run(a: FlashArgs) -> Result<()> {
     let compression = Compression::detect(&head[..n]);
     let disk = if compression == Compression::None {
         Some(
-            kiln_vdisk::open_with_backing(&file, dir_of(&a.image))
+            kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(&a.image))
                 .with_context(|| format!("{}: not a readable image", a.image.display()))?,
         )
     } else {
@@ -289,12 +289,4 @@ pub fn run(a: FlashArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The directory holding `path` (a qcow2 overlay's backing file is named
-/// relative to it).
-fn dir_of(path: &std::path::Path) -> &std::path::Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."))
 }

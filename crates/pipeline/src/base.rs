@@ -445,11 +445,7 @@ pub(crate) fn build_base(
     // Checked before the slow part, as a normal build checks its plan.
     let delivery = crate::build::delivery_for(req)?;
     let out = &req.output;
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let dir = kiln_units::parent_dir(out).to_path_buf();
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

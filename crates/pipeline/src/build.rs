@@ -151,10 +151,7 @@ impl TempImage {
     /// Creates (truncates) `.<name>.kiln-partial` beside `out`: the same
     /// filesystem, so the final rename is atomic.
     pub(crate) fn create(out: &Path) -> Result<Self, Error> {
-        let dir = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = kiln_units::parent_dir(out);
         let name = out.file_name().ok_or_else(|| Error::Output {
             path: out.to_path_buf(),
             op: "output path has no file name",
@@ -1124,10 +1121,7 @@ fn conclude(
     mut temps: Temps,
 ) -> Result<Vec<Delivered>, Error> {
     let out = &req.output;
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = kiln_units::parent_dir(out);
     report.image_sha256 = image_digest.to_hex();
     let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
         profile: &req.profile,

@@ -78,11 +78,8 @@ pub fn convert(
         .open(&tmp)
         .map_err(io(output, "cannot create the output file"))?;
     let summary = if compression == Compression::None {
-        let dir = input
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let img = kiln_vdisk::open_with_backing(&file, dir).map_err(bad(input))?;
+        let img = kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(input))
+            .map_err(bad(input))?;
         let size = kiln_vdisk::VirtualDisk::virtual_size(&img);
         let mut w = opts.create_writer(&mut out, size).map_err(bad(output))?;
         kiln_vdisk::copy_allocated(&img, &mut w).map_err(bad(input))?;

@@ -137,14 +137,13 @@ pub fn inspect(path: &Path, scratch: Option<&std::fs::File>) -> Result<InspectRe
     match format {
         BaseFormat::Raw => inspect_disk(std::rc::Rc::new(file), path),
         BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd => {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let img = kiln_vdisk::open_with_backing(file, dir).map_err(|e| Error::Image {
-                path: path.to_path_buf(),
-                reason: format!("bad {format} image: {}", chain(&e)),
-            })?;
+            let img =
+                kiln_vdisk::open_with_backing(file, kiln_units::parent_dir(path)).map_err(|e| {
+                    Error::Image {
+                        path: path.to_path_buf(),
+                        reason: format!("bad {format} image: {}", chain(&e)),
+                    }
+                })?;
             inspect_disk(std::rc::Rc::new(img), path)
         }
         BaseFormat::Xz | BaseFormat::Gz | BaseFormat::Zst | BaseFormat::Zip => {

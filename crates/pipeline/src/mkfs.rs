@@ -128,11 +128,7 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
             None,
         ),
         None => {
-            let dir = req
-                .output
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            let dir = kiln_units::parent_dir(&req.output).to_path_buf();
             let name = req
                 .output
                 .file_name()

@@ -27,3 +27,13 @@ mod size;
 pub use guid::{Guid, ParseGuidError};
 pub use io::{ReadAt, SubRegion, WriteAt};
 pub use size::{align_up, ByteSize, Lba, ParseSizeError, SectorSize, GIB, KIB, MIB, TIB};
+
+/// The directory holding `path`: its parent, or `.` for a bare file name
+/// (where kiln puts temporary siblings, and what a qcow2 overlay's
+/// relative backing file name is resolved against).
+#[must_use]
+pub fn parent_dir(path: &std::path::Path) -> &std::path::Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+}
