@@ -22,7 +22,7 @@ use kiln_tree::{
 };
 use kiln_units::{ByteSize, SubRegion};
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Everything a build needs; the caller (the CLI) gathers the time, the
@@ -151,24 +151,14 @@ impl TempImage {
     /// Creates (truncates) `.<name>.kiln-partial` beside `out`: the same
     /// filesystem, so the final rename is atomic.
     pub(crate) fn create(out: &Path) -> Result<Self, Error> {
-        let dir = kiln_units::parent_dir(out);
-        let name = out.file_name().ok_or_else(|| Error::Output {
-            path: out.to_path_buf(),
-            op: "output path has no file name",
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        })?;
-        let path = dir.join(format!(".{}.kiln-partial", name.to_string_lossy()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|source| Error::Output {
+        if out.file_name().is_none() {
+            return Err(Error::Output {
                 path: out.to_path_buf(),
-                op: "cannot create the output file",
-                source,
-            })?;
+                op: "output path has no file name",
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
+        let (path, file) = crate::outpath::create_partial(out)?;
         Ok(Self {
             path,
             file: Some(file),
@@ -191,9 +181,7 @@ impl TempImage {
 impl Drop for TempImage {
     fn drop(&mut self) {
         if self.file.take().is_some() {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!("could not remove {}: {e}", self.path.display());
-            }
+            crate::outpath::remove_partial(&self.path);
         }
     }
 }
@@ -471,6 +459,19 @@ pub(crate) fn tp(s: &str) -> TreePath {
 
 /// Runs a build. `progress` receives one line per stage.
 pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, Error> {
+    // Every output is a regular file or nothing yet, checked before any
+    // work; stale temporary files of an interrupted run are removed.
+    let delivery = delivery_for(req)?;
+    crate::outpath::check_all(
+        crate::deliver::output_paths(&req.output, &delivery)
+            .iter()
+            .map(PathBuf::as_path),
+    )?;
+    crate::outpath::clear_stale(
+        crate::deliver::every_output_path(&req.output)
+            .iter()
+            .map(PathBuf::as_path),
+    )?;
     if let Some(base) = req
         .base
         .clone()
@@ -1063,6 +1064,7 @@ pub(crate) fn finish(
         temps,
     )?;
     if let Some(dest) = keep {
+        crate::outpath::check_replaceable(&dest)?;
         std::fs::rename(&tmp.path, &dest).map_err(|source| Error::Output {
             path: dest.clone(),
             op: "cannot move the finished image into place",
@@ -1134,20 +1136,12 @@ fn conclude(
         artifacts: &artifacts,
         inputs,
     })?;
-    let manifest_path = {
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = name.strip_suffix(".img").unwrap_or(&name).to_string();
-        out.with_file_name(format!("{stem}.manifest.json"))
-    };
-    let tmp_manifest = temps.add(&manifest_path);
-    std::fs::write(&tmp_manifest, manifest.as_bytes()).map_err(|source| Error::Output {
-        path: manifest_path.clone(),
-        op: "cannot write the manifest",
-        source,
-    })?;
+    let manifest_path = crate::deliver::manifest_path(out);
+    temps.write(
+        &manifest_path,
+        manifest.as_bytes(),
+        "cannot write the manifest",
+    )?;
     artifacts.push(Delivered::file(
         manifest_path,
         "manifest",

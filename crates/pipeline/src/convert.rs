@@ -7,7 +7,7 @@ use crate::deliver::{DiskFormat, Temps};
 use crate::Error;
 use kiln_artifact::compress::{Compression, Decoder};
 use kiln_vdisk::{DiskWriter, OutputFormat};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -69,14 +69,7 @@ pub fn convert(
         ),
     };
     let mut temps = Temps::new();
-    let tmp = temps.add(output);
-    let mut out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io(output, "cannot create the output file"))?;
+    let (_, mut out) = temps.create(output)?;
     let summary = if compression == Compression::None {
         let img = kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(input))
             .map_err(bad(input))?;

@@ -33,7 +33,7 @@ use kiln_artifact::digest::{HashingWriter, Sha256Digest, Sha256Hasher};
 use kiln_artifact::sums::Sha256Sums;
 use kiln_units::ReadAt;
 use kiln_vdisk::{DataRegions, DiskWriter, Format, OutputFormat, VirtualDisk, WriteSummary};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -193,19 +193,29 @@ impl Temps {
     pub(crate) fn new() -> Self {
         Self(Vec::new())
     }
-    /// A temporary path for `dest`, registered for cleanup.
-    pub(crate) fn add(&mut self, dest: &Path) -> PathBuf {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.kiln-partial"));
+    /// Creates the temporary file of `dest` ([`crate::outpath`]: only a
+    /// regular file is ever replaced), registered for cleanup and for
+    /// the rename into place.
+    pub(crate) fn create(&mut self, dest: &Path) -> Result<(PathBuf, File), Error> {
+        let (tmp, file) = crate::outpath::create_partial(dest)?;
         self.0.push((tmp.clone(), dest.to_path_buf()));
-        tmp
+        Ok((tmp, file))
     }
-    /// Renames every temporary file into place.
+    /// Writes `bytes` as the temporary file of `dest`.
+    pub(crate) fn write(
+        &mut self,
+        dest: &Path,
+        bytes: &[u8],
+        op: &'static str,
+    ) -> Result<(), Error> {
+        let (_, mut f) = self.create(dest)?;
+        f.write_all(bytes).map_err(out_err(dest, op))
+    }
+    /// Renames every temporary file into place (each destination checked
+    /// again right before: still nothing but a regular file is replaced).
     pub(crate) fn commit(mut self) -> Result<(), Error> {
         for (tmp, dest) in std::mem::take(&mut self.0) {
+            crate::outpath::check_replaceable(&dest)?;
             std::fs::rename(&tmp, &dest).map_err(|source| Error::Output {
                 path: dest.clone(),
                 op: "cannot move the finished file into place",
@@ -219,11 +229,7 @@ impl Temps {
 impl Drop for Temps {
     fn drop(&mut self) {
         for (tmp, _) in &self.0 {
-            if tmp.exists() {
-                if let Err(e) = std::fs::remove_file(tmp) {
-                    tracing::warn!("could not remove {}: {e}", tmp.display());
-                }
-            }
+            crate::outpath::remove_partial(tmp);
         }
     }
 }
@@ -550,26 +556,72 @@ pub(crate) fn plan_outputs(
             }
         };
         let dest = format_path(out, *f);
-        let tmp = temps.add(&dest);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(out_err(&dest, "cannot create the output file"))?;
+        let (tmp, file) = temps.create(&dest)?;
         vdisks.push(((*f, dest, tmp), file, opts));
     }
     let compressed = match &d.compress {
         Some(c) => {
             let dest = compressed_path(out, c);
-            let tmp = temps.add(&dest);
-            let f = File::create(&tmp).map_err(out_err(&dest, "cannot create the output file"))?;
+            let (_, f) = temps.create(&dest)?;
             Some((dest, f))
         }
         None => None,
     };
     Ok(Planned { vdisks, compressed })
+}
+
+/// The block map's path for the raw output path `out` (`disk.img.bmap`).
+pub(crate) fn bmap_path(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.bmap", out.display()))
+}
+
+/// The manifest's path for the raw output path `out`: its stem (without
+/// `.img`) and `.manifest.json`.
+pub(crate) fn manifest_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".img").unwrap_or(&name);
+    out.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// Every file a build delivering `d` to `out` may create or replace:
+/// checked before any work ([`crate::outpath::check_all`]).
+pub(crate) fn output_paths(out: &Path, d: &Delivery) -> Vec<PathBuf> {
+    let mut paths = vec![out.to_path_buf()];
+    paths.extend(d.formats.iter().map(|f| format_path(out, *f)));
+    paths.extend(d.compress.as_ref().map(|c| compressed_path(out, c)));
+    paths.push(bmap_path(out));
+    paths.push(manifest_path(out));
+    paths.push(kiln_units::parent_dir(out).join("SHA256SUMS"));
+    paths
+}
+
+/// Every file a build to `out` writes in any delivery: the stale
+/// temporary files of all of them are removed before a build, so an
+/// interrupted build with other formats leaves nothing for long.
+pub(crate) fn every_output_path(out: &Path) -> Vec<PathBuf> {
+    use kiln_artifact::compress::Compression as C;
+    let every = Delivery {
+        formats: vec![
+            DiskFormat::Raw,
+            DiskFormat::Qcow2,
+            DiskFormat::Vmdk,
+            DiskFormat::Vhd,
+            DiskFormat::VhdDynamic,
+        ],
+        compress: None,
+        seed: [0; 16],
+        timestamp: 0,
+    };
+    let mut paths = output_paths(out, &every);
+    paths.extend(
+        [C::Xz, C::Gzip, C::Zstd]
+            .into_iter()
+            .map(|c| compressed_path(out, &CompressOptions::new(c))),
+    );
+    paths
 }
 
 /// `out` with the compression's extension (`disk.img.xz`).
@@ -735,9 +787,8 @@ pub(crate) fn assemble(
     // The block map describes the raw image (also when only its
     // compressed form is delivered: bmaptool decompresses on the fly).
     if d.formats.contains(&DiskFormat::Raw) {
-        let dest = PathBuf::from(format!("{}.bmap", out.display()));
-        let tmp = temps.add(&dest);
-        let mut f = File::create(&tmp).map_err(out_err(&dest, "cannot create the output file"))?;
+        let dest = bmap_path(out);
+        let (tmp, mut f) = temps.create(&dest)?;
         p.bmap.write_to(&mut f).map_err(artifact_err(&dest))?;
         f.sync_all()
             .map_err(out_err(&dest, "cannot flush the bmap"))?;
@@ -1015,8 +1066,7 @@ pub(crate) fn write_sums(
         }
     }
     let dest = dir.join("SHA256SUMS");
-    let tmp = temps.add(&dest);
     let text = sums.render();
-    std::fs::write(&tmp, &text).map_err(out_err(&dest, "cannot write SHA256SUMS"))?;
+    temps.write(&dest, text.as_bytes(), "cannot write SHA256SUMS")?;
     Ok(Delivered::file(dest, "sha256sums", text.as_bytes()))
 }

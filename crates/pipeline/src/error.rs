@@ -85,6 +85,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An output path holds something kiln must not replace: only
+    /// regular files are ever created or replaced.
+    #[error("{}: refusing to replace {what} (kiln only creates or replaces regular files)", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What stands there ("a block device", "a directory", ...).
+        what: &'static str,
+    },
     /// An image given to inspect is not understood.
     #[error("{}: {reason}", path.display())]
     Image {
@@ -106,7 +115,7 @@ impl Error {
             | Error::TooBig { .. }
             | Error::Layout { .. }
             | Error::Image { .. } => 2,
-            Error::Output { .. } => 3,
+            Error::Output { .. } | Error::NotRegular { .. } => 3,
             _ => 1,
         }
     }

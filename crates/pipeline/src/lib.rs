@@ -59,6 +59,7 @@ mod inspect;
 mod inspect_data;
 mod manifest;
 mod mkfs;
+mod outpath;
 mod plan;
 mod seed;
 mod sink;

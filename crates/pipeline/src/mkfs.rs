@@ -3,6 +3,7 @@
 //! file, or into a window of an existing image (`offset`).
 
 use crate::content::feed_input;
+use crate::outpath::remove_partial;
 use crate::Error;
 use kiln_ext4::{Ext4Estimator, Ext4Options, Ext4Writer};
 use kiln_recipe::{InputPath, Location};
@@ -63,6 +64,11 @@ pub struct MkfsReport {
 
 /// Makes the filesystem.
 pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
+    // Only regular files are written, checked before any work.
+    match req.offset {
+        Some(_) => crate::outpath::check_existing_regular(&req.output)?,
+        None => crate::outpath::check_all([req.output.as_path()])?,
+    }
     let time = Timestamp::new(req.timestamp, 0);
     let src_opts = SourceOptions {
         clamp_time: Some(time),
@@ -119,31 +125,28 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
         move |source| Error::Output { path, op, source }
     };
     let (mut file, tmp) = match req.offset {
-        Some(_) => (
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&req.output)
-                .map_err(out_err("cannot open the target image"))?,
-            None,
-        ),
+        Some(_) => {
+            crate::outpath::check_existing_regular(&req.output)?;
+            (
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&req.output)
+                    .map_err(out_err("cannot open the target image"))?,
+                None,
+            )
+        }
         None => {
-            let dir = kiln_units::parent_dir(&req.output).to_path_buf();
-            let name = req
-                .output
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = dir.join(format!(".{name}.kiln-partial"));
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(out_err("cannot create the output file"))?;
-            f.set_len(size)
-                .map_err(out_err("cannot size the output file"))?;
+            let (tmp, f) = crate::outpath::create_partial(&req.output)?;
+            if let Err(source) = f.set_len(size) {
+                // Not yet behind the cleanup below.
+                remove_partial(&tmp);
+                return Err(Error::Output {
+                    path: req.output.clone(),
+                    op: "cannot size the output file",
+                    source,
+                });
+            }
             (f, Some(tmp))
         }
     };
@@ -183,13 +186,17 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
         })
     })();
     match (&result, tmp) {
-        (Ok(_), Some(tmp)) => std::fs::rename(&tmp, &req.output)
-            .map_err(out_err("cannot move the filesystem into place"))?,
-        (Err(_), Some(tmp)) => {
-            if let Err(e) = std::fs::remove_file(&tmp) {
-                tracing::warn!("could not remove {}: {e}", tmp.display());
+        (Ok(_), Some(tmp)) => {
+            let moved = crate::outpath::check_replaceable(&req.output).and_then(|()| {
+                std::fs::rename(&tmp, &req.output)
+                    .map_err(out_err("cannot move the filesystem into place"))
+            });
+            if moved.is_err() {
+                remove_partial(&tmp);
             }
+            moved?;
         }
+        (Err(_), Some(tmp)) => remove_partial(&tmp),
         _ => {}
     }
     result

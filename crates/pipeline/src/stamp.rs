@@ -754,6 +754,7 @@ pub fn stamp(req: &StampRequest, progress: &mut dyn FnMut(&str)) -> Result<Stamp
     let image = File::open(&req.image).map_err(out_err(&req.image, "opening the image"))?;
     let size = image.metadata().map_err(out_err(&req.image, "stat"))?.len();
     let (number, label, start, psize) = find_boot(&image, &req.image)?;
+    crate::outpath::check_dir_target(&req.out_dir)?;
     if req.out_dir.exists() {
         let empty = std::fs::read_dir(&req.out_dir)
             .map_err(out_err(&req.out_dir, "reading the output directory"))?

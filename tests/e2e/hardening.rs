@@ -1,0 +1,278 @@
+//! Hardening (issue 16): what kiln refuses and what it leaves behind when
+//! a user hands it dangerous paths or hostile input. Each case reproduces
+//! one of the issue's findings.
+
+use kiln_e2e::*;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+// ---------------------------------------------------------------------
+// Finding 1: only regular files are ever created or replaced.
+// ---------------------------------------------------------------------
+
+/// What a non-regular output path is made as.
+#[derive(Clone, Copy, Debug)]
+enum Node {
+    CharDev,
+    BlockDev,
+    Fifo,
+    Dir,
+    Symlink,
+}
+
+/// Makes `node` at `path` (device nodes need root: the suite runs as
+/// root, as `make test` does).
+fn make(node: Node, path: &Path) {
+    let (kind, extra): (&str, &[&str]) = match node {
+        Node::CharDev => ("c", &["1", "3"]),
+        Node::BlockDev => ("b", &["7", "250"]),
+        Node::Fifo => ("p", &[]),
+        Node::Dir => {
+            std::fs::create_dir(path).unwrap();
+            return;
+        }
+        Node::Symlink => {
+            let target = path.with_file_name("link-target");
+            std::fs::write(&target, b"the link's target").unwrap();
+            std::os::unix::fs::symlink(&target, path).unwrap();
+            return;
+        }
+    };
+    ok(Command::new("mknod").arg(path).arg(kind).args(extra));
+}
+
+/// `path` is still what `make(node, ..)` made.
+fn unchanged(node: Node, path: &Path) {
+    let ft = std::fs::symlink_metadata(path).unwrap().file_type();
+    let same = match node {
+        Node::CharDev => ft.is_char_device(),
+        Node::BlockDev => ft.is_block_device(),
+        Node::Fifo => ft.is_fifo(),
+        Node::Dir => ft.is_dir(),
+        Node::Symlink => ft.is_symlink(),
+    };
+    assert!(same, "{node:?} at {} was replaced", path.display());
+    if let Node::Symlink = node {
+        assert_eq!(
+            std::fs::read(path.with_file_name("link-target")).unwrap(),
+            b"the link's target"
+        );
+    }
+}
+
+/// The directory holds only `keep`.
+fn only(dir: &Path, keep: &[&str]) {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()) && n != "link-target")
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A refused command: exit 3, one line naming the path.
+fn refused(cmd: &mut Command, path: &Path) {
+    let out = run(cmd);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("refusing to replace"), "{err}");
+    assert!(
+        err.contains(&*path.to_string_lossy()),
+        "names the path: {err}"
+    );
+}
+
+const NODES: [Node; 5] = [
+    Node::CharDev,
+    Node::BlockDev,
+    Node::Fifo,
+    Node::Dir,
+    Node::Symlink,
+];
+
+#[test]
+fn build_refuses_an_output_path_that_is_not_a_regular_file() {
+    for node in NODES {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("n.img");
+        make(node, &out);
+        refused(
+            kiln()
+                .args([
+                    "build",
+                    "-q",
+                    "--board",
+                    "nuc",
+                    "--recipe",
+                    "bob-onprem",
+                    "-o",
+                ])
+                .arg(&out),
+            &out,
+        );
+        unchanged(node, &out);
+        only(d.path(), &["n.img"]);
+    }
+}
+
+#[test]
+fn build_refuses_a_sibling_artifact_path_that_is_not_a_regular_file() {
+    // Every file a build writes beside the image is checked before any
+    // work: the bmap, the manifest, SHA256SUMS and the other formats.
+    for (sibling, formats) in [
+        ("a.img.bmap", "raw"),
+        ("a.manifest.json", "raw"),
+        ("SHA256SUMS", "raw"),
+        ("a.qcow2", "qcow2"),
+        ("a.vmdk", "raw,vmdk"),
+        ("a.img.xz", "raw"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let node = d.path().join(sibling);
+        make(Node::CharDev, &node);
+        let mut cmd = kiln();
+        cmd.args(["build", "-q", "--board", "nuc", "--recipe", "bob-onprem"])
+            .args(["--format", formats])
+            .arg("-o")
+            .arg(d.path().join("a.img"));
+        if sibling.ends_with(".xz") {
+            cmd.args(["--compress", "xz"]);
+        }
+        refused(&mut cmd, &node);
+        unchanged(Node::CharDev, &node);
+        only(d.path(), &[sibling]);
+    }
+}
+
+/// A small raw image to convert and stamp.
+fn small_image(dir: &Path) -> PathBuf {
+    let img = dir.join("src.img");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build",
+            "-q",
+            "--board",
+            "nuc",
+            "--recipe",
+            "bob-onprem",
+            "-o",
+        ])
+        .arg(&img));
+    img
+}
+
+#[test]
+fn convert_mkfs_and_stamp_refuse_non_regular_outputs() {
+    let src = tempfile::tempdir().unwrap();
+    let img = small_image(src.path());
+    for node in NODES {
+        let d = tempfile::tempdir().unwrap();
+        // convert
+        let out = d.path().join("c.qcow2");
+        make(node, &out);
+        refused(
+            kiln()
+                .args(["convert", "-q", "--format", "qcow2"])
+                .arg(&img)
+                .arg(&out),
+            &out,
+        );
+        unchanged(node, &out);
+        // mkfs, fresh file
+        let fs = d.path().join("m.ext4");
+        make(node, &fs);
+        refused(
+            kiln()
+                .args(["mkfs", "ext4", "-q", "--size", "8MiB", "--source"])
+                .arg(demo_inputs().join("boot-amd64"))
+                .arg(&fs),
+            &fs,
+        );
+        unchanged(node, &fs);
+        // mkfs into a window of an existing file: never into a device.
+        if !matches!(node, Node::Symlink | Node::Dir) {
+            refused(
+                kiln()
+                    .args(["mkfs", "ext4", "-q", "--size", "8MiB", "--offset", "0"])
+                    .arg("--source")
+                    .arg(demo_inputs().join("boot-amd64"))
+                    .arg(&fs),
+                &fs,
+            );
+            unchanged(node, &fs);
+        }
+        only(d.path(), &["c.qcow2", "m.ext4"]);
+    }
+    // stamp -o names a directory: anything else standing there is refused.
+    for node in [Node::CharDev, Node::BlockDev, Node::Fifo, Node::Symlink] {
+        let d = tempfile::tempdir().unwrap();
+        let csv = d.path().join("devices.csv");
+        std::fs::write(
+            &csv,
+            "uuid,hostname\n0123456789abcdef0123456789abcdef,bob-1\n",
+        )
+        .unwrap();
+        let out = d.path().join("fleet");
+        make(node, &out);
+        refused(
+            kiln()
+                .args(["stamp", "-q", "--devices"])
+                .arg(&csv)
+                .arg("-o")
+                .arg(&out)
+                .arg(&img),
+            &out,
+        );
+        unchanged(node, &out);
+        only(d.path(), &["fleet", "devices.csv"]);
+    }
+}
+
+// ---------------------------------------------------------------------
+// Finding 8 (part): a later run removes the stale temporary files of an
+// interrupted one, and never follows a link planted at such a name.
+// ---------------------------------------------------------------------
+
+#[test]
+fn stale_partials_are_removed_and_planted_links_not_followed() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, b"must survive").unwrap();
+    // What a SIGKILLed `--format raw,qcow2` build leaves.
+    std::fs::write(d.path().join(".a.img.kiln-partial"), vec![7u8; 4096]).unwrap();
+    std::fs::write(d.path().join(".a.qcow2.kiln-partial"), vec![7u8; 4096]).unwrap();
+    std::os::unix::fs::symlink(&victim, d.path().join(".SHA256SUMS.kiln-partial")).unwrap();
+    std::os::unix::fs::symlink(&victim, d.path().join(".a.img.bmap.kiln-partial")).unwrap();
+    // A rebuild with fewer formats still clears the qcow2's stale partial.
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build",
+            "-q",
+            "--board",
+            "nuc",
+            "--recipe",
+            "bob-onprem",
+            "-o",
+        ])
+        .arg(d.path().join("a.img")));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"must survive");
+    only(
+        d.path(),
+        &[
+            "victim",
+            "a.img",
+            "a.img.bmap",
+            "a.manifest.json",
+            "SHA256SUMS",
+        ],
+    );
+    ok(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(d.path()));
+}
