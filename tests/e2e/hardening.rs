@@ -276,3 +276,36 @@ fn stale_partials_are_removed_and_planted_links_not_followed() {
         .arg("SHA256SUMS")
         .current_dir(d.path()));
 }
+
+// ---------------------------------------------------------------------
+// Finding 14: a closed stdout is no panic.
+// ---------------------------------------------------------------------
+
+/// Runs `args` with stdout's reader gone before kiln writes a byte (as
+/// `| head -1` is once it has its line): no panic, exit 0, nothing on
+/// stderr.
+fn closed_stdout(args: &[&std::ffi::OsStr]) {
+    let mut child = kiln()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    assert!(err.is_empty(), "{args:?}: {err}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    let img = small_image(d.path());
+    let img = img.as_os_str();
+    closed_stdout(&["boards".as_ref()]);
+    closed_stdout(&["recipes".as_ref()]);
+    closed_stdout(&["inspect".as_ref(), img]);
+    closed_stdout(&["inspect".as_ref(), "--json".as_ref(), img]);
+}

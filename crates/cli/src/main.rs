@@ -2,6 +2,16 @@
 //! what libraries must not read themselves (the clock, the environment,
 //! randomness), prints progress and maps errors to exit codes.
 
+/// `println!` that returns the write error instead of panicking when
+/// stdout is closed early (`kiln boards | head -1`); [`main`] ends such a
+/// run quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod flash;
 mod stamp;
 
@@ -188,6 +198,8 @@ fn main() {
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(()) => 0,
+        // The reader of stdout went away (`| head`): nothing to report.
+        Err(e) if broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("kiln: error: {e:#}");
             e.downcast_ref::<kiln_pipeline::Error>()
@@ -317,6 +329,14 @@ impl Progress {
     }
 }
 
+/// Whether `e` is stdout's reader having closed the pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build {
@@ -373,7 +393,7 @@ fn run(cli: Cli) -> Result<()> {
             progress.done();
             let report = report?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else if !cli.quiet {
                 // The disk itself; the files it was delivered as follow
                 // (a raw image file only when raw is among them).
@@ -428,12 +448,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = kiln_pipeline::inspect(&image, scratch.as_ref())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
             }
-            println!("image     {} ({} bytes)", image.display(), r.disk_bytes);
-            println!("table     {} (disk id {})", r.table, r.disk_id);
-            println!("partitions:");
+            outln!("image     {} ({} bytes)", image.display(), r.disk_bytes);
+            outln!("table     {} (disk id {})", r.table, r.disk_id);
+            outln!("partitions:");
             for p in &r.partitions {
                 let fs = match &p.fs {
                     kiln_pipeline::FsInfo::Fat { variant, label, id } => {
@@ -447,7 +467,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     kiln_pipeline::FsInfo::Unknown => "unknown".into(),
                 };
-                println!(
+                outln!(
                     "  p{:<2} start {:>12} size {:>12} type {}{}{}  {fs}",
                     p.number,
                     p.start,
@@ -461,23 +481,23 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             if !r.boot_files.is_empty() {
-                println!("boot files:");
+                outln!("boot files:");
                 for f in &r.boot_files {
                     match f.size {
-                        Some(s) => println!("  {:>10}  {}", s, f.path),
-                        None => println!("  {:>10}  {}/", "dir", f.path),
+                        Some(s) => outln!("  {:>10}  {}", s, f.path),
+                        None => outln!("  {:>10}  {}/", "dir", f.path),
                     }
                 }
             }
             if let Some(c) = &r.config {
-                println!("config.json (secrets redacted):");
-                println!("{}", serde_json::to_string_pretty(c)?);
+                outln!("config.json (secrets redacted):");
+                outln!("{}", serde_json::to_string_pretty(c)?);
             }
             if let Some(d) = &r.data {
                 if !d.images.is_empty() {
-                    println!("preloaded images (docker/):");
+                    outln!("preloaded images (docker/):");
                     for i in &d.images {
-                        println!(
+                        outln!(
                             "  {} {} layers  {}",
                             &i.id[..19.min(i.id.len())],
                             i.layers,
@@ -486,9 +506,9 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 if !d.services.is_empty() {
-                    println!("apps.json services:");
+                    outln!("apps.json services:");
                     for s in &d.services {
-                        println!(
+                        outln!(
                             "  {}/{} {} {}",
                             s.app,
                             s.service,
@@ -502,14 +522,17 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 if let Some(sw) = &d.swap {
-                    println!(
+                    outln!(
                         "swapfile  {} {} bytes label={} uuid={}",
-                        sw.path, sw.size, sw.label, sw.uuid
+                        sw.path,
+                        sw.size,
+                        sw.label,
+                        sw.uuid
                     );
                 }
             }
             for line in r.base_lines() {
-                println!("{line}");
+                outln!("{line}");
             }
             Ok(())
         }
@@ -579,7 +602,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Boards => {
             for (name, path) in list_dir("board-profiles") {
                 match BoardProfile::load(&path) {
-                    Ok(p) => println!(
+                    Ok(p) => outln!(
                         "{name:<14} {:<6} {:<4} media {:<28} {}",
                         p.arch.as_str(),
                         format!("{:?}", p.table).to_lowercase(),
@@ -590,7 +613,7 @@ fn run(cli: Cli) -> Result<()> {
                             .join(","),
                         p.description
                     ),
-                    Err(e) => println!("{name:<14} (invalid: {e})"),
+                    Err(e) => outln!("{name:<14} (invalid: {e})"),
                 }
             }
             Ok(())
@@ -598,7 +621,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Recipes => {
             for (name, path) in list_dir("recipes") {
                 match Recipe::load(&path) {
-                    Ok(r) => println!(
+                    Ok(r) => outln!(
                         "{name:<14} arch {:<12} {}",
                         r.os.keys()
                             .map(|a| a.as_str())
@@ -606,7 +629,7 @@ fn run(cli: Cli) -> Result<()> {
                             .join(","),
                         r.description
                     ),
-                    Err(e) => println!("{name:<14} (invalid: {e})"),
+                    Err(e) => outln!("{name:<14} (invalid: {e})"),
                 }
             }
             Ok(())

@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
             "boot_partition": {"number": report.boot_partition.0, "label": report.boot_partition.1},
             "devices": devices,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !quiet {
         eprintln!(
             "kiln: stamped {} devices into {} in {:.1} s (SHA256SUMS, one manifest per device)",
