@@ -309,3 +309,55 @@ fn a_closed_stdout_ends_the_run_quietly() {
     closed_stdout(&["inspect".as_ref(), img]);
     closed_stdout(&["inspect".as_ref(), "--json".as_ref(), img]);
 }
+
+// ---------------------------------------------------------------------
+// Findings 4 and 5: recipe paths that would collide with what kiln
+// writes, or name the recipe's own directory.
+// ---------------------------------------------------------------------
+
+/// A build of `recipe` fails with exit 2, one line holding `want`, and
+/// leaves only the recipe in its directory.
+fn recipe_refused(recipe: &Path, want: &[&str]) {
+    let dir = recipe.parent().unwrap();
+    let out = run(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(recipe)
+        .arg("-o")
+        .arg(dir.join("out.img")));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for w in want {
+        assert!(err.contains(w), "want {w:?} in: {err}");
+    }
+    only(dir, &["r.toml"]);
+}
+
+#[test]
+fn swap_paths_colliding_with_the_data_layout_are_refused() {
+    for path in [
+        "/docker",
+        "/docker/image",
+        "/apps.json",
+        "/resin-data",
+        "/remove_me_to_reset",
+        "/lost+found",
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let r = recipe_copy(d.path(), |s| {
+            s.replace("path = \"/swapfile\"", &format!("path = \"{path}\""))
+        });
+        recipe_refused(&r, &["r.toml:", "swap.path", "collides with"]);
+    }
+}
+
+#[test]
+fn an_empty_input_path_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe_copy(d.path(), |s| {
+        let start = s.find("rootfs = ").unwrap();
+        let end = start + s[start..].find('\n').unwrap();
+        format!("{}rootfs = \"\"{}", &s[..start], &s[end..])
+    });
+    recipe_refused(&r, &["r.toml:", "os.amd64.rootfs", "is empty"]);
+}

@@ -420,10 +420,25 @@ impl Recipe {
         let w: WireRecipe = parse_toml(src, file)?;
         let base = file.parent().unwrap_or(Path::new("."));
         let at = |span: std::ops::Range<usize>| locate(file, src, Some(span));
-        let input = |s: &Spanned<String>, key: String| InputPath {
-            path: base.join(s.get_ref()),
-            key,
-            at: at(s.span()),
+        // An empty path would name the recipe's own directory (and pack
+        // it, the image being built included): the first one found is
+        // reported once every input has been read.
+        let empty_path = std::cell::RefCell::new(None);
+        let input = |s: &Spanned<String>, key: String| {
+            if s.get_ref().trim().is_empty() {
+                empty_path
+                    .borrow_mut()
+                    .get_or_insert_with(|| Error::Invalid {
+                        at: at(s.span()),
+                        key: key.clone(),
+                        reason: "is empty: name a file or directory".into(),
+                    });
+            }
+            InputPath {
+                path: base.join(s.get_ref()),
+                key,
+                at: at(s.span()),
+            }
         };
         let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| Error::Invalid {
             at: at(span),
@@ -592,14 +607,22 @@ impl Recipe {
                 let store_path = match &a.store_path {
                     None => "docker".to_string(),
                     Some(p) => {
-                        let s = p.get_ref().trim_matches('/').to_string();
+                        let s = p.get_ref().trim_end_matches('/').to_string();
                         if s.is_empty()
+                            || s.starts_with('/')
                             || s.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
                         {
                             return Err(invalid(
                                 p.span(),
                                 "app.store-path",
-                                "must be a relative path without `..`".into(),
+                                "must be a relative path on the data partition without `..`, e.g. \"docker\"".into(),
+                            ));
+                        }
+                        if let Some(owner) = data_root_owner(&s, None) {
+                            return Err(invalid(
+                                p.span(),
+                                "app.store-path",
+                                format!("collides with {owner} on the data partition"),
                             ));
                         }
                         s
@@ -638,12 +661,22 @@ impl Recipe {
                     let v = p.get_ref();
                     if !v.starts_with('/')
                         || v.len() < 2
-                        || v.split('/').skip(1).any(|c| c.is_empty() || c == "..")
+                        || v.split('/')
+                            .skip(1)
+                            .any(|c| c.is_empty() || c == ".." || c == ".")
                     {
                         return Err(invalid(
                             p.span(),
                             "swap.path",
                             "must be an absolute path on the data partition, e.g. /swapfile".into(),
+                        ));
+                    }
+                    let store = app.as_ref().map(|a: &AppSpec| a.store_path.as_str());
+                    if let Some(owner) = data_root_owner(&v[1..], store) {
+                        return Err(invalid(
+                            p.span(),
+                            "swap.path",
+                            format!("collides with {owner}, which kiln writes on the data partition; pick another path, e.g. /swapfile"),
                         ));
                     }
                     v.clone()
@@ -746,6 +779,9 @@ impl Recipe {
         let base = w.base.map(|b| BaseSpec {
             image: input(&b.image, "base.image".into()),
         });
+        if let Some(e) = empty_path.into_inner() {
+            return Err(e);
+        }
 
         Ok(Self {
             name: w.name.into_inner(),
@@ -863,6 +899,32 @@ fn looks_like_ssh_key(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
 }
 
+/// The top-level names kiln itself writes on the data partition
+/// (balenaOS's layout, DESIGN "Device-side facts"), with what they are.
+const DATA_ROOT_NAMES: [(&str, &str); 4] = [
+    ("apps.json", "/apps.json (the device's target state)"),
+    ("resin-data", "/resin-data (the apps' persistent data)"),
+    (
+        "remove_me_to_reset",
+        "/remove_me_to_reset (the reset marker)",
+    ),
+    ("lost+found", "/lost+found (the filesystem's own)"),
+];
+
+/// What kiln writes at the first component of `rel` (a path relative to
+/// the data partition's root), or at the engine store `store` or its
+/// parents, if anything: a recipe path there would collide with it.
+fn data_root_owner(rel: &str, store: Option<&str>) -> Option<String> {
+    let first = rel.split('/').next().unwrap_or(rel);
+    if let Some((_, what)) = DATA_ROOT_NAMES.iter().find(|(n, _)| *n == first) {
+        return Some((*what).to_string());
+    }
+    let store = store?;
+    let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+    (under(rel, store) || under(store, rel))
+        .then(|| format!("/{store} (the container engine's store)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -939,6 +1001,85 @@ size = "1GiB"
             e.contains("/r/b.toml:8:17") && e.contains("app-service"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn swap_and_store_paths_must_not_collide_with_what_kiln_writes() {
+        let app = |store: &str| {
+            format!("[app]\nname = \"a\"\ncompose = \"c.yml\"\nimages = [{{ path = \"i.oci\" }}]\n{store}")
+        };
+        let r = |app: &str, swap: &str| {
+            Recipe::from_toml_str(
+                &format!("name = \"b\"\n{app}[swap]\nsize = \"1GiB\"\npath = \"{swap}\"\n"),
+                Path::new("/r/b.toml"),
+            )
+        };
+        let with_app = app("");
+        for (swap, owner) in [
+            ("/docker", "/docker (the container engine's store)"),
+            ("/docker/image", "/docker (the container engine's store)"),
+            ("/apps.json", "/apps.json"),
+            ("/resin-data", "/resin-data"),
+            ("/resin-data/swap", "/resin-data"),
+            ("/remove_me_to_reset", "/remove_me_to_reset"),
+            ("/lost+found", "/lost+found"),
+        ] {
+            let e = r(&with_app, swap).unwrap_err().to_string();
+            assert!(
+                e.contains("swap.path") && e.contains(owner) && e.contains("/r/b.toml:8:8"),
+                "{swap}: {e}"
+            );
+        }
+        // Allowed: elsewhere, and /docker when nothing is preloaded.
+        assert_eq!(r(&with_app, "/swap/file").unwrap().swap.path, "/swap/file");
+        assert_eq!(
+            r(&with_app, "/dockerfile").unwrap().swap.path,
+            "/dockerfile"
+        );
+        assert_eq!(r("", "/docker").unwrap().swap.path, "/docker");
+        // A custom store path is what collides then; its parents too.
+        let custom = app("store-path = \"engine/store\"\n");
+        let e = r(&custom, "/engine").unwrap_err().to_string();
+        assert!(
+            e.contains("/engine/store (the container engine's store)"),
+            "{e}"
+        );
+        assert!(r(&custom, "/docker").is_ok());
+        // store-path: relative, and not over kiln's own names.
+        for (store, want) in [
+            ("/etc", "must be a relative path"),
+            ("a/../b", "must be a relative path"),
+            ("apps.json", "collides with /apps.json"),
+            ("resin-data/docker", "collides with /resin-data"),
+        ] {
+            let e = r(&app(&format!("store-path = \"{store}\"\n")), "/swapfile")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("app.store-path") && e.contains(want),
+                "{store}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_input_paths_are_refused() {
+        for (toml, key) in [
+            ("[os.amd64]\nrootfs = \"\"\n", "os.amd64.rootfs"),
+            (
+                "[os.amd64]\nrootfs = \"r.tar\"\nboot = \" \"\n",
+                "os.amd64.boot",
+            ),
+            ("[base]\nimage = \"\"\n", "base.image"),
+        ] {
+            let e = Recipe::from_toml_str(&format!("name = \"b\"\n{toml}"), Path::new("/r/b.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(key) && e.contains("is empty") && e.contains("/r/b.toml:"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
