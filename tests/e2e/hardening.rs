@@ -361,3 +361,151 @@ fn an_empty_input_path_is_refused() {
     });
     recipe_refused(&r, &["r.toml:", "os.amd64.rootfs", "is empty"]);
 }
+
+// ---------------------------------------------------------------------
+// Finding 8: interrupts. SIGINT/SIGTERM remove every temporary file and
+// exit 130/143; after SIGKILL only hidden temporaries remain, and the
+// next run removes them; a good output of the same name survives.
+// ---------------------------------------------------------------------
+
+/// Names and sha256 of every file in `dir`, hidden ones included.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                sha256_file(&p),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn hidden(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Starts `cmd`, sends `signal` after `delay`, returns its exit code
+/// (`None`: killed by the signal) or `Some(0)` when it finished first.
+fn interrupt(cmd: &mut Command, signal: &str, delay: std::time::Duration) -> Option<i32> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    if child.try_wait().unwrap().is_none() {
+        ok(Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string()));
+    }
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn interrupted_builds_leave_the_previous_output_and_no_temporaries() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("nuc.img");
+    let build = |hostname: &str| {
+        let mut c = kiln();
+        c.env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "-q", "--board", "nuc", "--recipe", "bob-onprem"])
+            .args(["--format", "raw,qcow2,vmdk", "--set"])
+            .arg(format!("hostname={hostname}"))
+            .arg("-o")
+            .arg(&out);
+        c
+    };
+    let t0 = std::time::Instant::now();
+    ok(&mut build("good"));
+    let took = t0.elapsed();
+    let good = snapshot(d.path());
+    assert_eq!(good.len(), 6, "{good:?}");
+    let mut interrupted = 0;
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("KILL", -1)] {
+        for tenth in [1, 3, 5, 7, 9] {
+            let delay = took * tenth / 10;
+            match interrupt(&mut build("other"), signal, delay) {
+                Some(0) => {
+                    // Finished before the signal: put the good set back.
+                    ok(&mut build("good"));
+                }
+                got => {
+                    interrupted += 1;
+                    if code > 0 {
+                        assert_eq!(got, Some(code), "SIG{signal} at {delay:?}");
+                        assert!(hidden(d.path()).is_empty(), "SIG{signal} at {delay:?}");
+                    } else {
+                        assert_eq!(got, None, "SIGKILL at {delay:?}");
+                    }
+                    let now: Vec<_> = snapshot(d.path())
+                        .into_iter()
+                        .filter(|(n, _)| !n.starts_with('.'))
+                        .collect();
+                    assert_eq!(now, good, "SIG{signal} at {delay:?} changed the output");
+                }
+            }
+        }
+    }
+    assert!(
+        interrupted >= 10,
+        "only {interrupted} runs were interrupted"
+    );
+    // The next run removes what SIGKILL left.
+    ok(&mut build("good"));
+    assert_eq!(snapshot(d.path()), good);
+}
+
+#[test]
+fn interrupted_stamps_leave_no_partial_directory() {
+    let src = tempfile::tempdir().unwrap();
+    let img = small_image(src.path());
+    let csv = src.path().join("devices.csv");
+    let mut rows = String::from("uuid,hostname\n");
+    for i in 0..6 {
+        rows.push_str(&format!("{i:032x},bob-{i}\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("fleet");
+    let stamp = || {
+        let mut c = kiln();
+        c.args(["stamp", "-q", "--devices"])
+            .arg(&csv)
+            .arg("-o")
+            .arg(&out)
+            .arg(&img);
+        c
+    };
+    let t0 = std::time::Instant::now();
+    ok(&mut stamp());
+    let took = t0.elapsed();
+    std::fs::remove_dir_all(&out).unwrap();
+    let mut interrupted = 0;
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        for tenth in [1, 3, 5, 7, 9] {
+            match interrupt(&mut stamp(), signal, took * tenth / 10) {
+                Some(0) => {}
+                got => {
+                    interrupted += 1;
+                    assert_eq!(got, Some(code));
+                    assert!(!out.exists());
+                }
+            }
+            // Whatever happened, nothing hidden is left.
+            assert!(hidden(d.path()).is_empty(), "{:?}", hidden(d.path()));
+            if out.exists() {
+                std::fs::remove_dir_all(&out).unwrap();
+            }
+        }
+    }
+    assert!(interrupted >= 6, "only {interrupted} runs were interrupted");
+}

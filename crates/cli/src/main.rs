@@ -196,6 +196,10 @@ enum MkfsCommand {
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = on_interrupt(&cli.command) {
+        eprintln!("kiln: error: cannot install the interrupt handler: {e}");
+        std::process::exit(1);
+    }
     let code = match run(cli) {
         Ok(()) => 0,
         // The reader of stdout went away (`| head`): nothing to report.
@@ -327,6 +331,42 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+}
+
+/// On SIGINT or SIGTERM: removes the temporary files and directories
+/// `command` may be writing (never a finished output: those are renamed
+/// into place only when every one succeeded) and exits 130 or 143, as a
+/// shell reports a process killed by that signal. After SIGKILL or a
+/// power loss only hidden `.kiln-partial`/`.partial` names can remain;
+/// the next run over the same outputs removes them.
+fn on_interrupt(command: &Command) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let (files, dirs) = match command {
+        Command::Build { output, .. }
+        | Command::Convert { output, .. }
+        | Command::Mkfs {
+            fs: MkfsCommand::Ext4 { output, .. },
+        } => (kiln_pipeline::temporary_paths(output), Vec::new()),
+        Command::Stamp { output, .. } => {
+            (Vec::new(), vec![kiln_pipeline::stamp_partial_dir(output)])
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            kiln_pipeline::remove_temporaries(&files);
+            for d in &dirs {
+                if d.is_dir() {
+                    // Nothing to report on failure: the next run removes it.
+                    std::fs::remove_dir_all(d).ok();
+                }
+            }
+            eprintln!("kiln: interrupted; temporary files removed");
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
 }
 
 /// Whether `e` is stdout's reader having closed the pipe.

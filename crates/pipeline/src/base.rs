@@ -79,7 +79,7 @@ use kiln_recipe::{BoardProfile, DataSize, Role, SwapActivation};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
 use kiln_units::{ByteSize, ReadAt, SubRegion, WriteAt};
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A partition of the base read back as a filesystem.
@@ -117,15 +117,13 @@ struct Scratch {
     file: File,
 }
 
+/// The scratch files a base build may make beside its output
+/// ([`crate::outpath::scratch_path`]).
+pub(crate) const SCRATCH: [&str; 3] = ["edits", "base", "old"];
+
 impl Scratch {
     fn create(path: PathBuf) -> Result<Self, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(out_err(&path, "cannot create a scratch file"))?;
+        let file = crate::outpath::create_exclusive(&path, &path)?;
         Ok(Self { path, file })
     }
 }
@@ -445,12 +443,7 @@ pub(crate) fn build_base(
     // Checked before the slow part, as a normal build checks its plan.
     let delivery = crate::build::delivery_for(req)?;
     let out = &req.output;
-    let dir = kiln_units::parent_dir(out).to_path_buf();
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let scratch = |what: &str| Scratch::create(dir.join(format!(".{name}.kiln-{what}")));
+    let scratch = |what: &str| Scratch::create(crate::outpath::scratch_path(out, what));
 
     // 1. The base, read in place or expanded, under the edits.
     progress(&format!("reading the base image {}", base.display()));

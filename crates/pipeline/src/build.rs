@@ -467,11 +467,9 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
             .iter()
             .map(PathBuf::as_path),
     )?;
-    crate::outpath::clear_stale(
-        crate::deliver::every_output_path(&req.output)
-            .iter()
-            .map(PathBuf::as_path),
-    )?;
+    for tmp in crate::deliver::temporary_paths(&req.output) {
+        crate::outpath::remove_stale(&tmp)?;
+    }
     if let Some(base) = req
         .base
         .clone()

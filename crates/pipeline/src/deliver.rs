@@ -598,10 +598,8 @@ pub(crate) fn output_paths(out: &Path, d: &Delivery) -> Vec<PathBuf> {
     paths
 }
 
-/// Every file a build to `out` writes in any delivery: the stale
-/// temporary files of all of them are removed before a build, so an
-/// interrupted build with other formats leaves nothing for long.
-pub(crate) fn every_output_path(out: &Path) -> Vec<PathBuf> {
+/// Every file a build to `out` writes in any delivery.
+fn every_output_path(out: &Path) -> Vec<PathBuf> {
     use kiln_artifact::compress::Compression as C;
     let every = Delivery {
         formats: vec![
@@ -622,6 +620,24 @@ pub(crate) fn every_output_path(out: &Path) -> Vec<PathBuf> {
             .map(|c| compressed_path(out, &CompressOptions::new(c))),
     );
     paths
+}
+
+/// Every temporary file a build, `kiln convert` or `kiln mkfs` writing
+/// `out` may create, in any delivery: the hidden `.kiln-partial` file of
+/// each output and base-image mode's scratch files. A build removes the
+/// stale ones before it starts (an interrupted build with other formats
+/// leaves nothing for long); the CLI removes them on SIGINT/SIGTERM.
+pub fn temporary_paths(out: &Path) -> Vec<PathBuf> {
+    let mut tmps: Vec<PathBuf> = every_output_path(out)
+        .iter()
+        .map(|p| crate::outpath::partial_path(p))
+        .collect();
+    tmps.extend(
+        crate::base::SCRATCH
+            .iter()
+            .map(|what| crate::outpath::scratch_path(out, what)),
+    );
+    tmps
 }
 
 /// `out` with the compression's extension (`disk.img.xz`).

@@ -71,17 +71,18 @@ mod work;
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};
 pub use build::{build, BuildReport, BuildRequest, PartitionReport};
 pub use convert::{convert, ConvertReport};
-pub use deliver::{Delivered, Delivery, DiskFormat};
+pub use deliver::{temporary_paths, Delivered, Delivery, DiskFormat};
 pub use error::Error;
 pub use inspect::{inspect, inspect_disk, BootFile, FsInfo, InspectReport, InspectedPartition};
 pub use inspect_data::{
     AppService, BaseInfo, DataInfo, DataSpace, RolePartition, StoredImage, SwapInfo,
 };
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
+pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
 pub use seed::Seed;
 pub use stamp::{
-    read_devices, redact_secrets, stamp, Device, StampFormat, StampReport, StampRequest,
-    StampedDevice, StaticIp, BOOT_LABELS,
+    partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,
+    StampReport, StampRequest, StampedDevice, StaticIp, BOOT_LABELS,
 };
 pub use swap::{swap_header, SWAP_PAGE_SIZE};

@@ -102,9 +102,19 @@ pub(crate) fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.kiln-partial"))
 }
 
-/// Removes the stale temporary file of `dest` that an interrupted earlier
-/// run left (a regular file or a link; anything else there is refused).
-fn remove_stale(dest: &Path, tmp: &Path) -> Result<(), Error> {
+/// A scratch file of the build writing `out`: `.NAME.kiln-WHAT` beside it
+/// (base-image mode's working files).
+pub(crate) fn scratch_path(out: &Path, what: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{name}.kiln-{what}"))
+}
+
+/// Removes the temporary file `tmp` an interrupted earlier run left (a
+/// regular file or a link; anything else there is refused).
+pub(crate) fn remove_stale(tmp: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(tmp) {
         Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => std::fs::remove_file(tmp)
             .map_err(|source| Error::Output {
@@ -115,10 +125,21 @@ fn remove_stale(dest: &Path, tmp: &Path) -> Result<(), Error> {
         Ok(m) => Err(refused(tmp, m.file_type())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(Error::Output {
-            path: dest.to_path_buf(),
+            path: tmp.to_path_buf(),
             op: "cannot check the temporary output path",
             source,
         }),
+    }
+}
+
+/// Removes the temporary files `tmps` of a run being interrupted (only
+/// regular files: nothing else is ever a kiln temporary). Errors are
+/// ignored: the next run over the same outputs removes what is left.
+pub fn remove_temporaries(tmps: &[PathBuf]) {
+    for t in tmps {
+        if std::fs::symlink_metadata(t).is_ok_and(|m| m.file_type().is_file()) {
+            remove_partial(t);
+        }
     }
 }
 
@@ -129,16 +150,7 @@ fn remove_stale(dest: &Path, tmp: &Path) -> Result<(), Error> {
 pub(crate) fn check_all<'a>(dests: impl IntoIterator<Item = &'a Path>) -> Result<(), Error> {
     for d in dests {
         check_replaceable(d)?;
-        remove_stale(d, &partial_path(d))?;
-    }
-    Ok(())
-}
-
-/// Removes the stale temporary files of `dests` (a regular file or a
-/// link at such a name; anything else there is refused).
-pub(crate) fn clear_stale<'a>(dests: impl IntoIterator<Item = &'a Path>) -> Result<(), Error> {
-    for d in dests {
-        remove_stale(d, &partial_path(d))?;
+        remove_stale(&partial_path(d))?;
     }
     Ok(())
 }
@@ -148,18 +160,25 @@ pub(crate) fn clear_stale<'a>(dests: impl IntoIterator<Item = &'a Path>) -> Resu
 pub(crate) fn create_partial(dest: &Path) -> Result<(PathBuf, File), Error> {
     check_replaceable(dest)?;
     let tmp = partial_path(dest);
-    remove_stale(dest, &tmp)?;
-    let file = OpenOptions::new()
+    let file = create_exclusive(&tmp, dest)?;
+    Ok((tmp, file))
+}
+
+/// Creates `tmp` read/write and exclusively (a stale file there is
+/// removed first; a planted link is never followed); errors name `dest`,
+/// the file the user asked for.
+pub(crate) fn create_exclusive(tmp: &Path, dest: &Path) -> Result<File, Error> {
+    remove_stale(tmp)?;
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(&tmp)
+        .open(tmp)
         .map_err(|source| Error::Output {
             path: dest.to_path_buf(),
             op: "cannot create the output file",
             source,
-        })?;
-    Ok((tmp, file))
+        })
 }
 
 /// Removes a temporary file on a failed or abandoned run (a failure to

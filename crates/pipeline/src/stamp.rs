@@ -740,6 +740,17 @@ fn relative(base: &Path, target: &Path) -> PathBuf {
     out
 }
 
+/// The hidden directory `kiln stamp -o DIR` writes into before it is
+/// renamed to `DIR` (`.DIR.partial` beside it): what an interrupted stamp
+/// leaves, removed by the next stamp into `DIR` or on SIGINT/SIGTERM.
+pub fn partial_dir(out_dir: &Path) -> PathBuf {
+    let name = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out_dir.with_file_name(format!(".{name}.partial"))
+}
+
 /// Stamps every device of `req.devices` from `req.image` into
 /// `req.out_dir` (see the module doc). `progress` gets one line per
 /// device, without secret values.
@@ -779,7 +790,7 @@ pub fn stamp(req: &StampRequest, progress: &mut dyn FnMut(&str)) -> Result<Stamp
         .canonicalize()
         .map_err(out_err(&parent, "resolving the output directory's parent"))?;
     let final_dir = parent.join(dir_name);
-    let partial = parent.join(format!(".{}.partial", dir_name.to_string_lossy()));
+    let partial = partial_dir(&final_dir);
     if partial.exists() {
         std::fs::remove_dir_all(&partial)
             .map_err(out_err(&partial, "removing a stale partial directory"))?;
