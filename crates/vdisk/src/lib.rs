@@ -159,7 +159,8 @@ pub enum Image<R: DataRegions> {
 
 /// Opens `src`, detecting the format from its magic: `QFI\xfb` (qcow2),
 /// `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
-/// (VHD), else raw.
+/// (VHD; also a last sector that is a VHD footer but for a damaged
+/// cookie, which is then refused rather than read as raw), else raw.
 ///
 /// # Errors
 /// [`Error::Corrupt`] or [`Error::Unsupported`] for a recognised but bad or
@@ -209,7 +210,7 @@ fn open_inner<R: DataRegions>(
     if size >= 8 {
         src.read_exact_at(&mut head, 0).map_err(Error::io(0))?;
     }
-    let mut tail = [0u8; 8];
+    let mut tail = [0u8; 512];
     if size >= 512 {
         src.read_exact_at(&mut tail, size - 512)
             .map_err(Error::io(size - 512))?;
@@ -223,7 +224,7 @@ fn open_inner<R: DataRegions>(
         return VmdkReader::open(src).map(Image::Vmdk);
     }
     #[cfg(feature = "vhd")]
-    if &tail == b"conectix" || &head == b"conectix" {
+    if tail.starts_with(b"conectix") || &head == b"conectix" || vhd::looks_like_footer(&tail) {
         return VhdReader::open(src).map(Image::Vhd);
     }
     let _ = (&head, &tail);
