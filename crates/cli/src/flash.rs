@@ -24,6 +24,8 @@ pub struct FlashArgs {
     pub holes: String,
     pub verify_only: bool,
     pub quiet: bool,
+    /// Follow a qcow2 overlay's backing file outside its directory.
+    pub allow_backing_outside: bool,
 }
 
 fn split_dev(rdev: u64) -> (u32, u32) {
@@ -135,8 +137,12 @@ pub fn run(a: FlashArgs) -> Result<()> {
     let compression = Compression::detect(&head[..n]);
     let disk = if compression == Compression::None {
         Some(
-            kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(&a.image))
-                .with_context(|| format!("{}: not a readable image", a.image.display()))?,
+            kiln_vdisk::open_with_backing(
+                &file,
+                kiln_units::parent_dir(&a.image),
+                kiln_vdisk::BackingOptions::new().allow_outside(a.allow_backing_outside),
+            )
+            .with_context(|| format!("{}: not a readable image", a.image.display()))?,
         )
     } else {
         None

@@ -1,13 +1,18 @@
 //! Integrity checks the formats carry are verified (issue #16): a VMDK
 //! grain whose zlib stream is damaged, fails its Adler-32 or inflates past
 //! the grain; a VHD whose footer cookie or checksum is damaged (refused,
-//! not read as raw).
+//! not read as raw); a qcow2 overlay whose backing file is outside its
+//! directory or not a regular file.
 #![cfg(all(feature = "qcow2", feature = "vmdk", feature = "vhd"))]
+
+mod common;
 
 use std::io::Write;
 
+use common::Dir;
 use kiln_vdisk::{
-    open, DiskWriter, Error, Format, OutputFormat, VhdKind, VhdOptions, VirtualDisk, VmdkOptions,
+    open, open_with_backing, BackingOptions, DiskWriter, Error, Format, OutputFormat, Qcow2Options,
+    Qcow2Writer, VhdKind, VhdOptions, VirtualDisk, VmdkOptions,
 };
 
 fn sample(fmt: &OutputFormat) -> Vec<u8> {
@@ -113,4 +118,83 @@ fn vhd_damaged_footer_is_refused_not_read_as_raw() {
     }
     // A raw disk stays raw.
     assert_eq!(open(vec![0u8; 1 << 20]).unwrap().format(), Format::Raw);
+}
+
+/// An empty overlay in `dir` naming `backing` as its raw backing file.
+fn overlay(dir: &std::path::Path, backing: &str) -> std::path::PathBuf {
+    let path = dir.join("ov.qcow2");
+    let opts = Qcow2Options::new().backing_file(backing, "raw");
+    let mut w = Qcow2Writer::new(std::fs::File::create(&path).unwrap(), 1 << 20, &opts).unwrap();
+    w.finish().unwrap();
+    path
+}
+
+fn open_overlay(
+    dir: &std::path::Path,
+    backing: &str,
+    opts: BackingOptions,
+) -> kiln_vdisk::Result<()> {
+    let path = overlay(dir, backing);
+    let f = std::fs::File::open(&path).unwrap();
+    open_with_backing(&f, dir, opts).map(|_| ())
+}
+
+#[test]
+fn qcow2_backing_must_stay_in_the_overlay_directory() {
+    let outside = Dir::new();
+    std::fs::write(outside.path("secret.raw"), vec![7u8; 1 << 20]).unwrap();
+    let d = Dir::new();
+    let dir = d.path("images");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("base.raw"), vec![1u8; 1 << 20]).unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/base.raw"), vec![1u8; 1 << 20]).unwrap();
+    std::fs::write(d.path("up.raw"), vec![1u8; 1 << 20]).unwrap();
+    std::os::unix::fs::symlink(outside.path("secret.raw"), dir.join("link.raw")).unwrap();
+    let secret = outside.path("secret.raw");
+    let strict = BackingOptions::new();
+    let loose = BackingOptions::new().allow_outside(true);
+    for name in ["base.raw", "sub/base.raw", "./sub/../base.raw"] {
+        open_overlay(&dir, name, strict).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for name in [
+        secret.to_str().unwrap(),
+        "../up.raw",
+        "link.raw",
+        "/etc/hostname",
+    ] {
+        match open_overlay(&dir, name, strict) {
+            Err(Error::BackingOutside { .. }) => {}
+            Err(e) => panic!("{name}: {e}"),
+            Ok(()) => panic!("{name}: followed"),
+        }
+    }
+    for name in [secret.to_str().unwrap(), "../up.raw", "link.raw"] {
+        open_overlay(&dir, name, loose).unwrap_or_else(|e| panic!("allowed {name}: {e}"));
+    }
+}
+
+#[test]
+fn qcow2_backing_must_be_a_regular_file() {
+    let d = Dir::new();
+    let dir = d.path("");
+    std::fs::create_dir(d.path("subdir")).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(d.path("fifo"))
+        .status()
+        .expect("mkfifo (Debian package coreutils) is needed");
+    assert!(st.success());
+    std::os::unix::fs::symlink("/dev/zero", d.path("zero")).unwrap();
+    let loose = BackingOptions::new().allow_outside(true);
+    for (name, kind) in [
+        ("fifo", "FIFO"),
+        ("subdir", "directory"),
+        ("zero", "character device"),
+    ] {
+        match open_overlay(&dir, name, loose) {
+            Err(Error::BackingNotRegular { kind: k, .. }) => assert_eq!(k, kind, "{name}"),
+            Err(e) => panic!("{name}: {e}"),
+            Ok(()) => panic!("{name}: followed"),
+        }
+    }
 }
