@@ -328,7 +328,11 @@ fn stamp_100_devices_raw_and_qcow2_overlays() {
     let ov = d.join("ov").join(format!("{name}.qcow2"));
     let o = run(kiln().args(["inspect", "--json"]).arg(&ov));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("outside the overlay's directory"), "{}", text(&o));
+    assert!(
+        text(&o).contains("outside the overlay's directory"),
+        "{}",
+        text(&o)
+    );
     let o = run(kiln()
         .args(["inspect", "--json", "--allow-backing-outside"])
         .arg(&ov));
