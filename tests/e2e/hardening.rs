@@ -296,3 +296,53 @@ fn integrity_damaged_vmdk_grain_and_vhd_footer_are_refused() {
     refused(&o, Some(2), &["vhd", &format!("at file byte {at}")]);
     assert!(!out.exists());
 }
+
+#[test]
+fn integrity_flash_of_a_gz_image_checks_its_trailer() {
+    require("bmaptool", "bmap-tools");
+    require("gzip", "gzip");
+    let d = tempfile::tempdir().unwrap();
+    let raw = data_disk(d.path());
+    let bmap = d.path().join("map.bmap");
+    ok(Command::new("bmaptool")
+        .args(["-q", "create", "-o"])
+        .arg(&bmap)
+        .arg(&raw));
+    ok(Command::new("gzip").arg("-k").arg(&raw));
+    let gz = d.path().join("disk.raw.gz");
+    let good = std::fs::read(&gz).unwrap();
+    let n = good.len();
+    let mut zero_crc = good.clone();
+    zero_crc[n - 8..n - 4].fill(0);
+    let mut junk = good.clone();
+    junk.extend_from_slice(b"trailing junk");
+    let target = d.path().join("target.img");
+    for (case, with_bmap) in [
+        (&zero_crc, true),
+        (&zero_crc, false),
+        (&junk, true),
+        (&junk, false),
+    ] {
+        std::fs::write(&gz, case).unwrap();
+        std::fs::File::create(&target)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let mut cmd = kiln();
+        cmd.arg("flash").arg(&gz).arg(&target).arg("--force");
+        if with_bmap {
+            cmd.arg("--bmap").arg(&bmap);
+        }
+        let o = run(&mut cmd);
+        // Depending on where the decoder meets the trailer, flash itself
+        // fails reading "the image stream", or the check after it names
+        // the file.
+        refused(&o, None, &[]);
+        let t = text(&o);
+        assert!(
+            (t.contains("disk.raw.gz") || t.contains("image stream"))
+                && (t.contains("checksum") || t.contains("corrupt") || t.contains("invalid gzip")),
+            "bmap {with_bmap}: {t}"
+        );
+    }
+}

@@ -264,13 +264,20 @@ pub fn run(a: FlashArgs) -> Result<()> {
         )?,
         (None, _) => {
             let mut dec = Decoder::new(std::fs::File::open(&a.image)?)?;
-            flash::flash(
+            let report = flash::flash(
                 ImageSource::Stream(&mut dec),
                 bmap.as_ref(),
                 &mut target,
                 &opts,
                 &mut progress,
-            )?
+            )?;
+            // With a bmap the stream stops at the image size, before the
+            // compressed trailer: read it, so that its checksum (gzip
+            // CRC-32 and length, xz check, zstd frame checksum) is verified
+            // as well and trailing garbage is refused.
+            std::io::copy(&mut dec, &mut std::io::sink())
+                .with_context(|| format!("{}: corrupt compressed data", a.image.display()))?;
+            report
         }
     };
     if report.discard_unsupported {
