@@ -346,3 +346,43 @@ fn integrity_flash_of_a_gz_image_checks_its_trailer() {
         );
     }
 }
+
+#[test]
+fn integrity_special_file_as_rootfs_is_refused_before_work() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe_copy(d.path(), |s| {
+        s.replace("\"../.cache/demo/rootfs-amd64.tar.gz\"", "\"/dev/zero\"")
+            .replace(
+                &format!("\"{}/rootfs-amd64.tar.gz\"", demo_inputs().display()),
+                "\"/dev/zero\"",
+            )
+    });
+    assert!(std::fs::read_to_string(&r)
+        .unwrap()
+        .contains("\"/dev/zero\""));
+    let out = d.path().join("out.img");
+    let o = run(Command::new("timeout")
+        .arg("60")
+        .arg(kiln_bin())
+        .env("KILN_PROFILES_DIR", repo().join("board-profiles"))
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&r)
+        .arg("-o")
+        .arg(&out));
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "kiln hung on rootfs = /dev/zero"
+    );
+    refused(
+        &o,
+        Some(2),
+        &["os.amd64.rootfs", "/dev/zero", "character device"],
+    );
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "r.toml")
+        .collect();
+    assert!(left.is_empty(), "output left behind: {left:?}");
+}
