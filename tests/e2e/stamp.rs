@@ -322,15 +322,29 @@ fn stamp_100_devices_raw_and_qcow2_overlays() {
     }
     // An overlay is read through its backing file by kiln too: inspect
     // sees the device's config, flash writes the same disk as the raw
-    // stamp's image.
+    // stamp's image. The backing image is `../IMAGE`, outside the
+    // overlay's directory: refused unless allowed (issue #16, finding 2).
     let name = format!("dev-{:03}", 7);
     let ov = d.join("ov").join(format!("{name}.qcow2"));
     let o = run(kiln().args(["inspect", "--json"]).arg(&ov));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("outside the overlay's directory"),
+        "{}",
+        text(&o)
+    );
+    let o = run(kiln()
+        .args(["inspect", "--json", "--allow-backing-outside"])
+        .arg(&ov));
     assert!(o.status.success(), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["config"]["uuid"], uuid(7).as_str(), "{}", j["config"]);
     let target = d.join("flashed.img");
-    let o = run(kiln().arg("flash").arg(&ov).arg(&target).arg("--force"));
+    let o = run(kiln()
+        .arg("flash")
+        .arg(&ov)
+        .arg(&target)
+        .args(["--force", "--allow-backing-outside"]));
     assert!(o.status.success(), "{}", text(&o));
     ok(Command::new("cmp")
         .arg(&target)

@@ -97,7 +97,10 @@ pub fn sniff_bytes(head: &[u8], tail512: Option<&[u8]>) -> BaseFormat {
         BaseFormat::Qcow2
     } else if starts(VMDK_MAGIC) {
         BaseFormat::Vmdk
-    } else if starts(VHD_COOKIE) || tail512.is_some_and(|t| t.starts_with(VHD_COOKIE)) {
+    } else if starts(VHD_COOKIE)
+        || tail512
+            .is_some_and(|t| t.starts_with(VHD_COOKIE) || kiln_vdisk::vhd::looks_like_footer(t))
+    {
         BaseFormat::Vhd
     } else {
         BaseFormat::Raw
@@ -134,7 +137,7 @@ pub(crate) fn sniff_file(file: &File) -> std::io::Result<BaseFormat> {
     let n = usize::try_from(size.min(8)).unwrap_or(8);
     let head = head.get_mut(..n).unwrap_or_default();
     file.read_exact_at(head, 0)?;
-    let mut tail = [0u8; 8];
+    let mut tail = [0u8; 512];
     let tail = match size.checked_sub(512) {
         Some(at) => {
             file.read_exact_at(&mut tail, at)?;
@@ -168,5 +171,18 @@ mod tests {
         }
         assert_eq!(sniff_bytes(&[0; 8], Some(b"conectix\0\0")), BaseFormat::Vhd);
         assert_eq!(sniff_bytes(&[0; 8], Some(&[0; 8])), BaseFormat::Raw);
+    }
+
+    /// A VHD whose footer cookie is damaged is still a VHD (the reader
+    /// then refuses it, naming the footer), not a raw disk.
+    #[test]
+    fn damaged_vhd_cookie_is_vhd() {
+        let mut t = [0u8; 512];
+        t[..8].copy_from_slice(b"conectiy");
+        t[12..16].copy_from_slice(&[0, 1, 0, 0]);
+        t[60..64].copy_from_slice(&[0, 0, 0, 2]);
+        assert_eq!(sniff_bytes(&[0; 8], Some(&t)), BaseFormat::Vhd);
+        t[60..64].copy_from_slice(&[0, 0, 0, 9]);
+        assert_eq!(sniff_bytes(&[0; 8], Some(&t)), BaseFormat::Raw);
     }
 }

@@ -408,6 +408,49 @@ mod tests {
         enc.finish().unwrap()
     }
 
+    /// Every integrity check of the compressed formats is verified: a
+    /// zeroed gzip CRC-32, a flipped xz check or zstd frame checksum, and
+    /// bytes after the last stream are refused.
+    #[test]
+    fn compressed_base_checksums_are_verified() {
+        use kiln_artifact::compress::{CompressOptions, Compression, Encoder};
+        let d = disk();
+        for (c, format) in [
+            (Compression::Gzip, BaseFormat::Gz),
+            (Compression::Xz, BaseFormat::Xz),
+            (Compression::Zstd, BaseFormat::Zst),
+        ] {
+            let mut enc = Encoder::new(Vec::new(), &CompressOptions::new(c).threads(1)).unwrap();
+            enc.write_all(&d).unwrap();
+            let good = enc.finish().unwrap();
+            assert!(run(&good).is_ok(), "{c}");
+            let n = good.len();
+            let mut bad_sum = good.clone();
+            match c {
+                // CRC-32 before ISIZE.
+                Compression::Gzip => bad_sum[n - 8] ^= 1,
+                // The last block's check sits before the index and the
+                // 12-byte stream footer; flip the byte before the index.
+                Compression::Xz => {
+                    let backward = u32::from_le_bytes(good[n - 8..n - 4].try_into().unwrap());
+                    let index = (backward as usize + 1) * 4;
+                    bad_sum[n - 12 - index - 1] ^= 1;
+                }
+                // The XXH64 checksum ends the frame, if kiln writes one.
+                _ => bad_sum[n - 1] ^= 1,
+            }
+            let mut junk = good.clone();
+            junk.extend_from_slice(b"trailing junk");
+            for (case, b) in [("checksum", bad_sum), ("junk", junk)] {
+                match run(&b) {
+                    Err(Error::Corrupt { format: f, .. }) => assert_eq!(f, format, "{c} {case}"),
+                    Err(e) => panic!("{c} {case}: {e}"),
+                    Ok(_) => panic!("{c} {case}: accepted"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn short_raw_is_refused() {
         for len in [0usize, 100, 1000] {

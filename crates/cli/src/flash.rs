@@ -24,6 +24,8 @@ pub struct FlashArgs {
     pub holes: String,
     pub verify_only: bool,
     pub quiet: bool,
+    /// Follow a qcow2 overlay's backing file outside its directory.
+    pub allow_backing_outside: bool,
 }
 
 fn split_dev(rdev: u64) -> (u32, u32) {
@@ -135,8 +137,12 @@ pub fn run(a: FlashArgs) -> Result<()> {
     let compression = Compression::detect(&head[..n]);
     let disk = if compression == Compression::None {
         Some(
-            kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(&a.image))
-                .with_context(|| format!("{}: not a readable image", a.image.display()))?,
+            kiln_vdisk::open_with_backing(
+                &file,
+                kiln_units::parent_dir(&a.image),
+                kiln_vdisk::BackingOptions::new().allow_outside(a.allow_backing_outside),
+            )
+            .with_context(|| format!("{}: not a readable image", a.image.display()))?,
         )
     } else {
         None
@@ -258,13 +264,20 @@ pub fn run(a: FlashArgs) -> Result<()> {
         )?,
         (None, _) => {
             let mut dec = Decoder::new(std::fs::File::open(&a.image)?)?;
-            flash::flash(
+            let report = flash::flash(
                 ImageSource::Stream(&mut dec),
                 bmap.as_ref(),
                 &mut target,
                 &opts,
                 &mut progress,
-            )?
+            )?;
+            // With a bmap the stream stops at the image size, before the
+            // compressed trailer: read it, so that its checksum (gzip
+            // CRC-32 and length, xz check, zstd frame checksum) is verified
+            // as well and trailing garbage is refused.
+            std::io::copy(&mut dec, &mut std::io::sink())
+                .with_context(|| format!("{}: corrupt compressed data", a.image.display()))?;
+            report
         }
     };
     if report.discard_unsupported {

@@ -100,6 +100,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.
+        #[arg(long)]
+        allow_backing_outside: bool,
     },
     /// Write an image (raw, qcow2, vmdk, vhd, or raw .xz/.gz/.zst) to a disk, skipping holes (bmap), then verify it.
     Flash {
@@ -122,6 +125,9 @@ enum Command {
         /// Only verify the target against the bmap (e.g. a medium flashed earlier); write nothing.
         #[arg(long)]
         verify_only: bool,
+        /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.
+        #[arg(long)]
+        allow_backing_outside: bool,
     },
     /// Convert an image between raw, qcow2, vmdk and vhd (input may also be raw .xz/.gz/.zst).
     Convert {
@@ -132,6 +138,9 @@ enum Command {
         /// Output format: raw, qcow2, vmdk, vhd, vhd-dynamic.
         #[arg(long)]
         format: String,
+        /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.
+        #[arg(long)]
+        allow_backing_outside: bool,
     },
     /// Cut one image per device from a built image, rewriting only the boot partition's config.
     Stamp {
@@ -469,7 +478,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { image, json } => {
+        Command::Inspect {
+            image,
+            json,
+            allow_backing_outside,
+        } => {
             // A compressed image is expanded into an unnamed file in the
             // temporary directory (gone when kiln exits, however it
             // exits).
@@ -486,7 +499,11 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 None
             };
-            let r = kiln_pipeline::inspect(&image, scratch.as_ref())?;
+            let r = kiln_pipeline::inspect(
+                &image,
+                scratch.as_ref(),
+                kiln_vdisk::BackingOptions::new().allow_outside(allow_backing_outside),
+            )?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
@@ -584,6 +601,7 @@ fn run(cli: Cli) -> Result<()> {
             no_verify,
             holes,
             verify_only,
+            allow_backing_outside,
         } => flash::run(flash::FlashArgs {
             image,
             target,
@@ -592,12 +610,14 @@ fn run(cli: Cli) -> Result<()> {
             no_verify,
             holes,
             verify_only,
+            allow_backing_outside,
             quiet: cli.quiet,
         }),
         Command::Convert {
             input,
             output,
             format,
+            allow_backing_outside,
         } => {
             let f = kiln_pipeline::DiskFormat::parse(&format).ok_or_else(|| {
                 anyhow::anyhow!("--format {format:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic")
@@ -613,6 +633,7 @@ fn run(cli: Cli) -> Result<()> {
                 f,
                 seed.bytes16("vdisk"),
                 sde.unwrap_or_else(now),
+                kiln_vdisk::BackingOptions::new().allow_outside(allow_backing_outside),
             )?;
             if !cli.quiet {
                 eprintln!(

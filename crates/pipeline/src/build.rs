@@ -965,6 +965,7 @@ impl DiskWriter for Disk<'_> {
                     let opts = SourceOptions {
                         clamp_time: Some(time),
                         force_owner: None,
+                        max_file_size: Some(placed.size),
                     };
                     feed_input(rootfs, &opts, sink).map_err(|e| src_err(label, rootfs, e))?;
                     if recipe.swap.size.bytes() > 0
@@ -1368,6 +1369,7 @@ fn write_boot(
             &SourceOptions {
                 clamp_time: Some(time),
                 force_owner: None,
+                max_file_size: Some(placed.size),
             },
             &mut filtered,
         )

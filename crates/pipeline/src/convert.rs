@@ -36,13 +36,15 @@ pub struct ConvertReport {
 }
 
 /// Converts `input` to `output` in `format`; `seed` and `timestamp` fix
-/// the format identities (VHD UUID and time stamp, VMDK CID).
+/// the format identities (VHD UUID and time stamp, VMDK CID). A qcow2
+/// overlay's backing file is looked up under `backing`.
 pub fn convert(
     input: &Path,
     output: &Path,
     format: DiskFormat,
     seed: [u8; 16],
     timestamp: i64,
+    backing: kiln_vdisk::BackingOptions,
 ) -> Result<ConvertReport, Error> {
     let file = File::open(input).map_err(io(input, "cannot open the image"))?;
     let mut head = [0u8; 8];
@@ -71,7 +73,7 @@ pub fn convert(
     let mut temps = Temps::new();
     let (_, mut out) = temps.create(output)?;
     let summary = if compression == Compression::None {
-        let img = kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(input))
+        let img = kiln_vdisk::open_with_backing(&file, kiln_units::parent_dir(input), backing)
             .map_err(bad(input))?;
         let size = kiln_vdisk::VirtualDisk::virtual_size(&img);
         let mut w = opts.create_writer(&mut out, size).map_err(bad(output))?;

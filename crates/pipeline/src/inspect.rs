@@ -122,8 +122,13 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Inspects the image at `path`: raw, qcow2, VMDK or VHD (sniffed by
 /// magic), read in place. A compressed or zipped image has no random
 /// access: it is expanded (sparse) into `scratch`, an empty file the
-/// caller made (and removes), or refused when there is none.
-pub fn inspect(path: &Path, scratch: Option<&std::fs::File>) -> Result<InspectReport, Error> {
+/// caller made (and removes), or refused when there is none. A qcow2
+/// overlay's backing file is looked up under `backing`.
+pub fn inspect(
+    path: &Path,
+    scratch: Option<&std::fs::File>,
+    backing: kiln_vdisk::BackingOptions,
+) -> Result<InspectReport, Error> {
     use kiln_base::BaseFormat;
     let file = std::fs::File::open(path).map_err(|source| Error::Output {
         path: path.to_path_buf(),
@@ -137,12 +142,10 @@ pub fn inspect(path: &Path, scratch: Option<&std::fs::File>) -> Result<InspectRe
     match format {
         BaseFormat::Raw => inspect_disk(std::rc::Rc::new(file), path),
         BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd => {
-            let img =
-                kiln_vdisk::open_with_backing(file, kiln_units::parent_dir(path)).map_err(|e| {
-                    Error::Image {
-                        path: path.to_path_buf(),
-                        reason: format!("bad {format} image: {}", chain(&e)),
-                    }
+            let img = kiln_vdisk::open_with_backing(file, kiln_units::parent_dir(path), backing)
+                .map_err(|e| Error::Image {
+                    path: path.to_path_buf(),
+                    reason: format!("bad {format} image: {}", chain(&e)),
                 })?;
             inspect_disk(std::rc::Rc::new(img), path)
         }

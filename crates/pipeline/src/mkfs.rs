@@ -73,6 +73,11 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
     let src_opts = SourceOptions {
         clamp_time: Some(time),
         force_owner: req.force_owner,
+        max_file_size: if let MkfsSize::Bytes(b) = req.size {
+            Some(b)
+        } else {
+            None
+        },
     };
     let input = InputPath {
         path: req.source.clone(),

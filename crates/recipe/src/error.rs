@@ -78,6 +78,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file named by the recipe that is neither a directory nor a
+    /// regular file.
+    #[error("{at}: `{key}`: {} is a {kind}, not a file or directory", path.display())]
+    InputNotRegular {
+        /// Where it is named.
+        at: Location,
+        /// The key naming it.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// An environment variable named by the recipe is not set.
     #[error("{at}: `{key}`: environment variable {var} is not set")]
     MissingEnv {

@@ -45,17 +45,42 @@ pub struct InputPath {
     pub at: Location,
 }
 
+/// What kind of special file `ft` is, for errors.
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
 impl InputPath {
-    /// Fails with a located error unless the path exists.
+    /// Fails with a located error unless the path exists and (symlinks
+    /// followed) is a directory or a regular file: a device, FIFO or
+    /// socket (`/dev/zero`, a named pipe) would never end or would block.
     pub fn check_exists(&self) -> Result<(), Error> {
-        std::fs::symlink_metadata(&self.path)
-            .map(|_| ())
-            .map_err(|source| Error::InputFile {
+        std::fs::symlink_metadata(&self.path).map_err(|source| Error::InputFile {
+            at: self.at.clone(),
+            key: self.key.clone(),
+            path: self.path.clone(),
+            source,
+        })?;
+        match std::fs::metadata(&self.path) {
+            Ok(md) if !md.is_dir() && !md.is_file() => Err(Error::InputNotRegular {
                 at: self.at.clone(),
                 key: self.key.clone(),
                 path: self.path.clone(),
-                source,
-            })
+                kind: file_kind(md.file_type()),
+            }),
+            _ => Ok(()),
+        }
     }
     /// Reads the whole file (small inputs only: certificates, profiles).
     pub fn read(&self) -> Result<Vec<u8>, Error> {
@@ -928,6 +953,45 @@ fn data_root_owner(rel: &str, store: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `rootfs = "/dev/zero"` or a FIFO: refused, not read forever.
+    #[test]
+    fn special_files_are_not_inputs() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo (Debian package coreutils) is needed");
+        assert!(st.success());
+        let input = |path: PathBuf| InputPath {
+            path,
+            key: "os.amd64.rootfs".into(),
+            at: Location {
+                file: "r.toml".into(),
+                line: 3,
+                column: 1,
+            },
+        };
+        for (path, kind) in [
+            (PathBuf::from("/dev/zero"), "character device"),
+            (fifo, "FIFO"),
+        ] {
+            match input(path.clone()).check_exists() {
+                Err(e @ Error::InputNotRegular { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(kind) && msg.contains("os.amd64.rootfs"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        input(d.path().to_path_buf()).check_exists().unwrap();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        input(d.path().join("f")).check_exists().unwrap();
+    }
 
     const R: &str = r#"
 name = "bob-onprem"

@@ -49,6 +49,66 @@ pub enum Error {
         /// Its type as the archive names it.
         kind: String,
     },
+    /// The compressed stream around an archive is corrupt: a gzip CRC-32
+    /// or length, an xz check or a zstd frame checksum does not match, or
+    /// bytes follow the last stream that are not another stream.
+    #[error("{archive}: corrupt compressed data")]
+    CorruptCompression {
+        /// The archive.
+        archive: PathBuf,
+        /// The decoder's complaint.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An owner id in an archive header or PAX record that does not fit
+    /// the 32 bits Linux (and ext4) give it.
+    #[error("{path:?}: {field} {value} is above 4294967295")]
+    IdOutOfRange {
+        /// The entry.
+        path: String,
+        /// `uid` or `gid`.
+        field: &'static str,
+        /// The value the archive gives.
+        value: u64,
+    },
+    /// A numeric PAX record that is not a number.
+    #[error("{path:?}: PAX record {field} is not a decimal number: {value:?}")]
+    InvalidPaxNumber {
+        /// The entry.
+        path: String,
+        /// The record's key.
+        field: &'static str,
+        /// The record's value, lossily decoded.
+        value: String,
+    },
+    /// A GNU sparse file whose map is inconsistent.
+    #[error("{path:?}: bad GNU sparse map: {reason}")]
+    BadSparseMap {
+        /// The entry as the archive names it.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A file larger than the caller's bound (the partition it goes to):
+    /// refused from its header, before reading its data.
+    #[error("{path:?}: {size} bytes, larger than the {limit} bytes it may take")]
+    FileTooLarge {
+        /// The entry.
+        path: String,
+        /// The size its header claims, in bytes.
+        size: u64,
+        /// The bound, in bytes.
+        limit: u64,
+    },
+    /// An input that is not a regular file (a device, FIFO or socket
+    /// would hang or never end).
+    #[error("{path}: is a {kind}, not a regular file")]
+    NotRegularFile {
+        /// The input.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// The archive is not well-formed.
     #[error("{archive}: malformed tar archive")]
     MalformedArchive {

@@ -44,6 +44,7 @@ pub mod dir;
 mod entry;
 mod error;
 mod path;
+mod pax_sparse;
 mod sink;
 pub mod tar_source;
 

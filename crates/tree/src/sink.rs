@@ -78,6 +78,11 @@ pub struct SourceOptions {
     /// Replace every owner with this uid/gid (a directory prepared by an
     /// unprivileged user still becomes root-owned in the image).
     pub force_owner: Option<(u32, u32)>,
+    /// Refuse a regular file whose header claims more than this many
+    /// bytes (the size of the partition it goes to), before reading its
+    /// data: a small archive that claims terabytes (a sparse file's holes)
+    /// fails at once instead of being expanded.
+    pub max_file_size: Option<u64>,
 }
 
 impl SourceOptions {

@@ -10,6 +10,7 @@
 //! ([`TreePath::parse`]) and hardlinks to members not seen before.
 
 use crate::path::lossy;
+use crate::pax_sparse::PaxSparse;
 use crate::{
     Content, Entry, EntryKind, Error, Metadata, SourceError, SourceOptions, Timestamp, TreePath,
     TreeSink, Xattr,
@@ -75,12 +76,13 @@ impl TarSource {
     }
 
     /// Feeds every member to `sink`.
+    ///
+    /// The archive must be a regular file (a device or FIFO would never
+    /// end or would block), and a compressed one must be intact to its
+    /// end: gzip CRC-32 and length, xz checks and zstd frame checksums are
+    /// all verified, and bytes after the last stream are refused.
     pub fn feed<S: TreeSink>(&self, sink: &mut S) -> Result<(), SourceError<S::Error>> {
-        let f = File::open(&self.path).map_err(|source| Error::Io {
-            path: self.path.clone(),
-            op: "cannot open archive",
-            source,
-        })?;
+        let f = open_regular(&self.path)?;
         let r = decompress(BufReader::with_capacity(256 * 1024, f)).map_err(|source| {
             Error::MalformedArchive {
                 archive: self.path.clone(),
@@ -91,8 +93,55 @@ impl TarSource {
     }
 }
 
+/// What kind of file `ft` is, for errors.
+fn kind_name(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// Opens `path` for reading if it is a regular file (after following
+/// symlinks). The type is checked before opening, as opening a FIFO
+/// blocks until a writer appears, and again on the opened file.
+pub fn open_regular(path: &Path) -> Result<File, Error> {
+    let io = |op| {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let not_regular = |ft| Error::NotRegularFile {
+        path: path.to_path_buf(),
+        kind: kind_name(ft),
+    };
+    let md = std::fs::metadata(path).map_err(io("cannot open archive"))?;
+    if !md.is_file() {
+        return Err(not_regular(md.file_type()));
+    }
+    let f = File::open(path).map_err(io("cannot open archive"))?;
+    let md = f.metadata().map_err(io("cannot open archive"))?;
+    if !md.is_file() {
+        return Err(not_regular(md.file_type()));
+    }
+    Ok(f)
+}
+
 /// Feeds the members of an (uncompressed) tar stream to `sink`; `name`
-/// labels errors.
+/// labels errors. After the end-of-archive blocks the rest of `reader`
+/// is read to its end, so a decompressing reader reaches (and checks) its
+/// trailer: an error there is [`Error::CorruptCompression`].
 pub fn feed_tar<R: Read, S: TreeSink>(
     reader: R,
     name: &Path,
@@ -107,7 +156,7 @@ pub fn feed_tar<R: Read, S: TreeSink>(
     let mut seen: HashSet<TreePath> = HashSet::new();
     for member in archive.entries().map_err(malformed)? {
         let mut member = member.map_err(malformed)?;
-        let Some(entry) = convert_member(&mut member, opts)? else {
+        let Some((entry, sparse)) = convert(&mut member, opts)? else {
             continue;
         };
         if let EntryKind::Hardlink { target } = &entry.kind {
@@ -122,25 +171,61 @@ pub fn feed_tar<R: Read, S: TreeSink>(
         if entry.kind != EntryKind::Dir {
             seen.insert(entry.path.clone());
         }
-        let size = member.size();
         if entry.kind == EntryKind::File {
-            let mut counted = Strict {
-                inner: &mut member,
-                name,
-            };
-            sink.add(
-                &entry,
-                Content::Stream {
-                    size,
-                    reader: &mut counted,
-                },
-            )
-            .map_err(SourceError::Sink)?;
+            feed_file(&mut member, &entry, sparse, name, opts, sink)?;
         } else {
             sink.add(&entry, Content::None).map_err(SourceError::Sink)?;
         }
     }
+    // The tar reader stops at the end-of-archive blocks; what follows
+    // (padding, then the compressed stream's trailer with its checksum)
+    // must still be read for the decoder to verify it.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|source| Error::CorruptCompression {
+        archive: name.to_path_buf(),
+        source,
+    })?;
     Ok(())
+}
+
+/// Feeds one regular file, its size first checked against the caller's
+/// bound; a PAX sparse member is expanded from its map.
+fn feed_file<R: Read, S: TreeSink>(
+    member: &mut tar::Entry<'_, R>,
+    entry: &Entry,
+    sparse: Option<PaxSparse>,
+    name: &Path,
+    opts: &SourceOptions,
+    sink: &mut S,
+) -> Result<(), SourceError<S::Error>> {
+    let path = entry.path.to_string();
+    let size = match &sparse {
+        Some(s) => s.real_size(&path)?,
+        None => member.size(),
+    };
+    if let Some(limit) = opts.max_file_size {
+        if size > limit {
+            return Err(Error::FileTooLarge { path, size, limit }.into());
+        }
+    }
+    let stored = member.size();
+    let mut expanded;
+    let data: &mut dyn Read = match &sparse {
+        Some(s) => {
+            expanded = s.expand(&mut *member, stored, &path)?;
+            &mut expanded
+        }
+        None => member,
+    };
+    let mut counted = Strict { inner: data, name };
+    sink.add(
+        entry,
+        Content::Stream {
+            size,
+            reader: &mut counted,
+        },
+    )
+    .map_err(SourceError::Sink)
 }
 
 /// Turns a truncated member into a clear error instead of short data.
@@ -163,13 +248,92 @@ impl<R: Read> Read for Strict<'_, R> {
 /// Converts one tar member's header (and PAX records) to an [`Entry`].
 /// Returns `None` for members that carry no tree entry (global PAX
 /// headers). Used by the tar source and by layer readers that need their
-/// own loop (e.g. to keep raw headers).
+/// own loop (e.g. to keep raw headers). A GNU sparse file stored in a PAX
+/// archive is refused here ([`Error::UnsupportedEntry`]): only
+/// [`feed_tar`] expands those.
 pub fn convert_member<R: Read>(
     member: &mut tar::Entry<'_, R>,
     opts: &SourceOptions,
 ) -> Result<Option<Entry>, Error> {
+    match convert(member, opts)? {
+        None => Ok(None),
+        Some((entry, Some(_))) => Err(Error::UnsupportedEntry {
+            path: entry.path.to_string(),
+            kind: "GNU sparse file in a PAX archive".to_string(),
+        }),
+        Some((entry, None)) => Ok(Some(entry)),
+    }
+}
+
+/// The PAX records of one member that kiln uses.
+#[derive(Default)]
+struct Pax {
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<Timestamp>,
+    atime: Option<Timestamp>,
+    ctime: Option<Timestamp>,
+    xattrs: Vec<Xattr>,
+    sparse: PaxSparse,
+}
+
+fn read_pax<R: Read>(member: &mut tar::Entry<'_, R>, name: &str) -> Result<Pax, Error> {
+    let mut pax = Pax::default();
+    let Ok(Some(exts)) = member.pax_extensions() else {
+        return Ok(pax);
+    };
+    for ext in exts {
+        let ext = ext.map_err(|source| Error::Io {
+            path: PathBuf::from(name),
+            op: "malformed PAX header",
+            source,
+        })?;
+        let key = ext.key_bytes();
+        let val = ext.value_bytes();
+        if let Some(xname) = key.strip_prefix(b"SCHILY.xattr.") {
+            pax.xattrs.push(Xattr {
+                name: xname.to_vec(),
+                value: val.to_vec(),
+            });
+            continue;
+        }
+        if pax.sparse.record(key, val, name)? {
+            continue;
+        }
+        match key {
+            b"uid" => pax.uid = Some(parse_num(val, "uid", name)?),
+            b"gid" => pax.gid = Some(parse_num(val, "gid", name)?),
+            b"mtime" => pax.mtime = parse_time(val),
+            b"atime" => pax.atime = parse_time(val),
+            b"ctime" => pax.ctime = parse_time(val),
+            _ => {}
+        }
+    }
+    Ok(pax)
+}
+
+/// An owner id as Linux holds it: refused above 32 bits (GNU tar refuses
+/// too), not wrapped or replaced by root.
+fn owner_id(value: u64, field: &'static str, path: &TreePath) -> Result<u32, Error> {
+    u32::try_from(value).map_err(|_| Error::IdOutOfRange {
+        path: path.to_string(),
+        field,
+        value,
+    })
+}
+
+/// [`convert_member`], keeping a PAX sparse member's records for
+/// [`feed_tar`] to expand its data.
+fn convert<R: Read>(
+    member: &mut tar::Entry<'_, R>,
+    opts: &SourceOptions,
+) -> Result<Option<(Entry, Option<PaxSparse>)>, Error> {
     use tar::EntryType as T;
-    let raw_path = member.path_bytes().into_owned();
+    let mut raw_path = member.path_bytes().into_owned();
+    let pax = read_pax(member, &lossy(&raw_path))?;
+    if let Some(real) = pax.sparse.name.as_ref().filter(|_| pax.sparse.is_sparse()) {
+        raw_path.clone_from(real);
+    }
     let path = TreePath::parse(&raw_path)?;
     let header = member.header();
     let et = header.entry_type();
@@ -217,55 +381,42 @@ pub fn convert_member<R: Read>(
             reason: "the root must be a directory",
         });
     }
-    let mode = header.mode().unwrap_or(0o644) & 0o7777;
-    let mut uid = u32::try_from(header.uid().unwrap_or(0)).unwrap_or(0);
-    let mut gid = u32::try_from(header.gid().unwrap_or(0)).unwrap_or(0);
-    let mtime0 = Timestamp::new(i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0), 0);
-    let (mut mtime, mut atime, mut ctime) = (mtime0, None, None);
-    let mut xattrs = Vec::new();
-    if let Ok(Some(pax)) = member.pax_extensions() {
-        for ext in pax {
-            let ext = ext.map_err(|source| Error::Io {
-                path: PathBuf::from(lossy(&raw_path)),
-                op: "malformed PAX header",
-                source,
-            })?;
-            let key = ext.key_bytes();
-            let val = ext.value_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                xattrs.push(Xattr {
-                    name: name.to_vec(),
-                    value: val.to_vec(),
-                });
-                continue;
-            }
-            match key {
-                b"uid" => uid = parse_num(val).unwrap_or(uid),
-                b"gid" => gid = parse_num(val).unwrap_or(gid),
-                b"mtime" => mtime = parse_time(val).unwrap_or(mtime),
-                b"atime" => atime = parse_time(val),
-                b"ctime" => ctime = parse_time(val),
-                _ => {}
-            }
-        }
+    if pax.sparse.is_sparse() && kind != EntryKind::File {
+        return Err(bad("GNU sparse records on a member that is not a file"));
     }
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    let uid = owner_id(pax.uid.unwrap_or(header.uid().unwrap_or(0)), "uid", &path)?;
+    let gid = owner_id(pax.gid.unwrap_or(header.gid().unwrap_or(0)), "gid", &path)?;
+    let mtime0 = Timestamp::new(i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0), 0);
+    let mtime = pax.mtime.unwrap_or(mtime0);
+    let mut xattrs = pax.xattrs;
     xattrs.sort();
     let mut meta = Metadata {
         mode,
         uid,
         gid,
-        atime: atime.unwrap_or(mtime),
+        atime: pax.atime.unwrap_or(mtime),
         mtime,
-        ctime: ctime.unwrap_or(mtime),
+        ctime: pax.ctime.unwrap_or(mtime),
         crtime: mtime,
         xattrs,
     };
     opts.apply(&mut meta);
-    Ok(Some(Entry::new(path, kind, meta)))
+    let sparse = pax.sparse.is_sparse().then_some(pax.sparse);
+    Ok(Some((Entry::new(path, kind, meta), sparse)))
 }
 
-fn parse_num(v: &[u8]) -> Option<u32> {
-    std::str::from_utf8(v).ok()?.trim().parse().ok()
+/// A numeric PAX record (`uid`, `gid`): a malformed one is an error, not
+/// ignored in favour of the header's (possibly truncated) field.
+fn parse_num(v: &[u8], field: &'static str, path: &str) -> Result<u64, Error> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Error::InvalidPaxNumber {
+            path: path.to_string(),
+            field,
+            value: lossy(v),
+        })
 }
 
 /// Parses a PAX time such as `1700000000.123456789` (or negative).
@@ -413,6 +564,241 @@ mod tests {
     fn truncated_is_an_error() {
         let t = tar_of(&[("f", tar::EntryType::Regular, &[7u8; 4000], None)]);
         assert!(feed(&t[..2048]).is_err());
+    }
+
+    /// A tar of one 64 KiB file of varied bytes, for the compressed cases.
+    fn sample_tar() -> Vec<u8> {
+        let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+        tar_of(&[("data.bin", tar::EntryType::Regular, &data, None)])
+    }
+
+    fn feed_file(bytes: &[u8], file_name: &str) -> Result<Rec, SourceError<std::io::Error>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name);
+        std::fs::write(&path, bytes).unwrap();
+        let mut rec = Rec::default();
+        TarSource::new(&path, SourceOptions::default()).feed(&mut rec)?;
+        Ok(rec)
+    }
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// One line naming the file, whatever the cause.
+    fn assert_names_file(e: &SourceError<std::io::Error>, file: &str, case: &str) {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        assert!(msg.contains(file) && !msg.contains('\n'), "{case}: {msg}");
+    }
+
+    #[test]
+    fn corrupt_gzip_is_refused() {
+        let good = gz(&sample_tar());
+        let rec = feed_file(&good, "root.tar.gz").unwrap();
+        assert_eq!(rec.0[0].3.len(), 65536);
+        let n = good.len();
+        let mut zero_crc = good.clone();
+        zero_crc[n - 8..n - 4].fill(0);
+        let mut bad_len = good.clone();
+        bad_len[n - 1] ^= 1;
+        let mut garbage = good.clone();
+        garbage.extend_from_slice(b"trailing junk");
+        let mut flipped = good.clone();
+        flipped[n / 2] ^= 0x10;
+        for (case, bytes) in [
+            ("zeroed CRC", zero_crc),
+            ("wrong ISIZE", bad_len),
+            ("trailing garbage", garbage),
+            ("flipped data byte", flipped),
+        ] {
+            let e = feed_file(&bytes, "root.tar.gz")
+                .err()
+                .unwrap_or_else(|| panic!("{case} accepted"));
+            assert_names_file(&e, "root.tar.gz", case);
+        }
+    }
+
+    #[test]
+    fn corrupt_xz_and_zstd_are_refused() {
+        use std::io::Write;
+        let tar = sample_tar();
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(&tar).unwrap();
+        let xz = e.finish().unwrap();
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.include_checksum(true).unwrap();
+        e.write_all(&tar).unwrap();
+        let zst = e.finish().unwrap();
+        assert!(feed_file(&xz, "r.tar.xz").is_ok());
+        assert!(feed_file(&zst, "r.tar.zst").is_ok());
+        // xz: the block's CRC-64 check sits right before the index; the
+        // last 4 bytes of a zstd frame are its XXH64 checksum.
+        let mut bad_xz = xz.clone();
+        let check_at = xz.len() - 12 - 12 - 8;
+        bad_xz[check_at] ^= 1;
+        let mut bad_zst = zst.clone();
+        let last = zst.len() - 1;
+        bad_zst[last] ^= 1;
+        let mut xz_junk = xz.clone();
+        xz_junk.extend_from_slice(b"junk");
+        for (case, bytes, file) in [
+            ("xz check", bad_xz, "r.tar.xz"),
+            ("xz trailing garbage", xz_junk, "r.tar.xz"),
+            ("zstd checksum", bad_zst, "r.tar.zst"),
+        ] {
+            let e = feed_file(&bytes, file)
+                .err()
+                .unwrap_or_else(|| panic!("{case} accepted"));
+            assert_names_file(&e, file, case);
+        }
+    }
+
+    #[test]
+    fn owner_ids_above_32_bits_are_refused() {
+        // A GNU header holds a large uid in base-256.
+        let mut h = header("f", tar::EntryType::Regular, 0);
+        h.set_uid(1 << 32);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b""[..]).unwrap();
+        let big_header = b.into_inner().unwrap();
+        let pax = |key: &str, val: &str| {
+            let mut b = tar::Builder::new(Vec::new());
+            b.append_pax_extensions([(key, val.as_bytes())]).unwrap();
+            b.append(&header("f", tar::EntryType::Regular, 0), &b""[..])
+                .unwrap();
+            b.into_inner().unwrap()
+        };
+        for (case, t) in [
+            ("header uid", big_header),
+            ("PAX uid", pax("uid", "4294967296")),
+            ("PAX gid", pax("gid", "18446744073709551615")),
+        ] {
+            let e = feed(&t).err().unwrap_or_else(|| panic!("{case} accepted"));
+            assert!(
+                matches!(e, SourceError::Source(Error::IdOutOfRange { ref path, .. }) if path == "/f"),
+                "{case}: {e}"
+            );
+        }
+        let e = feed(&pax("uid", "12x")).err().unwrap();
+        assert!(
+            matches!(e, SourceError::Source(Error::InvalidPaxNumber { .. })),
+            "{e}"
+        );
+        // The largest id still fits.
+        let rec = feed(&pax("uid", "4294967295")).unwrap();
+        assert_eq!(rec.0[0].2.uid, u32::MAX);
+    }
+
+    /// An old-format GNU sparse member claiming `real` bytes with one
+    /// 512-byte data segment at its end.
+    fn gnu_sparse(real: u64) -> Vec<u8> {
+        let mut h = header("big", tar::EntryType::GNUSparse, 512);
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(real);
+        g.sparse[0].set_offset(real - 512);
+        g.sparse[0].set_length(512);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &[9u8; 512][..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn claimed_size_is_checked_before_reading() {
+        let t = gnu_sparse(4 << 40);
+        let opts = SourceOptions {
+            max_file_size: Some(1 << 30),
+            ..SourceOptions::default()
+        };
+        let start = std::time::Instant::now();
+        let mut rec = Rec::default();
+        let e = feed_tar(&t[..], Path::new("t.tar"), &opts, &mut rec).unwrap_err();
+        assert!(
+            matches!(e, SourceError::Source(Error::FileTooLarge { size, limit, .. }) if size == 4 << 40 && limit == 1 << 30),
+            "{e}"
+        );
+        assert!(rec.0.is_empty() && start.elapsed().as_secs() < 2);
+        // Within the bound: expanded, holes as zeros.
+        let rec = feed(&gnu_sparse(4096)).unwrap();
+        assert_eq!(rec.0[0].3.len(), 4096);
+        assert!(rec.0[0].3[..3584].iter().all(|&b| b == 0));
+        assert!(rec.0[0].3[3584..].iter().all(|&b| b == 9));
+    }
+
+    #[test]
+    fn special_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Rec::default();
+        for (path, kind) in [
+            (PathBuf::from("/dev/zero"), "character device"),
+            (dir.path().to_path_buf(), "directory"),
+        ] {
+            let e = TarSource::new(&path, SourceOptions::default())
+                .feed(&mut rec)
+                .unwrap_err();
+            assert!(
+                matches!(e, SourceError::Source(Error::NotRegularFile { kind: k, .. }) if k == kind),
+                "{e}"
+            );
+        }
+    }
+
+    /// `tar --format=posix --sparse` in each PAX sparse version: the real
+    /// name and the expanded bytes come out.
+    #[test]
+    fn pax_sparse_from_gnu_tar() {
+        use std::io::{Seek, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let size = 3 << 20;
+        let mut f = File::create(src.join("holes.img")).unwrap();
+        f.set_len(size).unwrap();
+        f.seek(std::io::SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.seek(std::io::SeekFrom::Start(size - 5)).unwrap();
+        f.write_all(b"tail!").unwrap();
+        drop(f);
+        let want = std::fs::read(src.join("holes.img")).unwrap();
+        for version in ["0.0", "0.1", "1.0"] {
+            let out = dir.path().join(format!("s{version}.tar"));
+            let st = std::process::Command::new("tar")
+                .arg("--format=posix")
+                .arg("--sparse")
+                .arg(format!("--sparse-version={version}"))
+                .arg("-C")
+                .arg(&src)
+                .arg("-cf")
+                .arg(&out)
+                .arg("holes.img")
+                .status()
+                .expect("GNU tar is needed for this test (Debian package `tar`)");
+            assert!(st.success(), "tar {version}");
+            let bytes = std::fs::read(&out).unwrap();
+            let rec = feed(&bytes).unwrap_or_else(|e| panic!("{version}: {e}"));
+            assert_eq!(rec.0.len(), 1, "{version}");
+            assert_eq!(rec.0[0].0, "/holes.img", "{version}");
+            assert!(rec.0[0].3 == want, "{version}: contents differ");
+            // The bound applies to the real size, not the stored one.
+            let opts = SourceOptions {
+                max_file_size: Some(1 << 20),
+                ..SourceOptions::default()
+            };
+            let e = feed_tar(&bytes[..], Path::new("s.tar"), &opts, &mut Rec::default());
+            assert!(
+                matches!(e, Err(SourceError::Source(Error::FileTooLarge { .. }))),
+                "{version}"
+            );
+        }
     }
 
     #[test]

@@ -53,6 +53,23 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// An overlay's backing file outside the overlay's directory, which
+    /// the caller did not allow.
+    #[error("refusing backing file {}: outside the overlay's directory {}", path.display(), dir.display())]
+    BackingOutside {
+        /// The path the overlay's name resolves to.
+        path: std::path::PathBuf,
+        /// The overlay's directory.
+        dir: std::path::PathBuf,
+    },
+    /// An overlay's backing file that is not a regular file.
+    #[error("refusing backing file {}: it is a {kind}, not a regular file", path.display())]
+    BackingNotRegular {
+        /// The path the overlay's name resolves to.
+        path: std::path::PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// A structure read from the image is inconsistent or out of bounds.
     #[error("corrupt {format} image: {what} (at file byte {offset})")]
     Corrupt {

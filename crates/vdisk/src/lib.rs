@@ -74,6 +74,8 @@ mod source;
 mod stream;
 
 #[cfg(feature = "qcow2")]
+mod backing;
+#[cfg(feature = "qcow2")]
 pub mod qcow2;
 pub mod raw;
 #[cfg(feature = "vhd")]
@@ -81,6 +83,8 @@ pub mod vhd;
 #[cfg(feature = "vmdk")]
 pub mod vmdk;
 
+#[cfg(feature = "qcow2")]
+pub use backing::BackingOptions;
 pub use error::{Error, Format, Result};
 pub use extent::{DiskWriter, Extent, WriteSummary};
 #[cfg(feature = "qcow2")]
@@ -159,7 +163,8 @@ pub enum Image<R: DataRegions> {
 
 /// Opens `src`, detecting the format from its magic: `QFI\xfb` (qcow2),
 /// `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
-/// (VHD), else raw.
+/// (VHD; also a last sector that is a VHD footer but for a damaged
+/// cookie, which is then refused rather than read as raw), else raw.
 ///
 /// # Errors
 /// [`Error::Corrupt`] or [`Error::Unsupported`] for a recognised but bad or
@@ -170,20 +175,24 @@ pub fn open<R: DataRegions>(src: R) -> Result<Image<R>> {
 
 /// Like [`open`], and a qcow2 overlay is read through its backing file: a
 /// relative name is taken from `dir` (the overlay's directory, as QEMU
-/// does). The backing file may be any image [`open`] reads, not another
-/// overlay; its recorded format, if any, must be what it is.
+/// does). The backing file must be a regular file and, unless `backing`
+/// allows otherwise, inside `dir` (see [`BackingOptions`]). It may be any
+/// image [`open`] reads, not another overlay; its recorded format, if any,
+/// must be what it is.
 ///
 /// # Errors
-/// As [`open`]; [`Error::Io`] when the backing file cannot be opened,
-/// [`Error::Unsupported`] for a backing overlay or a format mismatch.
+/// As [`open`]; [`Error::Backing`] when the backing file cannot be opened,
+/// [`Error::BackingOutside`] or [`Error::BackingNotRegular`] when it is
+/// refused, [`Error::Unsupported`] for a backing overlay or a format
+/// mismatch.
 #[cfg(feature = "qcow2")]
-pub fn open_with_backing<R: DataRegions>(src: R, dir: &std::path::Path) -> Result<Image<R>> {
+pub fn open_with_backing<R: DataRegions>(
+    src: R,
+    dir: &std::path::Path,
+    backing: BackingOptions,
+) -> Result<Image<R>> {
     let mut resolve = |b: &qcow2::Backing| -> Result<qcow2::BackingDisk> {
-        let path = dir.join(&b.name);
-        let file = std::fs::File::open(&path).map_err(|source| Error::Backing {
-            path: path.clone(),
-            source,
-        })?;
+        let file = backing::open_backing(dir, &b.name, backing)?;
         let disk = open(file)?;
         let fmt = disk.format().to_string();
         if let Some(want) = &b.format {
@@ -209,7 +218,7 @@ fn open_inner<R: DataRegions>(
     if size >= 8 {
         src.read_exact_at(&mut head, 0).map_err(Error::io(0))?;
     }
-    let mut tail = [0u8; 8];
+    let mut tail = [0u8; 512];
     if size >= 512 {
         src.read_exact_at(&mut tail, size - 512)
             .map_err(Error::io(size - 512))?;
@@ -223,7 +232,7 @@ fn open_inner<R: DataRegions>(
         return VmdkReader::open(src).map(Image::Vmdk);
     }
     #[cfg(feature = "vhd")]
-    if &tail == b"conectix" || &head == b"conectix" {
+    if tail.starts_with(b"conectix") || &head == b"conectix" || vhd::looks_like_footer(&tail) {
         return VhdReader::open(src).map(Image::Vhd);
     }
     let _ = (&head, &tail);

@@ -76,7 +76,8 @@ fn overlay_stores_only_fed_clusters_and_reads_through() {
         kiln_vdisk::open(&f),
         Err(kiln_vdisk::Error::Unsupported { .. })
     ));
-    let img = kiln_vdisk::open_with_backing(&f, &d.path("")).unwrap();
+    let img =
+        kiln_vdisk::open_with_backing(&f, &d.path(""), kiln_vdisk::BackingOptions::new()).unwrap();
     let mut got = vec![0u8; size];
     kiln_vdisk::VirtualDisk::read_virtual(&img, &mut got, 0).unwrap();
     assert!(got == want, "the overlay read through its backing file");
@@ -96,7 +97,8 @@ fn overlay_stores_only_fed_clusters_and_reads_through() {
 
     // A missing backing file: named.
     std::fs::rename(d.path("base.raw"), d.path("gone.raw")).unwrap();
-    let e = kiln_vdisk::open_with_backing(&f, &d.path("")).unwrap_err();
+    let e = kiln_vdisk::open_with_backing(&f, &d.path(""), kiln_vdisk::BackingOptions::new())
+        .unwrap_err();
     assert!(
         e.to_string().contains("backing file") && e.to_string().contains("base.raw"),
         "{e}"

@@ -11,6 +11,8 @@ pub(crate) const VHD_COOKIE: [u8; 8] = *b"conectix";
 pub(crate) const VHD_DISK_TYPE_FIXED: u32 = 2;
 pub(crate) const VHD_DISK_TYPE_DYNAMIC: u32 = 3;
 pub(crate) const VHD_DISK_TYPE_DIFFERENCING: u32 = 4;
+/// File format version 1.0 (footer offset 12), the only one defined.
+pub(crate) const VHD_FORMAT_VERSION: u32 = 0x0001_0000;
 pub(crate) const VHD_NO_DATA_OFFSET: u64 = u64::MAX;
 const CHECKSUM_AT: usize = 64;
 
@@ -32,7 +34,7 @@ impl Footer {
         let mut b = [0u8; VHD_FOOTER_LEN];
         put(&mut b, 0, &VHD_COOKIE);
         put(&mut b, 8, &2u32.to_be_bytes());
-        put(&mut b, 12, &0x0001_0000u32.to_be_bytes());
+        put(&mut b, 12, &VHD_FORMAT_VERSION.to_be_bytes());
         put(&mut b, 16, &self.data_offset.to_be_bytes());
         put(&mut b, 24, &self.timestamp.to_be_bytes());
         put(&mut b, 28, &self.creator_app);
@@ -51,6 +53,19 @@ impl Footer {
         let sum = VhdChecksum::compute(&b, CHECKSUM_AT);
         put(&mut b, CHECKSUM_AT, &sum.0.to_be_bytes());
         b
+    }
+
+    /// Whether `b` (a file's last 512 bytes) is a VHD footer, whatever its
+    /// cookie says: file format version 1.0 (offset 12) and a known disk
+    /// type (offset 60). A raw disk's last sector almost never is; a VHD
+    /// whose cookie was damaged must be refused, not read as raw.
+    pub(crate) fn looks_like(b: &[u8]) -> bool {
+        b.len() >= VHD_FOOTER_LEN
+            && be32(b, 12) == VHD_FORMAT_VERSION
+            && matches!(
+                be32(b, 60),
+                VHD_DISK_TYPE_FIXED | VHD_DISK_TYPE_DYNAMIC | VHD_DISK_TYPE_DIFFERENCING
+            )
     }
 
     /// Parses a footer read from file byte `at` (for error locations).

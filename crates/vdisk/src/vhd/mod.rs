@@ -69,6 +69,14 @@ pub use writer::VhdWriter;
 
 use kiln_units::Guid;
 
+/// Whether `last_sector` (a file's last 512 bytes) is a VHD footer,
+/// whatever its cookie says: format version 1.0 and a known disk type.
+/// Sniffers use it so that a VHD with a damaged cookie is refused by
+/// [`VhdReader`] instead of being taken for a raw disk.
+pub fn looks_like_footer(last_sector: &[u8]) -> bool {
+    footer::Footer::looks_like(last_sector)
+}
+
 /// Which VHD flavour to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VhdKind {

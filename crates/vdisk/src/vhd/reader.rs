@@ -57,9 +57,16 @@ impl<R: ReadAt> VhdReader<R> {
         let (footer, footer_at) = if fb[..8] == VHD_COOKIE {
             (Footer::parse(&fb, at)?, at)
         } else {
-            // A dynamic disk whose trailing footer is damaged: use the copy.
-            src.read_exact_at(&mut fb, 0).map_err(Error::io(0))?;
-            (Footer::parse(&fb, 0)?, 0)
+            // A dynamic disk whose trailing footer is damaged: use the
+            // copy. Without a good copy, the trailing footer's own error
+            // (cookie, checksum) is the one to report, at its offset.
+            let mut copy = [0u8; VHD_FOOTER_LEN];
+            src.read_exact_at(&mut copy, 0).map_err(Error::io(0))?;
+            if copy[..8] == VHD_COOKIE {
+                (Footer::parse(&copy, 0)?, 0)
+            } else {
+                (Footer::parse(&fb, at)?, at)
+            }
         };
         let chs = footer.geometry.sectors() * 512;
         let use_chs = matches!(&footer.creator_app, b"vpc " | b"qemu")

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::Mutex;
 
-use flate2::{Decompress, FlushDecompress};
+use flate2::{Decompress, FlushDecompress, Status};
 use kiln_units::ReadAt;
 
 use crate::bytes::{le32, le64};
@@ -216,11 +216,23 @@ impl<R: ReadAt> VmdkReader<R> {
         cache
             .grain
             .resize(usize::try_from(self.grain_bytes).unwrap_or(0), 0);
+        // A zlib stream (RFC 1950): the decoder checks its Adler-32 at the
+        // end, which only counts if the stream does reach its end inside
+        // the grain's bytes and the grain's size.
         let mut d = Decompress::new(true);
         let r = d.decompress(&input, &mut cache.grain, FlushDecompress::Finish);
-        if r.is_err() {
+        let what = match r {
+            Ok(Status::StreamEnd) => None,
+            // The output is full and the stream goes on.
+            Ok(_) if d.total_out() >= self.grain_bytes => {
+                Some("grain inflates past the grain size")
+            }
+            Ok(_) => Some("grain's compressed stream is cut short"),
+            Err(_) => Some("grain does not inflate or fails its Adler-32 check"),
+        };
+        if let Some(what) = what {
             cache.grain.clear();
-            return Err(corrupt(data_at, "grain does not inflate"));
+            return Err(corrupt(data_at, what));
         }
         // A short grain (the last one of an odd-sized disk) reads as zeros
         // past its end: the buffer was zero-filled.
