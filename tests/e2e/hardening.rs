@@ -891,3 +891,83 @@ fn integrity_special_file_as_rootfs_is_refused_before_work() {
         .collect();
     assert!(left.is_empty(), "output left behind: {left:?}");
 }
+
+// ---------------------------------------------------------------------
+// Finding 15: output bookkeeping in a shared directory.
+// ---------------------------------------------------------------------
+
+#[test]
+fn sums_cover_every_build_in_a_directory_and_fewer_formats_leave_no_stale_files() {
+    let d = tempfile::tempdir().unwrap();
+    let build = |name: &str, formats: &str| {
+        ok(kiln()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "-q", "--board", "nuc", "--recipe", "bob-onprem"])
+            .args(["--format", formats, "-o"])
+            .arg(d.path().join(name)));
+    };
+    let sums = || std::fs::read_to_string(d.path().join("SHA256SUMS")).unwrap();
+    let check = || {
+        ok(Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(d.path()));
+    };
+    std::fs::write(d.path().join("notes.txt"), b"the user's own file").unwrap();
+    build("a.img", "raw,qcow2");
+    build("b.img", "raw");
+    // Both builds stay listed.
+    let s = sums();
+    for f in [
+        "a.img",
+        "a.qcow2",
+        "a.manifest.json",
+        "b.img",
+        "b.img.bmap",
+        "b.manifest.json",
+    ] {
+        assert!(s.contains(&format!("  {f}\n")), "{f} not in:\n{s}");
+    }
+    check();
+    // A rebuild of a.img with fewer formats removes its old qcow2 (which
+    // no longer matches the new manifest) and its line; b's stay.
+    build("a.img", "raw");
+    assert!(!d.path().join("a.qcow2").exists());
+    let s = sums();
+    assert!(!s.contains("a.qcow2"), "{s}");
+    assert!(s.contains("  b.img\n"), "{s}");
+    check();
+    assert_eq!(
+        std::fs::read(d.path().join("notes.txt")).unwrap(),
+        b"the user's own file"
+    );
+    // A file the list names that was deleted since is dropped from it.
+    for f in ["b.img", "b.img.bmap", "b.manifest.json"] {
+        std::fs::remove_file(d.path().join(f)).unwrap();
+    }
+    build("a.img", "raw");
+    assert!(!sums().contains("b.img"), "{}", sums());
+    check();
+}
+
+#[test]
+fn a_non_utf8_output_name_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join(std::ffi::OsStr::from_bytes(b"n\xff.img"));
+    let o = run(kiln()
+        .args([
+            "build",
+            "-q",
+            "--board",
+            "nuc",
+            "--recipe",
+            "bob-onprem",
+            "-o",
+        ])
+        .arg(&out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+    only(d.path(), &[]);
+}

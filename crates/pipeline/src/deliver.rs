@@ -186,12 +186,18 @@ impl Delivered {
     }
 }
 
-/// Temporary files removed unless committed.
-pub(crate) struct Temps(Vec<(PathBuf, PathBuf)>);
+/// Temporary files removed unless committed, and earlier outputs to
+/// remove once they are.
+pub(crate) struct Temps(Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
 
 impl Temps {
     pub(crate) fn new() -> Self {
-        Self(Vec::new())
+        Self(Vec::new(), Vec::new())
+    }
+    /// Removes `stale` (an earlier build's output this one does not
+    /// write again) after a successful commit, never before.
+    pub(crate) fn remove_on_commit(&mut self, stale: PathBuf) {
+        self.1.push(stale);
     }
     /// Creates the temporary file of `dest` ([`crate::outpath`]: only a
     /// regular file is ever replaced), registered for cleanup and for
@@ -221,6 +227,15 @@ impl Temps {
                 op: "cannot move the finished file into place",
                 source,
             })?;
+        }
+        for stale in std::mem::take(&mut self.1) {
+            if std::fs::symlink_metadata(&stale).is_ok_and(|m| m.file_type().is_file()) {
+                std::fs::remove_file(&stale).map_err(|source| Error::Output {
+                    path: stale.clone(),
+                    op: "cannot remove this output of an earlier build, which the new one does not write",
+                    source,
+                })?;
+            }
         }
         Ok(())
     }
@@ -1065,24 +1080,74 @@ fn fan_out(
 }
 
 /// Writes `SHA256SUMS` (sha256sum -c format) for `files` into `dir`.
+///
+/// Other builds may share the directory (`-o out/nuc.img`, then `-o
+/// out/fin.img`): the entries of an existing `SHA256SUMS` for files this
+/// build does not write stay listed while the file is still there, so
+/// `sha256sum -c` keeps covering every image in it. Outputs of an earlier
+/// build to the same `out` that this one does not write again (a rebuild
+/// with fewer formats) would no longer match its manifest: the ones the
+/// old list names are removed when this build's files are committed
+/// ([`Temps::remove_on_commit`]) and dropped from the list.
 pub(crate) fn write_sums(
     dir: &Path,
+    out: &Path,
     files: &[Delivered],
     temps: &mut Temps,
 ) -> Result<Delivered, Error> {
-    let mut sums = Sha256Sums::new();
-    for f in files {
-        let name = f
-            .path
-            .file_name()
+    let dest = dir.join("SHA256SUMS");
+    let name_of = |p: &Path| {
+        p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(d) = f.digest {
-            sums.insert(&name, d).map_err(artifact_err(&f.path))?;
+            .unwrap_or_default()
+    };
+    let ours: Vec<String> = files.iter().map(|f| name_of(&f.path)).collect();
+    let stale: Vec<String> = every_output_path(out)
+        .iter()
+        .map(|p| name_of(p))
+        .filter(|n| !ours.contains(n))
+        .collect();
+    let mut sums = Sha256Sums::new();
+    for (name, digest) in existing_sums(&dest)?.iter() {
+        if ours.iter().any(|n| n == name) {
+            continue;
+        }
+        if stale.iter().any(|n| n == name) {
+            temps.remove_on_commit(dir.join(name));
+            continue;
+        }
+        if dir.join(name).is_file() {
+            sums.insert(name, *digest).map_err(artifact_err(&dest))?;
         }
     }
-    let dest = dir.join("SHA256SUMS");
+    for (f, name) in files.iter().zip(&ours) {
+        if let Some(d) = f.digest {
+            sums.insert(name, d).map_err(artifact_err(&f.path))?;
+        }
+    }
     let text = sums.render();
     temps.write(&dest, text.as_bytes(), "cannot write SHA256SUMS")?;
     Ok(Delivered::file(dest, "sha256sums", text.as_bytes()))
+}
+
+/// The entries of the `SHA256SUMS` at `path`, if there is one (one that
+/// does not parse is replaced, as before: it is not kiln's).
+fn existing_sums(path: &Path) -> Result<Sha256Sums, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Sha256Sums::parse(&text).unwrap_or_else(|e| {
+            tracing::warn!(
+                "{}: not a SHA256SUMS file kiln can extend ({e}); replacing it",
+                path.display()
+            );
+            Sha256Sums::new()
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Sha256Sums::new()),
+        // Not UTF-8: not kiln's either.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Sha256Sums::new()),
+        Err(source) => Err(Error::Output {
+            path: path.to_path_buf(),
+            op: "cannot read the existing SHA256SUMS",
+            source,
+        }),
+    }
 }
