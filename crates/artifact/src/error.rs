@@ -2,8 +2,8 @@
 
 use std::io;
 
-use crate::compress::Compression;
-use crate::digest::Sha256Digest;
+use crate::codec::Compression;
+use crate::sha256::Sha256Digest;
 
 /// Errors of `kiln-artifact`.
 ///

@@ -39,10 +39,12 @@
 )]
 
 pub mod bmap;
+mod codec;
 pub mod compress;
 pub mod digest;
 mod error;
 pub mod manifest;
+mod sha256;
 pub mod sums;
 
 pub use error::{Error, Result};
