@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks of kiln-artifact against the standard tools, same inputs:
+# Benchmarks of kiln-artifact (and kiln-flash) against the standard tools, same inputs:
 #   - xz   : ours (liblzma MT) vs `xz -T0` at the same preset
 #   - gzip : ours (flate2 + zlib-rs) vs `gzip` (and `pigz` if installed)
 #   - zstd : ours (zstdmt) vs `zstd -T0` at the same level
@@ -35,7 +35,7 @@ if [ "$(uname -m)" = x86_64 ]; then
   XZ_CFLAGS="-DTUKLIB_FAST_UNALIGNED_ACCESS=1 -DHAVE___BUILTIN_BSWAPXX=1 -DHAVE___BUILTIN_ASSUME_ALIGNED=1 -DHAVE_IMMINTRIN_H=1 -DHAVE__MM_MOVEMASK_EPI8=1"
   export CFLAGS="${CFLAGS:+$CFLAGS }$XZ_CFLAGS"
 fi
-[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p kiln-artifact --examples --manifest-path "$ROOT/Cargo.toml"
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p kiln-artifact -p kiln-flash --examples --manifest-path "$ROOT/Cargo.toml"
 EX="$CARGO_TARGET_DIR/release/examples"
 
 DIR="${BENCH_DIR:-$(mktemp -d /var/tmp/kiln-artifact-bench.XXXXXX)}"

@@ -11,34 +11,7 @@ use std::str::FromStr;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
-
-/// A SHA-256 digest (32 bytes), shown and serialised as 64 lower-case hex
-/// digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sha256Digest(pub [u8; 32]);
-
-impl Sha256Digest {
-    /// The digest of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        Self(Sha256::digest(data).into())
-    }
-    /// Lower-case hex.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.to_hex())
-    }
-}
+pub use crate::sha256::Sha256Digest;
 
 impl FromStr for Sha256Digest {
     type Err = Error;
@@ -50,20 +23,6 @@ impl FromStr for Sha256Digest {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|_| Error::DigestSyntax)?;
         Ok(Self(out))
-    }
-}
-
-impl serde::Serialize for Sha256Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Sha256Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse()
-            .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))
     }
 }
 

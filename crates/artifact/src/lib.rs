@@ -1,11 +1,9 @@
 //! Delivery of kiln images: compression ([`compress`]), digests
 //! ([`digest`]), `SHA256SUMS` ([`sums`]), bmaptool 2.0 block maps
-//! ([`bmap`]), the `manifest.json` model ([`manifest`]), GPT backup
-//! relocation ([`gpt`]) and the flash engine ([`flash`]).
+//! ([`bmap`]) and the `manifest.json` model ([`manifest`]).
 //!
 //! Main entry points: [`compress::Encoder`], [`digest::HashingWriter`],
-//! [`bmap::Bmap`], [`sums::Sha256Sums`], [`manifest::Manifest`],
-//! [`flash::flash`].
+//! [`bmap::Bmap`], [`sums::Sha256Sums`], [`manifest::Manifest`].
 //!
 //! ```
 //! use std::io::Write;
@@ -29,9 +27,8 @@
 //!
 //! # Errors
 //! Every fallible function returns [`Error`]: I/O and codec failures carry
-//! the operation and offset, malformed bmap/GPT/mountinfo input carries the
-//! byte offset, LBA or line, verify failures name the block range, and
-//! refused flash targets carry a [`Refusal`].
+//! the operation and offset, malformed bmap input carries the byte offset
+//! or element, malformed `SHA256SUMS` the line.
 //!
 //! This library never runs external tools, reads the clock, environment or
 //! randomness, and never buffers a whole image.
@@ -42,12 +39,12 @@
 )]
 
 pub mod bmap;
+mod codec;
 pub mod compress;
 pub mod digest;
 mod error;
-pub mod flash;
-pub mod gpt;
 pub mod manifest;
+mod sha256;
 pub mod sums;
 
-pub use error::{Error, Refusal, Result};
+pub use error::{Error, Result};

@@ -7,8 +7,9 @@
 use anyhow::{bail, Context, Result};
 use kiln_artifact::bmap::Bmap;
 use kiln_artifact::compress::{Compression, Decoder};
-use kiln_artifact::flash::{self, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
+use kiln_flash::{self as flash, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
 use kiln_units::SectorSize;
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -85,136 +86,31 @@ fn find_bmap(image: &Path) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// `kiln flash`: with `--verify-only`, checks the target against the
+/// bmap; otherwise opens the image, gathers the facts, lets the library
+/// judge the target, flashes with progress and reports.
 pub fn run(a: FlashArgs) -> Result<()> {
-    let holes = match a.holes.as_str() {
-        "skip" => HoleMode::Skip,
-        "zero" => HoleMode::Zero,
-        "discard" => HoleMode::Discard,
-        other => bail!("--holes {other:?}: use skip, zero or discard"),
-    };
+    let holes = parse_holes(&a.holes)?;
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
-    let bmap = match &bmap_path {
-        Some(p) => {
-            let f = std::fs::File::open(p)
-                .with_context(|| format!("{}: cannot open bmap", p.display()))?;
-            Some(
-                Bmap::read_from(f, kiln_artifact::bmap::BMAP_MAX_FILE_BYTES)
-                    .with_context(|| format!("{}: invalid bmap", p.display()))?,
-            )
-        }
-        None => None,
-    };
+    let bmap = load_bmap(bmap_path.as_deref())?;
     if a.verify_only {
-        let bmap = bmap.with_context(|| {
-            format!(
-                "--verify-only needs a bmap for {} (--bmap)",
-                a.image.display()
-            )
-        })?;
-        let target = std::fs::File::open(&a.target)
-            .with_context(|| format!("{}: cannot open", a.target.display()))?;
-        let n = flash::verify_target(&target, &bmap, &mut |_| {}).with_context(|| {
-            format!(
-                "{} does not match {}",
-                a.target.display(),
-                a.image.display()
-            )
-        })?;
-        if !a.quiet {
-            eprintln!(
-                "kiln: verified {n} mapped bytes of {} against the bmap",
-                a.target.display()
-            );
-        }
-        return Ok(());
+        return verify_only(&a, bmap);
     }
-    let file = std::fs::File::open(&a.image)
-        .with_context(|| format!("{}: cannot open image", a.image.display()))?;
-    let mut head = [0u8; 8];
-    let n = (&file)
-        .read(&mut head)
-        .with_context(|| format!("{}: cannot read image", a.image.display()))?;
-    let compression = Compression::detect(&head[..n]);
-    let disk = if compression == Compression::None {
-        Some(
-            kiln_vdisk::open_with_backing(
-                &file,
-                kiln_units::parent_dir(&a.image),
-                kiln_vdisk::BackingOptions::new().allow_outside(a.allow_backing_outside),
-            )
-            .with_context(|| format!("{}: not a readable image", a.image.display()))?,
-        )
-    } else {
-        None
-    };
-    let image_bytes = match (&bmap, &disk) {
-        (Some(b), _) => b.image_size(),
-        (None, Some(d)) => kiln_vdisk::VirtualDisk::virtual_size(d),
-        (None, None) => 0,
-    };
-
-    // The first bytes of the image, for the partition table's sector size.
-    let mut head = Vec::with_capacity(safety::TABLE_HEAD_BYTES);
-    match &disk {
-        Some(d) => {
-            let n = image_bytes.min(safety::TABLE_HEAD_BYTES as u64) as usize;
-            head.resize(n, 0);
-            kiln_units::ReadAt::read_exact_at(d, &mut head, 0)
-        }
-        None => Decoder::new(std::fs::File::open(&a.image)?)?
-            .take(safety::TABLE_HEAD_BYTES as u64)
-            .read_to_end(&mut head)
-            .map(drop),
-    }
-    .with_context(|| format!("{}: cannot read image", a.image.display()))?;
-    let image_facts = safety::ImageFacts {
-        bytes: image_bytes,
-        table_sector: safety::table_sector_size(&head, image_bytes),
-    };
-
-    // Facts about the target, gathered here, judged by the library.
-    let md = std::fs::metadata(&a.target);
-    let (kind, size, devs, sector) = match &md {
-        Ok(m) if m.file_type().is_block_device() => {
-            let mut f = std::fs::File::open(&a.target)
-                .with_context(|| format!("{}: cannot open", a.target.display()))?;
-            let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
-            let sector = rustix::fs::ioctl_blksszget(&f).with_context(|| {
-                format!(
-                    "{}: cannot read the logical sector size",
-                    a.target.display()
-                )
-            })?;
-            (
-                safety::TargetKind::BlockDevice,
-                size,
-                devices_of(split_dev(m.rdev())),
-                Some(sector),
-            )
-        }
-        Ok(m) if m.is_file() => (safety::TargetKind::RegularFile, m.len(), vec![], None),
-        Ok(_) => (safety::TargetKind::Other, 0, vec![], None),
-        Err(_) => (safety::TargetKind::RegularFile, 0, vec![], None),
-    };
-    let mounts = mountinfo::parse_mountinfo(
-        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
-    )?;
-    let facts = safety::TargetFacts {
-        logical_sector: sector,
-        ..safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts)
-    };
-    safety::check_target(&facts, &image_facts, a.force)
+    let backing = kiln_vdisk::BackingOptions::new().allow_outside(a.allow_backing_outside);
+    let image = FlashImage::open(&a.image, bmap.as_ref(), backing)?;
+    let image_facts = image.facts()?;
+    let target = TargetInfo::gather(&a.target)?;
+    safety::check_target(&target.facts, &image_facts, a.force)
         .with_context(|| format!("{}", a.target.display()))?;
-
-    let mut target = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create(kind == safety::TargetKind::RegularFile)
+        .create(target.facts.kind == safety::TargetKind::RegularFile)
         .truncate(false)
         .open(&a.target)
         .with_context(|| format!("{}: cannot open for writing", a.target.display()))?;
     // The backup GPT is looked for at the target's sector size first.
-    let sector_size = match sector.or(image_facts.table_sector) {
+    let sector_size = match target.facts.logical_sector.or(image_facts.table_sector) {
         Some(4096) => SectorSize::S4096,
         _ => SectorSize::S512,
     };
@@ -223,9 +119,188 @@ pub fn run(a: FlashArgs) -> Result<()> {
         .verify(!a.no_verify)
         .sector_size(sector_size);
     let started = Instant::now();
+    let mut progress = progress_printer(a.quiet, started);
+    let report = match &image.disk {
+        Some(d) => flash::flash(
+            ImageSource::Random(d),
+            bmap.as_ref(),
+            &mut file,
+            &opts,
+            &mut progress,
+        )?,
+        None => {
+            let mut dec = Decoder::new(File::open(&a.image)?)?;
+            let report = flash::flash(
+                ImageSource::Stream(&mut dec),
+                bmap.as_ref(),
+                &mut file,
+                &opts,
+                &mut progress,
+            )?;
+            // With a bmap the stream stops at the image size, before the
+            // compressed trailer: read it, so that its checksum (gzip
+            // CRC-32 and length, xz check, zstd frame checksum) is verified
+            // as well and trailing garbage is refused.
+            std::io::copy(&mut dec, &mut std::io::sink())
+                .with_context(|| format!("{}: corrupt compressed data", a.image.display()))?;
+            report
+        }
+    };
+    summary(&a, &report, bmap_path.is_some(), started);
+    Ok(())
+}
+
+fn parse_holes(holes: &str) -> Result<HoleMode> {
+    Ok(match holes {
+        "skip" => HoleMode::Skip,
+        "zero" => HoleMode::Zero,
+        "discard" => HoleMode::Discard,
+        other => bail!("--holes {other:?}: use skip, zero or discard"),
+    })
+}
+
+fn load_bmap(path: Option<&Path>) -> Result<Option<Bmap>> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let f = File::open(p).with_context(|| format!("{}: cannot open bmap", p.display()))?;
+    let bmap = Bmap::read_from(f, kiln_artifact::bmap::BMAP_MAX_FILE_BYTES)
+        .with_context(|| format!("{}: invalid bmap", p.display()))?;
+    Ok(Some(bmap))
+}
+
+/// `--verify-only`: reads the target back against the bmap.
+fn verify_only(a: &FlashArgs, bmap: Option<Bmap>) -> Result<()> {
+    let bmap = bmap.with_context(|| {
+        format!(
+            "--verify-only needs a bmap for {} (--bmap)",
+            a.image.display()
+        )
+    })?;
+    let target =
+        File::open(&a.target).with_context(|| format!("{}: cannot open", a.target.display()))?;
+    let n = flash::verify_target(&target, &bmap, &mut |_| {}).with_context(|| {
+        format!(
+            "{} does not match {}",
+            a.target.display(),
+            a.image.display()
+        )
+    })?;
+    if !a.quiet {
+        eprintln!(
+            "kiln: verified {n} mapped bytes of {} against the bmap",
+            a.target.display()
+        );
+    }
+    Ok(())
+}
+
+/// The image to flash: a disk image read at random (raw, qcow2, VMDK,
+/// VHD), or a compressed raw image read as a stream (`disk` is `None`).
+struct FlashImage<'a> {
+    path: &'a Path,
+    disk: Option<kiln_vdisk::Image<File>>,
+    /// Size in bytes (the bmap's, else the disk's; 0 for a stream
+    /// without a bmap).
+    bytes: u64,
+}
+
+impl<'a> FlashImage<'a> {
+    fn open(
+        path: &'a Path,
+        bmap: Option<&Bmap>,
+        backing: kiln_vdisk::BackingOptions,
+    ) -> Result<Self> {
+        let file =
+            File::open(path).with_context(|| format!("{}: cannot open image", path.display()))?;
+        let mut head = [0u8; 8];
+        let n = (&file)
+            .read(&mut head)
+            .with_context(|| format!("{}: cannot read image", path.display()))?;
+        let disk = if Compression::detect(&head[..n]) == Compression::None {
+            Some(
+                kiln_vdisk::open_with_backing(file, kiln_units::parent_dir(path), backing)
+                    .with_context(|| format!("{}: not a readable image", path.display()))?,
+            )
+        } else {
+            None
+        };
+        let bytes = match (bmap, &disk) {
+            (Some(b), _) => b.image_size(),
+            (None, Some(d)) => kiln_vdisk::VirtualDisk::virtual_size(d),
+            (None, None) => 0,
+        };
+        Ok(Self { path, disk, bytes })
+    }
+
+    /// Its size and the sector size of its partition table, from its
+    /// first bytes.
+    fn facts(&self) -> Result<safety::ImageFacts> {
+        let mut head = Vec::with_capacity(safety::TABLE_HEAD_BYTES);
+        match &self.disk {
+            Some(d) => {
+                let n = self.bytes.min(safety::TABLE_HEAD_BYTES as u64) as usize;
+                head.resize(n, 0);
+                kiln_units::ReadAt::read_exact_at(d, &mut head, 0)
+            }
+            None => Decoder::new(File::open(self.path)?)?
+                .take(safety::TABLE_HEAD_BYTES as u64)
+                .read_to_end(&mut head)
+                .map(drop),
+        }
+        .with_context(|| format!("{}: cannot read image", self.path.display()))?;
+        Ok(safety::ImageFacts {
+            bytes: self.bytes,
+            table_sector: safety::table_sector_size(&head, self.bytes),
+        })
+    }
+}
+
+/// Facts about the target, gathered here (stat, sysfs, mountinfo,
+/// `BLKSSZGET`), judged by the library.
+struct TargetInfo {
+    facts: safety::TargetFacts,
+}
+
+impl TargetInfo {
+    fn gather(target: &Path) -> Result<Self> {
+        let md = std::fs::metadata(target);
+        let (kind, size, devs, sector) = match &md {
+            Ok(m) if m.file_type().is_block_device() => {
+                let mut f = File::open(target)
+                    .with_context(|| format!("{}: cannot open", target.display()))?;
+                let size = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
+                let sector = rustix::fs::ioctl_blksszget(&f).with_context(|| {
+                    format!("{}: cannot read the logical sector size", target.display())
+                })?;
+                (
+                    safety::TargetKind::BlockDevice,
+                    size,
+                    devices_of(split_dev(m.rdev())),
+                    Some(sector),
+                )
+            }
+            Ok(m) if m.is_file() => (safety::TargetKind::RegularFile, m.len(), vec![], None),
+            Ok(_) => (safety::TargetKind::Other, 0, vec![], None),
+            Err(_) => (safety::TargetKind::RegularFile, 0, vec![], None),
+        };
+        let mounts = mountinfo::parse_mountinfo(
+            &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        )?;
+        Ok(Self {
+            facts: safety::TargetFacts {
+                logical_sector: sector,
+                ..safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts)
+            },
+        })
+    }
+}
+
+/// A progress callback printing at most one line a second (nothing when
+/// quiet), with speed and ETA from the time since `started`.
+fn progress_printer(quiet: bool, started: Instant) -> impl FnMut(flash::Progress) {
     let mut last = Instant::now();
-    let quiet = a.quiet;
-    let mut progress = |p: flash::Progress| {
+    move |p: flash::Progress| {
         if quiet || last.elapsed().as_millis() < 1000 {
             return;
         }
@@ -253,33 +328,12 @@ pub fn run(a: FlashArgs) -> Result<()> {
                 speed / 1048576.0
             ),
         }
-    };
-    let report = match (&disk, compression) {
-        (Some(d), _) => flash::flash(
-            ImageSource::Random(d),
-            bmap.as_ref(),
-            &mut target,
-            &opts,
-            &mut progress,
-        )?,
-        (None, _) => {
-            let mut dec = Decoder::new(std::fs::File::open(&a.image)?)?;
-            let report = flash::flash(
-                ImageSource::Stream(&mut dec),
-                bmap.as_ref(),
-                &mut target,
-                &opts,
-                &mut progress,
-            )?;
-            // With a bmap the stream stops at the image size, before the
-            // compressed trailer: read it, so that its checksum (gzip
-            // CRC-32 and length, xz check, zstd frame checksum) is verified
-            // as well and trailing garbage is refused.
-            std::io::copy(&mut dec, &mut std::io::sink())
-                .with_context(|| format!("{}: corrupt compressed data", a.image.display()))?;
-            report
-        }
-    };
+    }
+}
+
+/// The closing lines: a discard the target could not do, and (unless
+/// quiet) what was written and verified.
+fn summary(a: &FlashArgs, report: &flash::FlashReport, with_bmap: bool, started: Instant) {
     if report.discard_unsupported {
         eprintln!(
             "kiln: {} cannot discard with zeros; its holes were written with zeros",
@@ -292,7 +346,7 @@ pub fn run(a: FlashArgs) -> Result<()> {
             report.image_bytes,
             report.written_bytes,
             report.verified_bytes,
-            if bmap_path.is_some() { ", bmap" } else { "" },
+            if with_bmap { ", bmap" } else { "" },
             started.elapsed().as_secs_f64(),
             if report.gpt.is_some() {
                 "; backup GPT moved to the end of the target"
@@ -301,5 +355,4 @@ pub fn run(a: FlashArgs) -> Result<()> {
             }
         );
     }
-    Ok(())
 }

@@ -55,6 +55,7 @@ mod error;
 mod input;
 mod inspect;
 mod layer;
+mod layout;
 pub mod merge;
 mod platform;
 mod reference;

@@ -4,7 +4,7 @@
 //! [`ExistingStore::scan`] reads what the old store holds through a small
 //! [`StoreView`] (the caller implements it over whatever holds the old
 //! tree, e.g. kiln-ext4's reader; [`DirStoreView`] does it for a
-//! directory). [`Store::feed_onto`] then emits only what is new, so the
+//! directory). [`crate::Store::feed_onto`] then emits only what is new, so the
 //! caller feeds the old tree (minus [`ExistingStore::SKIP_PATHS`]) and
 //! then the new store into the same filesystem writer:
 //!
@@ -19,10 +19,10 @@
 //! Paths are relative to the engine's data root (`docker/` on the data
 //! partition). Layer format reference: moby `layer/filestore.go`,
 //! `daemon/graphdriver/overlay2/overlay.go` (the layout table is in the
-//! docs of [`Store`]'s module, `store.rs`).
+//! docs of [`crate::Store`]'s module, `store.rs`).
 
-use crate::{Digest, Error, FeedError, FeedReport, Store};
-use kiln_tree::TreeSink;
+use crate::layout::STORE_DIRS;
+use crate::{Digest, Error};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
@@ -149,7 +149,7 @@ impl ExistingStore {
             })
         };
         let mut me = Self::default();
-        for d in crate::store::STORE_DIRS {
+        for d in STORE_DIRS {
             if list(d.0)?.is_some() {
                 me.dirs.insert(d.0.to_string());
             }
@@ -262,22 +262,6 @@ impl ExistingStore {
             out.entry(name).or_default().extend(refs);
         }
         out
-    }
-}
-
-impl Store {
-    /// Like [`Store::feed`], but onto an existing store: layers, image
-    /// configs and standard directories the old store has are not
-    /// emitted; new layers on top of old ones point at the old layers'
-    /// links; `repositories.json` is the merge of old and new. The caller
-    /// must feed the old tree without [`ExistingStore::SKIP_PATHS`] to the
-    /// same sink (before or after; kiln's ext4 writer accepts both).
-    pub fn feed_onto<S: TreeSink>(
-        &self,
-        existing: &ExistingStore,
-        sink: &mut S,
-    ) -> Result<FeedReport, FeedError<S::Error>> {
-        self.feed_inner(Some(existing), sink, crate::layer::Verify::Yes, None)
     }
 }
 

@@ -27,27 +27,11 @@
 use crate::container::Container;
 use crate::input::{resolve, Image, ImageInput, LayerSpec};
 use crate::layer::{stream_layer, LayerResult, Verify};
+use crate::layout::STORE_DIRS;
 use crate::merge::{ExistingLayer, ExistingStore};
 use crate::{Digest, Error, FeedError, ImageRef, Platform};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// The directories every store has, with the modes the engine gives them.
-pub(crate) const STORE_DIRS: &[(&str, u32)] = &[
-    ("image", 0o700),
-    ("image/overlay2", 0o700),
-    ("image/overlay2/distribution", 0o700),
-    ("image/overlay2/imagedb", 0o700),
-    ("image/overlay2/imagedb/content", 0o700),
-    ("image/overlay2/imagedb/content/sha256", 0o700),
-    ("image/overlay2/imagedb/metadata", 0o700),
-    ("image/overlay2/imagedb/metadata/sha256", 0o700),
-    ("image/overlay2/layerdb", 0o700),
-    ("image/overlay2/layerdb/sha256", 0o755),
-    ("image/overlay2/layerdb/tmp", 0o755),
-    ("overlay2", 0o710),
-    ("overlay2/l", 0o700),
-];
 
 /// How the store is built.
 #[derive(Debug, Clone)]
@@ -382,6 +366,21 @@ impl Store {
         self.feed_inner(existing, sink, Verify::No, None)
     }
 
+    /// Like [`Store::feed`], but onto an existing store: layers, image
+    /// configs and standard directories the old store has are not
+    /// emitted; new layers on top of old ones point at the old layers'
+    /// links; `repositories.json` is the merge of old and new (see
+    /// [`crate::merge`]). The caller must feed the old tree without
+    /// [`ExistingStore::SKIP_PATHS`] to the same sink (before or after;
+    /// kiln's ext4 writer accepts both).
+    pub fn feed_onto<S: TreeSink>(
+        &self,
+        existing: &ExistingStore,
+        sink: &mut S,
+    ) -> Result<FeedReport, FeedError<S::Error>> {
+        self.feed_inner(Some(existing), sink, Verify::Yes, None)
+    }
+
     /// [`Store::feed_for_sizing`] (without an existing store) with up to
     /// `workers` layers streamed at once, each into its own sink from
     /// `make_sink`; the rest of the store goes to one more. For sinks
@@ -466,163 +465,49 @@ impl Store {
     }
 
     /// [`Store::feed`], skipping what `existing` already holds (see
-    /// [`crate::merge`]).
+    /// [`crate::merge`]): the standard directories, each new layer, the
+    /// image configs, then `repositories.json`.
     pub(crate) fn feed_inner<S: TreeSink>(
         &self,
         existing: Option<&ExistingStore>,
         sink: &mut S,
         verify: Verify,
-        mut pre: Option<HashMap<Digest, LayerResult>>,
+        pre: Option<HashMap<Digest, LayerResult>>,
     ) -> Result<FeedReport, FeedError<S::Error>> {
-        let t = self.opts.time;
-        let mut rep = FeedReport::default();
-        let emit = |sink: &mut S,
-                    path: &str,
-                    kind: EntryKind,
-                    mode: u32,
-                    content: Content<'_>,
-                    rep: &mut FeedReport| {
-            let path = p(path)?;
-            rep.entries += 1;
-            rep.content_bytes = rep.content_bytes.saturating_add(content.size());
-            let e = Entry::new(path, kind, Metadata::new(mode, t));
-            sink.add(&e, content).map_err(FeedError::Sink)
+        let mut st = FeedState {
+            sink,
+            time: self.opts.time,
+            rep: FeedReport::default(),
+            verify,
+            pre,
+            committed: HashSet::new(),
+            lowers: HashMap::new(),
+            old: HashMap::new(),
         };
-        let dirs: &[(&str, u32)] = STORE_DIRS;
-        for (d, m) in dirs {
+        for (d, m) in STORE_DIRS {
             if existing.is_some_and(|x| x.has_dir(d)) {
                 continue;
             }
-            emit(sink, d, EntryKind::Dir, *m, Content::None, &mut rep)?;
+            st.emit(d, EntryKind::Dir, *m, Content::None)?;
         }
-        let mut committed = HashSet::new();
-        let mut lowers: HashMap<Digest, String> = HashMap::new();
-        // Layers the old store has: their real cache ids and links.
-        let mut old: HashMap<Digest, &ExistingLayer> = HashMap::new();
         for (input, layer, parent) in self.unique_layers() {
+            // Layers the old store has: their real cache ids and links.
             if let Some(x) = existing.and_then(|x| x.layer(&layer.chain_id)) {
-                lowers.insert(layer.chain_id, x.lower.clone());
-                old.insert(layer.chain_id, x);
+                st.lowers.insert(layer.chain_id, x.lower.clone());
+                st.old.insert(layer.chain_id, x);
                 continue;
             }
-            let cid = cache_id(&layer.chain_id);
-            let short = short_id(&layer.chain_id);
-            let dir = format!("overlay2/{cid}");
-            emit(sink, &dir, EntryKind::Dir, 0o710, Content::None, &mut rep)?;
-            let res = match pre.as_mut().and_then(|m| m.remove(&layer.chain_id)) {
-                Some(r) => r,
-                None => self.stream_one(input, layer, verify, sink)?,
-            };
-            rep.entries += res.entries;
-            rep.content_bytes = rep.content_bytes.saturating_add(res.size);
-            emit(
-                sink,
-                &format!("{dir}/link"),
-                EntryKind::File,
-                0o644,
-                Content::bytes(short.as_bytes()),
-                &mut rep,
-            )?;
-            let mut lower = String::new();
-            if let Some(par) = parent {
-                let pl = lowers.get(&par).cloned().unwrap_or_default();
-                let (par_link, par_cid, par_committed) = match old.get(&par) {
-                    Some(x) => (x.link.clone(), x.cache_id.clone(), x.committed),
-                    None => (short_id(&par), cache_id(&par), false),
-                };
-                lower = format!("l/{par_link}");
-                if !pl.is_empty() {
-                    lower.push(':');
-                    lower.push_str(&pl);
-                }
-                emit(
-                    sink,
-                    &format!("{dir}/lower"),
-                    EntryKind::File,
-                    0o644,
-                    Content::bytes(lower.as_bytes()),
-                    &mut rep,
-                )?;
-                emit(
-                    sink,
-                    &format!("{dir}/work"),
-                    EntryKind::Dir,
-                    0o700,
-                    Content::None,
-                    &mut rep,
-                )?;
-                if committed.insert(par) && !par_committed {
-                    emit(
-                        sink,
-                        &format!("overlay2/{par_cid}/committed"),
-                        EntryKind::File,
-                        0o600,
-                        Content::bytes(b""),
-                        &mut rep,
-                    )?;
-                }
-            }
-            lowers.insert(layer.chain_id, lower);
-            let target = format!("../{cid}/diff").into_bytes();
-            emit(
-                sink,
-                &format!("overlay2/l/{short}"),
-                EntryKind::Symlink { target },
-                0o777,
-                Content::None,
-                &mut rep,
-            )?;
-            let ldb = format!("image/overlay2/layerdb/sha256/{}", layer.chain_id.hex());
-            emit(sink, &ldb, EntryKind::Dir, 0o700, Content::None, &mut rep)?;
-            let files: Vec<(&str, Vec<u8>)> = {
-                let mut v = vec![
-                    ("cache-id", cid.clone().into_bytes()),
-                    ("diff", layer.diff_id.to_string().into_bytes()),
-                ];
-                if let Some(par) = parent {
-                    v.push(("parent", par.to_string().into_bytes()));
-                }
-                v.push(("size", res.size.to_string().into_bytes()));
-                v
-            };
-            for (name, data) in &files {
-                emit(
-                    sink,
-                    &format!("{ldb}/{name}"),
-                    EntryKind::File,
-                    0o644,
-                    Content::bytes(data),
-                    &mut rep,
-                )?;
-            }
-            emit(
-                sink,
-                &format!("{ldb}/tar-split.json.gz"),
-                EntryKind::File,
-                0o644,
-                Content::bytes(&res.tar_split),
-                &mut rep,
-            )?;
-            rep.layers.push(LayerReport {
-                chain_id: layer.chain_id,
-                diff_id: layer.diff_id,
-                cache_id: cid,
-                size: res.size,
-                tar_size: res.tar_size,
-                entries: res.entries,
-            });
+            self.feed_layer(&mut st, input, layer, parent)?;
         }
         for img in &self.images {
             if existing.is_some_and(|x| x.has_image(&img.id)) {
                 continue;
             }
-            emit(
-                sink,
+            st.emit(
                 &format!("image/overlay2/imagedb/content/sha256/{}", img.id.hex()),
                 EntryKind::File,
                 0o600,
                 Content::bytes(&img.config),
-                &mut rep,
             )?;
         }
         let repos = match existing {
@@ -632,15 +517,152 @@ impl Store {
             }
             None => self.repositories_json(),
         };
-        emit(
-            sink,
+        st.emit(
             "image/overlay2/repositories.json",
             EntryKind::File,
             0o600,
             Content::bytes(&repos),
-            &mut rep,
         )?;
-        Ok(rep)
+        Ok(st.rep)
+    }
+
+    /// Emits one layer the old store does not have: its overlay2
+    /// directory with the content, `link`, `lower` and `work/` (and the
+    /// parent's `committed` mark), its short link, and its layerdb entry.
+    fn feed_layer<S: TreeSink>(
+        &self,
+        st: &mut FeedState<'_, '_, S>,
+        input: usize,
+        layer: &LayerSpec,
+        parent: Option<Digest>,
+    ) -> Result<(), FeedError<S::Error>> {
+        let cid = cache_id(&layer.chain_id);
+        let short = short_id(&layer.chain_id);
+        let dir = format!("overlay2/{cid}");
+        st.emit(&dir, EntryKind::Dir, 0o710, Content::None)?;
+        let res = match st.pre.as_mut().and_then(|m| m.remove(&layer.chain_id)) {
+            Some(r) => r,
+            None => self.stream_one(input, layer, st.verify, &mut *st.sink)?,
+        };
+        st.rep.entries += res.entries;
+        st.rep.content_bytes = st.rep.content_bytes.saturating_add(res.size);
+        st.emit(
+            &format!("{dir}/link"),
+            EntryKind::File,
+            0o644,
+            Content::bytes(short.as_bytes()),
+        )?;
+        let mut lower = String::new();
+        if let Some(par) = parent {
+            lower = st.feed_lower(&dir, par)?;
+        }
+        st.lowers.insert(layer.chain_id, lower);
+        let target = format!("../{cid}/diff").into_bytes();
+        st.emit(
+            &format!("overlay2/l/{short}"),
+            EntryKind::Symlink { target },
+            0o777,
+            Content::None,
+        )?;
+        let ldb = format!("image/overlay2/layerdb/sha256/{}", layer.chain_id.hex());
+        st.emit(&ldb, EntryKind::Dir, 0o700, Content::None)?;
+        let mut files = vec![
+            ("cache-id", cid.clone().into_bytes()),
+            ("diff", layer.diff_id.to_string().into_bytes()),
+        ];
+        if let Some(par) = parent {
+            files.push(("parent", par.to_string().into_bytes()));
+        }
+        files.push(("size", res.size.to_string().into_bytes()));
+        for (name, data) in &files {
+            st.emit(
+                &format!("{ldb}/{name}"),
+                EntryKind::File,
+                0o644,
+                Content::bytes(data),
+            )?;
+        }
+        st.emit(
+            &format!("{ldb}/tar-split.json.gz"),
+            EntryKind::File,
+            0o644,
+            Content::bytes(&res.tar_split),
+        )?;
+        st.rep.layers.push(LayerReport {
+            chain_id: layer.chain_id,
+            diff_id: layer.diff_id,
+            cache_id: cid,
+            size: res.size,
+            tar_size: res.tar_size,
+            entries: res.entries,
+        });
+        Ok(())
+    }
+}
+
+/// What [`Store::feed_inner`] carries from layer to layer.
+struct FeedState<'x, 's, S: TreeSink> {
+    sink: &'s mut S,
+    /// Modification time of every generated entry.
+    time: Timestamp,
+    rep: FeedReport,
+    verify: Verify,
+    /// Layers already streamed (by a parallel sizing pass).
+    pre: Option<HashMap<Digest, LayerResult>>,
+    /// Parents whose `committed` mark is written.
+    committed: HashSet<Digest>,
+    /// The `lower` file of each layer so far.
+    lowers: HashMap<Digest, String>,
+    /// Layers the old store has: their real cache ids and links.
+    old: HashMap<Digest, &'x ExistingLayer>,
+}
+
+impl<S: TreeSink> FeedState<'_, '_, S> {
+    /// Feeds one generated entry to the sink, counting it.
+    fn emit(
+        &mut self,
+        path: &str,
+        kind: EntryKind,
+        mode: u32,
+        content: Content<'_>,
+    ) -> Result<(), FeedError<S::Error>> {
+        let path = p(path)?;
+        self.rep.entries += 1;
+        self.rep.content_bytes = self.rep.content_bytes.saturating_add(content.size());
+        let e = Entry::new(path, kind, Metadata::new(mode, self.time));
+        self.sink.add(&e, content).map_err(FeedError::Sink)
+    }
+
+    /// The `lower` file and `work/` of a layer in `dir` whose parent is
+    /// `par` (an old layer keeps its link and cache id), and the parent's
+    /// `committed` mark the first time; returns the `lower` text.
+    fn feed_lower(&mut self, dir: &str, par: Digest) -> Result<String, FeedError<S::Error>> {
+        let pl = self.lowers.get(&par).cloned().unwrap_or_default();
+        let (par_link, par_cid, par_committed) = match self.old.get(&par) {
+            Some(x) => (x.link.clone(), x.cache_id.clone(), x.committed),
+            None => (short_id(&par), cache_id(&par), false),
+        };
+        let mut lower = format!("l/{par_link}");
+        if !pl.is_empty() {
+            lower.push(':');
+            lower.push_str(&pl);
+        }
+        self.emit(
+            &format!("{dir}/lower"),
+            EntryKind::File,
+            0o644,
+            Content::bytes(lower.as_bytes()),
+        )?;
+        self.emit(&format!("{dir}/work"), EntryKind::Dir, 0o700, Content::None)?;
+        if self.committed.insert(par) && !par_committed {
+            self.emit(
+                &format!("overlay2/{par_cid}/committed"),
+                EntryKind::File,
+                0o600,
+                Content::bytes(b""),
+            )?;
+        }
+        Ok(lower)
     }
 }
 

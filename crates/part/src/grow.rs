@@ -7,7 +7,7 @@
 //! [`crate::read_table`]), check the result (no overlap, inside the disk
 //! or the usable range) and only then write.
 
-use kiln_units::{ReadAt, WriteAt};
+use kiln_units::{ReadAt, SectorSize, WriteAt};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -15,7 +15,7 @@ use crate::align::{check_overlaps, Span};
 use crate::crc::GptCrc32;
 use crate::error::{io_at, Error, Result};
 use crate::gpt::{geometry, protective_record, write_copies, RawGptEntry, GPT_ARRAY_SECTORS};
-use crate::mbr::{MbrType, RawMbrEntry};
+use crate::mbr::{MbrType, RawMbr, RawMbrEntry};
 use crate::read::{
     read_gpt_copy, read_mbr_chain, read_sector, read_table, GptSource, PartitionTable, Scheme,
 };
@@ -52,9 +52,11 @@ pub fn relocate_gpt_backup<D: ReadAt + WriteAt + ?Sized>(
         return Err(Error::NoTable);
     }
     let copy =
-        read_gpt_copy(disk, 1, old_size / SECTOR_BYTES).map_err(|primary| Error::CorruptGpt {
-            primary,
-            backup: crate::GptProblem::Unreadable,
+        read_gpt_copy(disk, 1, old_size / SECTOR_BYTES, SectorSize::S512).map_err(|primary| {
+            Error::CorruptGpt {
+                primary,
+                backup: crate::GptProblem::Unreadable,
+            }
         })?;
     let mut header = copy.header.clone();
     let array_sectors = (copy.entries.len() as u64).div_ceil(SECTOR_BYTES);
@@ -189,12 +191,10 @@ pub fn resize_partition<D: ReadAt + WriteAt + ?Sized>(
                 });
             }
             check_no_overlap(&table, number, part.start_bytes, new_end, &[])?;
-            let copy =
-                read_gpt_copy(disk, 1, table.disk_bytes / SECTOR_BYTES).map_err(|primary| {
-                    Error::CorruptGpt {
-                        primary,
-                        backup: crate::GptProblem::Unreadable,
-                    }
+            let copy = read_gpt_copy(disk, 1, table.disk_bytes / SECTOR_BYTES, SectorSize::S512)
+                .map_err(|primary| Error::CorruptGpt {
+                    primary,
+                    backup: crate::GptProblem::Unreadable,
                 })?;
             let last = table.disk_bytes / SECTOR_BYTES - 1;
             if copy.header.alternate_lba.get() != last {
@@ -261,6 +261,54 @@ fn check_no_overlap(
     Ok(())
 }
 
+/// Resizes the primary (or extended) partition `part` of `mbr` to end
+/// at `new_end` and writes the MBR back.
+fn resize_primary<D: ReadAt + WriteAt + ?Sized>(
+    disk: &mut D,
+    table: &PartitionTable,
+    mut mbr: RawMbr,
+    part: &crate::Partition,
+    new_end: u64,
+) -> Result<()> {
+    let number = part.number;
+    // number <= 4 for a primary slot.
+    let slot = number as usize - 1;
+    if part.is_extended() {
+        let last_logical = table
+            .partitions
+            .iter()
+            .filter(|p| p.logical)
+            .map(|p| p.end_bytes())
+            .max();
+        if last_logical.is_some_and(|l| l > new_end) {
+            return Err(Error::CannotResize {
+                number,
+                problem: "the extended partition would cut off a logical partition",
+            });
+        }
+    }
+    check_no_overlap(table, number, part.start_bytes, new_end, &[])?;
+    let rec = mbr
+        .partition_record
+        .get_mut(slot)
+        .ok_or(Error::NoSuchPartition { number })?;
+    let size = u32::try_from((new_end - part.start_bytes) / SECTOR_BYTES).map_err(|_| {
+        Error::Beyond32Bit {
+            name: format!("partition {number}"),
+            what: "size",
+        }
+    })?;
+    let start_lba = part.start_bytes / SECTOR_BYTES;
+    *rec = RawMbrEntry::new(
+        rec.os_type,
+        rec.boot_indicator == 0x80,
+        rec.starting_lba.get(),
+        size,
+        start_lba,
+    );
+    disk.write_all_at(mbr.as_bytes(), 0).map_err(io_at(0))
+}
+
 fn resize_mbr<D: ReadAt + WriteAt + ?Sized>(
     disk: &mut D,
     table: &PartitionTable,
@@ -293,38 +341,7 @@ fn resize_mbr<D: ReadAt + WriteAt + ?Sized>(
         .and_then(|n| table.partition(n))
         .cloned();
     if !part.logical {
-        // number <= 4 for a primary slot.
-        let slot = number as usize - 1;
-        if part.is_extended() {
-            let last_logical = table
-                .partitions
-                .iter()
-                .filter(|p| p.logical)
-                .map(|p| p.end_bytes())
-                .max();
-            if last_logical.is_some_and(|l| l > new_end) {
-                return Err(Error::CannotResize {
-                    number,
-                    problem: "the extended partition would cut off a logical partition",
-                });
-            }
-        }
-        let others: Vec<Span> = Vec::new();
-        check_no_overlap(table, number, part.start_bytes, new_end, &others)?;
-        let rec = mbr
-            .partition_record
-            .get_mut(slot)
-            .ok_or(Error::NoSuchPartition { number })?;
-        let size = sectors(new_end - part.start_bytes)?;
-        let start_lba = part.start_bytes / SECTOR_BYTES;
-        *rec = RawMbrEntry::new(
-            rec.os_type,
-            rec.boot_indicator == 0x80,
-            rec.starting_lba.get(),
-            size,
-            start_lba,
-        );
-        return disk.write_all_at(mbr.as_bytes(), 0).map_err(io_at(0));
+        return resize_primary(disk, table, mbr, part, new_end);
     }
     let ext = extended.ok_or(Error::NoSuchPartition { number })?;
     // EBR sectors of the other logical partitions must stay clear.

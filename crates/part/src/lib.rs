@@ -13,6 +13,9 @@
 //!   [`PartitionTable`] with Linux partition numbers.
 //! - Editing for growing base images: [`relocate_gpt_backup`] and
 //!   [`resize_partition`].
+//! - Editing a flashed medium larger than its image: [`move_backup_gpt`]
+//!   moves the backup GPT to the end, for 512- or 4096-byte sectors,
+//!   changing as few bytes as it can (the flash engine's GPT step).
 //! - Alignment checks: [`is_aligned`], [`check_aligned`],
 //!   [`PartitionTable::misaligned`]. Computing a layout is the pipeline's
 //!   job, not this crate's.
@@ -20,8 +23,9 @@
 //! Specs: UEFI 2.10 §5.2 (legacy and protective MBR; the EBR chain is
 //! the de-facto standard implemented by Linux and fdisk) and §5.3 (GPT).
 //! The on-disk offset tables are in the [`mbr`] and [`gpt`] modules.
-//! Sectors are 512 bytes ([`SECTOR_BYTES`]); all offsets and sizes in the
-//! API are in bytes.
+//! Sectors are 512 bytes ([`SECTOR_BYTES`]) except in [`move_backup_gpt`],
+//! which takes the sector size; all offsets and sizes in the API are in
+//! bytes.
 //!
 //! # Why native and not the `gpt` / `mbrman` crates
 //! Both were found valid (CRATES.md), but neither fits cleanly:
@@ -86,6 +90,7 @@ pub mod gpt;
 mod grow;
 pub mod mbr;
 mod read;
+mod relocate;
 
 pub use align::{check_aligned, is_aligned};
 pub use error::{Error, GptProblem, MbrProblem, Result};
@@ -95,6 +100,7 @@ pub use mbr::{BootCode, Extended, Mbr, MbrPartition, MbrType, MBR_BOOT_CODE_BYTE
 pub use read::{
     read_table, GptSource, Partition, PartitionTable, PartitionType, Scheme, MAX_GPT_ARRAY_BYTES,
 };
+pub use relocate::{move_backup_gpt, GptRelocation};
 
 /// Bytes per logical sector. Every board kiln targets uses 512-byte
 /// sectors; 4Kn media are not supported.

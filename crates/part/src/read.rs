@@ -9,7 +9,7 @@
 
 #![deny(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
-use kiln_units::{Guid, ReadAt};
+use kiln_units::{Guid, ReadAt, SectorSize};
 use zerocopy::FromBytes;
 
 use crate::crc::GptCrc32;
@@ -304,19 +304,22 @@ pub(crate) fn read_mbr_chain<R: ReadAt + ?Sized>(
 /// A verified GPT header with its entry array.
 pub(crate) struct GptCopy {
     pub(crate) header: RawGptHeader,
+    /// The whole sector holding the header (reserved tail included).
+    pub(crate) block: Vec<u8>,
     pub(crate) entries: Vec<u8>,
 }
 
-/// Reads and verifies the GPT header at `lba` and its entry array.
+/// Reads and verifies the GPT header at `lba` (in sectors of `sector`
+/// bytes; `disk_sectors` of them on the disk) and its entry array.
 pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
     disk: &R,
     lba: u64,
     disk_sectors: u64,
+    sector: SectorSize,
 ) -> Result<GptCopy, GptProblem> {
-    let mut block = [0u8; SECTOR_LEN];
-    let at = lba
-        .checked_mul(SECTOR_BYTES)
-        .ok_or(GptProblem::Unreadable)?;
+    let ss = sector.bytes();
+    let mut block = vec![0u8; usize::try_from(ss).map_err(|_| GptProblem::Unreadable)?];
+    let at = lba.checked_mul(ss).ok_or(GptProblem::Unreadable)?;
     disk.read_exact_at(&mut block, at)
         .map_err(|_| GptProblem::Unreadable)?;
     let (header, _) = RawGptHeader::read_from_prefix(&block).map_err(|_| GptProblem::Unreadable)?;
@@ -324,12 +327,10 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
         return Err(GptProblem::BadSignature);
     }
     let size = u64::from(header.header_size.get());
-    if header.revision.get() >> 16 != 1
-        || !(u64::from(GPT_HEADER_SIZE)..=SECTOR_BYTES).contains(&size)
-    {
+    if header.revision.get() >> 16 != 1 || !(u64::from(GPT_HEADER_SIZE)..=ss).contains(&size) {
         return Err(GptProblem::BadHeaderFormat);
     }
-    // size <= 512 was checked just above.
+    // size <= the sector size was checked just above.
     let covered = block
         .get(..usize::try_from(size).map_err(|_| GptProblem::BadHeaderFormat)?)
         .ok_or(GptProblem::BadHeaderFormat)?;
@@ -346,7 +347,7 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
         .ok_or(GptProblem::BadEntryArray)?;
     let entries_lba = header.partition_entry_lba.get();
     let array_end_lba = entries_lba
-        .checked_add(array_bytes.div_ceil(SECTOR_BYTES))
+        .checked_add(array_bytes.div_ceil(ss))
         .ok_or(GptProblem::BadEntryArray)?;
     if entry_size < 128
         || !entry_size.is_power_of_two()
@@ -365,7 +366,7 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
     let mut entries =
         vec![0u8; usize::try_from(array_bytes).map_err(|_| GptProblem::BadEntryArray)?];
     let at = entries_lba
-        .checked_mul(SECTOR_BYTES)
+        .checked_mul(ss)
         .ok_or(GptProblem::BadEntryArray)?;
     disk.read_exact_at(&mut entries, at)
         .map_err(|_| GptProblem::Unreadable)?;
@@ -383,7 +384,11 @@ pub(crate) fn read_gpt_copy<R: ReadAt + ?Sized>(
             return Err(GptProblem::BadEntry);
         }
     }
-    Ok(GptCopy { header, entries })
+    Ok(GptCopy {
+        header,
+        block,
+        entries,
+    })
 }
 
 /// `AlternateLBA` of the primary header if the header itself (signature,
@@ -402,9 +407,9 @@ fn intact_header_alternate<R: ReadAt + ?Sized>(disk: &R) -> Option<u64> {
 fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTable> {
     let disk_sectors = disk_bytes / SECTOR_BYTES;
     let last = disk_sectors.saturating_sub(1);
-    let primary = read_gpt_copy(disk, 1, disk_sectors);
+    let primary = read_gpt_copy(disk, 1, disk_sectors, SectorSize::S512);
     let mut backup = if last > 1 {
-        read_gpt_copy(disk, last, disk_sectors)
+        read_gpt_copy(disk, last, disk_sectors, SectorSize::S512)
     } else {
         Err(GptProblem::Unreadable)
     };
@@ -413,7 +418,7 @@ fn read_gpt<R: ReadAt + ?Sized>(disk: &R, disk_bytes: u64) -> Result<PartitionTa
     // backup is.
     if primary.is_err() && backup.is_err() {
         if let Some(alt) = intact_header_alternate(disk).filter(|&a| a != last && a > 1) {
-            if let Ok(b) = read_gpt_copy(disk, alt, disk_sectors) {
+            if let Ok(b) = read_gpt_copy(disk, alt, disk_sectors, SectorSize::S512) {
                 backup = Ok(b);
             }
         }

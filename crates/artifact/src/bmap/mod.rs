@@ -476,14 +476,128 @@ struct RawBmap {
 /// Deepest nesting accepted: bmap > BlockMap > Range (> unknown child).
 const MAX_DEPTH: usize = 4;
 
+/// The state of [`parse_tree`] between tokens.
+struct TreeParser<'a> {
+    raw: RawBmap,
+    /// Open elements, outermost first.
+    stack: Vec<&'a str>,
+    current_text: String,
+    /// `chksum` attribute of the open `<Range>`.
+    current_attr: Option<String>,
+    /// Byte offset of the open `<Range>`.
+    range_offset: usize,
+    root_done: bool,
+}
+
+fn syntax(offset: usize, reason: &'static str) -> Error {
+    Error::BmapSyntax { offset, reason }
+}
+
+impl<'a> TreeParser<'a> {
+    /// `<name ...>` or `<name .../>`: only `<bmap>` at the root and
+    /// `<Range>` in `<BlockMap>`, nesting bounded.
+    fn start(
+        &mut self,
+        name: &'a str,
+        attrs: Vec<(&'a str, String)>,
+        self_closing: bool,
+        offset: usize,
+    ) -> Result<()> {
+        if self.root_done {
+            return Err(syntax(offset, "content after the root element"));
+        }
+        let attr = |key: &str| attrs.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        if self.stack.is_empty() {
+            if name != "bmap" {
+                return Err(syntax(offset, "root element is not <bmap>"));
+            }
+            self.raw.version = attr("version").map(|v| v.trim().to_owned());
+        } else if self.stack.len() == 2 && self.stack.last() == Some(&"BlockMap") {
+            if name != "Range" {
+                return Err(syntax(offset, "only <Range> is allowed in <BlockMap>"));
+            }
+            self.current_attr = attr("chksum");
+            self.range_offset = offset;
+        } else if self.stack.len() >= MAX_DEPTH {
+            return Err(syntax(offset, "elements nested too deeply"));
+        }
+        self.current_text.clear();
+        if self_closing {
+            if self.stack.is_empty() {
+                self.root_done = true;
+            } else if self.stack.len() == 2 && name == "Range" {
+                return Err(syntax(offset, "empty <Range/>"));
+            }
+        } else {
+            self.stack.push(name);
+        }
+        Ok(())
+    }
+
+    /// Character data: only whitespace outside the root, bounded inside.
+    fn text(&mut self, text: &str, offset: usize) -> Result<()> {
+        if self.stack.is_empty() {
+            if !text.trim().is_empty() {
+                return Err(syntax(offset, "text outside the root element"));
+            }
+        } else {
+            if self.current_text.len().saturating_add(text.len()) > 4096 {
+                return Err(syntax(offset, "element text too long"));
+            }
+            self.current_text.push_str(text);
+        }
+        Ok(())
+    }
+
+    /// `</name>`: stores the text of a known header element or a
+    /// `<Range>`.
+    fn end(&mut self, name: &'a str, offset: usize) -> Result<()> {
+        let open = self.stack.pop();
+        if open != Some(name) {
+            return Err(syntax(offset, "mismatched end tag"));
+        }
+        let value = std::mem::take(&mut self.current_text);
+        let depth = self.stack.len();
+        if depth == 0 {
+            self.root_done = true;
+        } else if depth == 1 {
+            let raw = &mut self.raw;
+            let slot = match name {
+                "ImageSize" => Some(&mut raw.image_size),
+                "BlockSize" => Some(&mut raw.block_size),
+                "BlocksCount" => Some(&mut raw.blocks_count),
+                "MappedBlocksCount" => Some(&mut raw.mapped_count),
+                "ChecksumType" => Some(&mut raw.checksum_type),
+                "BmapFileChecksum" => Some(&mut raw.file_checksum),
+                // Newer minor versions may add elements; skip them.
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                if slot.is_some() {
+                    return Err(syntax(offset, "duplicate element"));
+                }
+                *slot = Some(value);
+            }
+        } else if depth == 2 && name == "Range" {
+            self.raw
+                .ranges
+                .push((value, self.current_attr.take(), self.range_offset));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the element tree of a bmap document into its raw strings.
 fn parse_tree(text: &str) -> Result<RawBmap> {
-    let mut raw = RawBmap::default();
+    let mut p = TreeParser {
+        raw: RawBmap::default(),
+        stack: Vec::new(),
+        current_text: String::new(),
+        current_attr: None,
+        range_offset: 0,
+        root_done: false,
+    };
     let mut t = Tokenizer::new(text);
-    let mut stack: Vec<&str> = Vec::new();
-    let mut current_text = String::new();
-    let mut current_attr: Option<String> = None;
-    let mut range_offset = 0usize;
-    let mut root_done = false;
     while let Some(tok) = t.next_token()? {
         match tok {
             Token::Start {
@@ -491,119 +605,15 @@ fn parse_tree(text: &str) -> Result<RawBmap> {
                 attrs,
                 self_closing,
                 offset,
-            } => {
-                if root_done {
-                    return Err(Error::BmapSyntax {
-                        offset,
-                        reason: "content after the root element",
-                    });
-                }
-                if stack.is_empty() {
-                    if name != "bmap" {
-                        return Err(Error::BmapSyntax {
-                            offset,
-                            reason: "root element is not <bmap>",
-                        });
-                    }
-                    raw.version = attrs
-                        .into_iter()
-                        .find(|(k, _)| *k == "version")
-                        .map(|(_, v)| v.trim().to_owned());
-                } else if stack.len() == 2 && stack.last() == Some(&"BlockMap") {
-                    if name != "Range" {
-                        return Err(Error::BmapSyntax {
-                            offset,
-                            reason: "only <Range> is allowed in <BlockMap>",
-                        });
-                    }
-                    current_attr = attrs
-                        .into_iter()
-                        .find(|(k, _)| *k == "chksum")
-                        .map(|(_, v)| v);
-                    range_offset = offset;
-                } else if stack.len() >= MAX_DEPTH {
-                    return Err(Error::BmapSyntax {
-                        offset,
-                        reason: "elements nested too deeply",
-                    });
-                }
-                current_text.clear();
-                if self_closing {
-                    if stack.is_empty() {
-                        root_done = true;
-                    } else if stack.len() == 2 && name == "Range" {
-                        return Err(Error::BmapSyntax {
-                            offset,
-                            reason: "empty <Range/>",
-                        });
-                    }
-                } else {
-                    stack.push(name);
-                }
-            }
-            Token::Text { text, offset } => {
-                if stack.is_empty() {
-                    if !text.trim().is_empty() {
-                        return Err(Error::BmapSyntax {
-                            offset,
-                            reason: "text outside the root element",
-                        });
-                    }
-                } else {
-                    if current_text.len().saturating_add(text.len()) > 4096 {
-                        return Err(Error::BmapSyntax {
-                            offset,
-                            reason: "element text too long",
-                        });
-                    }
-                    current_text.push_str(&text);
-                }
-            }
-            Token::End { name, offset } => {
-                let open = stack.pop();
-                if open != Some(name) {
-                    return Err(Error::BmapSyntax {
-                        offset,
-                        reason: "mismatched end tag",
-                    });
-                }
-                let value = std::mem::take(&mut current_text);
-                let depth = stack.len();
-                if depth == 0 {
-                    root_done = true;
-                } else if depth == 1 {
-                    let slot = match name {
-                        "ImageSize" => Some(&mut raw.image_size),
-                        "BlockSize" => Some(&mut raw.block_size),
-                        "BlocksCount" => Some(&mut raw.blocks_count),
-                        "MappedBlocksCount" => Some(&mut raw.mapped_count),
-                        "ChecksumType" => Some(&mut raw.checksum_type),
-                        "BmapFileChecksum" => Some(&mut raw.file_checksum),
-                        // Newer minor versions may add elements; skip them.
-                        _ => None,
-                    };
-                    if let Some(slot) = slot {
-                        if slot.is_some() {
-                            return Err(Error::BmapSyntax {
-                                offset,
-                                reason: "duplicate element",
-                            });
-                        }
-                        *slot = Some(value);
-                    }
-                } else if depth == 2 && name == "Range" {
-                    raw.ranges.push((value, current_attr.take(), range_offset));
-                }
-            }
+            } => p.start(name, attrs, self_closing, offset)?,
+            Token::Text { text, offset } => p.text(&text, offset)?,
+            Token::End { name, offset } => p.end(name, offset)?,
         }
     }
-    if !stack.is_empty() || !root_done {
-        return Err(Error::BmapSyntax {
-            offset: text.len(),
-            reason: "document ends inside an element",
-        });
+    if !p.stack.is_empty() || !p.root_done {
+        return Err(syntax(text.len(), "document ends inside an element"));
     }
-    Ok(raw)
+    Ok(p.raw)
 }
 
 /// Computes a bmap in one pass while the image is produced in order: feed

@@ -1,6 +1,8 @@
 //! Moving the backup GPT to the end of a larger target, checked with
 //! `sgdisk -v`.
 
+// The validator helpers shared with kiln-artifact's tests.
+#[path = "../../artifact/tests/common/mod.rs"]
 mod common;
 
 use std::fs::{File, OpenOptions};
@@ -8,14 +10,12 @@ use std::process::Command;
 
 use common::{ok, require, run};
 use kiln_artifact::bmap::{nonzero_ranges, Bmap};
-use kiln_artifact::flash::{flash, FlashOptions, ImageSource};
+use kiln_flash::{flash, FlashOptions, ImageSource};
 
 const IMAGE_BYTES: u64 = 32 << 20;
 const TARGET_BYTES: u64 = 80 << 20;
 
-fn flash_gpt_image(
-    relocate: bool,
-) -> (tempfile::TempDir, String, kiln_artifact::flash::FlashReport) {
+fn flash_gpt_image(relocate: bool) -> (tempfile::TempDir, String, kiln_flash::FlashReport) {
     require("sgdisk", "gdisk");
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("gpt.img");

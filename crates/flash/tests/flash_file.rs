@@ -3,6 +3,8 @@
 //! the failing range named. Safety refusals with this machine's real
 //! mountinfo.
 
+// The validator helpers shared with kiln-artifact's tests.
+#[path = "../../artifact/tests/common/mod.rs"]
 mod common;
 
 use std::fs::{File, OpenOptions};
@@ -14,13 +16,13 @@ use std::process::Command;
 use common::{cmp_equal, make_image, ok, require};
 use kiln_artifact::bmap::{BlockRange, Bmap, BMAP_BLOCK_SIZE};
 use kiln_artifact::compress::Decoder;
-use kiln_artifact::flash::mountinfo::{parse_mountinfo, root_device};
-use kiln_artifact::flash::safety::{check_target, ImageFacts, TargetFacts, TargetKind};
-use kiln_artifact::flash::{
+use kiln_flash::mountinfo::{parse_mountinfo, root_device};
+use kiln_flash::safety::{check_target, ImageFacts, TargetFacts, TargetKind};
+use kiln_flash::{
     flash, verify_target, FlashOptions, FlashTarget, HoleMode, ImageSource, Phase, Progress,
     ReadBack,
 };
-use kiln_artifact::{Error, Refusal};
+use kiln_flash::{Error, Refusal};
 use kiln_units::{ReadAt, WriteAt};
 
 fn bmap_for(image: &Path, extents: &[(u64, u64)]) -> Bmap {

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::mountinfo::{mount_points_on, root_device, MountEntry};
 use crate::error::{Error, Refusal, Result};
+use crate::mountinfo::{mount_points_on, root_device, MountEntry};
 
 /// What kind of object the target path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +149,7 @@ pub fn check_target(facts: &TargetFacts, image: &ImageFacts, force: bool) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flash::mountinfo::parse_mountinfo;
+    use crate::mountinfo::parse_mountinfo;
 
     fn facts(kind: TargetKind, size: u64) -> TargetFacts {
         TargetFacts {

@@ -2,7 +2,7 @@
 //! /proc/self/mountinfo), flashes with the bmap, verifies, shows progress
 //! with speed and ETA.
 //!
-//! `cargo run --release -p kiln-artifact --example flash -- IMAGE TARGET [--bmap F] [--force] [--holes skip|zero|discard] [--no-verify]`
+//! `cargo run --release -p kiln-flash --example flash -- IMAGE TARGET [--bmap F] [--force] [--holes skip|zero|discard] [--no-verify]`
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use kiln_artifact::bmap::{Bmap, BMAP_MAX_FILE_BYTES};
 use kiln_artifact::compress::{Compression, Decoder};
-use kiln_artifact::flash::mountinfo::parse_mountinfo;
-use kiln_artifact::flash::safety::{check_target, ImageFacts, TargetFacts, TargetKind};
-use kiln_artifact::flash::{flash, FlashOptions, FlashTarget, HoleMode, ImageSource, Progress};
+use kiln_flash::mountinfo::parse_mountinfo;
+use kiln_flash::safety::{check_target, ImageFacts, TargetFacts, TargetKind};
+use kiln_flash::{flash, FlashOptions, FlashTarget, HoleMode, ImageSource, Progress};
 
 /// (major, minor) of the target and of its partitions, from sysfs.
 fn devices_of(rdev: u64) -> Vec<(u32, u32)> {
