@@ -971,3 +971,59 @@ fn a_non_utf8_output_name_is_refused() {
     assert!(err.contains("UTF-8"), "{err}");
     only(d.path(), &[]);
 }
+
+// ---------------------------------------------------------------------
+// Finding 11 (limits): pathologically deep and wide trees work. Sizing
+// used to cost one path per ancestor per entry (depth 4000: > 60 s).
+// ---------------------------------------------------------------------
+
+/// A tar of a directory chain `depth` deep with a file at the bottom,
+/// and one directory of `wide` empty files.
+fn deep_and_wide_tar(path: &Path, depth: usize, wide: usize) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, kind: tar::EntryType, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let mut p = String::new();
+    for _ in 0..depth {
+        p.push_str(if p.is_empty() { "d" } else { "/d" });
+        add(&p, tar::EntryType::Directory, b"");
+    }
+    add(&format!("{p}/bottom"), tar::EntryType::Regular, b"deep\n");
+    add("wide", tar::EntryType::Directory, b"");
+    for i in 0..wide {
+        add(&format!("wide/file-{i:06}"), tar::EntryType::Regular, b"");
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn a_tree_4000_deep_and_a_directory_of_100k_entries_work() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("tree.tar");
+    deep_and_wide_tar(&src, 4000, 100_000);
+    let fs = d.path().join("tree.ext4");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["mkfs", "ext4", "-q", "--size", "min", "--source"])
+        .arg(&src)
+        .arg(&fs));
+    e2fsck_clean(&fs);
+    let deep = format!("/{}/bottom", vec!["d"; 4000].join("/"));
+    let cat = debugfs(&fs, &format!("cat {deep}"));
+    assert_eq!(cat, "deep\n");
+    let ls = debugfs(&fs, "ls /wide");
+    assert!(
+        ls.contains("file-099999"),
+        "last of the wide directory missing"
+    );
+}

@@ -81,12 +81,16 @@ impl Ext4Estimator {
 
     fn note_dir(&mut self, path: &[Vec<u8>]) {
         // Make sure every ancestor directory is known, counting implicit
-        // ones as inodes and names in their parents.
-        for depth in 1..=path.len() {
+        // ones as inodes and names in their parents. A directory is only
+        // ever noted after its ancestors, so the walk up stops at the
+        // deepest known one: an entry costs one path per new directory
+        // plus one, not one per ancestor (which made deep trees cubic).
+        let mut known = path.len();
+        while known > 0 && !self.known_dirs.contains(&path[..known].join(&b'/')) {
+            known -= 1;
+        }
+        for depth in known + 1..=path.len() {
             let p = path[..depth].join(&b'/');
-            if self.known_dirs.contains(&p) {
-                continue;
-            }
             self.known_dirs.insert(p.clone());
             self.dirs.entry(p).or_insert((0, 0, Vec::new()));
             self.inodes += 1;
