@@ -117,10 +117,6 @@ struct Scratch {
     file: File,
 }
 
-/// The scratch files a base build may make beside its output
-/// ([`crate::outpath::scratch_path`]).
-pub(crate) const SCRATCH: [&str; 3] = ["edits", "base", "old"];
-
 impl Scratch {
     fn create(path: PathBuf) -> Result<Self, Error> {
         let file = crate::outpath::create_exclusive(&path, &path)?;

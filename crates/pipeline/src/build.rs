@@ -459,25 +459,7 @@ pub(crate) fn tp(s: &str) -> TreePath {
 
 /// Runs a build. `progress` receives one line per stage.
 pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, Error> {
-    // Sibling files and SHA256SUMS name the output: a name that is not
-    // UTF-8 would come out mangled there.
-    if req.output.file_name().and_then(|n| n.to_str()).is_none() {
-        return Err(Error::Image {
-            path: req.output.clone(),
-            reason: "the output file name must be valid UTF-8 (the bmap, manifest and SHA256SUMS name it)".into(),
-        });
-    }
-    // Every output is a regular file or nothing yet, checked before any
-    // work; stale temporary files of an interrupted run are removed.
-    let delivery = delivery_for(req)?;
-    crate::outpath::check_all(
-        crate::deliver::output_paths(&req.output, &delivery)
-            .iter()
-            .map(PathBuf::as_path),
-    )?;
-    for tmp in crate::deliver::temporary_paths(&req.output) {
-        crate::outpath::remove_stale(&tmp)?;
-    }
+    crate::deliver::check_outputs(&req.output, &delivery_for(req)?)?;
     if let Some(base) = req
         .base
         .clone()

@@ -613,6 +613,24 @@ pub(crate) fn output_paths(out: &Path, d: &Delivery) -> Vec<PathBuf> {
     paths
 }
 
+/// Checks a build's outputs before any work: the name is UTF-8 (sibling
+/// files and `SHA256SUMS` name it), every file `d` writes is a regular
+/// file or nothing yet ([`crate::outpath`]), and the stale temporary
+/// files of an interrupted earlier run are removed.
+pub(crate) fn check_outputs(out: &Path, d: &Delivery) -> Result<(), Error> {
+    if out.file_name().and_then(|n| n.to_str()).is_none() {
+        return Err(Error::Image {
+            path: out.to_path_buf(),
+            reason: "the output file name must be valid UTF-8 (the bmap, manifest and SHA256SUMS name it)".into(),
+        });
+    }
+    crate::outpath::check_all(output_paths(out, d).iter().map(PathBuf::as_path))?;
+    for tmp in temporary_paths(out) {
+        crate::outpath::remove_stale(&tmp)?;
+    }
+    Ok(())
+}
+
 /// Every file a build to `out` writes in any delivery.
 fn every_output_path(out: &Path) -> Vec<PathBuf> {
     use kiln_artifact::compress::Compression as C;
@@ -648,7 +666,7 @@ pub fn temporary_paths(out: &Path) -> Vec<PathBuf> {
         .map(|p| crate::outpath::partial_path(p))
         .collect();
     tmps.extend(
-        crate::base::SCRATCH
+        crate::outpath::SCRATCH
             .iter()
             .map(|what| crate::outpath::scratch_path(out, what)),
     );

@@ -102,6 +102,10 @@ pub(crate) fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.kiln-partial"))
 }
 
+/// The scratch files a base build may make beside its output
+/// ([`scratch_path`]).
+pub(crate) const SCRATCH: [&str; 3] = ["edits", "base", "old"];
+
 /// A scratch file of the build writing `out`: `.NAME.kiln-WHAT` beside it
 /// (base-image mode's working files).
 pub(crate) fn scratch_path(out: &Path, what: &str) -> PathBuf {
