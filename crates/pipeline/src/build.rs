@@ -1042,6 +1042,12 @@ pub(crate) fn finish(
     synced
         .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")))
         .map_err(flush_err)?;
+    // The image is committed with the other outputs, in the order
+    // [`Temps`] documents (before the bmap and SHA256SUMS).
+    let keeps_image = keep.is_some();
+    if let Some(dest) = keep {
+        temps.adopt(tmp.path.clone(), dest);
+    }
     let artifacts = conclude(
         req,
         &mut report,
@@ -1052,13 +1058,7 @@ pub(crate) fn finish(
         app,
         temps,
     )?;
-    if let Some(dest) = keep {
-        crate::outpath::check_replaceable(&dest)?;
-        std::fs::rename(&tmp.path, &dest).map_err(|source| Error::Output {
-            path: dest.clone(),
-            op: "cannot move the finished image into place",
-            source,
-        })?;
+    if keeps_image {
         // Renamed: nothing left to clean up.
         tmp.file = None;
     }

@@ -186,65 +186,134 @@ impl Delivered {
     }
 }
 
+/// One temporary output waiting for its rename.
+struct Pending {
+    tmp: PathBuf,
+    dest: PathBuf,
+    /// A file that describes other outputs (bmap, manifest,
+    /// `SHA256SUMS`) rather than holding data.
+    index: bool,
+}
+
 /// Temporary files removed unless committed, and earlier outputs to
 /// remove once they are.
-pub(crate) struct Temps(Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
+///
+/// The commit ([`Temps::commit`]) cannot rename a set of files
+/// atomically, so it orders the renames such that an interruption at any
+/// point leaves no index that disagrees with the files it describes: the
+/// old indexes being replaced (bmap, manifest, `SHA256SUMS`) are removed
+/// first, then the data files (disk images, compressed image) are renamed,
+/// then the new indexes, `SHA256SUMS` last. Killed in between, each file
+/// is wholly old or wholly new, and every bmap, manifest or checksum list
+/// present is true of the files beside it (a missing one says the set is
+/// incomplete; `kiln flash` never pairs an old bmap with a new image).
+pub(crate) struct Temps {
+    pending: Vec<Pending>,
+    stale: Vec<PathBuf>,
+}
 
 impl Temps {
     pub(crate) fn new() -> Self {
-        Self(Vec::new(), Vec::new())
+        Self {
+            pending: Vec::new(),
+            stale: Vec::new(),
+        }
     }
     /// Removes `stale` (an earlier build's output this one does not
     /// write again) after a successful commit, never before.
     pub(crate) fn remove_on_commit(&mut self, stale: PathBuf) {
-        self.1.push(stale);
+        self.stale.push(stale);
     }
-    /// Creates the temporary file of `dest` ([`crate::outpath`]: only a
-    /// regular file is ever replaced), registered for cleanup and for
-    /// the rename into place.
+    /// Creates the temporary file of the data output `dest`
+    /// ([`crate::outpath`]: only a regular file is ever replaced),
+    /// registered for cleanup and for the rename into place.
     pub(crate) fn create(&mut self, dest: &Path) -> Result<(PathBuf, File), Error> {
+        self.create_as(dest, false)
+    }
+    /// As [`Temps::create`], for an index over other outputs (the bmap).
+    pub(crate) fn create_index(&mut self, dest: &Path) -> Result<(PathBuf, File), Error> {
+        self.create_as(dest, true)
+    }
+    fn create_as(&mut self, dest: &Path, index: bool) -> Result<(PathBuf, File), Error> {
         let (tmp, file) = crate::outpath::create_partial(dest)?;
-        self.0.push((tmp.clone(), dest.to_path_buf()));
+        self.pending.push(Pending {
+            tmp: tmp.clone(),
+            dest: dest.to_path_buf(),
+            index,
+        });
         Ok((tmp, file))
     }
-    /// Writes `bytes` as the temporary file of `dest`.
+    /// Registers a data output created elsewhere (the disk image written
+    /// in place) for the rename into place and for cleanup.
+    pub(crate) fn adopt(&mut self, tmp: PathBuf, dest: PathBuf) {
+        self.pending.push(Pending {
+            tmp,
+            dest,
+            index: false,
+        });
+    }
+    /// Writes `bytes` as the temporary file of the index `dest` (manifest,
+    /// `SHA256SUMS`).
     pub(crate) fn write(
         &mut self,
         dest: &Path,
         bytes: &[u8],
         op: &'static str,
     ) -> Result<(), Error> {
-        let (_, mut f) = self.create(dest)?;
+        let (_, mut f) = self.create_index(dest)?;
         f.write_all(bytes).map_err(out_err(dest, op))
     }
-    /// Renames every temporary file into place (each destination checked
-    /// again right before: still nothing but a regular file is replaced).
+    /// Renames every temporary file into place, in the order the type's
+    /// doc gives (every destination checked first: still nothing but a
+    /// regular file is replaced), then removes the stale outputs.
     pub(crate) fn commit(mut self) -> Result<(), Error> {
-        for (tmp, dest) in std::mem::take(&mut self.0) {
-            crate::outpath::check_replaceable(&dest)?;
-            std::fs::rename(&tmp, &dest).map_err(|source| Error::Output {
-                path: dest.clone(),
+        let pending = std::mem::take(&mut self.pending);
+        for p in &pending {
+            crate::outpath::check_replaceable(&p.dest)?;
+        }
+        let (indexes, data): (Vec<_>, Vec<_>) = pending.into_iter().partition(|p| p.index);
+        for p in &indexes {
+            remove_output(&p.dest, "cannot remove the index being replaced")?;
+        }
+        // Renamed in order; on a failure the ones not yet renamed stay
+        // pending, so their temporary files are removed on drop.
+        self.pending = data.into_iter().chain(indexes).rev().collect();
+        while let Some(p) = self.pending.last() {
+            std::fs::rename(&p.tmp, &p.dest).map_err(|source| Error::Output {
+                path: p.dest.clone(),
                 op: "cannot move the finished file into place",
                 source,
             })?;
+            self.pending.pop();
         }
-        for stale in std::mem::take(&mut self.1) {
-            if std::fs::symlink_metadata(&stale).is_ok_and(|m| m.file_type().is_file()) {
-                std::fs::remove_file(&stale).map_err(|source| Error::Output {
-                    path: stale.clone(),
-                    op: "cannot remove this output of an earlier build, which the new one does not write",
-                    source,
-                })?;
-            }
+        for stale in std::mem::take(&mut self.stale) {
+            remove_output(
+                &stale,
+                "cannot remove this output of an earlier build, which the new one does not write",
+            )?;
         }
         Ok(())
     }
 }
 
+/// Removes the output `path` if it is a regular file.
+fn remove_output(path: &Path, op: &'static str) -> Result<(), Error> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {
+            std::fs::remove_file(path).map_err(|source| Error::Output {
+                path: path.to_path_buf(),
+                op,
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Drop for Temps {
     fn drop(&mut self) {
-        for (tmp, _) in &self.0 {
-            crate::outpath::remove_partial(tmp);
+        for p in &self.pending {
+            crate::outpath::remove_partial(&p.tmp);
         }
     }
 }
@@ -837,7 +906,7 @@ pub(crate) fn assemble(
     // compressed form is delivered: bmaptool decompresses on the fly).
     if d.formats.contains(&DiskFormat::Raw) {
         let dest = bmap_path(out);
-        let (tmp, mut f) = temps.create(&dest)?;
+        let (tmp, mut f) = temps.create_index(&dest)?;
         p.bmap.write_to(&mut f).map_err(artifact_err(&dest))?;
         f.sync_all()
             .map_err(out_err(&dest, "cannot flush the bmap"))?;
@@ -1167,5 +1236,88 @@ fn existing_sums(path: &Path) -> Result<Sha256Sums, Error> {
             op: "cannot read the existing SHA256SUMS",
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An old set: image, bmap, manifest, sums, and a qcow2 the new set
+    /// does not write.
+    fn old_set(dir: &Path) {
+        for n in [
+            "a.img",
+            "a.img.bmap",
+            "a.manifest.json",
+            "SHA256SUMS",
+            "a.qcow2",
+        ] {
+            std::fs::write(dir.join(n), b"old").unwrap();
+        }
+    }
+
+    fn new_set(temps: &mut Temps, dir: &Path, image_tmp: PathBuf) {
+        let (_, mut f) = temps.create(&dir.join("a.vmdk")).unwrap();
+        f.write_all(b"new").unwrap();
+        temps.adopt(image_tmp, dir.join("a.img"));
+        let (_, mut f) = temps.create_index(&dir.join("a.img.bmap")).unwrap();
+        f.write_all(b"new").unwrap();
+        temps
+            .write(&dir.join("a.manifest.json"), b"new", "m")
+            .unwrap();
+        temps.write(&dir.join("SHA256SUMS"), b"new", "s").unwrap();
+        temps.remove_on_commit(dir.join("a.qcow2"));
+    }
+
+    #[test]
+    fn a_commit_replaces_the_set_and_removes_stale_outputs() {
+        let d = tempfile::tempdir().unwrap();
+        old_set(d.path());
+        let image_tmp = crate::outpath::partial_path(&d.path().join("a.img"));
+        std::fs::write(&image_tmp, b"new").unwrap();
+        let mut temps = Temps::new();
+        new_set(&mut temps, d.path(), image_tmp);
+        temps.commit().unwrap();
+        assert_eq!(
+            names(d.path()),
+            [
+                "SHA256SUMS",
+                "a.img",
+                "a.img.bmap",
+                "a.manifest.json",
+                "a.vmdk"
+            ]
+        );
+        for n in names(d.path()) {
+            assert_eq!(std::fs::read(d.path().join(&n)).unwrap(), b"new", "{n}");
+        }
+    }
+
+    #[test]
+    fn a_commit_cut_short_leaves_no_index_that_disagrees_with_its_files() {
+        let d = tempfile::tempdir().unwrap();
+        old_set(d.path());
+        // The image's temporary file is gone: its rename fails after the
+        // VMDK's, as a kill at that point would stop the commit.
+        let image_tmp = crate::outpath::partial_path(&d.path().join("a.img"));
+        let mut temps = Temps::new();
+        new_set(&mut temps, d.path(), image_tmp);
+        assert!(temps.commit().is_err());
+        // No bmap, manifest or sums describing either set is left; the
+        // image is the old one, whole; the stale qcow2 stays (the commit
+        // did not finish); no temporary file is left.
+        assert_eq!(names(d.path()), ["a.img", "a.qcow2", "a.vmdk"]);
+        assert_eq!(std::fs::read(d.path().join("a.img")).unwrap(), b"old");
+        assert_eq!(std::fs::read(d.path().join("a.vmdk")).unwrap(), b"new");
     }
 }
