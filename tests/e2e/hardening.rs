@@ -1027,3 +1027,54 @@ fn a_tree_4000_deep_and_a_directory_of_100k_entries_work() {
         "last of the wide directory missing"
     );
 }
+
+// ---------------------------------------------------------------------
+// Finding 12: a GPT base whose primary header is damaged (the backup
+// intact, as `sgdisk -v` says) is preloaded like any other.
+// ---------------------------------------------------------------------
+
+#[test]
+fn a_gpt_base_with_a_damaged_primary_header_is_preloaded() {
+    require("sgdisk", "gdisk");
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base.img");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build",
+            "-q",
+            "--board",
+            "nuc-gpt",
+            "--recipe",
+            "bob-onprem",
+            "-o",
+        ])
+        .arg(&base));
+    // Zero the primary header (LBA 1).
+    let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 512], 512).unwrap();
+    drop(f);
+    let v = run(Command::new("sgdisk").arg("-v").arg(&base));
+    let text = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        text.contains("Main header: ERROR") && text.contains("Backup header: OK"),
+        "{text}"
+    );
+    // Base mode keeps the root filesystem: swap via the app or none.
+    let r = recipe_copy(d.path(), |s| {
+        s.replace("activation = \"systemd-unit\"", "activation = \"none\"")
+    });
+    let out = d.path().join("out.img");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-q", "--board", "nuc-gpt", "--recipe"])
+        .arg(&r)
+        .arg("--base")
+        .arg(&base)
+        .arg("-o")
+        .arg(&out));
+    let v = ok(Command::new("sgdisk").arg("-v").arg(&out));
+    assert!(v.contains("No problems found"), "{v}");
+    let (_, parts) = sfdisk(&out);
+    assert_eq!(parts.len(), 5, "{parts:?}");
+}

@@ -114,6 +114,52 @@ pub fn relocate_gpt_backup<D: ReadAt + WriteAt + ?Sized>(
     write_copies(disk, &header, &copy.entries, new_last)
 }
 
+/// Rebuilds a damaged primary GPT (header at LBA 1, entry array at LBA 2)
+/// from an intact backup at the disk's last sector, as `gdisk`/`sgdisk`
+/// do ("regenerating main header from backup"); UEFI 2.10 §5.3.2 lets
+/// firmware restore either copy from the other. Returns whether it did:
+/// an intact primary is left alone. Call it before an edit that needs
+/// the primary ([`relocate_gpt_backup`], [`resize_partition`]).
+///
+/// # Errors
+/// [`Error::NoTable`] without a protective MBR; [`Error::CorruptGpt`]
+/// when neither copy is usable (or the backup's array would not fit
+/// before its first usable LBA at LBA 2); [`Error::Io`].
+pub fn restore_primary_gpt<D: ReadAt + WriteAt + ?Sized>(disk: &mut D) -> Result<bool> {
+    let sectors = disk.size().map_err(io_at(0))? / SECTOR_BYTES;
+    let mbr = read_sector(disk, 0)?;
+    if !mbr
+        .partition_record
+        .iter()
+        .any(|r| r.os_type == MbrType::GPT_PROTECTIVE.0)
+    {
+        return Err(Error::NoTable);
+    }
+    let primary = match read_gpt_copy(disk, 1, sectors, SectorSize::S512) {
+        Ok(_) => return Ok(false),
+        Err(p) => p,
+    };
+    let last = sectors
+        .checked_sub(1)
+        .filter(|&l| l > 1)
+        .ok_or(Error::CorruptGpt {
+            primary,
+            backup: crate::GptProblem::Unreadable,
+        })?;
+    let backup = read_gpt_copy(disk, last, sectors, SectorSize::S512)
+        .map_err(|backup| Error::CorruptGpt { primary, backup })?;
+    let array_sectors = (backup.entries.len() as u64).div_ceil(SECTOR_BYTES);
+    if 2 + array_sectors > backup.header.first_usable_lba.get() {
+        return Err(Error::CorruptGpt {
+            primary,
+            backup: crate::GptProblem::BadEntryArray,
+        });
+    }
+    let header = backup.header.moved(1, last, 2);
+    write_copies(disk, &header, &backup.entries, last)?;
+    Ok(true)
+}
+
 /// Changes the size of partition `number` to `new_size_bytes` (a multiple
 /// of 512), keeping its start, and returns the table as re-read from disk.
 ///

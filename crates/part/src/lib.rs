@@ -95,7 +95,7 @@ mod relocate;
 pub use align::{check_aligned, is_aligned};
 pub use error::{Error, GptProblem, MbrProblem, Result};
 pub use gpt::{types as gpt_types, Gpt, GptPartition, GPT_ENTRY_COUNT, GPT_NAME_UNITS};
-pub use grow::{relocate_gpt_backup, resize_partition};
+pub use grow::{relocate_gpt_backup, resize_partition, restore_primary_gpt};
 pub use mbr::{BootCode, Extended, Mbr, MbrPartition, MbrType, MBR_BOOT_CODE_BYTES};
 pub use read::{
     read_table, GptSource, Partition, PartitionTable, PartitionType, Scheme, MAX_GPT_ARRAY_BYTES,

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use kiln_part::{
-    gpt_types, read_table, relocate_gpt_backup, resize_partition, BootCode, Error, Gpt,
-    GptPartition, GptProblem, GptSource, PartitionType, Scheme,
+    gpt_types, read_table, relocate_gpt_backup, resize_partition, restore_primary_gpt, BootCode,
+    Error, Gpt, GptPartition, GptProblem, GptSource, PartitionType, Scheme,
 };
 use kiln_units::{ReadAt, WriteAt};
 
@@ -514,4 +514,39 @@ fn backup_found_through_alternate_lba_after_unrelocated_grow() {
     // Without the hint (primary header zeroed too) both copies are lost.
     f.write_all_at(&[0u8; 512], 512).unwrap();
     assert!(matches!(read_table(&f), Err(Error::CorruptGpt { .. })));
+}
+
+#[test]
+fn a_damaged_primary_is_restored_from_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = 64 * MIB;
+    let (img, mut f) = small_gpt(dir.path(), disk);
+    let mut original = vec![0u8; 34 * 512];
+    f.read_exact_at(&mut original, 0).unwrap();
+    let good = read_table(&f).unwrap();
+    // An intact primary is left alone.
+    assert!(!restore_primary_gpt(&mut f).unwrap());
+    // Header zeroed, then the entry array damaged too.
+    for (at, len) in [(512u64, 512usize), (2 * 512, 32 * 512)] {
+        f.write_all_at(&vec![0u8; len], at).unwrap();
+        assert!(restore_primary_gpt(&mut f).unwrap());
+        let mut now = vec![0u8; 34 * 512];
+        f.read_exact_at(&mut now, 0).unwrap();
+        assert!(
+            now == original,
+            "the restored primary differs from the original"
+        );
+        assert_eq!(read_table(&f).unwrap(), good);
+        sgdisk_clean(&img);
+    }
+    // Both copies gone: refused, nothing written.
+    f.write_all_at(&[0u8; 512], 512).unwrap();
+    f.write_all_at(&[0u8; 512], disk - 512).unwrap();
+    match restore_primary_gpt(&mut f) {
+        Err(Error::CorruptGpt { primary, backup }) => {
+            assert_eq!(primary, GptProblem::BadSignature);
+            assert_eq!(backup, GptProblem::BadSignature);
+        }
+        other => panic!("{other:?}"),
+    }
 }

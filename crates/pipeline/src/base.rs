@@ -1123,6 +1123,11 @@ fn regrow(
         op: "cannot resize",
         source,
     };
+    // A damaged primary GPT (the backup intact, as the layout was read)
+    // is restored first: the cut below removes the backup.
+    if gpt && kiln_part::restore_primary_gpt(&mut At(work)).map_err(Error::Table)? {
+        tracing::info!("the base's primary GPT was damaged: restored from its backup");
+    }
     work.set_len(part.start_bytes)
         .and_then(|()| work.set_len(disk_bytes))
         .map_err(cut_err)?;
