@@ -1044,6 +1044,34 @@ size = "1GiB"
         assert!(r.base.is_none());
     }
 
+    /// Issue 16 findings 7 and 17: a config value the device refuses is
+    /// reported at its own line (not the first `[config]` key's) and its
+    /// value, possibly a secret, is not echoed.
+    #[test]
+    fn config_validation_names_the_line_and_hides_the_value() {
+        let src = R.replace("hostname = \"bob\"\n", "").replace(
+            "deviceApiKey = { from-env = \"KEY\", secret = true }\n",
+            "deviceApiKey = { from-env = \"KEY\", secret = true }\nhostname = { from-env = \"HOST\", secret = true }\n",
+        );
+        assert_eq!(
+            src.lines().nth(11),
+            Some("hostname = { from-env = \"HOST\", secret = true }")
+        );
+        let r = Recipe::from_toml_str(&src, Path::new("/r/bob.toml")).unwrap();
+        let env = |v: &str| match v {
+            "KEY" => Some("k".to_string()),
+            "HOST" => Some("Sekrit_Host".to_string()),
+            _ => None,
+        };
+        let e = r.resolve_config("intel-nuc", &env).unwrap_err().to_string();
+        assert!(e.starts_with("/r/bob.toml:12:"), "{e}");
+        assert!(
+            e.contains("config.hostname") && e.contains("character 7"),
+            "{e}"
+        );
+        assert!(!e.contains("Sekrit"), "{e}");
+    }
+
     #[test]
     fn swap_service_image() {
         let app = "[app]\nname = \"a\"\ncompose = \"c.yml\"\nimages = [{ path = \"i.oci\" }]\n";
