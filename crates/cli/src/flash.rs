@@ -4,7 +4,7 @@
 //! opens the image (raw, qcow2, VMDK, VHD, or raw compressed with
 //! xz/gz/zst), finds its bmap, and runs the flash engine with progress.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use kiln_artifact::bmap::Bmap;
 use kiln_artifact::compress::{Compression, Decoder};
 use kiln_artifact::flash::{self, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
@@ -90,7 +90,11 @@ pub fn run(a: FlashArgs) -> Result<()> {
         "skip" => HoleMode::Skip,
         "zero" => HoleMode::Zero,
         "discard" => HoleMode::Discard,
-        other => bail!("--holes {other:?}: use skip, zero or discard"),
+        other => {
+            return Err(crate::exit::input(anyhow::anyhow!(
+                "--holes {other:?}: use skip, zero or discard"
+            )))
+        }
     };
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
     let bmap = match &bmap_path {
@@ -105,11 +109,11 @@ pub fn run(a: FlashArgs) -> Result<()> {
         None => None,
     };
     if a.verify_only {
-        let bmap = bmap.with_context(|| {
-            format!(
+        let bmap = bmap.ok_or_else(|| {
+            crate::exit::input(anyhow::anyhow!(
                 "--verify-only needs a bmap for {} (--bmap)",
                 a.image.display()
-            )
+            ))
         })?;
         let target = std::fs::File::open(&a.target)
             .with_context(|| format!("{}: cannot open", a.target.display()))?;
@@ -203,8 +207,10 @@ pub fn run(a: FlashArgs) -> Result<()> {
         logical_sector: sector,
         ..safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts)
     };
-    safety::check_target(&facts, &image_facts, a.force)
-        .with_context(|| format!("{}", a.target.display()))?;
+    // A refused target is bad input (exit 2): nothing has been written.
+    safety::check_target(&facts, &image_facts, a.force).map_err(|e| {
+        crate::exit::input(anyhow::Error::new(e).context(format!("{}", a.target.display())))
+    })?;
 
     let mut target = std::fs::OpenOptions::new()
         .read(true)

@@ -106,7 +106,10 @@ pub enum Error {
 
 impl Error {
     /// Exit-code class: 2 for bad input (profile, recipe, sources,
-    /// layout, medium), 3 for output/I-O problems, 1 otherwise.
+    /// layout, medium), 3 for output/I-O problems, 1 otherwise. A stage
+    /// error takes the class its format crate gives it (an ext4 tree
+    /// that does not fit is bad input, a failed write is an output
+    /// error).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Recipe(_)
@@ -115,8 +118,10 @@ impl Error {
             | Error::TooBig { .. }
             | Error::Layout { .. }
             | Error::Image { .. } => 2,
+            Error::Fat { source, .. } => source.exit_code(),
+            Error::Ext4 { source, .. } => source.exit_code(),
+            Error::Table(source) => source.exit_code(),
             Error::Output { .. } | Error::NotRegular { .. } => 3,
-            _ => 1,
         }
     }
 }

@@ -89,7 +89,15 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
         },
     };
     input.check_exists()?;
-    let label = req.label.clone();
+    // Errors name the filesystem by its label, or by its file without one.
+    let label = if req.label.is_empty() {
+        req.output.file_name().map_or_else(
+            || req.output.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    } else {
+        req.label.clone()
+    };
     let opts = |size: u64| {
         let mut o = Ext4Options::new(size)
             .label(&req.label)
@@ -125,6 +133,12 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
         }
     };
     let size = size - size % 4096;
+    // A size ext4 cannot have is bad input, refused before a file of that
+    // size is created (which fails as an output error, or fills a disk).
+    opts(size).check().map_err(|source| Error::Ext4 {
+        partition: label.clone(),
+        source,
+    })?;
     let out_err = |op: &'static str| {
         let path = req.output.clone();
         move |source| Error::Output { path, op, source }
