@@ -93,6 +93,23 @@ impl TarSource {
     }
 }
 
+/// The tar reader's error, without the bytes it quotes from a header
+/// when those are not text (a file that is not a tar archive would
+/// otherwise put binary junk on the terminal): only the part before the
+/// first quote is kept.
+fn without_junk(e: std::io::Error) -> std::io::Error {
+    let msg = e.to_string();
+    let junk = |c: char| c.is_control() || c == char::REPLACEMENT_CHARACTER;
+    if !msg.chars().any(junk) {
+        return e;
+    }
+    let head = msg.split(':').next().unwrap_or_default().trim();
+    std::io::Error::new(
+        e.kind(),
+        format!("{head} (binary data where a tar header field was expected)"),
+    )
+}
+
 /// What kind of file `ft` is, for errors.
 fn kind_name(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -150,7 +167,7 @@ pub fn feed_tar<R: Read, S: TreeSink>(
 ) -> Result<(), SourceError<S::Error>> {
     let malformed = |source| Error::MalformedArchive {
         archive: name.to_path_buf(),
-        source,
+        source: without_junk(source),
     };
     let mut archive = tar::Archive::new(reader);
     let mut seen: HashSet<TreePath> = HashSet::new();
@@ -453,6 +470,35 @@ mod tests {
                 .push((e.path.to_string(), e.kind.clone(), e.meta.clone(), data));
             Ok(())
         }
+    }
+
+    /// Issue 16 finding 17: a file that is not a tar archive is named,
+    /// and the bytes of its "header" are not echoed.
+    #[test]
+    fn binary_junk_is_not_echoed() {
+        let junk: Vec<u8> = (0..2048u32).map(|i| (i * 131 % 256) as u8 | 0x80).collect();
+        let e = feed_tar(
+            &junk[..],
+            Path::new("junk.tar"),
+            &SourceOptions::default(),
+            &mut Rec::default(),
+        )
+        .unwrap_err();
+        let mut msg = e.to_string();
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(
+            msg.starts_with("junk.tar: malformed tar archive: "),
+            "{msg}"
+        );
+        assert!(
+            !msg.chars()
+                .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER),
+            "{msg:?}"
+        );
     }
 
     fn header(path: &str, et: tar::EntryType, size: u64) -> tar::Header {
