@@ -1187,3 +1187,37 @@ fn a_secret_hostname_is_not_echoed_and_its_line_is_named() {
     );
     assert!(!text(&o).contains("Sekrit"), "{}", text(&o));
 }
+
+#[test]
+fn boot_file_refusals_exit_2_naming_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let extra = d.path().join("extra.txt");
+    std::fs::write(&extra, b"extra").unwrap();
+    let long = "x".repeat(300);
+    for (dest, want) in [
+        (
+            "config.json",
+            &["resin-boot", "config.json", "already exists"][..],
+        ),
+        (
+            "a:b.txt",
+            &["resin-boot", "a:b.txt", "not allowed in FAT names"][..],
+        ),
+        (long.as_str(), &["`boot.files.dest`", "300 bytes"][..]),
+    ] {
+        let r = recipe_copy(d.path(), |s| {
+            format!(
+                "{s}\n[boot]\nfiles = [{{ src = \"{}\", dest = \"{dest}\" }}]\n",
+                extra.display()
+            )
+        });
+        let o = run(kiln()
+            .args(["build", "-q", "--board", "nuc", "--recipe"])
+            .arg(&r)
+            .arg("-o")
+            .arg(d.path().join("x.img")));
+        refused_with(&o, Some(2), want);
+        assert!(!text(&o).contains("boot.files.src"), "{}", text(&o));
+        assert!(!d.path().join("x.img").exists());
+    }
+}
