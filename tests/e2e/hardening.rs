@@ -1221,3 +1221,19 @@ fn boot_file_refusals_exit_2_naming_the_key() {
         assert!(!d.path().join("x.img").exists());
     }
 }
+
+#[test]
+fn an_impossible_swap_size_says_it_does_not_fit() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe_copy(d.path(), |s| {
+        s.replace("size = \"1GiB\"", "size = \"99999TB\"")
+    });
+    assert!(std::fs::read_to_string(&r).unwrap().contains("99999TB"));
+    let o = run(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&r)
+        .arg("-o")
+        .arg(d.path().join("x.img")));
+    refused_with(&o, Some(2), &["resin-data", "16 TiB"]);
+    assert!(!text(&o).contains("too many inodes"), "{}", text(&o));
+}
