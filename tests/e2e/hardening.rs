@@ -1237,3 +1237,23 @@ fn an_impossible_swap_size_says_it_does_not_fit() {
     refused_with(&o, Some(2), &["resin-data", "16 TiB"]);
     assert!(!text(&o).contains("too many inodes"), "{}", text(&o));
 }
+
+#[test]
+fn a_gpt_profile_with_more_than_128_partitions_exits_2() {
+    let d = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(repo().join("board-profiles/nuc-gpt.toml")).unwrap();
+    let data = "[[partition]]\nlabel = \"resin-data\"";
+    let (head, rest) = src.split_once(data).unwrap();
+    let extra: String = (0..130)
+        .map(|i| format!("[[partition]]\nlabel = \"x{i}\"\nrole = \"state\"\nfs = \"ext4\"\nsize = \"8MiB\"\n\n"))
+        .collect();
+    let profile = d.path().join("gpt130.toml");
+    std::fs::write(&profile, format!("{head}{extra}{data}{rest}")).unwrap();
+    let o = run(kiln()
+        .args(["build", "-q", "--board"])
+        .arg(&profile)
+        .args(["--recipe", "bob-onprem", "-o"])
+        .arg(d.path().join("x.img")));
+    refused_with(&o, Some(2), &["partition table", "at most 128"]);
+    assert!(!d.path().join("x.img").exists());
+}
