@@ -110,6 +110,27 @@ fn without_junk(e: std::io::Error) -> std::io::Error {
     )
 }
 
+/// A tar member type for errors: its name and typeflag byte (the tar
+/// crate's `Debug` shows unknown ones as `__Nonexhaustive(90)`).
+fn type_name(t: tar::EntryType) -> String {
+    let b = t.as_byte();
+    let name = match b {
+        b'7' => "contiguous file",
+        b'S' => "GNU sparse file",
+        b'V' => "GNU volume header",
+        b'M' => "GNU multi-volume continuation",
+        b'D' => "GNU dumpdir",
+        b'K' | b'L' => "GNU long name",
+        b'x' | b'g' => "PAX header",
+        _ => "unknown",
+    };
+    if b.is_ascii_graphic() {
+        format!("{name} (typeflag '{}')", char::from(b))
+    } else {
+        format!("{name} (typeflag 0x{b:02x})")
+    }
+}
+
 /// What kind of file `ft` is, for errors.
 fn kind_name(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -390,7 +411,7 @@ fn convert<R: Read>(
         }
         T::Fifo => EntryKind::Fifo,
         T::XGlobalHeader => return Ok(None),
-        other => return Err(bad(&format!("{other:?}"))),
+        other => return Err(bad(&type_name(other))),
     };
     if path.is_root() && kind != EntryKind::Dir {
         return Err(Error::HostilePath {
@@ -499,6 +520,26 @@ mod tests {
                 .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER),
             "{msg:?}"
         );
+    }
+
+    /// Issue 16 finding 17: an unknown member type is named by its
+    /// typeflag, not as the tar crate's `__Nonexhaustive(90)`.
+    #[test]
+    fn unknown_member_type_is_named_by_typeflag() {
+        let mut b = tar::Builder::new(Vec::new());
+        let h = header("odd", tar::EntryType::new(b'Z'), 0);
+        b.append(&h, &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let e = feed_tar(
+            &tar[..],
+            Path::new("t.tar"),
+            &SourceOptions::default(),
+            &mut Rec::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown (typeflag 'Z')"), "{e}");
+        assert!(!e.contains("Nonexhaustive"), "{e}");
     }
 
     fn header(path: &str, et: tar::EntryType, size: u64) -> tar::Header {
