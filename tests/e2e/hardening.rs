@@ -1005,6 +1005,19 @@ fn bad_input_exits_2_with_one_line_naming_it() {
                 "mkfs".into(),
                 "ext4".into(),
                 "--size".into(),
+                "1".into(),
+                "--source".into(),
+                s(&tree),
+                o("one.ext4"),
+            ],
+            // The size asked for, not the 0 it rounds down to.
+            &["partition one.ext4: ext4: 1 bytes is too small"],
+        ),
+        (
+            vec![
+                "mkfs".into(),
+                "ext4".into(),
+                "--size".into(),
                 "99999TB".into(),
                 "--source".into(),
                 s(&tree),
@@ -1077,6 +1090,7 @@ fn bad_input_exits_2_with_one_line_naming_it() {
         "x.img",
         "x.iso",
         "zero.ext4",
+        "one.ext4",
         "huge.ext4",
         "tar.ext4",
         "lots.ext4",

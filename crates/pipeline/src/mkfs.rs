@@ -132,13 +132,14 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
                 })?
         }
     };
-    let size = size - size % 4096;
     // A size ext4 cannot have is bad input, refused before a file of that
-    // size is created (which fails as an output error, or fills a disk).
+    // size is created (which fails as an output error, or fills a disk);
+    // checked before rounding down so the error shows the size asked for.
     opts(size).check().map_err(|source| Error::Ext4 {
         partition: label.clone(),
         source,
     })?;
+    let size = size - size % 4096;
     let out_err = |op: &'static str| {
         let path = req.output.clone();
         move |source| Error::Output { path, op, source }
