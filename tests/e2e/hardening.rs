@@ -1271,3 +1271,35 @@ fn a_gpt_profile_with_more_than_128_partitions_exits_2() {
     refused_with(&o, Some(2), &["partition table", "at most 128"]);
     assert!(!d.path().join("x.img").exists());
 }
+
+#[test]
+fn a_base_with_a_corrupt_data_filesystem_exits_2() {
+    use kiln_e2e::base_fixtures::{make_base, BaseSpec};
+    demo_inputs();
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let base = make_base(&d.path().join("b"), &BaseSpec::default());
+    let (_, parts) = sfdisk(&base);
+    let data = parts.last().unwrap();
+    // Damage the superblock's checksum (`s_checksum`, superblock byte
+    // 0x3FC; the superblock is at byte 1024).
+    let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0xA5; 4], data.start * 512 + 1024 + 0x3FC)
+        .unwrap();
+    drop(f);
+    let r = recipe_copy(d.path(), |s| {
+        s.replace("size = \"1GiB\"", "size = \"64MiB\"")
+            .replace("activation = \"systemd-unit\"", "activation = \"none\"")
+            .replace("headroom = \"256MiB\"", "headroom = \"16MiB\"")
+    });
+    let o = run(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&r)
+        .arg("--base")
+        .arg(&base)
+        .arg("-o")
+        .arg(d.path().join("x.img")));
+    eprintln!("{}", text(&o));
+    refused_with(&o, Some(2), &["resin-data"]);
+    assert!(!d.path().join("x.img").exists());
+}
