@@ -38,8 +38,10 @@ Examples:
 Exit codes:
   0  success
   1  internal error
-  2  bad input: usage, profile, recipe, input files, layout, image too big for the medium
+  2  bad input: usage, unknown board/recipe/format, profile, recipe, input files, a corrupt
+     --base, layout, sizes, image too big for the medium, devices file, refused flash target
   3  output error: cannot create or write the output (permissions, disk full)
+  130/143  interrupted (SIGINT/SIGTERM)
 
 Environment:
   SOURCE_DATE_EPOCH  build time for every timestamp; with it (or build.source-date-epoch in the
