@@ -1078,3 +1078,415 @@ fn a_gpt_base_with_a_damaged_primary_header_is_preloaded() {
     let (_, parts) = sfdisk(&out);
     assert_eq!(parts.len(), 5, "{parts:?}");
 }
+
+// ---------------------------------------------------------------------
+// Exit codes, secrets, error texts (findings 7, 13, 16, 17): bad input
+// exits 2 with one line naming it, whatever layer refuses it; secrets
+// never show in `kiln inspect` or in errors; devices files saved with a
+// byte order mark; errors name the right line, partition and table.
+// ---------------------------------------------------------------------
+
+/// A tar whose second member lies below a regular file (`f/x` after `f`).
+fn tar_with_file_as_parent(dir: &Path) -> PathBuf {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(b.join("f")).unwrap();
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::write(a.join("f"), b"file").unwrap();
+    std::fs::write(b.join("f/x"), b"below a file").unwrap();
+    let tar = dir.join("bad.tar");
+    ok(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&a)
+        .arg("f")
+        .arg("-C")
+        .arg(&b)
+        .arg("f/x"));
+    tar
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let tree = small_tree(p);
+    let tar = tar_with_file_as_parent(p);
+    let img = p.join("img.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let target = p.join("target.raw");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let latin1 = p.join("latin1.csv");
+    std::fs::write(
+        &latin1,
+        b"uuid,hostname\n0123456789abcdef0123456789abcdef,h\xe9\n",
+    )
+    .unwrap();
+    let o = |s: &str| p.join(s).into_os_string();
+    let s = |x: &Path| x.as_os_str().to_owned();
+    let cases: Vec<(Vec<std::ffi::OsString>, &[&str])> = vec![
+        (
+            ["build", "--board", "nope", "--recipe", "bob-onprem", "-o"]
+                .map(Into::into)
+                .into_iter()
+                .chain([o("x.img")])
+                .collect(),
+            &["no board profile named \"nope\""],
+        ),
+        (
+            ["build", "--board", "nuc", "--recipe", "nope", "-o"]
+                .map(Into::into)
+                .into_iter()
+                .chain([o("x.img")])
+                .collect(),
+            &["no recipe named \"nope\""],
+        ),
+        (
+            [
+                "build",
+                "--board",
+                "nuc",
+                "--recipe",
+                "bob-onprem",
+                "--format",
+                "iso",
+                "-o",
+            ]
+            .map(Into::into)
+            .into_iter()
+            .chain([o("x.img")])
+            .collect(),
+            &["--format \"iso\""],
+        ),
+        (
+            vec![
+                "convert".into(),
+                s(&img),
+                o("x.iso"),
+                "--format".into(),
+                "iso".into(),
+            ],
+            &["--format \"iso\""],
+        ),
+        (
+            vec![
+                "mkfs".into(),
+                "ext4".into(),
+                "--size".into(),
+                "0".into(),
+                "--source".into(),
+                s(&tree),
+                o("zero.ext4"),
+            ],
+            // The filesystem is named by its file when it has no label.
+            &["partition zero.ext4: ext4:", "too small"],
+        ),
+        (
+            vec![
+                "mkfs".into(),
+                "ext4".into(),
+                "--size".into(),
+                "1".into(),
+                "--source".into(),
+                s(&tree),
+                o("one.ext4"),
+            ],
+            // The size asked for, not the 0 it rounds down to.
+            &["partition one.ext4: ext4: 1 bytes is too small"],
+        ),
+        (
+            vec![
+                "mkfs".into(),
+                "ext4".into(),
+                "--size".into(),
+                "99999TB".into(),
+                "--source".into(),
+                s(&tree),
+                o("huge.ext4"),
+            ],
+            &["partition huge.ext4: ext4:", "larger than"],
+        ),
+        (
+            vec![
+                "mkfs".into(),
+                "ext4".into(),
+                "--size".into(),
+                "16MiB".into(),
+                "--source".into(),
+                s(&tar),
+                o("tar.ext4"),
+            ],
+            &["partition tar.ext4:"],
+        ),
+        (
+            vec![
+                "mkfs".into(),
+                "ext4".into(),
+                "--size".into(),
+                "lots".into(),
+                "--source".into(),
+                s(&tree),
+                o("lots.ext4"),
+            ],
+            &["--size"],
+        ),
+        (
+            vec!["flash".into(), s(&img), s(&target)],
+            &["refusing to flash", "regular file"],
+        ),
+        (
+            vec!["flash".into(), s(&img), "/dev/null".into()],
+            &["refusing to flash", "neither a block device"],
+        ),
+        (
+            vec![
+                "flash".into(),
+                s(&img),
+                s(&target),
+                "--force".into(),
+                "--holes".into(),
+                "maybe".into(),
+            ],
+            &["--holes \"maybe\""],
+        ),
+        (
+            vec![
+                "stamp".into(),
+                s(&img),
+                "--devices".into(),
+                s(&latin1),
+                "-o".into(),
+                o("fleet"),
+            ],
+            &["latin1.csv:2", "not UTF-8"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let out = run(kiln().args(&args));
+        eprintln!("{args:?}: {}", text(&out).trim_end());
+        refused_with(&out, Some(2), needles);
+    }
+    // Nothing was written by any of them.
+    for f in [
+        "x.img",
+        "x.iso",
+        "zero.ext4",
+        "one.ext4",
+        "huge.ext4",
+        "tar.ext4",
+        "lots.ext4",
+        "fleet",
+    ] {
+        assert!(!p.join(f).exists(), "{f} left behind");
+    }
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 4 << 20);
+}
+
+/// A secret config value given by the environment in a recipe copy.
+const PSK: &str = "psk-Zq8vW3xK-do-not-print";
+const TOKEN: &str = "tok-Hh71pQ-do-not-print";
+
+fn assert_inspect_hides(img: &Path, secrets: &[&str]) -> serde_json::Value {
+    let t = ok(kiln().arg("inspect").arg(img));
+    let j = ok(kiln().args(["inspect", "--json"]).arg(img));
+    for s in secrets {
+        assert!(!t.contains(s), "inspect shows {s}:\n{t}");
+        assert!(!j.contains(s), "inspect --json shows {s}:\n{j}");
+    }
+    serde_json::from_str(&j).unwrap()
+}
+
+#[test]
+fn secrets_stay_out_of_inspect_for_recipe_keys_and_stamp_columns() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe_copy(d.path(), |s| {
+        s.replace(
+            "developmentMode = false\n",
+            "developmentMode = false\nwifiPsk = { from-env = \"KILN_T_PSK\", secret = true }\n",
+        )
+    });
+    let img = d.path().join("s.img");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_T_PSK", PSK)
+        .args([
+            "build", "-q", "--format", "raw", "--board", "nuc", "--recipe",
+        ])
+        .arg(&r)
+        .arg("-o")
+        .arg(&img));
+    // The device needs the value: it is in the image's config.json.
+    let (_, parts) = sfdisk(&img);
+    let cfg = String::from_utf8(mtype(&img, &parts[0], "config.json")).unwrap();
+    assert!(cfg.contains(PSK), "{cfg}");
+    let seen = assert_inspect_hides(&img, &[PSK]);
+    assert_eq!(seen["config"]["wifiPsk"], "<redacted>");
+    assert_eq!(seen["config"]["hostname"], "bob-onprem");
+    let manifest = std::fs::read_to_string(d.path().join("s.manifest.json")).unwrap();
+    assert!(!manifest.contains(PSK));
+
+    // Stamped with a secret column, from a devices file saved with a
+    // byte order mark (finding 16).
+    let csv = d.path().join("fleet.csv");
+    let mut bytes = b"\xEF\xBB\xBFname,uuid,hostname,vpnToken\n".to_vec();
+    bytes.extend_from_slice(
+        format!("dev-1,0123456789abcdef0123456789abcdef,dev-1,{TOKEN}\n").as_bytes(),
+    );
+    std::fs::write(&csv, bytes).unwrap();
+    let fleet = d.path().join("fleet");
+    ok(kiln()
+        .args(["stamp", "-q"])
+        .arg(&img)
+        .arg("--devices")
+        .arg(&csv)
+        .arg("-o")
+        .arg(&fleet));
+    let stamped = fleet.join("dev-1.img");
+    let cfg = String::from_utf8(mtype(&stamped, &parts[0], "config.json")).unwrap();
+    assert!(cfg.contains(TOKEN) && cfg.contains(PSK), "{cfg}");
+    let seen = assert_inspect_hides(&stamped, &[PSK, TOKEN]);
+    assert_eq!(seen["config"]["vpnToken"], "<redacted>");
+    assert_eq!(seen["config"]["wifiPsk"], "<redacted>");
+    assert_eq!(seen["config"]["hostname"], "dev-1");
+}
+
+#[test]
+fn a_secret_hostname_is_not_echoed_and_its_line_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe_copy(d.path(), |s| {
+        s.replace(
+            "hostname = \"bob-onprem\"\n",
+            "hostname = { from-env = \"KILN_T_HOST\", secret = true }\n",
+        )
+    });
+    let line = std::fs::read_to_string(&r)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("hostname = { from-env"))
+        .unwrap()
+        + 1;
+    let o = run(kiln()
+        .env("KILN_T_HOST", "Sekrit_Host")
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&r)
+        .arg("-o")
+        .arg(d.path().join("x.img")));
+    refused_with(
+        &o,
+        Some(2),
+        &[
+            &format!("r.toml:{line}:"),
+            "config.hostname",
+            "not a valid host name",
+        ],
+    );
+    assert!(!text(&o).contains("Sekrit"), "{}", text(&o));
+}
+
+#[test]
+fn boot_file_refusals_exit_2_naming_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let extra = d.path().join("extra.txt");
+    std::fs::write(&extra, b"extra").unwrap();
+    let long = "x".repeat(300);
+    for (dest, want) in [
+        (
+            "config.json",
+            &["resin-boot", "config.json", "already exists"][..],
+        ),
+        (
+            "a:b.txt",
+            &["resin-boot", "a:b.txt", "not allowed in FAT names"][..],
+        ),
+        (long.as_str(), &["`boot.files.dest`", "300 bytes"][..]),
+    ] {
+        let r = recipe_copy(d.path(), |s| {
+            format!(
+                "{s}\n[boot]\nfiles = [{{ src = \"{}\", dest = \"{dest}\" }}]\n",
+                extra.display()
+            )
+        });
+        let o = run(kiln()
+            .args(["build", "-q", "--board", "nuc", "--recipe"])
+            .arg(&r)
+            .arg("-o")
+            .arg(d.path().join("x.img")));
+        refused_with(&o, Some(2), want);
+        assert!(!text(&o).contains("boot.files.src"), "{}", text(&o));
+        assert!(!d.path().join("x.img").exists());
+    }
+}
+
+#[test]
+fn an_impossible_swap_size_says_it_does_not_fit() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe_copy(d.path(), |s| {
+        s.replace("size = \"1GiB\"", "size = \"99999TB\"")
+    });
+    assert!(std::fs::read_to_string(&r).unwrap().contains("99999TB"));
+    let o = run(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&r)
+        .arg("-o")
+        .arg(d.path().join("x.img")));
+    refused_with(&o, Some(2), &["resin-data", "16 TiB"]);
+    assert!(!text(&o).contains("too many inodes"), "{}", text(&o));
+}
+
+#[test]
+fn a_gpt_profile_with_more_than_128_partitions_exits_2() {
+    let d = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(repo().join("board-profiles/nuc-gpt.toml")).unwrap();
+    let data = "[[partition]]\nlabel = \"resin-data\"";
+    let (head, rest) = src.split_once(data).unwrap();
+    let extra: String = (0..130)
+        .map(|i| format!("[[partition]]\nlabel = \"x{i}\"\nrole = \"state\"\nfs = \"ext4\"\nsize = \"8MiB\"\n\n"))
+        .collect();
+    let profile = d.path().join("gpt130.toml");
+    std::fs::write(&profile, format!("{head}{extra}{data}{rest}")).unwrap();
+    let o = run(kiln()
+        .args(["build", "-q", "--board"])
+        .arg(&profile)
+        .args(["--recipe", "bob-onprem", "-o"])
+        .arg(d.path().join("x.img")));
+    refused_with(&o, Some(2), &["partition table", "at most 128"]);
+    assert!(!d.path().join("x.img").exists());
+}
+
+#[test]
+fn a_base_with_a_corrupt_data_filesystem_exits_2() {
+    use kiln_e2e::base_fixtures::{make_base, BaseSpec};
+    demo_inputs();
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let base = make_base(&d.path().join("b"), &BaseSpec::default());
+    let (_, parts) = sfdisk(&base);
+    let data = parts.last().unwrap();
+    // Damage the superblock's checksum (`s_checksum`, superblock byte
+    // 0x3FC; the superblock is at byte 1024).
+    let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0xA5; 4], data.start * 512 + 1024 + 0x3FC)
+        .unwrap();
+    drop(f);
+    let r = recipe_copy(d.path(), |s| {
+        s.replace("size = \"1GiB\"", "size = \"64MiB\"")
+            .replace("activation = \"systemd-unit\"", "activation = \"none\"")
+            .replace("headroom = \"256MiB\"", "headroom = \"16MiB\"")
+    });
+    let o = run(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&r)
+        .arg("--base")
+        .arg(&base)
+        .arg("-o")
+        .arg(d.path().join("x.img")));
+    eprintln!("{}", text(&o));
+    refused_with(&o, Some(2), &["resin-data"]);
+    assert!(!d.path().join("x.img").exists());
+}

@@ -4,7 +4,7 @@
 //! opens the image (raw, qcow2, VMDK, VHD, or raw compressed with
 //! xz/gz/zst), finds its bmap, and runs the flash engine with progress.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use kiln_artifact::bmap::Bmap;
 use kiln_artifact::compress::{Compression, Decoder};
 use kiln_flash::{self as flash, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
@@ -100,8 +100,10 @@ pub fn run(a: FlashArgs) -> Result<()> {
     let image = FlashImage::open(&a.image, bmap.as_ref(), backing)?;
     let image_facts = image.facts()?;
     let target = TargetInfo::gather(&a.target)?;
-    safety::check_target(&target.facts, &image_facts, a.force)
-        .with_context(|| format!("{}", a.target.display()))?;
+    // A refused target is bad input (exit 2): nothing has been written.
+    safety::check_target(&target.facts, &image_facts, a.force).map_err(|e| {
+        crate::exit::input(anyhow::Error::new(e).context(format!("{}", a.target.display())))
+    })?;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -155,7 +157,11 @@ fn parse_holes(holes: &str) -> Result<HoleMode> {
         "skip" => HoleMode::Skip,
         "zero" => HoleMode::Zero,
         "discard" => HoleMode::Discard,
-        other => bail!("--holes {other:?}: use skip, zero or discard"),
+        other => {
+            return Err(crate::exit::input(anyhow::anyhow!(
+                "--holes {other:?}: use skip, zero or discard"
+            )))
+        }
     })
 }
 
@@ -171,11 +177,11 @@ fn load_bmap(path: Option<&Path>) -> Result<Option<Bmap>> {
 
 /// `--verify-only`: reads the target back against the bmap.
 fn verify_only(a: &FlashArgs, bmap: Option<Bmap>) -> Result<()> {
-    let bmap = bmap.with_context(|| {
-        format!(
+    let bmap = bmap.ok_or_else(|| {
+        crate::exit::input(anyhow::anyhow!(
             "--verify-only needs a bmap for {} (--bmap)",
             a.image.display()
-        )
+        ))
     })?;
     let target =
         File::open(&a.target).with_context(|| format!("{}: cannot open", a.target.display()))?;

@@ -12,6 +12,7 @@ macro_rules! outln {
     }};
 }
 
+mod exit;
 mod flash;
 mod stamp;
 
@@ -37,8 +38,10 @@ Examples:
 Exit codes:
   0  success
   1  internal error
-  2  bad input: usage, profile, recipe, input files, layout, image too big for the medium
+  2  bad input: usage, unknown board/recipe/format, profile, recipe, input files, a corrupt
+     --base, layout, sizes, image too big for the medium, devices file, refused flash target
   3  output error: cannot create or write the output (permissions, disk full)
+  130/143  interrupted (SIGINT/SIGTERM)
 
 Environment:
   SOURCE_DATE_EPOCH  build time for every timestamp; with it (or build.source-date-epoch in the
@@ -215,10 +218,7 @@ fn main() {
         Err(e) if broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("kiln: error: {e:#}");
-            e.downcast_ref::<kiln_pipeline::Error>()
-                .map(kiln_pipeline::Error::exit_code)
-                .or_else(|| e.downcast_ref::<kiln_recipe::Error>().map(|_| 2))
-                .unwrap_or(1)
+            exit::code(&e)
         }
     };
     std::process::exit(code);
@@ -259,10 +259,10 @@ fn locate(name: &str, kind: &str) -> Result<PathBuf> {
         .map(|(n, _)| n)
         .collect::<Vec<_>>()
         .join(", ");
-    anyhow::bail!(
+    Err(exit::input(anyhow::anyhow!(
         "no {} named {name:?} (known: {known})",
         kind.trim_end_matches('s').replace('-', " ")
-    )
+    )))
 }
 
 fn list_dir(kind: &str) -> Vec<(String, PathBuf)> {
@@ -284,8 +284,10 @@ fn list_dir(kind: &str) -> Vec<(String, PathBuf)> {
 
 fn source_date_epoch(recipe_value: Option<i64>) -> Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Ok(Some(v.trim().parse().with_context(|| {
-            format!("SOURCE_DATE_EPOCH={v:?} is not an integer")
+        Ok(v) => Ok(Some(v.trim().parse().map_err(|e| {
+            exit::input(
+                anyhow::Error::new(e).context(format!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
+            )
         })?)),
         Err(_) => Ok(recipe_value),
     }
@@ -405,7 +407,9 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|f| {
                     kiln_pipeline::DiskFormat::parse(f).ok_or_else(|| {
-                        anyhow::anyhow!("--format {f:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic")
+                        exit::input(anyhow::anyhow!(
+                            "--format {f:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic"
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -620,7 +624,9 @@ fn run(cli: Cli) -> Result<()> {
             allow_backing_outside,
         } => {
             let f = kiln_pipeline::DiskFormat::parse(&format).ok_or_else(|| {
-                anyhow::anyhow!("--format {format:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic")
+                exit::input(anyhow::anyhow!(
+                    "--format {format:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic"
+                ))
             })?;
             let sde = source_date_epoch(None)?;
             let seed = match sde {
@@ -709,7 +715,9 @@ fn run(cli: Cli) -> Result<()> {
                     output,
                 },
         } => {
-            let headroom: kiln_units::ByteSize = headroom.parse().context("--headroom")?;
+            let headroom: kiln_units::ByteSize = headroom
+                .parse()
+                .map_err(|e| exit::input(anyhow::Error::new(e).context("--headroom")))?;
             let size = if size == "min" {
                 kiln_pipeline::MkfsSize::Min {
                     headroom: headroom.bytes(),
@@ -717,7 +725,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 kiln_pipeline::MkfsSize::Bytes(
                     size.parse::<kiln_units::ByteSize>()
-                        .context("--size")?
+                        .map_err(|e| exit::input(anyhow::Error::new(e).context("--size")))?
                         .bytes(),
                 )
             };
@@ -729,7 +737,7 @@ fn run(cli: Cli) -> Result<()> {
             let uuid = match uuid {
                 Some(u) => u
                     .parse::<kiln_units::Guid>()
-                    .context("--uuid")?
+                    .map_err(|e| exit::input(anyhow::Error::new(e).context("--uuid")))?
                     .to_rfc_bytes(),
                 None => seed.uuid("uuid").to_rfc_bytes(),
             };

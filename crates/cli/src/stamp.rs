@@ -18,8 +18,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let format = StampFormat::parse(&a.format)
-        .ok_or_else(|| anyhow::anyhow!("--format {:?}: use raw or qcow2-overlay", a.format))?;
+    let format = StampFormat::parse(&a.format).ok_or_else(|| {
+        crate::exit::input(anyhow::anyhow!(
+            "--format {:?}: use raw or qcow2-overlay",
+            a.format
+        ))
+    })?;
     let req = StampRequest {
         image: a.image,
         devices: a.devices,

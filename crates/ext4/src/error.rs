@@ -172,6 +172,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Exit-code class (the `kiln` README's): 3 when writing the output
+    /// failed ([`Error::Io`]); 1 when a sink kiln itself feeds refused an
+    /// entry ([`Error::Sink`], whose own error says more); 2 for
+    /// everything else, which is about the input: the tree, the options,
+    /// or an existing filesystem that is corrupt or uses an unsupported
+    /// feature.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => 3,
+            Error::Sink { .. } => 1,
+            _ => 2,
+        }
+    }
+
     pub(crate) fn io(offset: u64) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { offset, source }
     }

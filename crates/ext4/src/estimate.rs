@@ -190,15 +190,27 @@ impl Ext4Estimator {
         };
         let mut lo = MIN_BLOCKS;
         let mut hi = MIN_BLOCKS.max(1024);
+        // The largest filesystem the layout accepts (2^32 - 1 blocks).
+        let max_blocks = u64::from(u32::MAX);
         while !fits(hi) {
             lo = hi;
-            hi = hi.checked_mul(2).ok_or(Error::InvalidOptions {
-                reason: "tree too large for ext4",
-            })?;
-            if hi > 1u64 << 40 {
-                return Err(Error::TooManyInodes {
-                    needed: need_inodes,
-                    available: u64::from(u32::MAX),
+            hi = hi.saturating_mul(2);
+            if hi > max_blocks {
+                if fits(max_blocks) {
+                    hi = max_blocks;
+                    break;
+                }
+                // Say which of the two does not fit.
+                return Err(if need_inodes > u64::from(u32::MAX) {
+                    Error::TooManyInodes {
+                        needed: need_inodes,
+                        available: u64::from(u32::MAX),
+                    }
+                } else {
+                    Error::InvalidOptions {
+                        reason: "the tree and headroom need more than 16 TiB, \
+                                 the largest ext4 filesystem this writer makes",
+                    }
                 });
             }
         }

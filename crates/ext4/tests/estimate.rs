@@ -211,3 +211,19 @@ fn clear_errors() {
         Error::InvalidOptions { .. }
     ));
 }
+
+/// Issue 16 finding 13: headroom past the largest filesystem (16 TiB) is
+/// reported as such, not as "too many inodes".
+#[test]
+fn headroom_past_16_tib_says_so() {
+    let est = Ext4Estimator::new();
+    let e = est
+        .min_size_bytes(&Ext4Options::new(0), 99_999_000_000_000_000)
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidOptions { .. }), "{e:?}");
+    assert!(e.to_string().contains("16 TiB"), "{e}");
+    assert_eq!(e.exit_code(), 2);
+    // Just under the limit still sizes.
+    let n = est.min_size_bytes(&Ext4Options::new(0), 8 << 40).unwrap();
+    assert!(n > 8 << 40 && n <= u64::from(u32::MAX) * 4096, "{n}");
+}

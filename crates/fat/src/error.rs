@@ -205,6 +205,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Exit-code class (the `kiln` README's): 3 when reading or writing
+    /// the volume failed ([`Error::Io`]); 2 for everything else, which is
+    /// about the input: names, sizes and labels that FAT cannot hold, or
+    /// an existing volume that is corrupt, hostile or unsupported.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => 3,
+            _ => 2,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, offset: u64) -> impl FnOnce(std::io::Error) -> Error {
         move |source| Error::Io { op, offset, source }
     }

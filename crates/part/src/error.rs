@@ -203,6 +203,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Exit-code class (the `kiln` README's): 3 when reading or writing
+    /// the disk failed ([`Error::Io`]); 2 for everything else, which is
+    /// about the input: a layout the profile asks for that cannot be
+    /// written (overlaps, too many partitions, ...), or a table on disk
+    /// that is corrupt, hostile or unsupported.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => 3,
+            _ => 2,
+        }
+    }
+}
+
 /// What is wrong with an MBR or EBR on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

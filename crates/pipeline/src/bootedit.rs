@@ -182,7 +182,11 @@ fn edit_via_scratch<D: Workspace + ?Sized>(
         let mut merged = config
             .take()
             .unwrap_or_else(|| Value::Object(Default::default()));
+        // The secret records of the image and of the merged keys add up
+        // (a plain merge would let the new list replace the old).
+        let recorded = kiln_recipe::recorded_secrets(&merged);
         merge_json(&mut merged, over);
+        kiln_recipe::record_secrets(&mut merged, &recorded);
         let mut bytes = serde_json::to_vec_pretty(&merged).map_err(|e| Error::Image {
             path: PathBuf::from(format!("{partition}/config.json")),
             reason: e.to_string(),

@@ -9,8 +9,16 @@ pub enum Error {
     /// The profile or recipe (or a file it names) is invalid.
     #[error(transparent)]
     Recipe(#[from] kiln_recipe::Error),
-    /// A tree source (rootfs, boot files) could not be read.
-    #[error("partition {partition}: {input}")]
+    /// A tree source (rootfs, boot files) could not be read. The input is
+    /// not repeated when the cause names it already.
+    #[error(
+        "partition {partition}{}",
+        if source.file() == Some(std::path::Path::new(input.as_str())) {
+            String::new()
+        } else {
+            format!(": {input}")
+        }
+    )]
     Source {
         /// Partition label.
         partition: String,
@@ -106,7 +114,10 @@ pub enum Error {
 
 impl Error {
     /// Exit-code class: 2 for bad input (profile, recipe, sources,
-    /// layout, medium), 3 for output/I-O problems, 1 otherwise.
+    /// layout, medium), 3 for output/I-O problems, 1 otherwise. A stage
+    /// error takes the class its format crate gives it (an ext4 tree
+    /// that does not fit is bad input, a failed write is an output
+    /// error).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Recipe(_)
@@ -115,8 +126,42 @@ impl Error {
             | Error::TooBig { .. }
             | Error::Layout { .. }
             | Error::Image { .. } => 2,
+            Error::Fat { source, .. } => source.exit_code(),
+            Error::Ext4 { source, .. } => source.exit_code(),
+            Error::Table(source) => source.exit_code(),
             Error::Output { .. } | Error::NotRegular { .. } => 3,
-            _ => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 finding 17: `partition : X.tar.gz: X.tar.gz: ...` named
+    /// the archive twice (and no partition).
+    #[test]
+    fn source_errors_name_the_input_once() {
+        let e = |input: &str, source| Error::Source {
+            partition: "rootfs.ext4".into(),
+            input: input.into(),
+            source,
+        };
+        let malformed = kiln_tree::Error::MalformedArchive {
+            archive: "x.tar.gz".into(),
+            source: std::io::Error::other("corrupt deflate stream"),
+        };
+        assert_eq!(
+            e("x.tar.gz", malformed).to_string(),
+            "partition rootfs.ext4"
+        );
+        let entry = kiln_tree::Error::HostilePath {
+            path: "../evil".into(),
+            reason: "escapes the tree",
+        };
+        assert_eq!(
+            e("x.tar.gz", entry).to_string(),
+            "partition rootfs.ext4: x.tar.gz"
+        );
     }
 }

@@ -89,7 +89,15 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
         },
     };
     input.check_exists()?;
-    let label = req.label.clone();
+    // Errors name the filesystem by its label, or by its file without one.
+    let label = if req.label.is_empty() {
+        req.output.file_name().map_or_else(
+            || req.output.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    } else {
+        req.label.clone()
+    };
     let opts = |size: u64| {
         let mut o = Ext4Options::new(size)
             .label(&req.label)
@@ -124,6 +132,13 @@ pub fn mkfs_ext4(req: &MkfsRequest) -> Result<MkfsReport, Error> {
                 })?
         }
     };
+    // A size ext4 cannot have is bad input, refused before a file of that
+    // size is created (which fails as an output error, or fills a disk);
+    // checked before rounding down so the error shows the size asked for.
+    opts(size).check().map_err(|source| Error::Ext4 {
+        partition: label.clone(),
+        source,
+    })?;
     let size = size - size % 4096;
     let out_err = |op: &'static str| {
         let path = req.output.clone();

@@ -213,15 +213,43 @@ pub fn redact_secrets(v: &mut Value) {
     redact_by_name(v);
 }
 
+/// Whether a devices-file column (or nested key) named `k` is secret.
+fn secret_name(k: &str) -> bool {
+    let l = k.to_ascii_lowercase();
+    ["key", "secret", "token", "password"]
+        .iter()
+        .any(|s| l.contains(s))
+}
+
+/// A device's config with its secret keys recorded in it (see
+/// [`kiln_recipe::SECRET_RECORD_KEY`]), so that `kiln inspect` of the
+/// stamped image redacts them as the stamp manifest does.
+fn with_secret_record(config: &Value) -> Value {
+    fn walk(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if let Value::Object(o) = v {
+            for (k, val) in o {
+                at.push(k.clone());
+                if secret_name(k) {
+                    out.push(at.clone());
+                } else {
+                    walk(val, at, out);
+                }
+                at.pop();
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(config, &mut Vec::new(), &mut paths);
+    let mut v = config.clone();
+    kiln_recipe::record_secrets(&mut v, &paths);
+    v
+}
+
 fn redact_by_name(v: &mut Value) {
     match v {
         Value::Object(o) => {
             for (k, val) in o.iter_mut() {
-                let l = k.to_ascii_lowercase();
-                if ["key", "secret", "token", "password"]
-                    .iter()
-                    .any(|s| l.contains(s))
-                {
+                if secret_name(k) {
                     *val = Value::String(kiln_recipe::REDACTED.into());
                 } else {
                     redact_by_name(val);
@@ -596,18 +624,19 @@ fn json_devices(text: &str, file: &Path) -> Result<Vec<Device>, Error> {
 /// syntax, a missing `uuid`/`hostname` column or value, invalid values,
 /// duplicate device names or uuids, no devices at all.
 pub fn read_devices(path: &Path) -> Result<Vec<Device>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Output {
+    let bytes = std::fs::read(path).map_err(|source| Error::Output {
         path: path.to_path_buf(),
         op: "reading the devices file",
         source,
     })?;
+    let text = devices_text(&bytes, path)?;
     let devices = if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        json_devices(&text, path)?
+        json_devices(text, path)?
     } else {
-        csv_devices(&text, path)?
+        csv_devices(text, path)?
     };
     if devices.is_empty() {
         return Err(bad_row(path, 1, "no devices"));
@@ -635,6 +664,25 @@ pub fn read_devices(path: &Path) -> Result<Vec<Device>, Error> {
         }
     }
     Ok(devices)
+}
+
+/// The devices file as text: UTF-8 (bad input otherwise, naming the line
+/// of the first invalid byte), without the byte order mark spreadsheet
+/// programs put first ("CSV UTF-8" in Excel and LibreOffice).
+fn devices_text<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, Error> {
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(body).map_err(|e| {
+        let valid = body.get(..e.valid_up_to()).unwrap_or_default();
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        bad_row(
+            path,
+            line,
+            format!(
+                "not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                e.valid_up_to() + (bytes.len() - body.len())
+            ),
+        )
+    })
 }
 
 /// The boot partition: (number, label, start, size).
@@ -860,7 +908,7 @@ fn stamp_into(
             files.push((format!("system-connections/{}", n.name), n.keyfile(uuid)));
         }
         let edits = BootEdits {
-            config_merge: Some(d.config.clone()),
+            config_merge: Some(with_secret_record(&d.config)),
             files,
             remove: Vec::new(),
         };
@@ -1054,6 +1102,29 @@ mod tests {
 
     const U1: &str = "0123456789abcdef0123456789abcdef";
     const U2: &str = "fedcba9876543210fedcba9876543210";
+
+    /// Issue 16 finding 16: spreadsheet programs save "CSV UTF-8" with a
+    /// byte order mark; non-UTF-8 is bad input (exit 2), not an I/O error.
+    #[test]
+    fn csv_with_bom_reads_and_non_utf8_is_bad_input() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("devices.csv");
+        let mut bytes = b"\xEF\xBB\xBFuuid,hostname\n".to_vec();
+        bytes.extend_from_slice(format!("{U1},host-1\n").as_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let devs = read_devices(&p).unwrap();
+        assert_eq!(devs[0].config["hostname"], json!("host-1"));
+        let mut latin1 = format!("uuid,hostname\n{U1},h\n").into_bytes();
+        latin1.extend_from_slice(b"x\xE9");
+        std::fs::write(&p, &latin1).unwrap();
+        let e = read_devices(&p).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("devices.csv:3") && msg.contains("offset 50"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn csv_nesting_types_quotes_and_network() {

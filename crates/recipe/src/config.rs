@@ -118,7 +118,7 @@ impl ResolvedConfig {
             .ok_or_else(|| err("a parent key is not a table"))?;
         obj.insert(last.clone(), value);
         self.value = sort(std::mem::take(&mut self.value));
-        validate(&self.value).map_err(|r| err(&r))
+        validate(&self.value).map_err(|(_, r)| err(&r))
     }
     /// Inserts `key` = `value` at the top level unless already present.
     pub fn set_default(&mut self, key: &str, value: Value) {
@@ -144,15 +144,78 @@ fn lookup_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     Some(cur)
 }
 
-/// Replaces the values of credential keys (`apiKey`, `deviceApiKey`,
-/// `provisioningKey`, ...) at any depth with [`REDACTED`].
+/// Top-level `config.json` key recording which other keys hold secrets,
+/// as a sorted list of key paths (`[["wifi", "psk"], ["customToken"]]`).
+///
+/// The device needs the secret values in its `config.json`, so an image
+/// carries them; whoever reads the image back (`kiln inspect`, a stamp
+/// or `--base` build's manifest) can only redact what it knows to be
+/// secret. Key names are not secret, so kiln records, next to the values,
+/// the paths marked `secret = true` in the recipe and the stamp's secret
+/// columns, leaving out the credential keys redacted everywhere anyway
+/// (so an image without custom secrets has no record). The device
+/// ignores keys it does not know.
+pub const SECRET_RECORD_KEY: &str = "kilnSecretKeys";
+
+/// Adds `paths` to `v`'s [`SECRET_RECORD_KEY`] record (kept sorted and
+/// without duplicates; the well-known credential keys are left out).
+pub fn record_secrets(v: &mut Value, paths: &[Vec<String>]) {
+    let mut all = recorded_secrets(v);
+    for p in paths {
+        let known = p.last().is_some_and(|k| SECRET_KEYS.contains(&k.as_str()));
+        if !known && !p.is_empty() && !all.contains(p) {
+            all.push(p.clone());
+        }
+    }
+    if all.is_empty() {
+        return;
+    }
+    all.sort();
+    let list = all
+        .into_iter()
+        .map(|p| Value::Array(p.into_iter().map(Value::String).collect()))
+        .collect();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(SECRET_RECORD_KEY.to_string(), Value::Array(list));
+    }
+}
+
+/// The key paths `v`'s [`SECRET_RECORD_KEY`] record lists (malformed
+/// entries, as in a hand-edited file, are skipped).
+pub fn recorded_secrets(v: &Value) -> Vec<Vec<String>> {
+    let Some(list) = v.get(SECRET_RECORD_KEY).and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|p| {
+            p.as_array()?
+                .iter()
+                .map(|c| c.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Replaces with [`REDACTED`] the values of credential keys (`apiKey`,
+/// `deviceApiKey`, `provisioningKey`, ...) at any depth and of the keys
+/// `v` itself records as secret ([`SECRET_RECORD_KEY`]).
 pub fn redact_known(v: &mut Value) {
+    for path in recorded_secrets(v) {
+        if let Some(slot) = lookup_mut(v, &path) {
+            *slot = Value::String(REDACTED.into());
+        }
+    }
+    redact_credential_keys(v);
+}
+
+fn redact_credential_keys(v: &mut Value) {
     if let Some(o) = v.as_object_mut() {
         for (k, val) in o.iter_mut() {
             if SECRET_KEYS.contains(&k.as_str()) && !val.is_null() {
                 *val = Value::String(REDACTED.into());
             } else {
-                redact_known(val);
+                redact_credential_keys(val);
             }
         }
     }
@@ -172,38 +235,66 @@ pub(crate) fn sort(v: Value) -> Value {
 }
 
 /// Checks the keys the device interprets (DESIGN.md "Device-side facts").
-pub(crate) fn validate(v: &Value) -> Result<(), String> {
+/// On failure, returns the top-level key at fault and why. The reason
+/// never quotes the value: it may be a secret (`{ from-env = "HOST",
+/// secret = true }`), and errors are printed and logged.
+pub(crate) fn validate(v: &Value) -> Result<(), (&'static str, String)> {
     if let Some(u) = v.get("uuid") {
-        let s = u.as_str().ok_or("`uuid` must be a string")?;
+        let s = u
+            .as_str()
+            .ok_or(("uuid", "`uuid` must be a string".to_string()))?;
         if !(32..=62).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!(
-                "`uuid` must be 32 to 62 hex digits, got {} characters",
-                s.len()
+            return Err((
+                "uuid",
+                format!(
+                    "`uuid` must be 32 to 62 hex digits, got {} characters",
+                    s.len()
+                ),
             ));
         }
     }
     if let Some(p) = v.get("listenPort") {
         if p.as_u64().is_none_or(|p| p == 0 || p > 65535) {
-            return Err("`listenPort` must be a port number".into());
+            return Err(("listenPort", "`listenPort` must be a port number".into()));
         }
     }
     for key in ["hostname", "apiEndpoint", "deviceType", "country"] {
         if let Some(x) = v.get(key) {
             if !x.is_string() {
-                return Err(format!("`{key}` must be a string"));
+                return Err((key, format!("`{key}` must be a string")));
             }
         }
     }
     if let Some(h) = v.get("hostname").and_then(Value::as_str) {
-        let ok = !h.is_empty()
-            && h.len() <= 63
-            && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !h.starts_with('-');
-        if !ok {
-            return Err(format!("`hostname` {h:?} is not a valid host name"));
+        if let Some(why) = hostname_fault(h) {
+            return Err((
+                "hostname",
+                format!("`hostname` is not a valid host name: {why}"),
+            ));
         }
     }
     Ok(())
+}
+
+/// Why `h` is not a host name (RFC 1123 label), without quoting it.
+fn hostname_fault(h: &str) -> Option<String> {
+    if h.is_empty() {
+        return Some("it is empty".into());
+    }
+    if h.len() > 63 {
+        return Some(format!("{} bytes, at most 63", h.len()));
+    }
+    if h.starts_with('-') {
+        return Some("it starts with `-`".into());
+    }
+    h.chars()
+        .position(|c| !(c.is_ascii_alphanumeric() || c == '-'))
+        .map(|i| {
+            format!(
+                "character {} is not a letter, digit or `-`",
+                i.saturating_add(1)
+            )
+        })
 }
 
 /// Turns a TOML value from `[config]` into a [`ConfigValue`].
@@ -276,18 +367,24 @@ pub(crate) fn resolve(
         map.insert(k.clone(), resolve_one(v, &path, at, env, &mut secrets)?);
     }
     let value = sort(Value::Object(map));
-    validate(&value).map_err(|reason| Error::Invalid {
+    validate(&value).map_err(|(key, reason)| Error::Invalid {
+        // The line of the key at fault, not of the first key.
         at: entries
-            .first()
+            .iter()
+            .find(|e| e.0 == key)
+            .or(entries.first())
             .map(|e| e.2.clone())
             .unwrap_or_else(|| Location {
                 file: PathBuf::new(),
                 line: 0,
                 column: 0,
             }),
-        key: "config".into(),
+        key: format!("config.{key}"),
         reason,
     })?;
+    let mut value = value;
+    record_secrets(&mut value, &secrets);
+    let value = sort(value);
     Ok(ResolvedConfig { value, secrets })
 }
 
@@ -435,6 +532,39 @@ mod tests {
         assert!(c.set("hostname=bad_name!").is_err());
         assert!(c.set("uuid=xyz").is_err());
         assert!(c.set("noequals").is_err());
+    }
+
+    /// Issue 16 finding 7: the image records which keys are secret, so a
+    /// reader of the written `config.json` alone redacts them.
+    #[test]
+    fn written_config_records_custom_secrets_for_readers() {
+        let secret = |var: &str| ConfigValue::Env {
+            var: var.into(),
+            secret: true,
+        };
+        let entries = vec![
+            ("wifiPsk".to_string(), secret("PSK"), loc()),
+            ("deviceApiKey".to_string(), secret("KEY"), loc()),
+            (
+                "os".to_string(),
+                ConfigValue::Table(vec![("vpnCode".to_string(), secret("VPN"))]),
+                loc(),
+            ),
+        ];
+        let env = |v: &str| Some(format!("value-of-{v}"));
+        let c = resolve(&entries, &env).unwrap();
+        let mut from_image: Value = serde_json::from_slice(&c.to_pretty_bytes()).unwrap();
+        assert_eq!(
+            from_image[SECRET_RECORD_KEY],
+            serde_json::json!([["os", "vpnCode"], ["wifiPsk"]])
+        );
+        redact_known(&mut from_image);
+        let text = from_image.to_string();
+        assert!(!text.contains("value-of-"), "{text}");
+        assert_eq!(from_image, c.redacted());
+        // Only the credential keys: no record, the bytes are as before.
+        let plain = resolve(&entries[1..2], &env).unwrap();
+        assert!(plain.value().get(SECRET_RECORD_KEY).is_none());
     }
 
     #[test]

@@ -50,7 +50,10 @@ mod profile;
 mod recipe;
 mod span;
 
-pub use config::{redact_known, ConfigValue, EnvLookup, ResolvedConfig, REDACTED};
+pub use config::{
+    record_secrets, recorded_secrets, redact_known, ConfigValue, EnvLookup, ResolvedConfig,
+    REDACTED, SECRET_RECORD_KEY,
+};
 pub use error::{Error, Location};
 pub use profile::{
     Arch, BoardProfile, FsKind, Media, PartSize, PartitionSpec, Platform, Role, TableKind,

@@ -559,6 +559,23 @@ impl Recipe {
                     "must be a relative path without `..`".into(),
                 ));
             }
+            // File names on the boot partition are at most 255 bytes (the
+            // tree's and FAT's long-name limit); checked here so the error
+            // names `dest`, not the source file.
+            if let Some(c) = dest.split('/').find(|c| c.len() > 255 || c.contains('\0')) {
+                return Err(invalid(
+                    f.dest.span(),
+                    "boot.files.dest",
+                    if c.contains('\0') {
+                        "a path component contains a NUL byte".to_string()
+                    } else {
+                        format!(
+                            "a path component of {} bytes (at most 255 bytes each)",
+                            c.len()
+                        )
+                    },
+                ));
+            }
             boot_extra.push(BootExtra {
                 src: input(&f.src, "boot.files.src".into()),
                 dest,
@@ -1042,6 +1059,52 @@ size = "1GiB"
         );
         assert_eq!(c.redacted()["deviceApiKey"], crate::REDACTED);
         assert!(r.base.is_none());
+    }
+
+    /// Issue 16 finding 17: an over-long `boot.files.dest` is reported as
+    /// `dest`, at its own span, not as the source file.
+    #[test]
+    fn long_boot_file_dest_names_dest() {
+        let long = "x".repeat(256);
+        let src = format!("{R}\n[boot]\nfiles = [{{ src = \"a.txt\", dest = \"dir/{long}\" }}]\n");
+        let e = Recipe::from_toml_str(&src, Path::new("/r/bob.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`boot.files.dest`") && e.contains("256 bytes"),
+            "{e}"
+        );
+        assert!(!e.contains("boot.files.src"), "{e}");
+        let ok = src.replace(&long, &"x".repeat(255));
+        Recipe::from_toml_str(&ok, Path::new("/r/bob.toml")).unwrap();
+    }
+
+    /// Issue 16 findings 7 and 17: a config value the device refuses is
+    /// reported at its own line (not the first `[config]` key's) and its
+    /// value, possibly a secret, is not echoed.
+    #[test]
+    fn config_validation_names_the_line_and_hides_the_value() {
+        let src = R.replace("hostname = \"bob\"\n", "").replace(
+            "deviceApiKey = { from-env = \"KEY\", secret = true }\n",
+            "deviceApiKey = { from-env = \"KEY\", secret = true }\nhostname = { from-env = \"HOST\", secret = true }\n",
+        );
+        assert_eq!(
+            src.lines().nth(11),
+            Some("hostname = { from-env = \"HOST\", secret = true }")
+        );
+        let r = Recipe::from_toml_str(&src, Path::new("/r/bob.toml")).unwrap();
+        let env = |v: &str| match v {
+            "KEY" => Some("k".to_string()),
+            "HOST" => Some("Sekrit_Host".to_string()),
+            _ => None,
+        };
+        let e = r.resolve_config("intel-nuc", &env).unwrap_err().to_string();
+        assert!(e.starts_with("/r/bob.toml:12:"), "{e}");
+        assert!(
+            e.contains("config.hostname") && e.contains("character 7"),
+            "{e}"
+        );
+        assert!(!e.contains("Sekrit"), "{e}");
     }
 
     #[test]

@@ -120,6 +120,21 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The file this error names in its message, if any (the archive, or
+    /// the file being read), so that a caller adding the input's name
+    /// does not repeat it.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. } | Error::NotRegularFile { path, .. } => Some(path),
+            Error::CorruptCompression { archive, .. } | Error::MalformedArchive { archive, .. } => {
+                Some(archive)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A failure while feeding a sink: either the source or the sink failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError<E> {

@@ -93,6 +93,44 @@ impl TarSource {
     }
 }
 
+/// The tar reader's error, without the bytes it quotes from a header
+/// when those are not text (a file that is not a tar archive would
+/// otherwise put binary junk on the terminal): only the part before the
+/// first quote is kept.
+fn without_junk(e: std::io::Error) -> std::io::Error {
+    let msg = e.to_string();
+    let junk = |c: char| c.is_control() || c == char::REPLACEMENT_CHARACTER;
+    if !msg.chars().any(junk) {
+        return e;
+    }
+    let head = msg.split(':').next().unwrap_or_default().trim();
+    std::io::Error::new(
+        e.kind(),
+        format!("{head} (binary data where a tar header field was expected)"),
+    )
+}
+
+/// A tar member type for errors: its name and typeflag byte (the tar
+/// crate's `Debug` shows unknown ones as `__Nonexhaustive(90)`).
+fn type_name(t: tar::EntryType) -> String {
+    let b = t.as_byte();
+    let name = match b {
+        b'7' => "contiguous file",
+        b'S' => "GNU sparse file",
+        b'V' => "GNU volume header",
+        b'M' => "GNU multi-volume continuation",
+        b'D' => "GNU dumpdir",
+        b'K' | b'L' => "GNU long name",
+        b'x' | b'g' => "PAX header",
+        _ => "unknown",
+    };
+    if b.is_ascii_graphic() {
+        format!("{name} (typeflag '{}')", char::from(b))
+    } else {
+        format!("{name} (typeflag 0x{b:02x})")
+    }
+}
+
 /// What kind of file `ft` is, for errors.
 fn kind_name(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -150,7 +188,7 @@ pub fn feed_tar<R: Read, S: TreeSink>(
 ) -> Result<(), SourceError<S::Error>> {
     let malformed = |source| Error::MalformedArchive {
         archive: name.to_path_buf(),
-        source,
+        source: without_junk(source),
     };
     let mut archive = tar::Archive::new(reader);
     let mut seen: HashSet<TreePath> = HashSet::new();
@@ -373,7 +411,7 @@ fn convert<R: Read>(
         }
         T::Fifo => EntryKind::Fifo,
         T::XGlobalHeader => return Ok(None),
-        other => return Err(bad(&format!("{other:?}"))),
+        other => return Err(bad(&type_name(other))),
     };
     if path.is_root() && kind != EntryKind::Dir {
         return Err(Error::HostilePath {
@@ -453,6 +491,55 @@ mod tests {
                 .push((e.path.to_string(), e.kind.clone(), e.meta.clone(), data));
             Ok(())
         }
+    }
+
+    /// Issue 16 finding 17: a file that is not a tar archive is named,
+    /// and the bytes of its "header" are not echoed.
+    #[test]
+    fn binary_junk_is_not_echoed() {
+        let junk: Vec<u8> = (0..2048u32).map(|i| (i * 131 % 256) as u8 | 0x80).collect();
+        let e = feed_tar(
+            &junk[..],
+            Path::new("junk.tar"),
+            &SourceOptions::default(),
+            &mut Rec::default(),
+        )
+        .unwrap_err();
+        let mut msg = e.to_string();
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(
+            msg.starts_with("junk.tar: malformed tar archive: "),
+            "{msg}"
+        );
+        assert!(
+            !msg.chars()
+                .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER),
+            "{msg:?}"
+        );
+    }
+
+    /// Issue 16 finding 17: an unknown member type is named by its
+    /// typeflag, not as the tar crate's `__Nonexhaustive(90)`.
+    #[test]
+    fn unknown_member_type_is_named_by_typeflag() {
+        let mut b = tar::Builder::new(Vec::new());
+        let h = header("odd", tar::EntryType::new(b'Z'), 0);
+        b.append(&h, &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let e = feed_tar(
+            &tar[..],
+            Path::new("t.tar"),
+            &SourceOptions::default(),
+            &mut Rec::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown (typeflag 'Z')"), "{e}");
+        assert!(!e.contains("Nonexhaustive"), "{e}");
     }
 
     fn header(path: &str, et: tar::EntryType, size: u64) -> tar::Header {
