@@ -1,0 +1,44 @@
+//! Base image sniffing and layout detection (kiln-base): format magic,
+//! the balenaOS partition layout, device type from the boot partition,
+//! OS release from rootA, a flasher's inner image.
+
+use std::rc::Rc;
+
+use super::{err_sig, mix, Target};
+
+fn base(data: &[u8]) -> u64 {
+    let head = &data[..data.len().min(512)];
+    let tail = data.len().checked_sub(512).map(|at| &data[at..]);
+    let mut h = crate::mutate::fnv(format!("{:?}", kiln_base::sniff_bytes(head, tail)).as_bytes());
+    let layout = match kiln_base::detect(data) {
+        Ok(l) => l,
+        Err(e) => return mix(h, err_sig(&e)),
+    };
+    h = mix(h, layout.labels().len() as u64);
+    h = mix(
+        h,
+        kiln_base::device_info(data, &layout).map_or_else(|e| err_sig(&e), |_| 2),
+    );
+    let disk = Rc::new(data.to_vec());
+    h = mix(
+        h,
+        kiln_base::os_info(&disk, &layout).map_or_else(|e| err_sig(&e), |_| 3),
+    );
+    if layout.flasher {
+        h = mix(
+            h,
+            kiln_base::flasher_inner(&disk, &layout)
+                .map_or_else(|e| err_sig(&e), |i| u64::from(i.is_some())),
+        );
+    }
+    h
+}
+
+/// Base image sniffing and layout detection (kiln-base).
+pub const BASE: Target = Target {
+    name: "base",
+    invariant: "base image magic, partition layout and labels, device-type.json/config.json from the \
+                boot FAT, os-release from the rootA ext4, flasher payload: no panic, no hang, memory \
+                bounded",
+    run: base,
+};
