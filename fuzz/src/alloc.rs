@@ -1,7 +1,8 @@
 //! A counting global allocator that bounds memory per run.
 //!
 //! Every allocation is counted; one allocation above the bound ([`set_limit`], bytes), or
-//! one that would take the live total above it, fails. Before failing, the
+//! one that would take what the running execution holds (the live total
+//! less what was live when it started: corpus and pool) above it, fails. Before failing, the
 //! input being executed ([`set_current`]) is saved to the target's
 //! artifact directory as `oom-<hash>.bin`, so a header that claims
 //! terabytes and makes a parser allocate them is caught and reproducible.
@@ -21,6 +22,9 @@ pub const DEFAULT_LIMIT: usize = 512 << 20;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_LIMIT);
+/// Live bytes when the current execution started (the harness's own
+/// memory: corpus, pool), not charged to the execution.
+static BASE: AtomicUsize = AtomicUsize::new(0);
 static REPORTING: AtomicBool = AtomicBool::new(false);
 static CURRENT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static ARTIFACTS: OnceLock<PathBuf> = OnceLock::new();
@@ -81,7 +85,8 @@ unsafe impl GlobalAlloc for Counting {
 fn admit(size: usize) -> bool {
     let limit = LIMIT.load(Ordering::Relaxed);
     let live = LIVE.fetch_add(size, Ordering::Relaxed).saturating_add(size);
-    if size > limit || live > limit {
+    let charged = live.saturating_sub(BASE.load(Ordering::Relaxed));
+    if size > limit || charged > limit {
         LIVE.fetch_sub(size, Ordering::Relaxed);
         over_limit(size, live);
         return false;
@@ -97,7 +102,10 @@ fn over_limit(size: usize, live: usize) {
     if REPORTING.swap(true, Ordering::SeqCst) {
         return;
     }
-    eprintln!("kiln-fuzz: allocation of {size} bytes (live total {live}) over the bound");
+    eprintln!(
+        "kiln-fuzz: allocation of {size} bytes (live total {live}, {} at the start of this execution) over the bound",
+        BASE.load(Ordering::Relaxed)
+    );
     if let (Some(dir), Ok(input)) = (ARTIFACTS.get(), CURRENT.try_lock()) {
         let path = dir.join(format!("oom-{:016x}.bin", crate::mutate::fnv(&input)));
         match std::fs::write(&path, &*input) {
@@ -118,12 +126,14 @@ pub fn set_artifact_dir(dir: PathBuf) {
     let _ = ARTIFACTS.set(dir);
 }
 
-/// Records the input about to run (copied into a buffer kept between runs).
+/// Records the input about to run (copied into a buffer kept between
+/// runs) and starts charging allocations to it.
 pub fn set_current(input: &[u8]) {
     if let Ok(mut cur) = CURRENT.lock() {
         cur.clear();
         cur.extend_from_slice(input);
     }
+    BASE.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// A copy of the input last given to [`set_current`].

@@ -63,6 +63,9 @@ impl Report {
     }
 }
 
+/// Most bytes of inputs kept in the pool (seeds included).
+const MAX_POOL_BYTES: usize = 256 << 20;
+
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Start of the running execution in ns since `EPOCH` plus one; 0 = idle.
 static RUNNING_SINCE: AtomicU64 = AtomicU64::new(0);
@@ -213,6 +216,7 @@ pub fn run(target: &Target, opts: &RunOptions) -> Result<Report, String> {
     let deadline = Duration::from_secs_f64(opts.seconds.max(0.0));
     let mut i = 0usize;
     let mut input = Vec::new();
+    let mut pool_bytes: usize = pool.iter().map(Vec::len).sum();
     loop {
         if i < seeds {
             input.clone_from(&pool[i]);
@@ -236,8 +240,12 @@ pub fn run(target: &Target, opts: &RunOptions) -> Result<Report, String> {
             Ok(sig) => {
                 // Keep inputs that end differently from all before: a
                 // cheap stand-in for coverage that lets depth build up.
-                if seen_sigs.insert(sig) && i > seeds && pool.len() < 2000 && input.len() <= 4 << 20
+                if seen_sigs.insert(sig)
+                    && i > seeds
+                    && pool.len() < 2000
+                    && pool_bytes + input.len() <= MAX_POOL_BYTES
                 {
+                    pool_bytes += input.len();
                     pool.push(input.clone());
                 }
             }
