@@ -8,6 +8,8 @@
 # decompresses them); the whole corpus stays well under 5 MB.
 set -euo pipefail
 export LC_ALL=C TZ=UTC SOURCE_DATE_EPOCH=1700000000
+# Fewer spurious diffs on regeneration: fixed times for e2fsprogs.
+export E2FSPROGS_FAKE_TIME=1700000000
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 C="$here/corpus"
@@ -34,13 +36,15 @@ T="$W/tree"
 mkdir -p "$T/etc" "$T/dir/sub/deeper" "$T/empty"
 printf 'ID=balena-os\nNAME="balenaOS"\nVERSION_ID=5.1.0\n' > "$T/etc/os-release"
 printf 'hello\n' > "$T/hello.txt"
-head -c 20000 /dev/urandom > "$T/dir/random.bin"
+# 20,000 bytes that look random but are the same on every run.
+for i in $(seq 625); do printf '%s' "$i" | sha256sum | xxd -r -p; done > "$T/dir/random.bin"
 seq 1 3000 > "$T/dir/sub/numbers.txt"
 for i in $(seq 1 40); do echo "$i" > "$T/dir/f-$i-with-a-long-name.txt"; done
 ln -s ../hello.txt "$T/dir/link"
 ln "$T/hello.txt" "$T/dir/hard"
 truncate -s 3M "$T/dir/sparse"; printf 'end' >> "$T/dir/sparse"
 ln -s "$(printf 'x%.0s' $(seq 1 100))" "$T/dir/longlink"
+find "$T" -exec touch -h -d @1700000000 {} +
 
 # --- fat: mkfs.vfat FAT12/16/32 + mtools; kiln's own FAT via mkfs? (kiln mkfs is ext4 only)
 for fat in 12 16 32; do
@@ -51,7 +55,7 @@ for fat in 12 16 32; do
     12) size=1024 ;; 16) size=2200 ;; 32) size=33792 ;;
   esac
   rm -f "$img"
-  mkfs.vfat -F "$fat" -s 1 -n resin-boot -i 12345678 -C "$img" "$size" >/dev/null
+  mkfs.vfat --invariant -F "$fat" -s 1 -n resin-boot -i 12345678 -C "$img" "$size" >/dev/null
   mmd -i "$img" ::/dir ::/dir/sub ::/EFI ::/EFI/BOOT
   mcopy -i "$img" "$T/hello.txt" "$T/dir/sub/numbers.txt" ::/
   mcopy -i "$img" "$T/dir/random.bin" ::/dir/
@@ -65,7 +69,7 @@ done
 mk_ext4() { # name size mke2fs-args...
   local name=$1 size=$2; shift 2
   rm -f "$W/$name"; truncate -s "$size" "$W/$name"
-  mke2fs -q -F -L resin-rootA -U 11111111-2222-3333-4444-555555555555 -E root_owner=0:0 -d "$T" "$@" "$W/$name" >/dev/null
+  mke2fs -q -F -L resin-rootA -U 11111111-2222-3333-4444-555555555555 -E root_owner=0:0,hash_seed=11111111-2222-3333-4444-555555555555 -d "$T" "$@" "$W/$name" >/dev/null
   put ext4 "$name" "$W/$name"
 }
 mk_ext4 default-4k.ext4 2M -t ext4 -b 4096
@@ -118,13 +122,14 @@ sgdisk -o -a 1 -n 1:34:2047 -t 1:8300 -c 1:tiny "$W/gpt-small.img" >/dev/null
 put part gpt-small-sgdisk.img "$W/gpt-small.img"
 
 # --- vdisk: qemu-img formats from a small raw with data (qemu-io writes).
-truncate -s 4M "$W/disk.raw"
-qemu-io -f raw -c 'write -P 0x5a 0 64k' -c 'write -P 0xa5 1M 4k' -c 'write -P 1 3M 512' "$W/disk.raw" >/dev/null
+# 1 MiB: every execution copies the image (a fixed VHD is all of it).
+truncate -s 1M "$W/disk.raw"
+qemu-io -f raw -c 'write -P 0x5a 0 64k' -c 'write -P 0xa5 256k 4k' -c 'write -P 1 768k 512' "$W/disk.raw" >/dev/null
 qemu-img convert -f raw -O qcow2 "$W/disk.raw" "$W/plain.qcow2"
 qemu-img convert -c -f raw -O qcow2 "$W/disk.raw" "$W/compressed.qcow2"
 qemu-img convert -f raw -O qcow2 -o cluster_size=4096 "$W/disk.raw" "$W/4k-clusters.qcow2"
-qemu-img create -q -f qcow2 -b disk.raw -F raw "$W/overlay.qcow2" 4M
-qemu-io -f qcow2 -c 'write -P 0x33 2M 4k' "$W/overlay.qcow2" >/dev/null
+qemu-img create -q -f qcow2 -b disk.raw -F raw "$W/overlay.qcow2" 1M
+qemu-io -f qcow2 -c 'write -P 0x33 512k 4k' "$W/overlay.qcow2" >/dev/null
 qemu-img create -q -f qcow2 -o compat=0.10 "$W/v2.qcow2" 1M
 for f in plain compressed 4k-clusters overlay v2; do put qcow2 "$f.qcow2" "$W/$f.qcow2"; done
 "$KILN" -q convert "$W/disk.raw" "$W/kiln.qcow2" --format qcow2 >/dev/null && put qcow2 kiln.qcow2 "$W/kiln.qcow2"
@@ -143,6 +148,7 @@ cp "$C"/qcow2/plain.qcow2* "$C"/vmdk/stream.vmdk* "$C"/vhd/dynamic.vhd* "$C/vdis
 truncate -s 8M "$W/base.img"
 sfdisk -q "$W/base.img" <<'SF'
 label: dos
+label-id: 0x0ba5e000
 start=2048, size=2048, type=c, bootable
 start=4096, size=4096, type=83
 start=8192, size=2048, type=83
@@ -151,7 +157,7 @@ start=10304, size=2048, type=83
 start=12416, type=83
 SF
 # sfdisk numbers: 1 boot, 2 rootA, 3 rootB, 4 extended, 5 state, 6 data.
-rm -f "$W/boot.fat"; mkfs.vfat -F 12 -n resin-boot -i 1234abcd -C "$W/boot.fat" 1024 >/dev/null
+rm -f "$W/boot.fat"; mkfs.vfat --invariant -F 12 -n resin-boot -i 1234abcd -C "$W/boot.fat" 1024 >/dev/null
 printf '{"slug":"intel-nuc","arch":"amd64"}' > "$W/device-type.json"
 printf '{"deviceType":"intel-nuc","uuid":"0123456789abcdef0123456789abcdef"}' > "$W/config.json"
 mcopy -i "$W/boot.fat" "$W/device-type.json" "$W/config.json" ::/
@@ -159,11 +165,12 @@ dd if="$W/boot.fat" of="$W/base.img" bs=512 seek=2048 conv=notrunc status=none
 mkdir -p "$W/rootA-tree/etc" "$W/rootA-tree/opt"
 cp "$T/etc/os-release" "$W/rootA-tree/etc/"
 printf 'VERSION=5.1.0\n' > "$W/rootA-tree/etc/image-version-info"
+find "$W/rootA-tree" "$W/device-type.json" "$W/config.json" -exec touch -h -d @1700000000 {} +
 for p in "rootA:4096:2M" "rootB:8192:1M" "state:10304:1M" "data:12416:1M"; do
   IFS=: read -r name start size <<<"$p"
   rm -f "$W/$name.ext4"; truncate -s "$size" "$W/$name.ext4"
   if [ "$name" = rootA ]; then d=(-d "$W/rootA-tree"); else d=(); fi
-  mke2fs -q -F -t ext4 -b 1024 -L "resin-$name" "${d[@]}" "$W/$name.ext4" >/dev/null
+  mke2fs -q -F -t ext4 -b 1024 -L "resin-$name" -U 11111111-2222-3333-4444-555555555555 -E hash_seed=11111111-2222-3333-4444-555555555555 "${d[@]}" "$W/$name.ext4" >/dev/null
   dd if="$W/$name.ext4" of="$W/base.img" bs=512 seek="$start" conv=notrunc status=none
 done
 put base balena-like-mbr.img "$W/base.img"
