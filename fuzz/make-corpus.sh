@@ -12,7 +12,7 @@ export LC_ALL=C TZ=UTC SOURCE_DATE_EPOCH=1700000000
 export E2FSPROGS_FAKE_TIME=1700000000
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-C="$here/corpus"
+C="${KILN_FUZZ_CORPUS:-$here/corpus}" # where to write (default: fuzz/corpus)
 KILN="$repo/target/debug/kiln"
 FUZZ="$repo/target/debug/kiln-fuzz"
 [ -x "$KILN" ] && [ -x "$FUZZ" ] || (cd "$repo" && cargo build -p kiln -p kiln-fuzz)
@@ -174,6 +174,11 @@ for p in "rootA:4096:2M" "rootB:8192:1M" "state:10304:1M" "data:12416:1M"; do
   dd if="$W/$name.ext4" of="$W/base.img" bs=512 seek="$start" conv=notrunc status=none
 done
 put base balena-like-mbr.img "$W/base.img"
+# inspect: the same disk raw and as qcow2/VHD, and the partition seeds.
+mkdir -p "$C/inspect"
+cp "$C/base/balena-like-mbr.img.zst" "$C"/part/* "$C/inspect/"
+qemu-img convert -f raw -O qcow2 "$W/base.img" "$W/base.qcow2"; put inspect balena-like-mbr.qcow2 "$W/base.qcow2"
+qemu-img convert -f raw -O vpc -o subformat=dynamic "$W/base.img" "$W/base.vhd"; put inspect balena-like-mbr.vhd "$W/base.vhd"
 
 # --- bmap: bmaptool create on sparse images, and kiln's own.
 bmaptool create -o "$W/disk.bmap" "$W/disk.raw" 2>/dev/null

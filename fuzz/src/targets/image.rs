@@ -2,9 +2,10 @@
 //! the balenaOS partition layout, device type from the boot partition,
 //! OS release from rootA, a flasher's inner image.
 
+use std::path::Path;
 use std::rc::Rc;
 
-use super::{err_sig, mix, Target};
+use super::{bucket, err_sig, mix, Target};
 
 fn base(data: &[u8]) -> u64 {
     let head = &data[..data.len().min(512)];
@@ -41,4 +42,33 @@ pub const BASE: Target = Target {
                 boot FAT, os-release from the rootA ext4, flasher payload: no panic, no hang, memory \
                 bounded",
     run: base,
+};
+
+fn inspect(data: &[u8]) -> u64 {
+    // As `kiln inspect` reads an image: the container format detected,
+    // then everything it reports read through it.
+    let img = match kiln_vdisk::open(data.to_vec()) {
+        Ok(i) => i,
+        Err(e) => return err_sig(&e),
+    };
+    match kiln_pipeline::inspect_disk(Rc::new(img), Path::new("fuzz.img")) {
+        Ok(r) => {
+            let h = mix(
+                bucket(r.partitions.len() as u64),
+                bucket(r.boot_files.len() as u64),
+            );
+            mix(h, bucket(r.base_lines().len() as u64))
+        }
+        Err(e) => err_sig(&e),
+    }
+}
+
+/// What `kiln inspect` reads (kiln-pipeline `inspect_disk` over
+/// kiln-vdisk `open`).
+pub const INSPECT: Target = Target {
+    name: "inspect",
+    invariant:
+        "kiln inspect on a raw, qcow2, VMDK or VHD image: table, filesystems, boot files, \
+                config.json, the data partition's store and apps: no panic, no hang, memory bounded",
+    run: inspect,
 };

@@ -45,6 +45,7 @@ pub const ALL: &[Target] = &[
     text::PROFILE,
     text::DEVICES,
     image::BASE,
+    image::INSPECT,
 ];
 
 /// Targets that prove the harness catches what it claims to (run by
