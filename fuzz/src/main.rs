@@ -21,6 +21,7 @@
 mod alloc;
 mod mutate;
 mod run;
+mod target;
 mod targets;
 mod template;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::alloc;
 use crate::mutate::{fnv, mutate, Rng};
-use crate::targets::Target;
+use crate::target::Target;
 
 /// How one target is run.
 #[derive(Debug, Clone)]

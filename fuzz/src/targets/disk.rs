@@ -8,7 +8,8 @@ use kiln_units::ReadAt;
 use kiln_vdisk::qcow2::{Backing, BackingDisk};
 use kiln_vdisk::{Qcow2Reader, RawReader, VhdReader, VirtualDisk, VmdkReader};
 
-use super::{bucket, err_sig, mix, Target};
+use super::outcome::{bucket, err_sig, mix};
+use crate::target::Target;
 
 /// Most bytes one walk reads from a virtual disk.
 const MAX_READ: u64 = 8 << 20;

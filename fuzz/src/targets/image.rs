@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use super::{bucket, err_sig, mix, Target};
+use super::outcome::{bucket, err_sig, mix};
+use crate::target::Target;
 
 fn base(data: &[u8]) -> u64 {
     let head = &data[..data.len().min(512)];

@@ -10,23 +10,16 @@
 //! allocator's bound, whatever the bytes.
 
 mod disk;
+mod drain;
 mod fs;
 mod image;
+mod outcome;
+mod scratch;
 mod text;
 mod tree;
 
-use std::fmt::Display;
-
-/// One fuzz target.
-#[derive(Debug, Clone, Copy)]
-pub struct Target {
-    /// Name on the command line and of the corpus directory.
-    pub name: &'static str,
-    /// What must hold for every input.
-    pub invariant: &'static str,
-    /// Runs one input and returns its outcome signature.
-    pub run: fn(&[u8]) -> u64,
-}
+pub use crate::target::Target;
+pub use scratch::remove_scratch;
 
 /// Every target, in `list` order.
 pub const ALL: &[Target] = &[
@@ -87,51 +80,4 @@ pub const SELFTEST: &[Target] = &[
 /// The target called `name`.
 pub fn find(name: &str) -> Option<&'static Target> {
     ALL.iter().chain(SELFTEST).find(|t| t.name == name)
-}
-
-/// Signature of an error: its text without digits (offsets and sizes
-/// change with every input; the kind of failure is what matters).
-pub(crate) fn err_sig<E: Display + ?Sized>(e: &E) -> u64 {
-    if std::env::var_os("KILN_FUZZ_DEBUG").is_some() {
-        eprintln!("outcome: {e}");
-    }
-    let text: Vec<u8> = e
-        .to_string()
-        .bytes()
-        .filter(|b| !b.is_ascii_digit())
-        .take(160)
-        .collect();
-    crate::mutate::fnv(&text) | 1
-}
-
-/// A scratch directory for targets whose parser takes a path: one per
-/// process (a fresh temporary directory per execution would put a new
-/// random name into every error message and cost more than the parse),
-/// emptied before each use. [`remove_scratch`] deletes it at the end.
-pub(crate) fn scratch() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("kiln-fuzz-{}", std::process::id()));
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Deletes the directory [`scratch`] made, if any.
-pub fn remove_scratch() {
-    let dir = std::env::temp_dir().join(format!("kiln-fuzz-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Mixes `v` into signature `h`.
-pub(crate) fn mix(h: u64, v: u64) -> u64 {
-    (h ^ v).wrapping_mul(0x100_0000_01b3).rotate_left(17)
-}
-
-/// Buckets a count logarithmically (so "read 1000 vs 1001 bytes" is one
-/// outcome).
-pub(crate) fn bucket(n: u64) -> u64 {
-    u64::from(64 - n.leading_zeros())
 }

@@ -9,7 +9,8 @@ use kiln_artifact::bmap::Bmap;
 use kiln_recipe::{Arch, BoardProfile, Recipe};
 use sha2::{Digest as _, Sha256};
 
-use super::{bucket, err_sig, mix, Target};
+use super::outcome::{bucket, err_sig, mix};
+use crate::target::Target;
 
 const OPEN: &[u8] = b"<BmapFileChecksum>";
 const CLOSE: &[u8] = b"</BmapFileChecksum>";
@@ -119,7 +120,9 @@ pub const PROFILE: Target = Target {
 };
 
 fn devices(data: &[u8]) -> u64 {
-    let Ok(dir) = super::scratch() else { return 0 };
+    let Ok(dir) = super::scratch::scratch() else {
+        return 0;
+    };
     // JSON when it starts like JSON, else CSV: the parser picks by the
     // file name's extension.
     let json = data

@@ -9,8 +9,9 @@ use kiln_oci::{ImageInput, Platform, Store, StoreOptions};
 use kiln_tree::tar_source::{decompress, feed_tar};
 use kiln_tree::{SourceOptions, Timestamp};
 
-use super::fs::{drain, HasCounts};
-use super::{bucket, err_sig, mix, Target};
+use super::drain::{drain, HasCounts};
+use super::outcome::{bucket, err_sig, mix};
+use crate::target::Target;
 use crate::template;
 
 fn tar(data: &[u8]) -> u64 {
@@ -42,7 +43,7 @@ pub const TAR: Target = Target {
 };
 
 fn oci(data: &[u8]) -> u64 {
-    let Ok(dir) = super::scratch() else {
+    let Ok(dir) = super::scratch::scratch() else {
         return 0;
     };
     let files = match template::materialize(data, &dir) {
