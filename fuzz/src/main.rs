@@ -237,7 +237,9 @@ fn main_inner(args: &[String]) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match main_inner(&args) {
+    let result = main_inner(&args);
+    targets::remove_scratch();
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
