@@ -1,7 +1,8 @@
 # kiln: the two commands a newcomer runs on a fresh Debian machine:
 #   make image   installs what it needs, builds the default demo NUC image (out/nuc.img)
 #   make test    installs the validators, runs every test and the lints
-# Further targets: make bench (benchmarks, side by side with the standard tools), make lint.
+# Further targets: make bench (benchmarks, side by side with the standard tools), make lint,
+#   make fuzz (every parser of untrusted bytes, FUZZ_SECONDS each; fuzz/README.md).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -16,7 +17,7 @@ TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bm
 	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl
 
-.PHONY: all image test bench boot boot-smoke boot-smoke-amd64 lint deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
+.PHONY: all image test bench boot boot-smoke boot-smoke-amd64 lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
 
 all: build
 
@@ -101,6 +102,7 @@ lint:
 
 test: deps-test demo-inputs build
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) fuzz-smoke
 	# A real Debian root filesystem through the ext4 writer (mmdebstrap
 	# builds the tar on the first run, ~6 min; cached in .cache/ext4).
 	$(CARGO) test -p kiln-ext4 --test debian -- --ignored
@@ -108,6 +110,23 @@ test: deps-test demo-inputs build
 	# preloaded with --base under SeaBIOS); `make boot` runs all of it.
 	$(MAKE) boot-smoke-amd64
 	$(MAKE) lint
+
+# Fuzzing (issue 16): the in-tree mutation fuzzer (fuzz/, stable
+# toolchain) runs every target for FUZZ_SECONDS over its seed corpus
+# (fuzz/corpus, made by fuzz/make-corpus.sh) plus seeded mutations, one
+# process per target, and prints executions, crashes, hangs and peak
+# memory per target. Crashes and hangs are saved to fuzz/artifacts/ and
+# fail the run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(CARGO) build -p kiln-fuzz
+	target/debug/kiln-fuzz all --seconds $(FUZZ_SECONDS)
+
+# The smoke `make test` runs: ~3 s per target (the corpus, then
+# mutations), about a minute in all.
+fuzz-smoke:
+	$(CARGO) build -p kiln-fuzz
+	target/debug/kiln-fuzz all --seconds 3
 
 bench: deps-bench demo-inputs build-release
 	@for b in bench/*.sh; do echo "== $$b"; bash "$$b" || exit 1; done
