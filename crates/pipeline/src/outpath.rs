@@ -46,21 +46,14 @@ pub(crate) fn check_replaceable(path: &Path) -> Result<(), Error> {
 
 /// What stands at a path of type `ft`, for the error text.
 fn kind(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_symlink() {
-        "a symbolic link (name the file itself)"
-    } else if ft.is_block_device() {
-        "a block device (use `kiln flash` to write a device)"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "a special file"
+    match kiln_units::FileKind::of(ft) {
+        kiln_units::FileKind::Directory => "a directory",
+        kiln_units::FileKind::Symlink => "a symbolic link (name the file itself)",
+        kiln_units::FileKind::BlockDevice => "a block device (use `kiln flash` to write a device)",
+        kiln_units::FileKind::CharDevice => "a character device",
+        kiln_units::FileKind::Fifo => "a FIFO",
+        kiln_units::FileKind::Socket => "a socket",
+        kiln_units::FileKind::Regular => "a regular file",
     }
 }
 

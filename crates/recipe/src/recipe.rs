@@ -45,22 +45,6 @@ pub struct InputPath {
     pub at: Location,
 }
 
-/// What kind of special file `ft` is, for errors.
-fn file_kind(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_char_device() {
-        "character device"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
-}
-
 impl InputPath {
     /// Fails with a located error unless the path exists and (symlinks
     /// followed) is a directory or a regular file: a device, FIFO or
@@ -77,7 +61,7 @@ impl InputPath {
                 at: self.at.clone(),
                 key: self.key.clone(),
                 path: self.path.clone(),
-                kind: file_kind(md.file_type()),
+                kind: kiln_units::FileKind::of(md.file_type()).name(),
             }),
             _ => Ok(()),
         }

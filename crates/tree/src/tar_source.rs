@@ -131,24 +131,6 @@ fn type_name(t: tar::EntryType) -> String {
     }
 }
 
-/// What kind of file `ft` is, for errors.
-fn kind_name(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        "directory"
-    } else if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_char_device() {
-        "character device"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
-}
-
 /// Opens `path` for reading if it is a regular file (after following
 /// symlinks). The type is checked before opening, as opening a FIFO
 /// blocks until a writer appears, and again on the opened file.
@@ -162,7 +144,7 @@ pub fn open_regular(path: &Path) -> Result<File, Error> {
     };
     let not_regular = |ft| Error::NotRegularFile {
         path: path.to_path_buf(),
-        kind: kind_name(ft),
+        kind: kiln_units::FileKind::of(ft).name(),
     };
     let md = std::fs::metadata(path).map_err(io("cannot open archive"))?;
     if !md.is_file() {

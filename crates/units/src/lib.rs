@@ -20,10 +20,12 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod file_kind;
 mod guid;
 mod io;
 mod size;
 
+pub use file_kind::FileKind;
 pub use guid::{Guid, ParseGuidError};
 pub use io::{ReadAt, SubRegion, WriteAt};
 pub use size::{align_up, ByteSize, Lba, ParseSizeError, SectorSize, GIB, KIB, MIB, TIB};

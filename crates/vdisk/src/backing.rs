@@ -52,23 +52,6 @@ fn stays_inside(name: &Path) -> bool {
     depth > 0
 }
 
-fn kind_name(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        "directory"
-    } else if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_char_device() {
-        "character device"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
-}
-
 /// Opens the backing file `name` of an overlay in `dir` under `opts`.
 pub(crate) fn open_backing(dir: &Path, name: &str, opts: BackingOptions) -> Result<File> {
     let path = dir.join(name);
@@ -96,7 +79,7 @@ pub(crate) fn open_backing(dir: &Path, name: &str, opts: BackingOptions) -> Resu
     let md = std::fs::metadata(&path).map_err(io)?;
     let not_regular = |ft| Error::BackingNotRegular {
         path: path.clone(),
-        kind: kind_name(ft),
+        kind: kiln_units::FileKind::of(ft).name(),
     };
     if !md.is_file() {
         return Err(not_regular(md.file_type()));
