@@ -6,18 +6,9 @@
 use kiln_part::move_backup_gpt;
 use kiln_units::SectorSize;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+#[path = "../../artifact/tests/common/mutate.rs"]
+mod mutate;
+use mutate::Rng;
 
 #[test]
 fn mutated_gpt_headers_never_panic() {
