@@ -308,6 +308,21 @@ pub(crate) fn merge_ranges(v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+// Here rather than in options.rs: the options do not depend on the layout
+// (no import loop between the two files).
+impl Ext4Options {
+    /// Checks that these options describe a filesystem this writer can
+    /// lay out (size within 4 MiB..16 TiB, ...), without writing
+    /// anything: callers check before they create a file of that size.
+    ///
+    /// # Errors
+    /// [`crate::Error::TooSmall`] or [`crate::Error::InvalidOptions`], as
+    /// [`crate::Ext4Writer::new`] would return them.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        Layout::new(self).map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,17 +56,6 @@ pub struct Ext4Options {
 }
 
 impl Ext4Options {
-    /// Checks that these options describe a filesystem this writer can
-    /// lay out (size within 4 MiB..16 TiB, ...), without writing
-    /// anything: callers check before they create a file of that size.
-    ///
-    /// # Errors
-    /// [`crate::Error::TooSmall`] or [`crate::Error::InvalidOptions`], as
-    /// [`crate::Ext4Writer::new`] would return them.
-    pub fn check(&self) -> Result<(), crate::Error> {
-        crate::layout::Layout::new(self).map(|_| ())
-    }
-
     /// Options for a filesystem of `size_bytes` bytes (rounded down to
     /// whole 4 KiB blocks), with mke2fs defaults: inode ratio 16384,
     /// 5 % reserved, default journal, all-zero UUID and hash seed, epoch 0
