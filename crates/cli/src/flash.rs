@@ -15,18 +15,34 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Options of `kiln flash`.
-pub struct FlashArgs {
-    pub image: PathBuf,
-    pub target: PathBuf,
-    pub bmap: Option<PathBuf>,
-    pub force: bool,
-    pub no_verify: bool,
-    pub holes: String,
-    pub verify_only: bool,
-    pub quiet: bool,
-    /// Follow a qcow2 overlay's backing file outside its directory.
-    pub allow_backing_outside: bool,
+/// Arguments of `kiln flash`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image.
+    image: PathBuf,
+    /// Block device (or, with --force, a regular file).
+    target: PathBuf,
+    /// The block map (default: IMAGE.bmap, or the uncompressed name's .bmap).
+    #[arg(long)]
+    bmap: Option<PathBuf>,
+    /// Allow a regular file as the target, or a partition table made for another sector size than the device's (e.g. a 512-byte-sector image on a 4Kn disk).
+    #[arg(long)]
+    force: bool,
+    /// Skip the read-back verification.
+    #[arg(long)]
+    no_verify: bool,
+    /// What to do with the image's holes on the target: skip, zero or discard (zeroing discard; zeros are written where the device cannot).
+    #[arg(long, default_value = "skip", value_parser = parse_holes)]
+    holes: HoleMode,
+    /// Only verify the target against the bmap (e.g. a medium flashed earlier); write nothing.
+    #[arg(long)]
+    verify_only: bool,
+    /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.
+    #[arg(long)]
+    allow_backing_outside: bool,
+    /// No progress output (the global `--quiet`).
+    #[arg(skip)]
+    quiet: bool,
 }
 
 fn split_dev(rdev: u64) -> (u32, u32) {
@@ -89,8 +105,9 @@ fn find_bmap(image: &Path) -> Option<PathBuf> {
 /// `kiln flash`: with `--verify-only`, checks the target against the
 /// bmap; otherwise opens the image, gathers the facts, lets the library
 /// judge the target, flashes with progress and reports.
-pub fn run(a: FlashArgs) -> Result<()> {
-    let holes = parse_holes(&a.holes)?;
+pub fn run(mut a: Args, quiet: bool) -> Result<()> {
+    a.quiet = quiet;
+    let holes = a.holes;
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
     let bmap = load_bmap(bmap_path.as_deref())?;
     if a.verify_only {
@@ -152,17 +169,14 @@ pub fn run(a: FlashArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_holes(holes: &str) -> Result<HoleMode> {
-    Ok(match holes {
-        "skip" => HoleMode::Skip,
-        "zero" => HoleMode::Zero,
-        "discard" => HoleMode::Discard,
-        other => {
-            return Err(crate::exit::input(anyhow::anyhow!(
-                "--holes {other:?}: use skip, zero or discard"
-            )))
-        }
-    })
+/// clap's parser for `--holes`.
+fn parse_holes(holes: &str) -> Result<HoleMode, String> {
+    match holes {
+        "skip" => Ok(HoleMode::Skip),
+        "zero" => Ok(HoleMode::Zero),
+        "discard" => Ok(HoleMode::Discard),
+        other => Err(format!("--holes {other:?}: use skip, zero or discard")),
+    }
 }
 
 fn load_bmap(path: Option<&Path>) -> Result<Option<Bmap>> {
@@ -176,7 +190,7 @@ fn load_bmap(path: Option<&Path>) -> Result<Option<Bmap>> {
 }
 
 /// `--verify-only`: reads the target back against the bmap.
-fn verify_only(a: &FlashArgs, bmap: Option<Bmap>) -> Result<()> {
+fn verify_only(a: &Args, bmap: Option<Bmap>) -> Result<()> {
     let bmap = bmap.ok_or_else(|| {
         crate::exit::input(anyhow::anyhow!(
             "--verify-only needs a bmap for {} (--bmap)",
@@ -339,7 +353,7 @@ fn progress_printer(quiet: bool, started: Instant) -> impl FnMut(flash::Progress
 
 /// The closing lines: a discard the target could not do, and (unless
 /// quiet) what was written and verified.
-fn summary(a: &FlashArgs, report: &flash::FlashReport, with_bmap: bool, started: Instant) {
+fn summary(a: &Args, report: &flash::FlashReport, with_bmap: bool, started: Instant) {
     if report.discard_unsupported {
         eprintln!(
             "kiln: {} cannot discard with zeros; its holes were written with zeros",

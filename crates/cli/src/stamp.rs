@@ -2,36 +2,45 @@
 //! `kiln_pipeline::stamp`). Prints progress and a summary; never prints
 //! config values (secrets stay in the images).
 
+use crate::env::{now, source_date_epoch};
 use anyhow::Result;
 use kiln_pipeline::{StampFormat, StampRequest};
 use std::path::PathBuf;
 
 /// Arguments of `kiln stamp`.
+#[derive(clap::Args)]
 pub struct Args {
-    pub image: PathBuf,
-    pub devices: PathBuf,
+    /// The built raw image (balenaOS layout: a FAT boot partition labelled resin-boot/balena-boot/flash-boot).
+    image: PathBuf,
+    /// Devices file: CSV (header row; uuid and hostname columns required; dotted columns nest) or JSON array.
+    #[arg(long)]
+    devices: PathBuf,
+    /// Output directory (must not exist or be empty): NAME.img or NAME.qcow2, NAME.manifest.json, SHA256SUMS.
+    #[arg(long, short)]
     pub output: PathBuf,
-    pub format: String,
-    pub json: bool,
-    pub quiet: bool,
-    pub timestamp: i64,
+    /// raw (a full sparse image per device) or qcow2-overlay (small overlays backed by IMAGE).
+    #[arg(long, default_value = "raw", value_parser = parse_format)]
+    format: StampFormat,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let format = StampFormat::parse(&a.format).ok_or_else(|| {
-        crate::exit::input(anyhow::anyhow!(
-            "--format {:?}: use raw or qcow2-overlay",
-            a.format
-        ))
-    })?;
+/// clap's parser for `--format`.
+fn parse_format(s: &str) -> Result<StampFormat, String> {
+    StampFormat::parse(s).ok_or_else(|| format!("--format {s:?}: use raw or qcow2-overlay"))
+}
+
+/// Runs `kiln stamp`.
+pub fn run(a: Args, quiet: bool) -> Result<()> {
+    let timestamp = source_date_epoch(None)?.unwrap_or_else(now);
     let req = StampRequest {
         image: a.image,
         devices: a.devices,
         out_dir: a.output,
-        format,
-        timestamp: a.timestamp,
+        format: a.format,
+        timestamp,
     };
-    let quiet = a.quiet;
     let started = std::time::Instant::now();
     let report = kiln_pipeline::stamp(&req, &mut |line| {
         if !quiet {
