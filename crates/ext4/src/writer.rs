@@ -361,76 +361,14 @@ impl<W: WriteAt> Ext4Writer<W> {
 
     fn add_entry(&mut self, entry: &Entry, content: Content<'_>) -> Result<(), Error> {
         let path = &entry.path;
-        for c in path.components() {
-            let reason = if c.is_empty() {
-                Some("empty name")
-            } else if c.len() > 255 {
-                Some("name longer than 255 bytes")
-            } else if c.contains(&0) || c.contains(&b'/') {
-                Some("name contains NUL or '/'")
-            } else if c == b"." || c == b".." {
-                Some("'.' or '..'")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return Err(Error::InvalidName {
-                    path: path_str(path),
-                    reason,
-                });
-            }
-        }
+        check_names(path)?;
         let Some(name) = path.file_name() else {
-            // The root itself.
-            if entry.kind != EntryKind::Dir {
-                return Err(Error::InvalidName {
-                    path: String::new(),
-                    reason: "the root must be a directory",
-                });
-            }
-            let xa = self.xattrs(entry, ROOT_INO)?;
-            let n = self.node_mut(ROOT_INO);
-            n.set_meta(&entry.meta, EntryKind::Dir.type_bits());
-            if let Some(b) = n.set_xattrs(xa) {
-                self.freed.push((b, 1));
-            }
-            return Ok(());
+            return self.set_root(entry);
         };
         let pdir = self.parent_dir(path)?;
         let existing = self.dirs[pdir as usize].children.get(name).copied();
-        // Hardlinks: another name for an existing inode.
         if let EntryKind::Hardlink { target } = &entry.kind {
-            let bad = |reason| Error::BadHardlink {
-                path: path_str(path),
-                target: path_str(target),
-                reason,
-            };
-            let t = self
-                .lookup(target)
-                .ok_or_else(|| bad("target not added before"))?;
-            if self.dir_of(t).is_some() {
-                return Err(bad("target is a directory"));
-            }
-            if existing == Some(t) {
-                return Ok(());
-            }
-            if self.node(t).links >= LINK_MAX {
-                return Err(Error::TooManyLinks {
-                    path: path_str(path),
-                    links: u64::from(self.node(t).links) + 1,
-                });
-            }
-            if let Some(old) = existing {
-                self.remove_name(pdir, name, old, path)?;
-                if let Some(freed) = self.unlink(old) {
-                    self.free_inos.push(freed);
-                }
-            }
-            self.node_mut(t).links += 1;
-            self.dirs[pdir as usize]
-                .children
-                .insert(name.to_vec().into_boxed_slice(), t);
-            return Ok(());
+            return self.add_hardlink(path, name, target, (pdir, existing));
         }
         if let Some(old) = existing {
             if entry.kind == EntryKind::Dir && self.dir_of(old).is_some() {
@@ -466,6 +404,96 @@ impl<W: WriteAt> Ext4Writer<W> {
         let mut node = Node::empty(Timestamp::default());
         node.set_meta(&entry.meta, entry.kind.type_bits());
         node.links = 1;
+        match self.fill_node(&mut node, ino, entry, content) {
+            Ok(true) => {}
+            // Out of space: the overflow is recorded and reported later.
+            Ok(false) => {
+                self.free_inos.push(ino);
+                return Ok(());
+            }
+            Err(e) => {
+                self.free_inos.push(ino);
+                return Err(e);
+            }
+        }
+        *self.node_mut(ino) = node;
+        let _fresh = self.node_mut(ino).set_xattrs(xa);
+        self.dirs[pdir as usize]
+            .children
+            .insert(name.to_vec().into_boxed_slice(), ino);
+        Ok(())
+    }
+
+    /// The root directory's own metadata and xattrs.
+    fn set_root(&mut self, entry: &Entry) -> Result<(), Error> {
+        if entry.kind != EntryKind::Dir {
+            return Err(Error::InvalidName {
+                path: String::new(),
+                reason: "the root must be a directory",
+            });
+        }
+        let xa = self.xattrs(entry, ROOT_INO)?;
+        let n = self.node_mut(ROOT_INO);
+        n.set_meta(&entry.meta, EntryKind::Dir.type_bits());
+        if let Some(b) = n.set_xattrs(xa) {
+            self.freed.push((b, 1));
+        }
+        Ok(())
+    }
+
+    /// Another name (`path`, entry `name` in directory `pdir`, replacing
+    /// `existing`) for the inode already added at `target`.
+    fn add_hardlink(
+        &mut self,
+        path: &TreePath,
+        name: &[u8],
+        target: &TreePath,
+        (pdir, existing): (u32, Option<u32>),
+    ) -> Result<(), Error> {
+        let bad = |reason| Error::BadHardlink {
+            path: path_str(path),
+            target: path_str(target),
+            reason,
+        };
+        let t = self
+            .lookup(target)
+            .ok_or_else(|| bad("target not added before"))?;
+        if self.dir_of(t).is_some() {
+            return Err(bad("target is a directory"));
+        }
+        if existing == Some(t) {
+            return Ok(());
+        }
+        if self.node(t).links >= LINK_MAX {
+            return Err(Error::TooManyLinks {
+                path: path_str(path),
+                links: u64::from(self.node(t).links) + 1,
+            });
+        }
+        if let Some(old) = existing {
+            self.remove_name(pdir, name, old, path)?;
+            if let Some(freed) = self.unlink(old) {
+                self.free_inos.push(freed);
+            }
+        }
+        self.node_mut(t).links += 1;
+        self.dirs[pdir as usize]
+            .children
+            .insert(name.to_vec().into_boxed_slice(), t);
+        Ok(())
+    }
+
+    /// Writes the data of a non-directory `entry` (inode `ino`) and
+    /// records it in `node`. `Ok(false)`: the filesystem ran out of space
+    /// (recorded in `self.overflow`, reported when the image is finished).
+    fn fill_node(
+        &mut self,
+        node: &mut Node,
+        ino: u32,
+        entry: &Entry,
+        content: Content<'_>,
+    ) -> Result<bool, Error> {
+        let path = &entry.path;
         let seed = inode_seed(self.fs_seed, ino, 0);
         match &entry.kind {
             EntryKind::File => {
@@ -482,17 +510,14 @@ impl<W: WriteAt> Ext4Writer<W> {
                     }
                 };
                 node.size = size;
-                if let Some(ext) = ext_or_overflow(self.overflow, ext) {
-                    self.attach_extents(&mut node, &ext, seed)?;
-                } else {
-                    self.free_inos.push(ino);
-                    return Ok(());
-                }
+                let Some(ext) = ext_or_overflow(self.overflow, ext) else {
+                    return Ok(false);
+                };
+                self.attach_extents(node, &ext, seed)?;
             }
             EntryKind::Symlink { target } => {
                 node.size = target.len() as u64;
                 if target.is_empty() || target.len() >= BS as usize {
-                    self.free_inos.push(ino);
                     return Err(Error::InvalidName {
                         path: path_str(path),
                         reason: "symlink target empty or longer than 4095 bytes",
@@ -505,41 +530,19 @@ impl<W: WriteAt> Ext4Writer<W> {
                 } else {
                     let mut r: &[u8] = target;
                     let ext = self.stream(path, &mut r, target.len() as u64)?;
-                    if let Some(ext) = ext_or_overflow(self.overflow, ext) {
-                        self.attach_extents(&mut node, &ext, seed)?;
-                    } else {
-                        self.free_inos.push(ino);
-                        return Ok(());
-                    }
+                    let Some(ext) = ext_or_overflow(self.overflow, ext) else {
+                        return Ok(false);
+                    };
+                    self.attach_extents(node, &ext, seed)?;
                 }
             }
             EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => {
-                // Linux dev_t: 12-bit major, 20-bit minor.
-                if *major >= 1 << 12 || *minor >= 1 << 20 {
-                    self.free_inos.push(ino);
-                    return Err(Error::TooLarge {
-                        path: path_str(path),
-                        what: "device number",
-                    });
-                }
-                let mut b = [0u8; 60];
-                if *major < 256 && *minor < 256 {
-                    b[0..4].copy_from_slice(&((major << 8) | minor).to_le_bytes());
-                } else {
-                    let v = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
-                    b[4..8].copy_from_slice(&v.to_le_bytes());
-                }
-                node.data = Data::Inline(b);
+                node.data = Data::Inline(device_block(path, *major, *minor)?);
             }
             EntryKind::Fifo | EntryKind::Socket => {}
             EntryKind::Dir | EntryKind::Hardlink { .. } => {}
         }
-        *self.node_mut(ino) = node;
-        let _fresh = self.node_mut(ino).set_xattrs(xa);
-        self.dirs[pdir as usize]
-            .children
-            .insert(name.to_vec().into_boxed_slice(), ino);
-        Ok(())
+        Ok(true)
     }
 
     /// Removes `name` (currently `old`) from directory `pdir` before it is
@@ -1007,6 +1010,49 @@ impl Node {
     }
 }
 
+/// Refuses a path component ext4 cannot hold as a directory entry.
+fn check_names(path: &TreePath) -> Result<(), Error> {
+    for c in path.components() {
+        let reason = if c.is_empty() {
+            Some("empty name")
+        } else if c.len() > 255 {
+            Some("name longer than 255 bytes")
+        } else if c.contains(&0) || c.contains(&b'/') {
+            Some("name contains NUL or '/'")
+        } else if c == b"." || c == b".." {
+            Some("'.' or '..'")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(Error::InvalidName {
+                path: path_str(path),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A device inode's `i_block`: Linux's old (8-bit major/minor, bytes
+/// 0..4) or new (12-bit major, 20-bit minor, bytes 4..8) `dev_t` encoding.
+fn device_block(path: &TreePath, major: u32, minor: u32) -> Result<[u8; 60], Error> {
+    if major >= 1 << 12 || minor >= 1 << 20 {
+        return Err(Error::TooLarge {
+            path: path_str(path),
+            what: "device number",
+        });
+    }
+    let mut b = [0u8; 60];
+    if major < 256 && minor < 256 {
+        b[0..4].copy_from_slice(&((major << 8) | minor).to_le_bytes());
+    } else {
+        let v = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+        b[4..8].copy_from_slice(&v.to_le_bytes());
+    }
+    Ok(b)
+}
+
 fn ext_or_overflow(o: Option<Overflow>, ext: Vec<Extent>) -> Option<Vec<Extent>> {
     if o.is_some() {
         None
@@ -1104,34 +1150,70 @@ impl<W: WriteAt> Ext4Writer<W> {
     fn write_tables(mut self) -> Result<Ext4Report, Error> {
         let l = self.layout.clone();
         let ts = self.opts.timestamp;
-        let ipg = l.inodes_per_group;
-        // Resize inode (7): double-indirect block listing the reserved GDT
-        // blocks, each listing its backups.
-        {
-            let backups: Vec<u64> = (1..l.groups).filter(|&g| has_super(g)).collect();
-            let mut dind = vec![0u8; BS as usize];
-            for i in 0..l.rsv_gdt_blocks {
-                let pblk = 1 + l.gdt_blocks + i;
-                let off = ((l.gdt_blocks + i) % 1024) as usize;
-                put_u32(&mut dind, off * 4, pblk as u32);
-                let mut b = vec![0u8; BS as usize];
-                for (j, g) in backups.iter().enumerate() {
-                    put_u32(&mut b, j * 4, (pblk + g * BLOCKS_PER_GROUP) as u32);
-                }
-                self.write(pblk * BS, &b)?;
-            }
-            self.write(self.resize_dind * BS, &dind)?;
-            let mut n = Node::empty(ts);
-            n.mode = 0o100600;
-            n.links = 1;
-            n.size = (1024 * 1024 + 1024 + 12) * BS;
-            n.blocks = 1 + l.rsv_gdt_blocks * (1 + backups.len() as u64);
-            let mut ib = [0u8; 60];
-            put_u32(&mut ib[..], 13 * 4, self.resize_dind as u32);
-            n.data = Data::Inline(ib);
-            *self.node_mut(RESIZE_INO) = n;
+        self.write_resize_inode(&l, ts)?;
+        let jnl_blocks = self.write_journal_inode(&l, ts)?;
+        let (mut descs, files, free_inodes_total) = self.write_inode_tables(&l)?;
+        let free_blocks_total = self.write_block_bitmaps(&l, &mut descs)?;
+        // Group descriptor table, primary and backups.
+        let mut gdt = vec![0u8; (l.gdt_blocks * BS) as usize];
+        for (g, d) in descs.iter().enumerate() {
+            let raw = d.to_raw(self.fs_seed, g as u32);
+            gdt[g * 64..g * 64 + 64].copy_from_slice(raw.as_bytes());
         }
-        // Journal inode (8).
+        // Superblock.
+        let mut sb = self.superblock(&l, ts, free_blocks_total, free_inodes_total, &jnl_blocks);
+        for g in 0..l.groups {
+            if !has_super(g) {
+                continue;
+            }
+            let base = g * BLOCKS_PER_GROUP;
+            self.write((base + 1) * BS, &gdt)?;
+            sb.s_block_group_nr = zerocopy::little_endian::U16::new(g as u16);
+            sb.seal();
+            let at = if g == 0 { 1024 } else { base * BS };
+            self.write(at, sb.as_bytes())?;
+        }
+        Ok(Ext4Report {
+            size_bytes: l.blocks_count * BS,
+            blocks_count: l.blocks_count,
+            free_blocks: free_blocks_total,
+            inodes_count: l.inodes_count(),
+            free_inodes: free_inodes_total,
+            files,
+        })
+    }
+
+    /// Resize inode (7): a double-indirect block listing the reserved GDT
+    /// blocks, each listing its backups.
+    fn write_resize_inode(&mut self, l: &Layout, ts: Timestamp) -> Result<(), Error> {
+        let backups: Vec<u64> = (1..l.groups).filter(|&g| has_super(g)).collect();
+        let mut dind = vec![0u8; BS as usize];
+        for i in 0..l.rsv_gdt_blocks {
+            let pblk = 1 + l.gdt_blocks + i;
+            let off = ((l.gdt_blocks + i) % 1024) as usize;
+            put_u32(&mut dind, off * 4, pblk as u32);
+            let mut b = vec![0u8; BS as usize];
+            for (j, g) in backups.iter().enumerate() {
+                put_u32(&mut b, j * 4, (pblk + g * BLOCKS_PER_GROUP) as u32);
+            }
+            self.write(pblk * BS, &b)?;
+        }
+        self.write(self.resize_dind * BS, &dind)?;
+        let mut n = Node::empty(ts);
+        n.mode = 0o100600;
+        n.links = 1;
+        n.size = (1024 * 1024 + 1024 + 12) * BS;
+        n.blocks = 1 + l.rsv_gdt_blocks * (1 + backups.len() as u64);
+        let mut ib = [0u8; 60];
+        put_u32(&mut ib[..], 13 * 4, self.resize_dind as u32);
+        n.data = Data::Inline(ib);
+        *self.node_mut(RESIZE_INO) = n;
+        Ok(())
+    }
+
+    /// Journal inode (8); returns the `s_jnl_blocks` backup of its
+    /// `i_block` and size for the superblock.
+    fn write_journal_inode(&mut self, l: &Layout, ts: Timestamp) -> Result<[u32; 17], Error> {
         let mut jnl_blocks = [0u32; 17];
         if let Some(tree) = self.journal_tree.take() {
             for (b, bytes) in &tree.nodes {
@@ -1157,7 +1239,13 @@ impl<W: WriteAt> Ext4Writer<W> {
             };
             *self.node_mut(JOURNAL_INO) = n;
         }
-        // Inode tables and inode bitmaps.
+        Ok(jnl_blocks)
+    }
+
+    /// Inode tables and inode bitmaps; returns the group descriptors
+    /// (block fields filled later), the number of files and free inodes.
+    fn write_inode_tables(&mut self, l: &Layout) -> Result<(Vec<GroupDesc>, u64, u64), Error> {
+        let ipg = l.inodes_per_group;
         let mut descs: Vec<GroupDesc> = Vec::with_capacity(l.groups as usize);
         let total = self.nodes.len() as u64;
         let mut files = 0u64;
@@ -1232,7 +1320,12 @@ impl<W: WriteAt> Ext4Writer<W> {
                 ..Default::default()
             });
         }
-        // Block bitmaps swept from the sorted used and freed ranges.
+        Ok((descs, files, free_inodes_total))
+    }
+
+    /// Block bitmaps swept from the sorted used and freed ranges; fills
+    /// each descriptor's free count and checksum; returns the free blocks.
+    fn write_block_bitmaps(&mut self, l: &Layout, descs: &mut [GroupDesc]) -> Result<u64, Error> {
         let mut used: Vec<(u64, u64)> = l.metadata.clone();
         used.extend(self.alloc.allocated.iter().copied());
         used.sort_unstable();
@@ -1260,33 +1353,7 @@ impl<W: WriteAt> Ext4Writer<W> {
             d.free_blocks = free as u32;
             d.block_bitmap_csum = csum;
         }
-        // Group descriptor table, primary and backups.
-        let mut gdt = vec![0u8; (l.gdt_blocks * BS) as usize];
-        for (g, d) in descs.iter().enumerate() {
-            let raw = d.to_raw(self.fs_seed, g as u32);
-            gdt[g * 64..g * 64 + 64].copy_from_slice(raw.as_bytes());
-        }
-        // Superblock.
-        let mut sb = self.superblock(&l, ts, free_blocks_total, free_inodes_total, &jnl_blocks);
-        for g in 0..l.groups {
-            if !has_super(g) {
-                continue;
-            }
-            let base = g * BLOCKS_PER_GROUP;
-            self.write((base + 1) * BS, &gdt)?;
-            sb.s_block_group_nr = zerocopy::little_endian::U16::new(g as u16);
-            sb.seal();
-            let at = if g == 0 { 1024 } else { base * BS };
-            self.write(at, sb.as_bytes())?;
-        }
-        Ok(Ext4Report {
-            size_bytes: l.blocks_count * BS,
-            blocks_count: l.blocks_count,
-            free_blocks: free_blocks_total,
-            inodes_count: l.inodes_count(),
-            free_inodes: free_inodes_total,
-            files,
-        })
+        Ok(free_blocks_total)
     }
 
     fn superblock(
