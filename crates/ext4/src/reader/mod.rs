@@ -259,125 +259,9 @@ impl<R: ReadAt> Ext4Reader<R> {
             .map_err(Error::read_io(1024))?;
         // OK: the buffer is exactly the struct's size.
         let sb = RawSuperblock::read_from_bytes(&raw).map_err(|_| corrupt(0, "superblock size"))?;
-        if sb.s_magic.get() != EXT4_SUPER_MAGIC {
-            return Err(corrupt(0, "bad superblock magic (not ext2/3/4)"));
-        }
-        let ro = sb.s_feature_ro_compat.get();
-        if ro & RO_COMPAT_METADATA_CSUM != 0 {
-            if sb.s_checksum_type != 1 {
-                return Err(corrupt(0, "unknown superblock checksum type"));
-            }
-            let c = Crc32c::new(!0)
-                .update(raw.get(..0x3FC).unwrap_or(&[]))
-                .value();
-            if c != sb.s_checksum.get() {
-                return Err(corrupt(0, "superblock checksum mismatch"));
-            }
-        }
-        let incompat = sb.s_feature_incompat.get();
-        for (bit, name) in INCOMPAT_NAMES {
-            if incompat & bit != 0 {
-                return Err(Error::Unsupported { feature: name });
-            }
-        }
-        if incompat & !INCOMPAT_SUPPORTED != 0 {
-            return Err(Error::Unsupported {
-                feature: "unknown incompat feature",
-            });
-        }
-        let log = sb.s_log_block_size.get();
-        if log > 6 {
-            return Err(corrupt(0, "block size above 64 KiB"));
-        }
-        let block_size: u64 = 1024 << log;
-        let blocks_count = u64::from(sb.s_blocks_count_lo.get())
-            | if incompat & INCOMPAT_64BIT != 0 {
-                u64::from(sb.s_blocks_count_hi.get()) << 32
-            } else {
-                0
-            };
-        let free_blocks = u64::from(sb.s_free_blocks_count_lo.get())
-            | if incompat & INCOMPAT_64BIT != 0 {
-                u64::from(sb.s_free_blocks_count_hi.get()) << 32
-            } else {
-                0
-            };
-        let fs_bytes = blocks_count
-            .checked_mul(block_size)
-            .ok_or_else(|| corrupt(0, "block count overflows"))?;
-        if fs_bytes > region {
-            return Err(corrupt(
-                0,
-                "filesystem larger than its region (truncated image?)",
-            ));
-        }
-        let bpg = u64::from(sb.s_blocks_per_group.get());
-        let ipg = sb.s_inodes_per_group.get();
-        let first_data = u64::from(sb.s_first_data_block.get());
-        if bpg == 0 || bpg > block_size * 8 || ipg == 0 || u64::from(ipg) > block_size * 8 {
-            return Err(corrupt(0, "blocks or inodes per group out of range"));
-        }
-        if blocks_count <= first_data {
-            return Err(corrupt(0, "block count below the first data block"));
-        }
-        let groups = (blocks_count - first_data).div_ceil(bpg);
-        if u64::from(sb.s_inodes_count.get()) > groups.saturating_mul(u64::from(ipg)) {
-            return Err(corrupt(0, "inode count exceeds groups × inodes per group"));
-        }
-        let inode_size = if sb.s_rev_level.get() == 0 {
-            128
-        } else {
-            u32::from(sb.s_inode_size.get())
-        };
-        if !(128..=MAX_INODE_SIZE).contains(&inode_size) || !inode_size.is_power_of_two() {
-            return Err(corrupt(0, "inode size out of range"));
-        }
-        let desc_size: u64 = if incompat & INCOMPAT_64BIT != 0 {
-            let d = u64::from(sb.s_desc_size.get());
-            if !(32..=1024).contains(&d) || !d.is_power_of_two() {
-                return Err(corrupt(0, "group descriptor size out of range"));
-            }
-            d
-        } else {
-            32
-        };
-        let descs_per_block = block_size / desc_size;
-        let meta_bg = incompat & INCOMPAT_META_BG != 0;
-        let first_meta_bg = u64::from(sb.s_first_meta_bg.get());
-        let mut inode_tables = Vec::new();
-        let mut buf = vec![0u8; usize::try_from(desc_size).unwrap_or(64)];
-        for g in 0..groups {
-            let per = g / descs_per_block;
-            let desc_block = if meta_bg && per >= first_meta_bg {
-                // meta_bg: the descriptors of meta group `per` live in the
-                // first block of that meta group's first group (after its
-                // superblock backup if it has one).
-                let first = per * descs_per_block;
-                let sb_backup = u64::from(has_super(first, ro));
-                first * bpg + first_data + sb_backup
-            } else {
-                first_data + 1 + per
-            };
-            let off = desc_block
-                .checked_mul(block_size)
-                .and_then(|o| o.checked_add((g % descs_per_block) * desc_size))
-                .filter(|o| o.saturating_add(desc_size) <= fs_bytes)
-                .ok_or_else(|| corrupt(0, "group descriptor beyond the filesystem"))?;
-            src.read_exact_at(&mut buf, off)
-                .map_err(Error::read_io(off))?;
-            let mut table = u64::from(le32(&buf, 0x08));
-            if desc_size >= 64 {
-                table |= u64::from(le32(&buf, 0x28)) << 32;
-            }
-            let table_end = u64::from(ipg)
-                .saturating_mul(u64::from(inode_size))
-                .div_ceil(block_size)
-                .saturating_add(table);
-            if table == 0 || table_end > blocks_count {
-                return Err(corrupt(0, "inode table beyond the filesystem"));
-            }
-            inode_tables.push(table);
-        }
+        check_superblock(&sb, &raw)?;
+        let g = Geometry::of(&sb, region)?;
+        let inode_tables = read_inode_tables(&src, &sb, &g)?;
         let label_end = sb
             .s_volume_name
             .iter()
@@ -388,15 +272,15 @@ impl<R: ReadAt> Ext4Reader<R> {
         let info = FsInfo {
             label,
             uuid: sb.s_uuid,
-            block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
-            blocks_count,
-            free_blocks,
+            block_size: u32::try_from(g.block_size).unwrap_or(u32::MAX),
+            blocks_count: g.blocks_count,
+            free_blocks: g.free_blocks,
             inodes_count: sb.s_inodes_count.get(),
             free_inodes: sb.s_free_inodes_count.get(),
-            inode_size,
+            inode_size: g.inode_size,
         };
-        let csum_seed = (ro & RO_COMPAT_METADATA_CSUM != 0).then(|| {
-            if incompat & INCOMPAT_CSUM_SEED != 0 {
+        let csum_seed = (g.ro & RO_COMPAT_METADATA_CSUM != 0).then(|| {
+            if g.incompat & INCOMPAT_CSUM_SEED != 0 {
                 sb.s_checksum_seed.get()
             } else {
                 crate::checksum::fs_seed(&sb.s_uuid)
@@ -406,10 +290,10 @@ impl<R: ReadAt> Ext4Reader<R> {
             src,
             info,
             csum_seed,
-            block_size,
-            inodes_per_group: ipg,
-            inode_size,
-            filetype: incompat & INCOMPAT_FILETYPE != 0,
+            block_size: g.block_size,
+            inodes_per_group: g.ipg,
+            inode_size: g.inode_size,
+            filetype: g.incompat & INCOMPAT_FILETYPE != 0,
             inode_tables,
         })
     }
@@ -751,6 +635,191 @@ fn has_super(g: u64, ro_compat: u32) -> bool {
         }
         p == g
     })
+}
+
+/// The superblock's magic, checksum and incompatible features.
+fn check_superblock(sb: &RawSuperblock, raw: &[u8]) -> Result<(), Error> {
+    if sb.s_magic.get() != EXT4_SUPER_MAGIC {
+        return Err(corrupt(0, "bad superblock magic (not ext2/3/4)"));
+    }
+    let ro = sb.s_feature_ro_compat.get();
+    if ro & RO_COMPAT_METADATA_CSUM != 0 {
+        if sb.s_checksum_type != 1 {
+            return Err(corrupt(0, "unknown superblock checksum type"));
+        }
+        let c = Crc32c::new(!0)
+            .update(raw.get(..0x3FC).unwrap_or(&[]))
+            .value();
+        if c != sb.s_checksum.get() {
+            return Err(corrupt(0, "superblock checksum mismatch"));
+        }
+    }
+    let incompat = sb.s_feature_incompat.get();
+    for (bit, name) in INCOMPAT_NAMES {
+        if incompat & bit != 0 {
+            return Err(Error::Unsupported { feature: name });
+        }
+    }
+    if incompat & !INCOMPAT_SUPPORTED != 0 {
+        return Err(Error::Unsupported {
+            feature: "unknown incompat feature",
+        });
+    }
+    Ok(())
+}
+
+/// The filesystem's shape from its superblock, each field bounded.
+struct Geometry {
+    block_size: u64,
+    blocks_count: u64,
+    free_blocks: u64,
+    /// `blocks_count` × `block_size`, within the region.
+    fs_bytes: u64,
+    bpg: u64,
+    ipg: u32,
+    first_data: u64,
+    groups: u64,
+    inode_size: u32,
+    desc_size: u64,
+    incompat: u32,
+    ro: u32,
+}
+
+impl Geometry {
+    fn of(sb: &RawSuperblock, region: u64) -> Result<Self, Error> {
+        let incompat = sb.s_feature_incompat.get();
+        let ro = sb.s_feature_ro_compat.get();
+        let log = sb.s_log_block_size.get();
+        if log > 6 {
+            return Err(corrupt(0, "block size above 64 KiB"));
+        }
+        let block_size: u64 = 1024 << log;
+        let blocks_count = u64::from(sb.s_blocks_count_lo.get())
+            | if incompat & INCOMPAT_64BIT != 0 {
+                u64::from(sb.s_blocks_count_hi.get()) << 32
+            } else {
+                0
+            };
+        let free_blocks = u64::from(sb.s_free_blocks_count_lo.get())
+            | if incompat & INCOMPAT_64BIT != 0 {
+                u64::from(sb.s_free_blocks_count_hi.get()) << 32
+            } else {
+                0
+            };
+        let fs_bytes = blocks_count
+            .checked_mul(block_size)
+            .ok_or_else(|| corrupt(0, "block count overflows"))?;
+        if fs_bytes > region {
+            return Err(corrupt(
+                0,
+                "filesystem larger than its region (truncated image?)",
+            ));
+        }
+        let bpg = u64::from(sb.s_blocks_per_group.get());
+        let ipg = sb.s_inodes_per_group.get();
+        let first_data = u64::from(sb.s_first_data_block.get());
+        if bpg == 0 || bpg > block_size * 8 || ipg == 0 || u64::from(ipg) > block_size * 8 {
+            return Err(corrupt(0, "blocks or inodes per group out of range"));
+        }
+        if blocks_count <= first_data {
+            return Err(corrupt(0, "block count below the first data block"));
+        }
+        let groups = (blocks_count - first_data).div_ceil(bpg);
+        if u64::from(sb.s_inodes_count.get()) > groups.saturating_mul(u64::from(ipg)) {
+            return Err(corrupt(0, "inode count exceeds groups × inodes per group"));
+        }
+        let inode_size = if sb.s_rev_level.get() == 0 {
+            128
+        } else {
+            u32::from(sb.s_inode_size.get())
+        };
+        if !(128..=MAX_INODE_SIZE).contains(&inode_size) || !inode_size.is_power_of_two() {
+            return Err(corrupt(0, "inode size out of range"));
+        }
+        let desc_size: u64 = if incompat & INCOMPAT_64BIT != 0 {
+            let d = u64::from(sb.s_desc_size.get());
+            if !(32..=1024).contains(&d) || !d.is_power_of_two() {
+                return Err(corrupt(0, "group descriptor size out of range"));
+            }
+            d
+        } else {
+            32
+        };
+        Ok(Self {
+            block_size,
+            blocks_count,
+            free_blocks,
+            fs_bytes,
+            bpg,
+            ipg,
+            first_data,
+            groups,
+            inode_size,
+            desc_size,
+            incompat,
+            ro,
+        })
+    }
+}
+
+/// Each group's inode table block, from the group descriptors.
+fn read_inode_tables<R: ReadAt>(
+    src: &R,
+    sb: &RawSuperblock,
+    g: &Geometry,
+) -> Result<Vec<u64>, Error> {
+    let Geometry {
+        block_size,
+        blocks_count,
+        fs_bytes,
+        bpg,
+        ipg,
+        first_data,
+        groups,
+        inode_size,
+        desc_size,
+        incompat,
+        ro,
+        ..
+    } = *g;
+    let descs_per_block = block_size / desc_size;
+    let meta_bg = incompat & INCOMPAT_META_BG != 0;
+    let first_meta_bg = u64::from(sb.s_first_meta_bg.get());
+    let mut inode_tables = Vec::new();
+    let mut buf = vec![0u8; usize::try_from(desc_size).unwrap_or(64)];
+    for g in 0..groups {
+        let per = g / descs_per_block;
+        let desc_block = if meta_bg && per >= first_meta_bg {
+            // meta_bg: the descriptors of meta group `per` live in the
+            // first block of that meta group's first group (after its
+            // superblock backup if it has one).
+            let first = per * descs_per_block;
+            let sb_backup = u64::from(has_super(first, ro));
+            first * bpg + first_data + sb_backup
+        } else {
+            first_data + 1 + per
+        };
+        let off = desc_block
+            .checked_mul(block_size)
+            .and_then(|o| o.checked_add((g % descs_per_block) * desc_size))
+            .filter(|o| o.saturating_add(desc_size) <= fs_bytes)
+            .ok_or_else(|| corrupt(0, "group descriptor beyond the filesystem"))?;
+        src.read_exact_at(&mut buf, off)
+            .map_err(Error::read_io(off))?;
+        let mut table = u64::from(le32(&buf, 0x08));
+        if desc_size >= 64 {
+            table |= u64::from(le32(&buf, 0x28)) << 32;
+        }
+        let table_end = u64::from(ipg)
+            .saturating_mul(u64::from(inode_size))
+            .div_ceil(block_size)
+            .saturating_add(table);
+        if table == 0 || table_end > blocks_count {
+            return Err(corrupt(0, "inode table beyond the filesystem"));
+        }
+        inode_tables.push(table);
+    }
+    Ok(inode_tables)
 }
 
 #[cfg(test)]
