@@ -34,6 +34,7 @@ use kiln_tree::{Content, Entry, EntryKind, Metadata, SourceOptions, TreePath, Tr
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
@@ -235,6 +236,53 @@ fn is_header_only(t: tar::EntryType) -> bool {
     )
 }
 
+/// A layer blob read through its digest, buffered for sniffing.
+type BlobReader = BufReader<HashingReader<Box<dyn Read + Send>>>;
+
+/// The layer blob's bytes behind a hashing reader (for the blob digest)
+/// and the decompressor its media type or magic names. `at` is the
+/// (input, blob label) pair errors name.
+fn open_decoder(
+    raw: Box<dyn Read + Send>,
+    compression: LayerCompression,
+    verify: Verify,
+    lio: &dyn Fn(std::io::Error) -> Error,
+    at: (&Path, &str),
+) -> Result<Decomp<BlobReader>, Error> {
+    let hashing = match verify {
+        Verify::Yes => HashingReader::new(raw),
+        Verify::No => HashingReader::unhashed(raw),
+    };
+    let mut buffered = BufReader::with_capacity(256 * 1024, hashing);
+    let comp = match compression {
+        LayerCompression::Sniff => {
+            let head = buffered.fill_buf().map_err(lio)?;
+            match kiln_tree::tar_source::Compression::sniff(head) {
+                kiln_tree::tar_source::Compression::None => LayerCompression::None,
+                kiln_tree::tar_source::Compression::Gzip => LayerCompression::Gzip,
+                kiln_tree::tar_source::Compression::Zstd => LayerCompression::Zstd,
+                kiln_tree::tar_source::Compression::Xz => {
+                    return Err(Error::BadLayer {
+                        input: at.0.to_path_buf(),
+                        blob: at.1.to_string(),
+                        reason: "xz-compressed layers are not an OCI layer type".into(),
+                    })
+                }
+            }
+        }
+        other => other,
+    };
+    Ok(match comp {
+        LayerCompression::Gzip => {
+            Decomp::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+        }
+        LayerCompression::Zstd => {
+            Decomp::Zstd(zstd::stream::read::Decoder::with_buffer(buffered).map_err(lio)?)
+        }
+        LayerCompression::None | LayerCompression::Sniff => Decomp::Plain(buffered),
+    })
+}
+
 /// Streams `layer` (read from `c`) into `sink`, every path below
 /// `diff_root`. Verifies the blob digest and the diff ID unless `verify`
 /// is [`Verify::No`].
@@ -258,39 +306,7 @@ pub(crate) fn stream_layer<S: TreeSink>(
         blob: label.clone(),
         source,
     };
-    let hashing = match verify {
-        Verify::Yes => HashingReader::new(raw),
-        Verify::No => HashingReader::unhashed(raw),
-    };
-    let mut buffered = BufReader::with_capacity(256 * 1024, hashing);
-    let comp = match layer.compression {
-        LayerCompression::Sniff => {
-            let head = buffered.fill_buf().map_err(lio)?;
-            match kiln_tree::tar_source::Compression::sniff(head) {
-                kiln_tree::tar_source::Compression::None => LayerCompression::None,
-                kiln_tree::tar_source::Compression::Gzip => LayerCompression::Gzip,
-                kiln_tree::tar_source::Compression::Zstd => LayerCompression::Zstd,
-                kiln_tree::tar_source::Compression::Xz => {
-                    return Err(Error::BadLayer {
-                        input,
-                        blob: label,
-                        reason: "xz-compressed layers are not an OCI layer type".into(),
-                    }
-                    .into())
-                }
-            }
-        }
-        other => other,
-    };
-    let decomp = match comp {
-        LayerCompression::Gzip => {
-            Decomp::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-        }
-        LayerCompression::Zstd => {
-            Decomp::Zstd(zstd::stream::read::Decoder::with_buffer(buffered).map_err(lio)?)
-        }
-        LayerCompression::None | LayerCompression::Sniff => Decomp::Plain(buffered),
-    };
+    let decomp = open_decoder(raw, layer.compression, verify, &lio, (&input, &label))?;
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (spare_tx, spare_rx) = channel();
@@ -382,13 +398,6 @@ fn consume<S: TreeSink>(
     input: &std::path::Path,
     label: &str,
 ) -> Result<(LayerResult, Option<Hasher>), FeedError<S::Error>> {
-    let input = input.to_path_buf();
-    let label = label.to_string();
-    let lio = |source: std::io::Error| Error::LayerIo {
-        input: input.clone(),
-        blob: label.clone(),
-        source,
-    };
     let st = Rc::new(RefCell::new(TeeState {
         mode: Mode::Header,
         segment: Vec::new(),
@@ -398,205 +407,285 @@ fn consume<S: TreeSink>(
         inner: chunks,
         st: Rc::clone(&st),
     };
+    let mut c = Consume {
+        diff_root,
+        default_meta,
+        sink,
+        input: input.to_path_buf(),
+        label: label.to_string(),
+        st,
+        dirs: BTreeMap::new(),
+        opaque: BTreeMap::new(),
+        seen: HashSet::new(),
+        size: 0,
+        count: 0,
+    };
     let mut ts = TarSplitWriter::new();
     let mut archive = tar::Archive::new(tee);
-    let mut dirs: BTreeMap<TreePath, Metadata> = BTreeMap::new();
-    let mut opaque: BTreeMap<TreePath, Metadata> = BTreeMap::new();
-    let mut seen: HashSet<TreePath> = HashSet::new();
-    let mut size: u64 = 0;
-    let mut count: u64 = 0;
-    let bad = |reason: String| Error::BadLayer {
-        input: input.clone(),
-        blob: label.clone(),
-        reason,
-    };
-    let tree_err = |source: kiln_tree::Error| Error::Layer {
-        input: input.clone(),
-        blob: label.clone(),
-        source,
-    };
     {
-        let mut members = archive.entries().map_err(lio)?;
+        let mut members = archive.entries().map_err(|e| c.lio(e))?;
         loop {
-            st.borrow_mut().mode = Mode::Header;
+            c.st.borrow_mut().mode = Mode::Header;
             let Some(member) = members.next() else { break };
-            let mut member = member.map_err(lio)?;
-            let et = member.header().entry_type();
-            if et == tar::EntryType::XGlobalHeader {
-                // Its data stays in the segment: nothing to unpack.
-                std::io::copy(&mut member, &mut std::io::sink()).map_err(lio)?;
-                continue;
-            }
-            if et == tar::EntryType::GNUSparse {
-                return Err(bad(format!(
-                    "GNU sparse member {:?} cannot be re-exported exactly",
-                    String::from_utf8_lossy(&member.path_bytes())
-                ))
-                .into());
-            }
-            let data_size = member.size();
-            if is_header_only(et) && data_size != 0 {
-                return Err(bad(format!(
-                    "member {:?} of a header-only type carries {data_size} data bytes",
-                    String::from_utf8_lossy(&member.path_bytes())
-                ))
-                .into());
-            }
-            let raw_name = member.path_bytes().into_owned();
-            let seg = std::mem::take(&mut st.borrow_mut().segment);
-            ts.segment(&seg).map_err(lio)?;
-            let entry = convert_member(&mut member, &SourceOptions::default()).map_err(tree_err)?;
-            let Some(mut entry) = entry else {
-                continue;
-            };
-            let name = entry.path.file_name().unwrap_or_default().to_vec();
-            let mut crc = None;
-            if name.starts_with(WH) {
-                let parent = entry.path.parent().unwrap_or_default();
-                if name == WH_OPQ {
-                    let mut m = default_meta.clone();
-                    m.mtime = entry.meta.mtime;
-                    opaque.insert(parent, m);
-                } else if !name.starts_with(WH_META) {
-                    let target = name.get(WH.len()..).unwrap_or_default();
-                    let path = parent.join(target).map_err(tree_err)?;
-                    if !seen.insert(path.clone()) {
-                        return Err(bad(format!("{path} appears twice")).into());
-                    }
-                    let mut meta = entry.meta.clone();
-                    meta.mode = 0;
-                    meta.xattrs.clear();
-                    let e = Entry::new(
-                        path.prefixed(diff_root),
-                        EntryKind::CharDev { major: 0, minor: 0 },
-                        meta,
-                    );
-                    sink.add(&e, Content::None).map_err(FeedError::Sink)?;
-                    count += 1;
-                }
-            } else {
-                match &mut entry.kind {
-                    // The engine ignores the layer's root entry (`./`):
-                    // `diff/` keeps the driver's own 0755 root directory.
-                    EntryKind::Dir if entry.path.is_root() => {}
-                    EntryKind::Dir => {
-                        dirs.insert(entry.path.clone(), entry.meta.clone());
-                    }
-                    kind => {
-                        if let EntryKind::Hardlink { target } = kind {
-                            if !seen.contains(target) {
-                                return Err(tree_err(kiln_tree::Error::DanglingHardlink {
-                                    path: entry.path.to_string(),
-                                    target: target.to_string(),
-                                })
-                                .into());
-                            }
-                            *target = target.prefixed(diff_root);
-                        }
-                        if !seen.insert(entry.path.clone()) {
-                            return Err(bad(format!("{} appears twice", entry.path)).into());
-                        }
-                        let e = Entry::new(
-                            entry.path.prefixed(diff_root),
-                            entry.kind.clone(),
-                            entry.meta.clone(),
-                        );
-                        match &e.kind {
-                            EntryKind::File => {
-                                size = size.saturating_add(data_size);
-                                {
-                                    let mut s = st.borrow_mut();
-                                    s.mode = Mode::Data;
-                                    s.crc = Crc64::default();
-                                }
-                                let mut r = (&mut member).take(data_size);
-                                sink.add(
-                                    &e,
-                                    Content::Stream {
-                                        size: data_size,
-                                        reader: &mut r,
-                                    },
-                                )
-                                .map_err(FeedError::Sink)?;
-                                let rest =
-                                    std::io::copy(&mut r, &mut std::io::sink()).map_err(lio)?;
-                                if rest != 0 {
-                                    tracing::debug!(path = %e.path, rest, "sink left data unread");
-                                }
-                                if data_size > 0 {
-                                    crc = Some(st.borrow().crc.finish());
-                                }
-                            }
-                            EntryKind::Symlink { target } => {
-                                size = size.saturating_add(target.len() as u64);
-                                sink.add(&e, Content::None).map_err(FeedError::Sink)?;
-                            }
-                            _ => sink.add(&e, Content::None).map_err(FeedError::Sink)?,
-                        }
-                        count += 1;
-                    }
-                }
-            }
-            // Member data also passes through the tar reader when it is
-            // skipped (e.g. `.wh.` markers with data): keep it in Data
-            // mode so the next segment holds only headers and padding.
-            if crc.is_none() && data_size > 0 {
-                let mut s = st.borrow_mut();
-                s.mode = Mode::Data;
-                s.crc = Crc64::default();
-                drop(s);
-                std::io::copy(&mut member, &mut std::io::sink()).map_err(lio)?;
-                crc = Some(st.borrow().crc.finish());
-            }
-            ts.file(&raw_name, data_size, crc).map_err(lio)?;
+            let mut member = member.map_err(|e| c.lio(e))?;
+            c.member(&mut member, &mut ts)?;
         }
     }
     // After the last member, as tar-split (Go's archive/tar) records it:
     // one segment with the end-of-archive marker (the tar parser stopped
     // after its first zero block; Go reads the second one too), then one
     // with everything else up to the end of the stream.
-    st.borrow_mut().mode = Mode::Header;
+    c.st.borrow_mut().mode = Mode::Header;
     let mut tee = archive.into_inner();
-    std::io::copy(&mut (&mut tee).take(512), &mut std::io::sink()).map_err(lio)?;
-    let eof = std::mem::take(&mut st.borrow_mut().segment);
-    ts.segment(&eof).map_err(lio)?;
-    std::io::copy(&mut tee, &mut std::io::sink()).map_err(lio)?;
-    let tail = std::mem::take(&mut st.borrow_mut().segment);
-    ts.segment(&tail).map_err(lio)?;
+    std::io::copy(&mut (&mut tee).take(512), &mut std::io::sink()).map_err(|e| c.lio(e))?;
+    let eof = std::mem::take(&mut c.st.borrow_mut().segment);
+    ts.segment(&eof).map_err(|e| c.lio(e))?;
+    std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| c.lio(e))?;
+    let tail = std::mem::take(&mut c.st.borrow_mut().segment);
+    ts.segment(&tail).map_err(|e| c.lio(e))?;
     // The decoder thread drains the compressed stream itself.
     let diff = tee.inner.diff;
-    // Directories last, parents first, with the opaque marker merged.
-    for (path, m) in &opaque {
-        if !dirs.contains_key(path) {
-            dirs.insert(path.clone(), m.clone());
-        }
-    }
-    dirs.entry(TreePath::root())
-        .or_insert_with(|| default_meta.clone());
-    if let Some(clash) = dirs.keys().find(|p| seen.contains(*p)) {
-        return Err(bad(format!("{clash} is both a directory and a non-directory")).into());
-    }
-    for (path, mut meta) in dirs {
-        if opaque.contains_key(&path) {
-            meta.xattrs.retain(|x| x.name != OPAQUE_XATTR);
-            meta.xattrs.push(Xattr {
-                name: OPAQUE_XATTR.to_vec(),
-                value: b"y".to_vec(),
-            });
-            meta.xattrs.sort();
-        }
-        let e = Entry::new(path.prefixed(diff_root), EntryKind::Dir, meta);
-        sink.add(&e, Content::None).map_err(FeedError::Sink)?;
-        count += 1;
-    }
-    let tar_split = ts.finish().map_err(lio)?;
+    c.add_dirs()?;
+    let tar_split = ts.finish().map_err(|e| c.lio(e))?;
     Ok((
         LayerResult {
-            size,
+            size: c.size,
             tar_size: 0,
             tar_split,
-            entries: count,
+            entries: c.count,
         },
         diff,
     ))
+}
+
+/// The state of one layer's walk: where entries go, the directories kept
+/// for last, the paths seen, the totals.
+struct Consume<'a, S: TreeSink> {
+    diff_root: &'a TreePath,
+    default_meta: &'a Metadata,
+    sink: &'a mut S,
+    input: std::path::PathBuf,
+    label: String,
+    st: Rc<RefCell<TeeState>>,
+    dirs: BTreeMap<TreePath, Metadata>,
+    opaque: BTreeMap<TreePath, Metadata>,
+    seen: HashSet<TreePath>,
+    size: u64,
+    count: u64,
+}
+
+impl<S: TreeSink> Consume<'_, S> {
+    fn lio(&self, source: std::io::Error) -> Error {
+        Error::LayerIo {
+            input: self.input.clone(),
+            blob: self.label.clone(),
+            source,
+        }
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::BadLayer {
+            input: self.input.clone(),
+            blob: self.label.clone(),
+            reason,
+        }
+    }
+
+    fn tree_err(&self, source: kiln_tree::Error) -> Error {
+        Error::Layer {
+            input: self.input.clone(),
+            blob: self.label.clone(),
+            source,
+        }
+    }
+
+    /// One tar member: its header segment and data CRC go to tar-split,
+    /// its entry (or whiteout, or directory for later) to the sink.
+    fn member<R: Read>(
+        &mut self,
+        member: &mut tar::Entry<'_, R>,
+        ts: &mut TarSplitWriter,
+    ) -> Result<(), FeedError<S::Error>> {
+        let et = member.header().entry_type();
+        if et == tar::EntryType::XGlobalHeader {
+            // Its data stays in the segment: nothing to unpack.
+            std::io::copy(member, &mut std::io::sink()).map_err(|e| self.lio(e))?;
+            return Ok(());
+        }
+        if et == tar::EntryType::GNUSparse {
+            return Err(self
+                .bad(format!(
+                    "GNU sparse member {:?} cannot be re-exported exactly",
+                    String::from_utf8_lossy(&member.path_bytes())
+                ))
+                .into());
+        }
+        let data_size = member.size();
+        if is_header_only(et) && data_size != 0 {
+            return Err(self
+                .bad(format!(
+                    "member {:?} of a header-only type carries {data_size} data bytes",
+                    String::from_utf8_lossy(&member.path_bytes())
+                ))
+                .into());
+        }
+        let raw_name = member.path_bytes().into_owned();
+        let seg = std::mem::take(&mut self.st.borrow_mut().segment);
+        ts.segment(&seg).map_err(|e| self.lio(e))?;
+        let entry =
+            convert_member(member, &SourceOptions::default()).map_err(|e| self.tree_err(e))?;
+        let Some(entry) = entry else {
+            return Ok(());
+        };
+        let name = entry.path.file_name().unwrap_or_default().to_vec();
+        let mut crc = if name.starts_with(WH) {
+            self.whiteout(&entry, &name)?;
+            None
+        } else {
+            self.entry(entry, member, data_size)?
+        };
+        // Member data also passes through the tar reader when it is
+        // skipped (e.g. `.wh.` markers with data): keep it in Data mode
+        // so the next segment holds only headers and padding.
+        if crc.is_none() && data_size > 0 {
+            self.start_data();
+            std::io::copy(member, &mut std::io::sink()).map_err(|e| self.lio(e))?;
+            crc = Some(self.st.borrow().crc.finish());
+        }
+        ts.file(&raw_name, data_size, crc)
+            .map_err(|e| self.lio(e))?;
+        Ok(())
+    }
+
+    /// Member data follows: tar-split records its CRC-64, not its bytes.
+    fn start_data(&self) {
+        let mut s = self.st.borrow_mut();
+        s.mode = Mode::Data;
+        s.crc = Crc64::default();
+    }
+
+    /// A `.wh.` entry: an opaque-directory marker (kept for the
+    /// directory pass) or a whiteout, stored as overlayfs's 0:0 device.
+    fn whiteout(&mut self, entry: &Entry, name: &[u8]) -> Result<(), FeedError<S::Error>> {
+        let parent = entry.path.parent().unwrap_or_default();
+        if name == WH_OPQ {
+            let mut m = self.default_meta.clone();
+            m.mtime = entry.meta.mtime;
+            self.opaque.insert(parent, m);
+        } else if !name.starts_with(WH_META) {
+            let target = name.get(WH.len()..).unwrap_or_default();
+            let path = parent.join(target).map_err(|e| self.tree_err(e))?;
+            if !self.seen.insert(path.clone()) {
+                return Err(self.bad(format!("{path} appears twice")).into());
+            }
+            let mut meta = entry.meta.clone();
+            meta.mode = 0;
+            meta.xattrs.clear();
+            let e = Entry::new(
+                path.prefixed(self.diff_root),
+                EntryKind::CharDev { major: 0, minor: 0 },
+                meta,
+            );
+            self.sink.add(&e, Content::None).map_err(FeedError::Sink)?;
+            self.count += 1;
+        }
+        Ok(())
+    }
+
+    /// Any other entry: directories are kept for the end, the rest goes
+    /// to the sink now (file data streamed). Returns the data's CRC-64.
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: Entry,
+        member: &mut tar::Entry<'_, R>,
+        data_size: u64,
+    ) -> Result<Option<[u8; 8]>, FeedError<S::Error>> {
+        match &mut entry.kind {
+            // The engine ignores the layer's root entry (`./`): `diff/`
+            // keeps the driver's own 0755 root directory.
+            EntryKind::Dir if entry.path.is_root() => return Ok(None),
+            EntryKind::Dir => {
+                self.dirs.insert(entry.path.clone(), entry.meta.clone());
+                return Ok(None);
+            }
+            EntryKind::Hardlink { target } => {
+                if !self.seen.contains(target) {
+                    return Err(self
+                        .tree_err(kiln_tree::Error::DanglingHardlink {
+                            path: entry.path.to_string(),
+                            target: target.to_string(),
+                        })
+                        .into());
+                }
+                *target = target.prefixed(self.diff_root);
+            }
+            _ => {}
+        }
+        if !self.seen.insert(entry.path.clone()) {
+            return Err(self.bad(format!("{} appears twice", entry.path)).into());
+        }
+        let e = Entry::new(entry.path.prefixed(self.diff_root), entry.kind, entry.meta);
+        let mut crc = None;
+        match &e.kind {
+            EntryKind::File => {
+                self.size = self.size.saturating_add(data_size);
+                self.start_data();
+                let mut r = member.take(data_size);
+                self.sink
+                    .add(
+                        &e,
+                        Content::Stream {
+                            size: data_size,
+                            reader: &mut r,
+                        },
+                    )
+                    .map_err(FeedError::Sink)?;
+                let rest = std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| self.lio(e))?;
+                if rest != 0 {
+                    tracing::debug!(path = %e.path, rest, "sink left data unread");
+                }
+                if data_size > 0 {
+                    crc = Some(self.st.borrow().crc.finish());
+                }
+            }
+            EntryKind::Symlink { target } => {
+                self.size = self.size.saturating_add(target.len() as u64);
+                self.sink.add(&e, Content::None).map_err(FeedError::Sink)?;
+            }
+            _ => self.sink.add(&e, Content::None).map_err(FeedError::Sink)?,
+        }
+        self.count += 1;
+        Ok(crc)
+    }
+
+    /// Directories last, parents first, with the opaque marker merged.
+    fn add_dirs(&mut self) -> Result<(), FeedError<S::Error>> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        for (path, m) in &self.opaque {
+            if !dirs.contains_key(path) {
+                dirs.insert(path.clone(), m.clone());
+            }
+        }
+        dirs.entry(TreePath::root())
+            .or_insert_with(|| self.default_meta.clone());
+        if let Some(clash) = dirs.keys().find(|p| self.seen.contains(*p)) {
+            return Err(self
+                .bad(format!("{clash} is both a directory and a non-directory"))
+                .into());
+        }
+        for (path, mut meta) in dirs {
+            if self.opaque.contains_key(&path) {
+                meta.xattrs.retain(|x| x.name != OPAQUE_XATTR);
+                meta.xattrs.push(Xattr {
+                    name: OPAQUE_XATTR.to_vec(),
+                    value: b"y".to_vec(),
+                });
+                meta.xattrs.sort();
+            }
+            let e = Entry::new(path.prefixed(self.diff_root), EntryKind::Dir, meta);
+            self.sink.add(&e, Content::None).map_err(FeedError::Sink)?;
+            self.count += 1;
+        }
+        Ok(())
+    }
 }
