@@ -254,12 +254,8 @@ impl BoardProfile {
     /// Validates profile TOML; `file` labels errors.
     pub fn from_toml_str(src: &str, file: &Path) -> Result<Self, Error> {
         let w: WireProfile = parse_toml(src, file)?;
-        let at = |span: std::ops::Range<usize>| locate(file, src, Some(span));
-        let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| Error::Invalid {
-            at: at(span),
-            key: key.to_string(),
-            reason,
-        };
+        let cx = Cx { file, src };
+        let invalid = |span, key: &str, reason| cx.invalid(span, key, reason);
         let aligned = |v: &Option<Spanned<ByteSize>>, key: &str| -> Result<u64, Error> {
             match v {
                 None => Ok(4 * MIB),
@@ -294,27 +290,7 @@ impl BoardProfile {
                 "use letters, digits and `-`".into(),
             ));
         }
-        let mut media = Vec::new();
-        for m in w.media.get_ref() {
-            let size: ByteSize = m
-                .get_ref()
-                .parse()
-                .map_err(|e| invalid(m.span(), "media", format!("{e}")))?;
-            media.push(Media {
-                name: m.get_ref().replace(' ', ""),
-                size,
-            });
-        }
-        if media.is_empty() {
-            return Err(invalid(
-                w.media.span(),
-                "media",
-                "list at least one medium".into(),
-            ));
-        }
-        media.sort_by_key(|m| m.size);
-
-        let mut partitions = Vec::new();
+        let media = cx.media(&w.media)?;
         let count = w.partitions.get_ref().len();
         if count == 0 {
             return Err(invalid(
@@ -323,141 +299,12 @@ impl BoardProfile {
                 "no partitions".into(),
             ));
         }
-        let mut seen_logical = false;
+        let mut partitions: Vec<PartitionSpec> = Vec::new();
         for (i, p) in w.partitions.get_ref().iter().enumerate() {
-            let key = |k: &str| format!("partition[{}].{k}", i + 1);
-            let label = p.label.get_ref().clone();
-            let max_label = if p.fs == FsKind::Ext4 { 16 } else { 11 };
-            if label.is_empty() || label.len() > max_label || !label.is_ascii() {
-                return Err(invalid(
-                    p.label.span(),
-                    &key("label"),
-                    format!("must be 1 to {max_label} ASCII characters for {:?}", p.fs),
-                ));
-            }
-            let size = match p.size.get_ref().as_str() {
-                "auto" | "rest" => {
-                    if i + 1 != count {
-                        return Err(invalid(
-                            p.size.span(),
-                            &key("size"),
-                            "only the last partition can be sized automatically".into(),
-                        ));
-                    }
-                    PartSize::Auto
-                }
-                s => {
-                    let b: ByteSize = s
-                        .parse()
-                        .map_err(|e| invalid(p.size.span(), &key("size"), format!("{e}")))?;
-                    if b.bytes() == 0 || !b.is_aligned(alignment) {
-                        return Err(invalid(
-                            p.size.span(),
-                            &key("size"),
-                            format!(
-                                "must be a non-zero multiple of the {} alignment",
-                                ByteSize::new(alignment)
-                            ),
-                        ));
-                    }
-                    PartSize::Fixed(b)
-                }
-            };
-            let default_mbr = match p.fs {
-                FsKind::Fat16 => 0x0e,
-                FsKind::Fat32 => 0x0c,
-                FsKind::Ext4 => 0x83,
-            };
-            let mbr_type = p.mbr_type.as_ref().map_or(default_mbr, |s| *s.get_ref());
-            if matches!(mbr_type, 0x00 | 0x05 | 0x0f | 0x85 | 0xee) {
-                let span = p.mbr_type.as_ref().map_or(0..0, Spanned::span);
-                return Err(invalid(
-                    span,
-                    &key("mbr-type"),
-                    format!("0x{mbr_type:02x} is reserved for the table itself"),
-                ));
-            }
-            let gpt_type = match p.gpt_type.as_ref() {
-                None => (if p.role == Role::Boot {
-                    GPT_ESP
-                } else {
-                    GPT_LINUX
-                })
-                .to_string(),
-                Some(s) => match s.get_ref().as_str() {
-                    "esp" => GPT_ESP.to_string(),
-                    "linux" => GPT_LINUX.to_string(),
-                    "bios-boot" => GPT_BIOS_BOOT.to_string(),
-                    other => other.to_string(),
-                },
-            };
-            let gpt_type: Guid = gpt_type.parse().map_err(|e| {
-                let span = p.gpt_type.as_ref().map_or(0..0, Spanned::span);
-                invalid(
-                    span,
-                    &key("gpt-type"),
-                    format!("{e}; or one of esp, linux, bios-boot"),
-                )
-            })?;
-            if p.logical && w.table == TableKind::Gpt {
-                return Err(invalid(
-                    p.label.span(),
-                    &key("logical"),
-                    "GPT has no logical partitions".into(),
-                ));
-            }
-            if seen_logical && !p.logical {
-                return Err(invalid(
-                    p.label.span(),
-                    &key("logical"),
-                    "primary partitions must come before logical ones".into(),
-                ));
-            }
-            seen_logical |= p.logical;
-            if p.fs != FsKind::Ext4 && p.role != Role::Boot {
-                return Err(invalid(
-                    p.label.span(),
-                    &key("fs"),
-                    "only the boot partition can be FAT".into(),
-                ));
-            }
-            if p.role == Role::Boot && p.fs == FsKind::Ext4 {
-                return Err(invalid(
-                    p.label.span(),
-                    &key("fs"),
-                    "the boot partition must be FAT16 or FAT32".into(),
-                ));
-            }
-            partitions.push(PartitionSpec {
-                label,
-                role: p.role,
-                fs: p.fs,
-                size,
-                mbr_type,
-                gpt_type,
-                bootable: p.bootable,
-                logical: p.logical,
-            });
+            let seen_logical = partitions.iter().any(|p| p.logical);
+            partitions.push(cx.partition(i, p, count, (alignment, w.table), seen_logical)?);
         }
-        let primaries = partitions.iter().filter(|p| !p.logical).count();
-        let max_primary = if seen_logical { 3 } else { 4 };
-        if w.table == TableKind::Mbr && primaries > max_primary {
-            return Err(invalid(
-                w.partitions.span(),
-                "partition",
-                format!("MBR allows {max_primary} primary partitions here, got {primaries}"),
-            ));
-        }
-        for role in [Role::Boot, Role::RootA, Role::Data] {
-            let n = partitions.iter().filter(|p| p.role == role).count();
-            if n != 1 {
-                return Err(invalid(
-                    w.partitions.span(),
-                    "partition",
-                    format!("need exactly one partition with role {role:?}, got {n}"),
-                ));
-            }
-        }
+        cx.check_partition_set(&partitions, w.table, w.partitions.span())?;
         Ok(Self {
             name,
             description: w.description,
@@ -498,6 +345,197 @@ impl BoardProfile {
                         .join(", ")
                 ),
             })
+    }
+}
+
+/// Locates errors in one profile file.
+struct Cx<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+impl Cx<'_> {
+    fn invalid(&self, span: std::ops::Range<usize>, key: &str, reason: String) -> Error {
+        Error::Invalid {
+            at: locate(self.file, self.src, Some(span)),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// `media`: the sizes the image must fit, smallest first.
+    fn media(&self, w: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Media>, Error> {
+        let mut media = Vec::new();
+        for m in w.get_ref() {
+            let size: ByteSize = m
+                .get_ref()
+                .parse()
+                .map_err(|e| self.invalid(m.span(), "media", format!("{e}")))?;
+            media.push(Media {
+                name: m.get_ref().replace(' ', ""),
+                size,
+            });
+        }
+        if media.is_empty() {
+            return Err(self.invalid(w.span(), "media", "list at least one medium".into()));
+        }
+        media.sort_by_key(|m| m.size);
+
+        Ok(media)
+    }
+
+    /// `[[partition]]` number `i` (0-based) of `count`; `seen_logical`:
+    /// an earlier one is logical.
+    fn partition(
+        &self,
+        i: usize,
+        p: &WirePartition,
+        count: usize,
+        (alignment, table): (u64, TableKind),
+        seen_logical: bool,
+    ) -> Result<PartitionSpec, Error> {
+        let key = |k: &str| format!("partition[{}].{k}", i + 1);
+        let label = p.label.get_ref().clone();
+        let max_label = if p.fs == FsKind::Ext4 { 16 } else { 11 };
+        if label.is_empty() || label.len() > max_label || !label.is_ascii() {
+            return Err(self.invalid(
+                p.label.span(),
+                &key("label"),
+                format!("must be 1 to {max_label} ASCII characters for {:?}", p.fs),
+            ));
+        }
+        let size = match p.size.get_ref().as_str() {
+            "auto" | "rest" => {
+                if i + 1 != count {
+                    return Err(self.invalid(
+                        p.size.span(),
+                        &key("size"),
+                        "only the last partition can be sized automatically".into(),
+                    ));
+                }
+                PartSize::Auto
+            }
+            s => {
+                let b: ByteSize = s
+                    .parse()
+                    .map_err(|e| self.invalid(p.size.span(), &key("size"), format!("{e}")))?;
+                if b.bytes() == 0 || !b.is_aligned(alignment) {
+                    return Err(self.invalid(
+                        p.size.span(),
+                        &key("size"),
+                        format!(
+                            "must be a non-zero multiple of the {} alignment",
+                            ByteSize::new(alignment)
+                        ),
+                    ));
+                }
+                PartSize::Fixed(b)
+            }
+        };
+        let default_mbr = match p.fs {
+            FsKind::Fat16 => 0x0e,
+            FsKind::Fat32 => 0x0c,
+            FsKind::Ext4 => 0x83,
+        };
+        let mbr_type = p.mbr_type.as_ref().map_or(default_mbr, |s| *s.get_ref());
+        if matches!(mbr_type, 0x00 | 0x05 | 0x0f | 0x85 | 0xee) {
+            let span = p.mbr_type.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.invalid(
+                span,
+                &key("mbr-type"),
+                format!("0x{mbr_type:02x} is reserved for the table itself"),
+            ));
+        }
+        let gpt_type = match p.gpt_type.as_ref() {
+            None => (if p.role == Role::Boot {
+                GPT_ESP
+            } else {
+                GPT_LINUX
+            })
+            .to_string(),
+            Some(s) => match s.get_ref().as_str() {
+                "esp" => GPT_ESP.to_string(),
+                "linux" => GPT_LINUX.to_string(),
+                "bios-boot" => GPT_BIOS_BOOT.to_string(),
+                other => other.to_string(),
+            },
+        };
+        let gpt_type: Guid = gpt_type.parse().map_err(|e| {
+            let span = p.gpt_type.as_ref().map_or(0..0, Spanned::span);
+            self.invalid(
+                span,
+                &key("gpt-type"),
+                format!("{e}; or one of esp, linux, bios-boot"),
+            )
+        })?;
+        if p.logical && table == TableKind::Gpt {
+            return Err(self.invalid(
+                p.label.span(),
+                &key("logical"),
+                "GPT has no logical partitions".into(),
+            ));
+        }
+        if seen_logical && !p.logical {
+            return Err(self.invalid(
+                p.label.span(),
+                &key("logical"),
+                "primary partitions must come before logical ones".into(),
+            ));
+        }
+        if p.fs != FsKind::Ext4 && p.role != Role::Boot {
+            return Err(self.invalid(
+                p.label.span(),
+                &key("fs"),
+                "only the boot partition can be FAT".into(),
+            ));
+        }
+        if p.role == Role::Boot && p.fs == FsKind::Ext4 {
+            return Err(self.invalid(
+                p.label.span(),
+                &key("fs"),
+                "the boot partition must be FAT16 or FAT32".into(),
+            ));
+        }
+        Ok(PartitionSpec {
+            label,
+            role: p.role,
+            fs: p.fs,
+            size,
+            mbr_type,
+            gpt_type,
+            bootable: p.bootable,
+            logical: p.logical,
+        })
+    }
+
+    /// The partitions together: MBR's primary count, one of each role.
+    fn check_partition_set(
+        &self,
+        partitions: &[PartitionSpec],
+        table: TableKind,
+        span: std::ops::Range<usize>,
+    ) -> Result<(), Error> {
+        let seen_logical = partitions.iter().any(|p| p.logical);
+        let primaries = partitions.iter().filter(|p| !p.logical).count();
+        let max_primary = if seen_logical { 3 } else { 4 };
+        if table == TableKind::Mbr && primaries > max_primary {
+            return Err(self.invalid(
+                span.clone(),
+                "partition",
+                format!("MBR allows {max_primary} primary partitions here, got {primaries}"),
+            ));
+        }
+        for role in [Role::Boot, Role::RootA, Role::Data] {
+            let n = partitions.iter().filter(|p| p.role == role).count();
+            if n != 1 {
+                return Err(self.invalid(
+                    span.clone(),
+                    "partition",
+                    format!("need exactly one partition with role {role:?}, got {n}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

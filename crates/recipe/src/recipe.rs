@@ -427,83 +427,24 @@ impl Recipe {
     /// anchors relative paths.
     pub fn from_toml_str(src: &str, file: &Path) -> Result<Self, Error> {
         let w: WireRecipe = parse_toml(src, file)?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        let at = |span: std::ops::Range<usize>| locate(file, src, Some(span));
-        // An empty path would name the recipe's own directory (and pack
-        // it, the image being built included): the first one found is
-        // reported once every input has been read.
-        let empty_path = std::cell::RefCell::new(None);
-        let input = |s: &Spanned<String>, key: String| {
-            if s.get_ref().trim().is_empty() {
-                empty_path
-                    .borrow_mut()
-                    .get_or_insert_with(|| Error::Invalid {
-                        at: at(s.span()),
-                        key: key.clone(),
-                        reason: "is empty: name a file or directory".into(),
-                    });
-            }
-            InputPath {
-                path: base.join(s.get_ref()),
-                key,
-                at: at(s.span()),
-            }
+        let cx = Cx {
+            file,
+            src,
+            base: file.parent().unwrap_or(Path::new(".")),
+            empty_path: std::cell::RefCell::new(None),
         };
-        let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| Error::Invalid {
-            at: at(span),
-            key: key.to_string(),
-            reason,
-        };
-
-        let mut os = BTreeMap::new();
-        for (arch_name, spec) in &w.os {
-            let arch = match arch_name.as_str() {
-                "amd64" => Arch::Amd64,
-                "armhf" => Arch::Armhf,
-                "arm64" => Arch::Arm64,
-                other => {
-                    let hint = crate::span::closest(other, ["amd64", "armhf", "arm64"])
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                    return Err(invalid(
-                        spec.span(),
-                        &format!("os.{other}"),
-                        format!("unknown architecture{hint}; use amd64, armhf or arm64"),
-                    ));
-                }
-            };
-            let s = spec.get_ref();
-            os.insert(
-                arch,
-                OsSpec {
-                    rootfs: s
-                        .rootfs
-                        .as_ref()
-                        .map(|p| input(p, format!("os.{arch_name}.rootfs"))),
-                    boot: s
-                        .boot
-                        .as_ref()
-                        .map(|p| input(p, format!("os.{arch_name}.boot"))),
-                    bios_boot: s
-                        .bios_boot
-                        .as_ref()
-                        .map(|p| input(p, format!("os.{arch_name}.bios-boot"))),
-                },
-            );
-        }
-
+        let os = cx.os(&w.os)?;
         let mut config = Vec::new();
         for (k, v) in &w.config {
             let loc = config::key_location(file, src, k);
-            config.push((k.clone(), config::from_toml(v, base, k, &loc)?, loc));
+            config.push((k.clone(), config::from_toml(v, cx.base, k, &loc)?, loc));
         }
-
         let network_profiles = w
             .network
             .map(|n| {
                 n.profiles
                     .iter()
-                    .map(|p| input(p, "network.profiles".into()))
+                    .map(|p| cx.input(p, "network.profiles".into()))
                     .collect()
             })
             .unwrap_or_default();
@@ -511,301 +452,27 @@ impl Recipe {
             w.ca.map(|c| {
                 c.certificates
                     .iter()
-                    .map(|p| input(p, "ca.certificates".into()))
+                    .map(|p| cx.input(p, "ca.certificates".into()))
                     .collect()
             })
             .unwrap_or_default();
-        let (mut ssh_keys, mut ssh_key_files) = (Vec::new(), Vec::new());
-        if let Some(ssh) = w.ssh {
-            for k in &ssh.authorized_keys {
-                let key = k.get_ref().trim();
-                if !looks_like_ssh_key(key) {
-                    return Err(invalid(
-                        k.span(),
-                        "ssh.authorized-keys",
-                        "not an OpenSSH public key (expected e.g. \"ssh-ed25519 AAAA... comment\")"
-                            .into(),
-                    ));
-                }
-                ssh_keys.push(key.to_string());
-            }
-            for f in &ssh.authorized_key_files {
-                ssh_key_files.push(input(f, "ssh.authorized-key-files".into()));
-            }
-        }
-        let mut boot_extra = Vec::new();
-        for f in w.boot.map(|b| b.files).unwrap_or_default() {
-            let dest = f.dest.get_ref().trim_start_matches('/').to_string();
-            if dest.is_empty() || dest.split('/').any(|c| c == ".." || c.is_empty()) {
-                return Err(invalid(
-                    f.dest.span(),
-                    "boot.files.dest",
-                    "must be a relative path without `..`".into(),
-                ));
-            }
-            // File names on the boot partition are at most 255 bytes (the
-            // tree's and FAT's long-name limit); checked here so the error
-            // names `dest`, not the source file.
-            if let Some(c) = dest.split('/').find(|c| c.len() > 255 || c.contains('\0')) {
-                return Err(invalid(
-                    f.dest.span(),
-                    "boot.files.dest",
-                    if c.contains('\0') {
-                        "a path component contains a NUL byte".to_string()
-                    } else {
-                        format!(
-                            "a path component of {} bytes (at most 255 bytes each)",
-                            c.len()
-                        )
-                    },
-                ));
-            }
-            boot_extra.push(BootExtra {
-                src: input(&f.src, "boot.files.src".into()),
-                dest,
-            });
-        }
-
-        let data = match w.data {
-            None => DataSpec {
-                headroom: ByteSize::mib(256),
-                size: DataSize::Auto,
-            },
-            Some(d) => DataSpec {
-                headroom: d.headroom.unwrap_or(ByteSize::mib(256)),
-                size: match d.size {
-                    None => DataSize::Auto,
-                    Some(s) => match s.get_ref().as_str() {
-                        "auto" => DataSize::Auto,
-                        "fill" => DataSize::Fill,
-                        v => DataSize::Fixed(v.parse().map_err(|e| {
-                            invalid(
-                                s.span(),
-                                "data.size",
-                                format!("{e}; or \"auto\" or \"fill\""),
-                            )
-                        })?),
-                    },
-                },
-            },
-        };
-
-        let app = match w.app {
-            None => None,
-            Some(a) => {
-                let span = a.span();
-                let a = a.into_inner();
-                if a.images.is_empty() {
-                    return Err(invalid(
-                        span,
-                        "app.images",
-                        "list at least one image archive or OCI layout".into(),
-                    ));
-                }
-                let name = a.name.get_ref().clone();
-                if name.is_empty() {
-                    return Err(invalid(
-                        a.name.span(),
-                        "app.name",
-                        "must not be empty".into(),
-                    ));
-                }
-                if let Some(u) = &a.uuid {
-                    let s = u.get_ref();
-                    if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-                        return Err(invalid(
-                            u.span(),
-                            "app.uuid",
-                            "must be 32 hex digits".into(),
-                        ));
-                    }
-                }
-                if let Some(c) = &a.commit {
-                    let s = c.get_ref();
-                    if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-                        return Err(invalid(
-                            c.span(),
-                            "app.commit",
-                            "must be 32 hex digits".into(),
-                        ));
-                    }
-                }
-                let store_path = match &a.store_path {
-                    None => "docker".to_string(),
-                    Some(p) => {
-                        let s = p.get_ref().trim_end_matches('/').to_string();
-                        if s.is_empty()
-                            || s.starts_with('/')
-                            || s.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
-                        {
-                            return Err(invalid(
-                                p.span(),
-                                "app.store-path",
-                                "must be a relative path on the data partition without `..`, e.g. \"docker\"".into(),
-                            ));
-                        }
-                        if let Some(owner) = data_root_owner(&s, None) {
-                            return Err(invalid(
-                                p.span(),
-                                "app.store-path",
-                                format!("collides with {owner} on the data partition"),
-                            ));
-                        }
-                        s
-                    }
-                };
-                let cfg = serde_json::to_value(&a.config)
-                    .map_err(|e| invalid(span.clone(), "app.config", e.to_string()))?;
-                Some(AppSpec {
-                    compose: input(&a.compose, "app.compose".into()),
-                    images: a
-                        .images
-                        .iter()
-                        .map(|i| AppImage {
-                            input: input(&i.path, "app.images.path".into()),
-                            name: i.name.clone(),
-                        })
-                        .collect(),
-                    name,
-                    uuid: a.uuid.map(|u| u.into_inner().to_ascii_lowercase()),
-                    app_id: a.app_id.unwrap_or(1),
-                    commit: a.commit.map(|c| c.into_inner().to_ascii_lowercase()),
-                    release_id: a.release_id.unwrap_or(1),
-                    store_path,
-                    pin_device: a.pin_device,
-                    config: cfg,
-                })
-            }
-        };
-
-        let swap = {
-            let s = w.swap;
-            let size = s.as_ref().and_then(|s| s.size).unwrap_or_default();
-            let path = match s.as_ref().and_then(|s| s.path.as_ref()) {
-                None => "/swapfile".to_string(),
-                Some(p) => {
-                    let v = p.get_ref();
-                    if !v.starts_with('/')
-                        || v.len() < 2
-                        || v.split('/')
-                            .skip(1)
-                            .any(|c| c.is_empty() || c == ".." || c == ".")
-                    {
-                        return Err(invalid(
-                            p.span(),
-                            "swap.path",
-                            "must be an absolute path on the data partition, e.g. /swapfile".into(),
-                        ));
-                    }
-                    let store = app.as_ref().map(|a: &AppSpec| a.store_path.as_str());
-                    if let Some(owner) = data_root_owner(&v[1..], store) {
-                        return Err(invalid(
-                            p.span(),
-                            "swap.path",
-                            format!("collides with {owner}, which kiln writes on the data partition; pick another path, e.g. /swapfile"),
-                        ));
-                    }
-                    v.clone()
-                }
-            };
-            let label = match s.as_ref().and_then(|s| s.label.as_ref()) {
-                None => "kiln-swap".to_string(),
-                Some(l) if l.get_ref().len() > 15 => {
-                    return Err(invalid(
-                        l.span(),
-                        "swap.label",
-                        "at most 15 bytes (mkswap's limit)".into(),
-                    ))
-                }
-                Some(l) => l.get_ref().clone(),
-            };
-            if size.bytes() % 4096 != 0 || (size.bytes() != 0 && size.bytes() < 40 * 1024) {
-                return Err(Error::Invalid {
-                    at: at(0..0),
-                    key: "swap.size".into(),
-                    reason: format!("{size} must be 0 or a multiple of 4 KiB of at least 40 KiB"),
-                });
-            }
-            let activation = s
-                .as_ref()
-                .and_then(|s| s.activation)
-                .unwrap_or(SwapActivation::SystemdUnit);
-            let service_image = s.as_ref().and_then(|s| s.service_image.as_ref());
-            match (activation, service_image) {
-                (SwapActivation::AppService, None) if size.bytes() > 0 => {
-                    return Err(Error::Invalid {
-                        at: at(0..0),
-                        key: "swap.service-image".into(),
-                        reason: "activation = \"app-service\" needs service-image: an image of [app] with busybox (mount, swapon), e.g. \"demo/api:1.0\"".into(),
-                    })
-                }
-                (SwapActivation::AppService, _) if app.is_none() && size.bytes() > 0 => {
-                    return Err(Error::Invalid {
-                        at: at(0..0),
-                        key: "swap.activation".into(),
-                        reason: "\"app-service\" adds a service to the app: the recipe needs an [app]".into(),
-                    })
-                }
-                (a, Some(img)) if a != SwapActivation::AppService => {
-                    return Err(invalid(
-                        img.span(),
-                        "swap.service-image",
-                        "only used with activation = \"app-service\"".into(),
-                    ))
-                }
-                _ => {}
-            }
-            SwapSpec {
-                size,
-                path,
-                label,
-                activation,
-                service_image: service_image.map(|i| i.get_ref().clone()),
-            }
-        };
-
+        let (ssh_keys, ssh_key_files) = cx.ssh(w.ssh)?;
+        let boot_extra = cx.boot_files(w.boot.map(|b| b.files).unwrap_or_default())?;
+        let data = cx.data(w.data)?;
+        let app = w.app.map(|a| cx.app(a)).transpose()?;
+        let swap = cx.swap(w.swap, app.as_ref())?;
         let build = BuildSpec {
             seed: w.build.as_ref().and_then(|b| b.seed.clone()),
             source_date_epoch: w.build.as_ref().and_then(|b| b.source_date_epoch),
         };
-
-        let output = {
-            let o = w.output;
-            let mut formats = Vec::new();
-            for f in o
-                .as_ref()
-                .and_then(|o| o.formats.clone())
-                .unwrap_or_default()
-            {
-                if !FORMATS.contains(&f.get_ref().as_str()) {
-                    return Err(invalid(
-                        f.span(),
-                        "output.formats",
-                        format!("unknown format; use {}", FORMATS.join(", ")),
-                    ));
-                }
-                formats.push(f.into_inner());
-            }
-            if formats.is_empty() {
-                formats.push("raw".into());
-            }
-            let compress = match o.and_then(|o| o.compress) {
-                None => "none".to_string(),
-                Some(c) if COMPRESS.contains(&c.get_ref().as_str()) => c.into_inner(),
-                Some(c) => {
-                    return Err(invalid(
-                        c.span(),
-                        "output.compress",
-                        format!("use {}", COMPRESS.join(", ")),
-                    ))
-                }
-            };
-            OutputSpec { formats, compress }
-        };
+        let output = cx.output(w.output)?;
         let base = w.base.map(|b| BaseSpec {
-            image: input(&b.image, "base.image".into()),
+            image: cx.input(&b.image, "base.image".into()),
         });
-        if let Some(e) = empty_path.into_inner() {
+        // An empty path would name the recipe's own directory (and pack
+        // it, the image being built included): the first one found is
+        // reported once every input has been read.
+        if let Some(e) = cx.empty_path.into_inner() {
             return Err(e);
         }
 
@@ -949,6 +616,376 @@ fn data_root_owner(rel: &str, store: Option<&str>) -> Option<String> {
     let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
     (under(rel, store) || under(store, rel))
         .then(|| format!("/{store} (the container engine's store)"))
+}
+
+/// What converting a recipe's sections needs: the file (for locations),
+/// its text, the directory relative paths are anchored at, and the first
+/// empty input path met.
+struct Cx<'a> {
+    file: &'a Path,
+    src: &'a str,
+    base: &'a Path,
+    empty_path: std::cell::RefCell<Option<Error>>,
+}
+
+impl Cx<'_> {
+    fn at(&self, span: std::ops::Range<usize>) -> Location {
+        locate(self.file, self.src, Some(span))
+    }
+
+    fn invalid(&self, span: std::ops::Range<usize>, key: &str, reason: String) -> Error {
+        Error::Invalid {
+            at: self.at(span),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// An input path, anchored at the recipe's directory; an empty one is
+    /// remembered (see `empty_path`).
+    fn input(&self, s: &Spanned<String>, key: String) -> InputPath {
+        if s.get_ref().trim().is_empty() {
+            self.empty_path
+                .borrow_mut()
+                .get_or_insert_with(|| Error::Invalid {
+                    at: self.at(s.span()),
+                    key: key.clone(),
+                    reason: "is empty: name a file or directory".into(),
+                });
+        }
+        InputPath {
+            path: self.base.join(s.get_ref()),
+            key,
+            at: self.at(s.span()),
+        }
+    }
+
+    /// `[os.ARCH]`.
+    fn os(
+        &self,
+        wire: &BTreeMap<String, Spanned<WireOs>>,
+    ) -> Result<BTreeMap<Arch, OsSpec>, Error> {
+        let mut os = BTreeMap::new();
+        for (arch_name, spec) in wire {
+            let arch = match arch_name.as_str() {
+                "amd64" => Arch::Amd64,
+                "armhf" => Arch::Armhf,
+                "arm64" => Arch::Arm64,
+                other => {
+                    let hint = crate::span::closest(other, ["amd64", "armhf", "arm64"])
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    return Err(self.invalid(
+                        spec.span(),
+                        &format!("os.{other}"),
+                        format!("unknown architecture{hint}; use amd64, armhf or arm64"),
+                    ));
+                }
+            };
+            let s = spec.get_ref();
+            os.insert(
+                arch,
+                OsSpec {
+                    rootfs: s
+                        .rootfs
+                        .as_ref()
+                        .map(|p| self.input(p, format!("os.{arch_name}.rootfs"))),
+                    boot: s
+                        .boot
+                        .as_ref()
+                        .map(|p| self.input(p, format!("os.{arch_name}.boot"))),
+                    bios_boot: s
+                        .bios_boot
+                        .as_ref()
+                        .map(|p| self.input(p, format!("os.{arch_name}.bios-boot"))),
+                },
+            );
+        }
+
+        Ok(os)
+    }
+
+    /// `[ssh]`: inline keys (checked) and key files.
+    fn ssh(&self, ssh: Option<WireSsh>) -> Result<(Vec<String>, Vec<InputPath>), Error> {
+        let (mut ssh_keys, mut ssh_key_files) = (Vec::new(), Vec::new());
+        if let Some(ssh) = ssh {
+            for k in &ssh.authorized_keys {
+                let key = k.get_ref().trim();
+                if !looks_like_ssh_key(key) {
+                    return Err(self.invalid(
+                        k.span(),
+                        "ssh.authorized-keys",
+                        "not an OpenSSH public key (expected e.g. \"ssh-ed25519 AAAA... comment\")"
+                            .into(),
+                    ));
+                }
+                ssh_keys.push(key.to_string());
+            }
+            for f in &ssh.authorized_key_files {
+                ssh_key_files.push(self.input(f, "ssh.authorized-key-files".into()));
+            }
+        }
+        Ok((ssh_keys, ssh_key_files))
+    }
+
+    /// `[[boot.files]]`: extra files for the boot partition.
+    fn boot_files(&self, files: Vec<WireBootFile>) -> Result<Vec<BootExtra>, Error> {
+        let mut boot_extra = Vec::new();
+        for f in files {
+            let dest = f.dest.get_ref().trim_start_matches('/').to_string();
+            if dest.is_empty() || dest.split('/').any(|c| c == ".." || c.is_empty()) {
+                return Err(self.invalid(
+                    f.dest.span(),
+                    "boot.files.dest",
+                    "must be a relative path without `..`".into(),
+                ));
+            }
+            // File names on the boot partition are at most 255 bytes (the
+            // tree's and FAT's long-name limit); checked here so the error
+            // names `dest`, not the source file.
+            if let Some(c) = dest.split('/').find(|c| c.len() > 255 || c.contains('\0')) {
+                return Err(self.invalid(
+                    f.dest.span(),
+                    "boot.files.dest",
+                    if c.contains('\0') {
+                        "a path component contains a NUL byte".to_string()
+                    } else {
+                        format!(
+                            "a path component of {} bytes (at most 255 bytes each)",
+                            c.len()
+                        )
+                    },
+                ));
+            }
+            boot_extra.push(BootExtra {
+                src: self.input(&f.src, "boot.files.src".into()),
+                dest,
+            });
+        }
+
+        Ok(boot_extra)
+    }
+
+    /// `[data]`.
+    fn data(&self, data: Option<WireData>) -> Result<DataSpec, Error> {
+        Ok(match data {
+            None => DataSpec {
+                headroom: ByteSize::mib(256),
+                size: DataSize::Auto,
+            },
+            Some(d) => DataSpec {
+                headroom: d.headroom.unwrap_or(ByteSize::mib(256)),
+                size: match d.size {
+                    None => DataSize::Auto,
+                    Some(s) => match s.get_ref().as_str() {
+                        "auto" => DataSize::Auto,
+                        "fill" => DataSize::Fill,
+                        v => DataSize::Fixed(v.parse().map_err(|e| {
+                            self.invalid(
+                                s.span(),
+                                "data.size",
+                                format!("{e}; or \"auto\" or \"fill\""),
+                            )
+                        })?),
+                    },
+                },
+            },
+        })
+    }
+
+    /// `[app]`.
+    fn app(&self, a: Spanned<WireApp>) -> Result<AppSpec, Error> {
+        let span = a.span();
+        let a = a.into_inner();
+        if a.images.is_empty() {
+            return Err(self.invalid(
+                span,
+                "app.images",
+                "list at least one image archive or OCI layout".into(),
+            ));
+        }
+        let name = a.name.get_ref().clone();
+        if name.is_empty() {
+            return Err(self.invalid(a.name.span(), "app.name", "must not be empty".into()));
+        }
+        if let Some(u) = &a.uuid {
+            let s = u.get_ref();
+            if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(self.invalid(u.span(), "app.uuid", "must be 32 hex digits".into()));
+            }
+        }
+        if let Some(c) = &a.commit {
+            let s = c.get_ref();
+            if s.len() != 32 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(self.invalid(c.span(), "app.commit", "must be 32 hex digits".into()));
+            }
+        }
+        let store_path = match &a.store_path {
+            None => "docker".to_string(),
+            Some(p) => {
+                let s = p.get_ref().trim_end_matches('/').to_string();
+                if s.is_empty()
+                    || s.starts_with('/')
+                    || s.split('/').any(|c| c == ".." || c.is_empty() || c == ".")
+                {
+                    return Err(self.invalid(
+                        p.span(),
+                        "app.store-path",
+                        "must be a relative path on the data partition without `..`, e.g. \"docker\"".into(),
+                    ));
+                }
+                if let Some(owner) = data_root_owner(&s, None) {
+                    return Err(self.invalid(
+                        p.span(),
+                        "app.store-path",
+                        format!("collides with {owner} on the data partition"),
+                    ));
+                }
+                s
+            }
+        };
+        let cfg = serde_json::to_value(&a.config)
+            .map_err(|e| self.invalid(span.clone(), "app.config", e.to_string()))?;
+        Ok(AppSpec {
+            compose: self.input(&a.compose, "app.compose".into()),
+            images: a
+                .images
+                .iter()
+                .map(|i| AppImage {
+                    input: self.input(&i.path, "app.images.path".into()),
+                    name: i.name.clone(),
+                })
+                .collect(),
+            name,
+            uuid: a.uuid.map(|u| u.into_inner().to_ascii_lowercase()),
+            app_id: a.app_id.unwrap_or(1),
+            commit: a.commit.map(|c| c.into_inner().to_ascii_lowercase()),
+            release_id: a.release_id.unwrap_or(1),
+            store_path,
+            pin_device: a.pin_device,
+            config: cfg,
+        })
+    }
+
+    /// `[swap]`; `app` for the store path it must not collide with.
+    fn swap(&self, s: Option<WireSwap>, app: Option<&AppSpec>) -> Result<SwapSpec, Error> {
+        let size = s.as_ref().and_then(|s| s.size).unwrap_or_default();
+        let path = match s.as_ref().and_then(|s| s.path.as_ref()) {
+            None => "/swapfile".to_string(),
+            Some(p) => {
+                let v = p.get_ref();
+                if !v.starts_with('/')
+                    || v.len() < 2
+                    || v.split('/')
+                        .skip(1)
+                        .any(|c| c.is_empty() || c == ".." || c == ".")
+                {
+                    return Err(self.invalid(
+                        p.span(),
+                        "swap.path",
+                        "must be an absolute path on the data partition, e.g. /swapfile".into(),
+                    ));
+                }
+                let store = app.map(|a| a.store_path.as_str());
+                if let Some(owner) = data_root_owner(&v[1..], store) {
+                    return Err(self.invalid(
+                    p.span(),
+                    "swap.path",
+                    format!("collides with {owner}, which kiln writes on the data partition; pick another path, e.g. /swapfile"),
+                ));
+                }
+                v.clone()
+            }
+        };
+        let label = match s.as_ref().and_then(|s| s.label.as_ref()) {
+            None => "kiln-swap".to_string(),
+            Some(l) if l.get_ref().len() > 15 => {
+                return Err(self.invalid(
+                    l.span(),
+                    "swap.label",
+                    "at most 15 bytes (mkswap's limit)".into(),
+                ))
+            }
+            Some(l) => l.get_ref().clone(),
+        };
+        if size.bytes() % 4096 != 0 || (size.bytes() != 0 && size.bytes() < 40 * 1024) {
+            return Err(Error::Invalid {
+                at: self.at(0..0),
+                key: "swap.size".into(),
+                reason: format!("{size} must be 0 or a multiple of 4 KiB of at least 40 KiB"),
+            });
+        }
+        let activation = s
+            .as_ref()
+            .and_then(|s| s.activation)
+            .unwrap_or(SwapActivation::SystemdUnit);
+        let service_image = s.as_ref().and_then(|s| s.service_image.as_ref());
+        match (activation, service_image) {
+        (SwapActivation::AppService, None) if size.bytes() > 0 => {
+            return Err(Error::Invalid {
+                at: self.at(0..0),
+                key: "swap.service-image".into(),
+                reason: "activation = \"app-service\" needs service-image: an image of [app] with busybox (mount, swapon), e.g. \"demo/api:1.0\"".into(),
+            })
+        }
+        (SwapActivation::AppService, _) if app.is_none() && size.bytes() > 0 => {
+            return Err(Error::Invalid {
+                at: self.at(0..0),
+                key: "swap.activation".into(),
+                reason: "\"app-service\" adds a service to the app: the recipe needs an [app]".into(),
+            })
+        }
+        (a, Some(img)) if a != SwapActivation::AppService => {
+            return Err(self.invalid(
+                img.span(),
+                "swap.service-image",
+                "only used with activation = \"app-service\"".into(),
+            ))
+        }
+        _ => {}
+    }
+        Ok(SwapSpec {
+            size,
+            path,
+            label,
+            activation,
+            service_image: service_image.map(|i| i.get_ref().clone()),
+        })
+    }
+
+    /// `[output]`.
+    fn output(&self, o: Option<WireOutput>) -> Result<OutputSpec, Error> {
+        let mut formats = Vec::new();
+        for f in o
+            .as_ref()
+            .and_then(|o| o.formats.clone())
+            .unwrap_or_default()
+        {
+            if !FORMATS.contains(&f.get_ref().as_str()) {
+                return Err(self.invalid(
+                    f.span(),
+                    "output.formats",
+                    format!("unknown format; use {}", FORMATS.join(", ")),
+                ));
+            }
+            formats.push(f.into_inner());
+        }
+        if formats.is_empty() {
+            formats.push("raw".into());
+        }
+        let compress = match o.and_then(|o| o.compress) {
+            None => "none".to_string(),
+            Some(c) if COMPRESS.contains(&c.get_ref().as_str()) => c.into_inner(),
+            Some(c) => {
+                return Err(self.invalid(
+                    c.span(),
+                    "output.compress",
+                    format!("use {}", COMPRESS.join(", ")),
+                ))
+            }
+        };
+        Ok(OutputSpec { formats, compress })
+    }
 }
 
 #[cfg(test)]
