@@ -6,7 +6,7 @@ pub mod base_fixtures;
 pub mod engine;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -31,39 +31,12 @@ pub fn kiln_bin() -> PathBuf {
     }
 }
 
-/// Fails unless `tool` is on PATH, naming the package that provides it.
+/// Fails unless `tool` is installed, naming the package that provides it.
 pub fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-        || Path::new("/usr/sbin").join(tool).is_file()
-        || Path::new("/sbin").join(tool).is_file();
-    assert!(
-        found,
-        "validator `{tool}` is missing: apt-get install {package} (make test installs it)"
-    );
+    kiln_testkit::require(tool, package);
 }
 
-/// Runs a command, returning its output.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
-}
-
-/// Runs a command and asserts success; returns stdout as text.
-pub fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use kiln_testkit::{ok, run};
 
 /// A `kiln` command with a fixed environment (SOURCE_DATE_EPOCH unset
 /// unless the test sets it).

@@ -2,37 +2,14 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// Fails (never skips) when `tool` is missing, naming the Debian package.
 pub fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "validator `{tool}` not found: install the Debian package `{package}` (apt-get install -y {package})"
-    );
+    kiln_testkit::require(tool, package);
 }
 
-/// Runs a command, returning its output (no status check).
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs a command and asserts success, returning stdout as text.
-pub fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use kiln_testkit::{ok, run};
 
 /// Deterministic pseudo-random bytes (xorshift), mixed with text so the
 /// data compresses somewhat like a filesystem image.

@@ -154,13 +154,7 @@ pub fn feed<S: TreeSink>(items: &[Item], sink: &mut S) -> Result<(), S::Error> {
 
 /// Path of a required tool; fails naming the Debian package.
 pub fn tool(name: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("validator `{name}` not found: install the Debian package `{package}`");
+    kiln_testkit::require(name, package)
 }
 
 /// Writes `items` into a new sparse image file of `opts.size_bytes()`.

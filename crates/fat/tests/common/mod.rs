@@ -8,7 +8,7 @@ use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSi
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// SOURCE_DATE_EPOCH used by the tests (2023-11-14T22:13:20Z).
 pub const EPOCH: Timestamp = Timestamp::new(1_700_000_000, 0);
@@ -16,22 +16,14 @@ pub const MIB: u64 = 1 << 20;
 
 /// Runs a validator; a missing tool fails the test naming its package.
 pub fn run(tool: &str, package: &str, args: &[&str]) -> Output {
-    Command::new(tool)
-        .args(args)
-        .env("LC_ALL", "C.UTF-8")
-        .env("MTOOLS_SKIP_CHECK", "0")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{tool}` ({e}); install the Debian package `{package}`")
-        })
-}
-
-pub fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
+    kiln_testkit::run(
+        kiln_testkit::command(tool, package)
+            .args(args)
+            .env("MTOOLS_SKIP_CHECK", "0"),
     )
 }
+
+pub use kiln_testkit::text;
 
 /// `fsck.fat -n`: exit 0, nothing on stderr and exactly the version and
 /// summary lines on stdout (any complaint adds lines). Returns

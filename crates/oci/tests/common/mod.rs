@@ -13,26 +13,12 @@ use std::process::Command;
 
 /// Fails (never skips) when a validator is missing.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` not found: install the Debian package `{package}` (apt-get install -y {package})"
-    );
+    kiln_testkit::require(tool, package);
 }
 
+/// Runs `cmd`, asserting success; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kiln_testkit::ok(cmd)
 }
 
 pub fn repo_root() -> PathBuf {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_part::{gpt_types, Extended, Gpt, GptPartition, Mbr, MbrPartition, MbrType};
 use kiln_units::Guid;
@@ -25,9 +24,11 @@ pub fn run(tool: &str, args: &[&str]) -> (String, String, bool) {
         "blkid" | "partx" => "util-linux",
         _ => "?",
     };
-    let out = Command::new(tool).args(args).env("LC_ALL", "C").output().unwrap_or_else(|e| {
-        panic!("cannot run validator `{tool}` ({e}): install the Debian package `{package}` (apt-get install -y {package})")
-    });
+    let out = kiln_testkit::run(
+        kiln_testkit::command(tool, package)
+            .args(args)
+            .env("LC_ALL", "C"),
+    );
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

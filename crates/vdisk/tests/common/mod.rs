@@ -6,7 +6,6 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_vdisk::{allocated_extents, feed_sparse_file, DiskWriter, OutputFormat, VirtualDisk};
 
@@ -95,12 +94,7 @@ pub struct Out {
 
 /// Runs qemu-img; a missing binary fails the test naming the package.
 pub fn qemu_img(args: &[&str]) -> Out {
-    let o = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("qemu-img not runnable ({e}): install the Debian package qemu-utils")
-        });
+    let o = kiln_testkit::run(kiln_testkit::command("qemu-img", "qemu-utils").args(args));
     Out {
         ok: o.status.success(),
         code: o.status.code(),
