@@ -102,6 +102,14 @@ fn find_bmap(image: &Path) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// The size in bytes of the image at `path` (its bmap's, else the disk
+/// image's virtual size); `None` for a compressed image without a bmap.
+pub(crate) fn image_bytes(path: &Path) -> Result<Option<u64>> {
+    let bmap = load_bmap(find_bmap(path).as_deref())?;
+    let image = FlashImage::open(path, bmap.as_ref(), kiln_vdisk::BackingOptions::new())?;
+    Ok((image.bytes > 0).then_some(image.bytes))
+}
+
 /// `kiln flash`: with `--verify-only`, checks the target against the
 /// bmap; otherwise opens the image, gathers the facts, lets the library
 /// judge the target, flashes with progress and reports.

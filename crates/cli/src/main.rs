@@ -15,6 +15,7 @@ macro_rules! outln {
 mod build;
 mod catalog;
 mod convert;
+mod drives;
 mod env;
 mod exit;
 mod flash;
@@ -30,6 +31,7 @@ Examples:
   kiln build --board nuc --recipe bob-onprem -o nuc.img
   kiln build --board fin-cm3plus --recipe bob-onprem --media 64GB --set hostname=bob-17 -o fin.img
   kiln inspect fin.img --json
+  kiln drives --for fin.img.xz
   kiln flash fin.img.xz /dev/sdX
   kiln convert fin.img fin.qcow2 --format qcow2
   kiln stamp nuc.img --devices fleet.csv -o fleet/ [--format qcow2-overlay]
@@ -66,6 +68,8 @@ enum Command {
     Build(build::Args),
     /// Show partitions, filesystems, boot files and config.json of an image.
     Inspect(inspect::Args),
+    /// List the disks that could be flashed (removable media first; the system disk, mounted and too small disks shown as excluded).
+    Drives(drives::Args),
     /// Write an image (raw, qcow2, vmdk, vhd, or raw .xz/.gz/.zst) to a disk, skipping holes (bmap), then verify it.
     Flash(flash::Args),
     /// Convert an image between raw, qcow2, vmdk and vhd (input may also be raw .xz/.gz/.zst).
@@ -184,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => build::run(a, quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Drives(a) => drives::run(a),
         Command::Flash(a) => flash::run(a, quiet),
         Command::Convert(a) => convert::run(a, quiet),
         Command::Stamp(a) => stamp::run(a, quiet),
