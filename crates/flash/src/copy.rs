@@ -16,7 +16,7 @@ use crate::segment::{
 use crate::target::FlashTarget;
 
 /// Fills `buf` from `r` until full or end of stream; returns the count.
-fn fill(r: &mut dyn Read, buf: &mut [u8], pos: u64) -> Result<usize> {
+pub(crate) fn fill(r: &mut dyn Read, buf: &mut [u8], pos: u64) -> Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         let Some(rest) = buf.get_mut(got..) else {
