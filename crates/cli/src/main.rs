@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod build;
 mod catalog;
+mod completions;
 mod convert;
 mod drives;
 mod env;
@@ -52,9 +53,10 @@ Environment:
                      recipe) the build is reproducible: same inputs give identical bytes
   KILN_PROFILES_DIR, KILN_RECIPES_DIR  where --board / --recipe names are looked up";
 
+/// The command line (also the source of `kiln completions` and `kiln man`).
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "Build ready-to-flash disk images for airgapped on-premises installs, rootless", after_help = AFTER_HELP)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// No progress output.
@@ -80,6 +82,10 @@ enum Command {
     Boards,
     /// List the recipes.
     Recipes,
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::Args),
+    /// Print the man page (roff) to stdout: `kiln man > kiln.1; man -l kiln.1`.
+    Man,
     /// Make a single filesystem (rootless replacement for mke2fs -d).
     Mkfs {
         #[command(subcommand)]
@@ -195,5 +201,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Boards => catalog::boards(),
         Command::Recipes => catalog::recipes(),
         Command::Mkfs { fs } => mkfs::run(fs, quiet),
+        Command::Completions(a) => completions::run(a),
+        Command::Man => completions::man(),
     }
 }
