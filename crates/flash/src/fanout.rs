@@ -30,6 +30,7 @@ use crate::engine::flash;
 use crate::error::{io_err, Error, Result};
 use crate::options::{FlashOptions, FlashReport, ImageSource, Progress};
 use crate::target::FlashTarget;
+use crate::verify::blame;
 
 /// Chunks queued per target (and for the image hasher).
 pub const QUEUE_CHUNKS: usize = 4;
@@ -133,6 +134,13 @@ pub fn flash_many(
     }
     let mut base_opts = *opts;
     base_opts.image_size = size;
+    // A random-access image is re-read below to tell a bad image from a
+    // bad medium, so the targets need not hash it while writing.
+    let random: Option<&dyn ReadAt> = match &image {
+        ImageSource::Random(r) => Some(*r),
+        ImageSource::Stream(_) => None,
+    };
+    base_opts.source_rereadable = random.is_some();
     std::thread::scope(|scope| {
         let mut queues = Vec::with_capacity(targets.len());
         let mut workers = Vec::with_capacity(targets.len());
@@ -169,9 +177,11 @@ pub fn flash_many(
         let results: Vec<Result<FlashReport>> = workers
             .into_iter()
             .map(|w| {
-                w.join().unwrap_or(Err(Error::ThreadPanicked {
-                    thread: "target writer",
-                }))
+                w.join()
+                    .unwrap_or(Err(Error::ThreadPanicked {
+                        thread: "target writer",
+                    }))
+                    .map_err(|e| blame(random, e))
             })
             .collect();
         let h = hasher.join().map_err(|_| Error::ThreadPanicked {
@@ -453,5 +463,45 @@ mod tests {
             &|_, _| {},
         );
         assert!(matches!(e, Err(Error::ImageTruncated { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn an_image_that_does_not_match_its_bmap_is_blamed_not_the_medium() {
+        let img = image();
+        let ranges = nonzero_ranges(&img, 4096).unwrap();
+        let bmap = Bmap::from_image(&img, img.len() as u64, 4096, &ranges).unwrap();
+        let mut bad = img.clone();
+        bad[(3 << 20) + 100] ^= 1;
+        let dir = tempfile::tempdir().unwrap();
+        for stream in [false, true] {
+            // File targets verify behind the writer: a random image is
+            // then not hashed while writing but re-read on a mismatch.
+            let mut f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join(format!("t{stream}")))
+                .unwrap();
+            let mut s = bad.as_slice();
+            let source = if stream {
+                ImageSource::Stream(&mut s)
+            } else {
+                ImageSource::Random(&bad)
+            };
+            let r = flash_many(
+                source,
+                Some(&bmap),
+                vec![(&mut f, SectorSize::S512)],
+                &FlashOptions::new(),
+                &|_, _| {},
+            )
+            .unwrap();
+            assert!(
+                matches!(r.results[0], Err(Error::SourceMismatch { .. })),
+                "stream {stream}: {:?}",
+                r.results[0]
+            );
+        }
     }
 }
