@@ -14,7 +14,7 @@ export SOURCE_DATE_EPOCH ?= 1700000000
 # Debian packages: what the demo inputs need, and the validators the tests run.
 IMAGE_PKGS := ca-certificates curl gcc libc6-dev make pkg-config busybox-static dpkg-dev debian-archive-keyring gzip xz-utils zstd
 TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bmap-tools attr time \
-	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip
+	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip groff-base man-db
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl
 
 .PHONY: all image test bench boot boot-smoke boot-smoke-amd64 lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
@@ -86,6 +86,8 @@ build-release:
 # (demo/os, mmdebstrap, 5-8 min on the first run, cached) with the demo app,
 # recipe demo/os/bob-boot.toml. Writes out/nuc.img, nuc.img.bmap,
 # nuc.manifest.json and SHA256SUMS; flash or import it as README.md says.
+# Also the shell completions (kiln.bash, _kiln, kiln.fish) and the man page
+# (kiln.1), generated from the CLI's own definitions.
 IMAGE_OS_PKGS := mmdebstrap grub-common grub-pc-bin grub-efi-amd64-bin umoci
 image: deps-image build-release
 	$(call apt_install,$(IMAGE_OS_PKGS))
@@ -94,6 +96,10 @@ image: deps-image build-release
 	mkdir -p $(OUT)
 	target/release/kiln build --board nuc --recipe demo/os/bob-boot.toml -o $(OUT)/nuc.img
 	target/release/kiln inspect $(OUT)/nuc.img
+	target/release/kiln completions bash > $(OUT)/kiln.bash
+	target/release/kiln completions zsh > $(OUT)/_kiln
+	target/release/kiln completions fish > $(OUT)/kiln.fish
+	target/release/kiln man > $(OUT)/kiln.1
 
 lint:
 	$(CARGO) fmt --all --check

@@ -1,8 +1,10 @@
-//! `kiln flash IMAGE TARGET`: gathers the facts the library's safety
-//! checks need (what the target is, its size, whether it or a partition
-//! of it is mounted or holds `/`, from `/proc/self/mountinfo` and sysfs),
-//! opens the image (raw, qcow2, VMDK, VHD, or raw compressed with
-//! xz/gz/zst), finds its bmap, and runs the flash engine with progress.
+//! `kiln flash IMAGE TARGET...`: gathers the facts the library's safety
+//! checks need for every target (what it is, its size, whether it or a
+//! partition of it is mounted or holds `/`, from `/proc/self/mountinfo`
+//! and sysfs), opens the image (raw, qcow2, VMDK, VHD, or raw compressed
+//! with xz/gz/zst), finds its bmap, and runs the flash engine on all
+//! targets at once (the image read once), with a progress line per
+//! target, a result per target and the image's sha256 at the end.
 
 use anyhow::{Context, Result};
 use kiln_artifact::bmap::Bmap;
@@ -20,8 +22,9 @@ use std::time::Instant;
 pub struct Args {
     /// The image.
     image: PathBuf,
-    /// Block device (or, with --force, a regular file).
-    target: PathBuf,
+    /// Block devices (or, with --force, regular files), written at the same time; the image is read once.
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<PathBuf>,
     /// The block map (default: IMAGE.bmap, or the uncompressed name's .bmap).
     #[arg(long)]
     bmap: Option<PathBuf>,
@@ -102,12 +105,20 @@ fn find_bmap(image: &Path) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// `kiln flash`: with `--verify-only`, checks the target against the
-/// bmap; otherwise opens the image, gathers the facts, lets the library
-/// judge the target, flashes with progress and reports.
+/// The size in bytes of the image at `path` (its bmap's, else the disk
+/// image's virtual size); `None` for a compressed image without a bmap.
+pub(crate) fn image_bytes(path: &Path) -> Result<Option<u64>> {
+    let bmap = load_bmap(find_bmap(path).as_deref())?;
+    let image = FlashImage::open(path, bmap.as_ref(), kiln_vdisk::BackingOptions::new())?;
+    Ok((image.bytes > 0).then_some(image.bytes))
+}
+
+/// `kiln flash`: with `--verify-only`, checks the targets against the
+/// bmap; otherwise opens the image, gathers the facts of every target,
+/// lets the library judge each (any refusal stops everything before a
+/// byte is written), flashes them all at once and reports.
 pub fn run(mut a: Args, quiet: bool) -> Result<()> {
     a.quiet = quiet;
-    let holes = a.holes;
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
     let bmap = load_bmap(bmap_path.as_deref())?;
     if a.verify_only {
@@ -116,45 +127,67 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
     let backing = kiln_vdisk::BackingOptions::new().allow_outside(a.allow_backing_outside);
     let image = FlashImage::open(&a.image, bmap.as_ref(), backing)?;
     let image_facts = image.facts()?;
-    let target = TargetInfo::gather(&a.target)?;
-    // A refused target is bad input (exit 2): nothing has been written.
-    safety::check_target(&target.facts, &image_facts, a.force).map_err(|e| {
-        crate::exit::input(anyhow::Error::new(e).context(format!("{}", a.target.display())))
-    })?;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(target.facts.kind == safety::TargetKind::RegularFile)
-        .truncate(false)
-        .open(&a.target)
-        .with_context(|| format!("{}: cannot open for writing", a.target.display()))?;
-    // The backup GPT is looked for at the target's sector size first.
-    let sector_size = match target.facts.logical_sector.or(image_facts.table_sector) {
-        Some(4096) => SectorSize::S4096,
-        _ => SectorSize::S512,
-    };
-    let opts = FlashOptions::new()
-        .holes(holes)
-        .verify(!a.no_verify)
-        .sector_size(sector_size);
+    let mut seen = Vec::new();
+    let mut jobs = Vec::with_capacity(a.targets.len());
+    for t in &a.targets {
+        let info = TargetInfo::gather(t)?;
+        // A refused target is bad input (exit 2): nothing has been written.
+        safety::check_target(&info.facts, &image_facts, a.force).map_err(|e| {
+            crate::exit::input(anyhow::Error::new(e).context(format!("{}", t.display())))
+        })?;
+        let id = std::fs::metadata(t)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.rdev()));
+        if (id.is_some() && seen.contains(&id)) || a.targets.iter().filter(|x| *x == t).count() > 1
+        {
+            return Err(crate::exit::input(anyhow::anyhow!(
+                "{}: given twice as a target",
+                t.display()
+            )));
+        }
+        seen.push(id);
+        jobs.push((t.as_path(), info));
+    }
+    let mut files = Vec::with_capacity(jobs.len());
+    for (t, info) in &jobs {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(info.facts.kind == safety::TargetKind::RegularFile)
+            .truncate(false)
+            .open(t)
+            .with_context(|| format!("{}: cannot open for writing", t.display()))?;
+        // The backup GPT is looked for at the target's sector size first.
+        let sector = match info.facts.logical_sector.or(image_facts.table_sector) {
+            Some(4096) => SectorSize::S4096,
+            _ => SectorSize::S512,
+        };
+        files.push((file, sector));
+    }
+    let opts = FlashOptions::new().holes(a.holes).verify(!a.no_verify);
     let started = Instant::now();
-    let mut progress = progress_printer(a.quiet, started);
+    let printer = ProgressPrinter::new(&a, started);
+    let progress = |i: usize, p: flash::Progress| printer.report(i, p);
+    let targets = files
+        .iter_mut()
+        .map(|(f, s)| (f as &mut (dyn flash::FlashTarget + Send), *s))
+        .collect();
     let report = match &image.disk {
-        Some(d) => flash::flash(
+        Some(d) => flash::flash_many(
             ImageSource::Random(d),
             bmap.as_ref(),
-            &mut file,
+            targets,
             &opts,
-            &mut progress,
+            &progress,
         )?,
         None => {
             let mut dec = Decoder::new(File::open(&a.image)?)?;
-            let report = flash::flash(
+            let report = flash::flash_many(
                 ImageSource::Stream(&mut dec),
                 bmap.as_ref(),
-                &mut file,
+                targets,
                 &opts,
-                &mut progress,
+                &progress,
             )?;
             // With a bmap the stream stops at the image size, before the
             // compressed trailer: read it, so that its checksum (gzip
@@ -165,8 +198,7 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
             report
         }
     };
-    summary(&a, &report, bmap_path.is_some(), started);
-    Ok(())
+    summary(&a, report, bmap_path.is_some(), started)
 }
 
 /// clap's parser for `--holes`.
@@ -189,7 +221,7 @@ fn load_bmap(path: Option<&Path>) -> Result<Option<Bmap>> {
     Ok(Some(bmap))
 }
 
-/// `--verify-only`: reads the target back against the bmap.
+/// `--verify-only`: reads every target back against the bmap.
 fn verify_only(a: &Args, bmap: Option<Bmap>) -> Result<()> {
     let bmap = bmap.ok_or_else(|| {
         crate::exit::input(anyhow::anyhow!(
@@ -197,20 +229,16 @@ fn verify_only(a: &Args, bmap: Option<Bmap>) -> Result<()> {
             a.image.display()
         ))
     })?;
-    let target =
-        File::open(&a.target).with_context(|| format!("{}: cannot open", a.target.display()))?;
-    let n = flash::verify_target(&target, &bmap, &mut |_| {}).with_context(|| {
-        format!(
-            "{} does not match {}",
-            a.target.display(),
-            a.image.display()
-        )
-    })?;
-    if !a.quiet {
-        eprintln!(
-            "kiln: verified {n} mapped bytes of {} against the bmap",
-            a.target.display()
-        );
+    for t in &a.targets {
+        let target = File::open(t).with_context(|| format!("{}: cannot open", t.display()))?;
+        let n = flash::verify_target(&target, &bmap, &mut |_| {})
+            .with_context(|| format!("{} does not match {}", t.display(), a.image.display()))?;
+        if !a.quiet {
+            eprintln!(
+                "kiln: verified {n} mapped bytes of {} against the bmap",
+                t.display()
+            );
+        }
     }
     Ok(())
 }
@@ -316,16 +344,52 @@ impl TargetInfo {
     }
 }
 
-/// A progress callback printing at most one line a second (nothing when
-/// quiet), with speed and ETA from the time since `started`.
-fn progress_printer(quiet: bool, started: Instant) -> impl FnMut(flash::Progress) {
-    let mut last = Instant::now();
-    move |p: flash::Progress| {
-        if quiet || last.elapsed().as_millis() < 1000 {
+/// Progress of every target: at most one line a second per target
+/// (nothing when quiet), with speed and ETA from the time since
+/// `started`; lines name the target when there are several.
+struct ProgressPrinter {
+    quiet: bool,
+    started: Instant,
+    names: Vec<String>,
+    last: std::sync::Mutex<Vec<Instant>>,
+}
+
+impl ProgressPrinter {
+    fn new(a: &Args, started: Instant) -> Self {
+        let names = if a.targets.len() > 1 {
+            a.targets
+                .iter()
+                .map(|t| format!("{}: ", t.display()))
+                .collect()
+        } else {
+            vec![String::new()]
+        };
+        Self {
+            quiet: a.quiet,
+            started,
+            last: std::sync::Mutex::new(vec![started; names.len()]),
+            names,
+        }
+    }
+
+    fn report(&self, i: usize, p: flash::Progress) {
+        if self.quiet {
             return;
         }
-        last = Instant::now();
-        let secs = started.elapsed().as_secs_f64().max(0.001);
+        {
+            let Ok(mut last) = self.last.lock() else {
+                return;
+            };
+            let Some(l) = last.get_mut(i) else {
+                return;
+            };
+            if l.elapsed().as_millis() < 1000 {
+                return;
+            }
+            *l = Instant::now();
+        }
+        let name = self.names.get(i).map_or("", String::as_str);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let speed = p.done_bytes as f64 / secs;
         let phase = if p.phase == Phase::Write {
             "writing"
@@ -336,14 +400,14 @@ fn progress_printer(quiet: bool, started: Instant) -> impl FnMut(flash::Progress
             Some(t) if t > 0 => {
                 let eta = (t.saturating_sub(p.done_bytes)) as f64 / speed.max(1.0);
                 eprintln!(
-                    "kiln: {phase} {:.1}% ({:.1} MiB/s, ETA {:.0}s)",
+                    "kiln: {name}{phase} {:.1}% ({:.1} MiB/s, ETA {:.0}s)",
                     p.done_bytes as f64 * 100.0 / t as f64,
                     speed / 1048576.0,
                     eta
                 );
             }
             _ => eprintln!(
-                "kiln: {phase} {} MiB ({:.1} MiB/s)",
+                "kiln: {name}{phase} {} MiB ({:.1} MiB/s)",
                 p.done_bytes >> 20,
                 speed / 1048576.0
             ),
@@ -351,28 +415,83 @@ fn progress_printer(quiet: bool, started: Instant) -> impl FnMut(flash::Progress
     }
 }
 
-/// The closing lines: a discard the target could not do, and (unless
-/// quiet) what was written and verified.
-fn summary(a: &Args, report: &flash::FlashReport, with_bmap: bool, started: Instant) {
-    if report.discard_unsupported {
-        eprintln!(
-            "kiln: {} cannot discard with zeros; its holes were written with zeros",
-            a.target.display()
-        );
+/// The closing lines: per target, a discard it could not do and what was
+/// written and verified, or why it failed; then which targets succeeded
+/// and, last, the image's sha256. With one target its error is returned
+/// as it is; with several, an error naming the failed ones.
+fn summary(a: &Args, report: flash::ManyReport, with_bmap: bool, started: Instant) -> Result<()> {
+    let secs = started.elapsed().as_secs_f64();
+    let mut failed = Vec::new();
+    let single = a.targets.len() == 1;
+    for (t, r) in a.targets.iter().zip(report.results) {
+        let report = match r {
+            Ok(r) => r,
+            Err(e) if single => return Err(e.into()),
+            Err(e) => {
+                eprintln!("kiln: {}: FAILED: {:#}", t.display(), anyhow::Error::new(e));
+                failed.push(t.display().to_string());
+                continue;
+            }
+        };
+        if report.discard_unsupported {
+            eprintln!(
+                "kiln: {} cannot discard with zeros; its holes were written with zeros",
+                t.display()
+            );
+        }
+        if !a.quiet {
+            eprintln!(
+                "kiln: {}: flashed {} bytes ({} mapped written, {} verified{}) in {secs:.1}s{}",
+                t.display(),
+                report.image_bytes,
+                report.written_bytes,
+                report.verified_bytes,
+                if with_bmap { ", bmap" } else { "" },
+                if report.gpt.is_some() {
+                    "; backup GPT moved to the end of the target"
+                } else {
+                    ""
+                }
+            );
+        }
     }
-    if !a.quiet {
+    let ok: Vec<String> = a
+        .targets
+        .iter()
+        .map(|t| t.display().to_string())
+        .filter(|t| !failed.contains(t))
+        .collect();
+    if !a.quiet && !ok.is_empty() {
         eprintln!(
-            "kiln: flashed {} bytes ({} mapped written, {} verified{}) in {:.1}s{}",
+            "kiln: image sha256 {} ({} bytes) {} {}",
+            report.image_sha256,
             report.image_bytes,
-            report.written_bytes,
-            report.verified_bytes,
-            if with_bmap { ", bmap" } else { "" },
-            started.elapsed().as_secs_f64(),
-            if report.gpt.is_some() {
-                "; backup GPT moved to the end of the target"
+            if a.no_verify {
+                "written, not verified, on"
             } else {
-                ""
+                "written and verified on"
+            },
+            if single {
+                "the target".to_owned()
+            } else if failed.is_empty() {
+                format!("{} targets", ok.len())
+            } else {
+                ok.join(", ")
             }
         );
     }
+    if !failed.is_empty() {
+        return Err(anyhow::anyhow!(
+            "{} of {} targets failed ({}); succeeded: {}",
+            failed.len(),
+            a.targets.len(),
+            failed.join(", "),
+            if ok.is_empty() {
+                "none".to_owned()
+            } else {
+                ok.join(", ")
+            }
+        ));
+    }
+    Ok(())
 }

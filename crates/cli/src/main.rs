@@ -14,7 +14,9 @@ macro_rules! outln {
 
 mod build;
 mod catalog;
+mod completions;
 mod convert;
+mod drives;
 mod env;
 mod exit;
 mod flash;
@@ -30,6 +32,7 @@ Examples:
   kiln build --board nuc --recipe bob-onprem -o nuc.img
   kiln build --board fin-cm3plus --recipe bob-onprem --media 64GB --set hostname=bob-17 -o fin.img
   kiln inspect fin.img --json
+  kiln drives --for fin.img.xz
   kiln flash fin.img.xz /dev/sdX
   kiln convert fin.img fin.qcow2 --format qcow2
   kiln stamp nuc.img --devices fleet.csv -o fleet/ [--format qcow2-overlay]
@@ -50,9 +53,10 @@ Environment:
                      recipe) the build is reproducible: same inputs give identical bytes
   KILN_PROFILES_DIR, KILN_RECIPES_DIR  where --board / --recipe names are looked up";
 
+/// The command line (also the source of `kiln completions` and `kiln man`).
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "Build ready-to-flash disk images for airgapped on-premises installs, rootless", after_help = AFTER_HELP)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// No progress output.
@@ -66,6 +70,8 @@ enum Command {
     Build(build::Args),
     /// Show partitions, filesystems, boot files and config.json of an image.
     Inspect(inspect::Args),
+    /// List the disks that could be flashed (removable media first; the system disk, mounted and too small disks shown as excluded).
+    Drives(drives::Args),
     /// Write an image (raw, qcow2, vmdk, vhd, or raw .xz/.gz/.zst) to a disk, skipping holes (bmap), then verify it.
     Flash(flash::Args),
     /// Convert an image between raw, qcow2, vmdk and vhd (input may also be raw .xz/.gz/.zst).
@@ -76,6 +82,10 @@ enum Command {
     Boards,
     /// List the recipes.
     Recipes,
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::Args),
+    /// Print the man page (roff) to stdout: `kiln man > kiln.1; man -l kiln.1`.
+    Man,
     /// Make a single filesystem (rootless replacement for mke2fs -d).
     Mkfs {
         #[command(subcommand)]
@@ -184,11 +194,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => build::run(a, quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Drives(a) => drives::run(a),
         Command::Flash(a) => flash::run(a, quiet),
         Command::Convert(a) => convert::run(a, quiet),
         Command::Stamp(a) => stamp::run(a, quiet),
         Command::Boards => catalog::boards(),
         Command::Recipes => catalog::recipes(),
         Command::Mkfs { fs } => mkfs::run(fs, quiet),
+        Command::Completions(a) => completions::run(a),
+        Command::Man => completions::man(),
     }
 }

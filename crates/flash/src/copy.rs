@@ -16,7 +16,7 @@ use crate::segment::{
 use crate::target::FlashTarget;
 
 /// Fills `buf` from `r` until full or end of stream; returns the count.
-fn fill(r: &mut dyn Read, buf: &mut [u8], pos: u64) -> Result<usize> {
+pub(crate) fn fill(r: &mut dyn Read, buf: &mut [u8], pos: u64) -> Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         let Some(rest) = buf.get_mut(got..) else {
@@ -48,6 +48,11 @@ pub(crate) struct Copier<'t, 'p, T: FlashTarget + ?Sized> {
     /// Whether a random-access image's data is hashed while writing
     /// (not needed when the read-back thread checks the bmap digests).
     pub(crate) hash_random: bool,
+    /// Whether a stream's mapped data is hashed while writing: always,
+    /// unless the stream is a fan-out of a random-access image that can
+    /// be re-read to assign blame ([`crate::flash_many`]) and the
+    /// read-back checks the bmap digests.
+    pub(crate) hash_stream: bool,
 }
 
 impl<T: FlashTarget + ?Sized> Copier<'_, '_, T> {
@@ -159,7 +164,9 @@ impl<T: FlashTarget + ?Sized> Copier<'_, '_, T> {
             let got = fill(src, data, off)?;
             let data = data.get(..got).unwrap_or_default();
             if got > 0 {
-                h.update(data);
+                if self.hash_stream {
+                    h.update(data);
+                }
                 self.target
                     .write_all_at(data, off)
                     .map_err(io_err("writing the target", off))?;
@@ -183,7 +190,11 @@ impl<T: FlashTarget + ?Sized> Copier<'_, '_, T> {
                 break;
             }
         }
-        finish_segment(seg, h)?;
+        // Not hashing only happens with a bmap, whose digest is checked
+        // on the read-back.
+        if self.hash_stream || seg.expected.is_none() {
+            finish_segment(seg, h)?;
+        }
         self.note(Note::End(*seg))?;
         Ok(seg.end - seg.start)
     }

@@ -152,6 +152,7 @@ fn write_image<T: FlashTarget + ?Sized>(
     // With the bmap's digests checked on the read-back, a random-access
     // image (which can be re-read to assign blame) need not be hashed too.
     let hash_random = behind.is_none() || !with_bmap;
+    let hash_stream = !opts.source_rereadable || hash_random;
     let chunk = opts.chunk_bytes;
     let total = plan.total;
     let (copied, verified_behind) = std::thread::scope(|scope| {
@@ -170,6 +171,7 @@ fn write_image<T: FlashTarget + ?Sized>(
             discard_unsupported: false,
             behind: reader.is_some().then_some(tx),
             hash_random,
+            hash_stream,
         };
         let copied = copier
             .copy_all(image, &mut plan.segments, plan.image_size)

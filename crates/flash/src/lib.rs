@@ -9,7 +9,8 @@
 //! target and gathers the facts for [`safety::check_target`]; this crate
 //! only does I/O on what it is given.
 //!
-//! Main entry points: [`flash`], [`verify_target`],
+//! Main entry points: [`flash`], [`flash_many`] (one image to several
+//! targets at once, read once), [`verify_target`],
 //! [`safety::check_target`], [`mountinfo::parse_mountinfo`].
 //!
 //! # Algorithm
@@ -81,6 +82,7 @@
 mod copy;
 mod engine;
 mod error;
+mod fanout;
 pub mod mountinfo;
 mod options;
 pub mod safety;
@@ -90,6 +92,7 @@ mod verify;
 
 pub use engine::flash;
 pub use error::{Error, Refusal, Result};
+pub use fanout::{flash_many, ManyReport, QUEUE_CHUNKS};
 pub use kiln_part::GptRelocation;
 pub use options::{FlashOptions, FlashReport, HoleMode, ImageSource, Phase, Progress};
 pub use segment::{DEFAULT_BLOCK_BYTES, UNMAPPED_SEGMENT_BYTES};

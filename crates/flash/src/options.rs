@@ -66,6 +66,10 @@ pub struct FlashOptions {
     pub(crate) sector_size: SectorSize,
     pub(crate) chunk_bytes: usize,
     pub(crate) image_size: Option<u64>,
+    /// A stream source is a fan-out of a random-access image that
+    /// [`crate::flash_many`] re-reads to assign blame when a range fails
+    /// verification, so the stream need not be hashed while writing.
+    pub(crate) source_rereadable: bool,
 }
 
 impl Default for FlashOptions {
@@ -80,6 +84,7 @@ impl Default for FlashOptions {
             // slower than 1 MiB ones (bench/e2e.sh).
             chunk_bytes: 1 << 20,
             image_size: None,
+            source_rereadable: false,
         }
     }
 }

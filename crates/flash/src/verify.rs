@@ -1,6 +1,23 @@
 //! Reading the target back: behind the writer on a second thread (flush,
 //! drop the cache, re-read, hash on one more thread), or after writing,
 //! and telling a bad image from a bad medium when a range differs.
+//!
+//! # Why `fdatasync` + `POSIX_FADV_DONTNEED`, not `O_DIRECT`
+//! A read-back must come from the medium, not from the page cache the
+//! writer just filled. kiln writes through the page cache (1 MiB buffered
+//! writes measured fastest here, and they need no alignment), so the
+//! read-back first flushes what was written (`fdatasync`: the pages are
+//! then clean) and drops those clean pages (`posix_fadvise(DONTNEED)`,
+//! which the kernel honours for clean, unmapped pages), then re-reads:
+//! the re-read misses the cache and goes to the device (for a loop
+//! device: to its backing file, which is how the end-to-end test flips a
+//! byte "on the medium" and sees verify catch it). `O_DIRECT` would need
+//! buffers and offsets aligned to the logical block size (4096 on 4Kn
+//! disks) and a second descriptor, is refused by some filesystems a file
+//! target may sit on (tmpfs before 6.6), and mixing direct reads with
+//! buffered writes on the same range is exactly the cache-coherence case
+//! the kernel leaves to the application; the flush-and-drop path works
+//! on every target kiln writes, files and block devices alike.
 
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
