@@ -446,28 +446,7 @@ impl Cx<'_> {
                 format!("0x{mbr_type:02x} is reserved for the table itself"),
             ));
         }
-        let gpt_type = match p.gpt_type.as_ref() {
-            None => (if p.role == Role::Boot {
-                GPT_ESP
-            } else {
-                GPT_LINUX
-            })
-            .to_string(),
-            Some(s) => match s.get_ref().as_str() {
-                "esp" => GPT_ESP.to_string(),
-                "linux" => GPT_LINUX.to_string(),
-                "bios-boot" => GPT_BIOS_BOOT.to_string(),
-                other => other.to_string(),
-            },
-        };
-        let gpt_type: Guid = gpt_type.parse().map_err(|e| {
-            let span = p.gpt_type.as_ref().map_or(0..0, Spanned::span);
-            self.invalid(
-                span,
-                &key("gpt-type"),
-                format!("{e}; or one of esp, linux, bios-boot"),
-            )
-        })?;
+        let gpt_type = self.gpt_type(p, &key("gpt-type"))?;
         if p.logical && table == TableKind::Gpt {
             return Err(self.invalid(
                 p.label.span(),
@@ -505,6 +484,29 @@ impl Cx<'_> {
             gpt_type,
             bootable: p.bootable,
             logical: p.logical,
+        })
+    }
+
+    /// `gpt-type`: a GUID or one of the names esp, linux, bios-boot;
+    /// by default ESP for the boot partition, Linux data otherwise.
+    fn gpt_type(&self, p: &WirePartition, key: &str) -> Result<Guid, Error> {
+        let gpt_type = match p.gpt_type.as_ref() {
+            None => (if p.role == Role::Boot {
+                GPT_ESP
+            } else {
+                GPT_LINUX
+            })
+            .to_string(),
+            Some(s) => match s.get_ref().as_str() {
+                "esp" => GPT_ESP.to_string(),
+                "linux" => GPT_LINUX.to_string(),
+                "bios-boot" => GPT_BIOS_BOOT.to_string(),
+                other => other.to_string(),
+            },
+        };
+        gpt_type.parse().map_err(|e| {
+            let span = p.gpt_type.as_ref().map_or(0..0, Spanned::span);
+            self.invalid(span, key, format!("{e}; or one of esp, linux, bios-boot"))
         })
     }
 
