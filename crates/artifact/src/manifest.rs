@@ -299,6 +299,8 @@ pub enum ArtifactFormat {
     VhdFixed,
     /// Dynamic VHD.
     VhdDynamic,
+    /// Dynamic VHDX.
+    Vhdx,
     /// bmaptool block map.
     Bmap,
 }

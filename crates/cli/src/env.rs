@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// [`DiskFormat`]: kiln_pipeline::DiskFormat
 pub fn disk_format(s: &str) -> Result<kiln_pipeline::DiskFormat, String> {
     kiln_pipeline::DiskFormat::parse(s)
-        .ok_or_else(|| format!("--format {s:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic"))
+        .ok_or_else(|| format!("--format {s:?}: use raw, qcow2, vmdk, vhd, vhd-dynamic or vhdx"))
 }
 
 fn repo_dir(kind: &str) -> Vec<PathBuf> {

@@ -1,5 +1,6 @@
-//! `kiln convert`: any supported image (raw, qcow2, VMDK, VHD, or a raw
-//! image compressed with xz/gz/zst) to raw, qcow2, VMDK or VHD, streaming:
+//! `kiln convert`: any supported image (raw, qcow2, VMDK, VHD, VHDX, or a
+//! raw image compressed with xz/gz/zst) to raw, qcow2, VMDK, VHD or VHDX,
+//! streaming:
 //! random-access inputs are read by allocated extent, compressed inputs
 //! once in order with all-zero 4 KiB blocks left out.
 
@@ -69,6 +70,7 @@ pub fn convert(
                 .unique_id(kiln_units::Guid::v4_from_seed(seed))
                 .timestamp_unix(u64::try_from(timestamp).unwrap_or(0)),
         ),
+        DiskFormat::Vhdx => OutputFormat::Vhdx(crate::deliver::vhdx_options(seed)),
     };
     let mut temps = Temps::new();
     let (_, mut out) = temps.create(output)?;

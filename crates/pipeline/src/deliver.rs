@@ -3,7 +3,7 @@
 //!
 //! The stream fans out to: the bmap hasher (bmaptool 2.0 ranges, and
 //! the sha256 of the whole image with holes as zeros), the virtual-disk
-//! writers (qcow2, VMDK streamOptimized, VHD fixed/dynamic, each straight
+//! writers (qcow2, VMDK streamOptimized, VHD fixed/dynamic, VHDX, each straight
 //! to its own file) and the compressor of the raw stream (xz/gz/zst).
 //! Every artifact goes to a temporary name and is renamed into place only
 //! when all of them succeeded.
@@ -50,10 +50,12 @@ pub enum DiskFormat {
     Vhd,
     /// VHD dynamic (`.dyn.vhd`).
     VhdDynamic,
+    /// VHDX dynamic (`.vhdx`).
+    Vhdx,
 }
 
 impl DiskFormat {
-    /// Parses `raw`, `qcow2`, `vmdk`, `vhd`, `vhd-dynamic`.
+    /// Parses `raw`, `qcow2`, `vmdk`, `vhd`, `vhd-dynamic`, `vhdx`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "raw" => Self::Raw,
@@ -61,6 +63,7 @@ impl DiskFormat {
             "vmdk" => Self::Vmdk,
             "vhd" => Self::Vhd,
             "vhd-dynamic" => Self::VhdDynamic,
+            "vhdx" => Self::Vhdx,
             _ => return None,
         })
     }
@@ -71,6 +74,7 @@ impl DiskFormat {
             Self::Vmdk => ".vmdk",
             Self::Vhd => ".vhd",
             Self::VhdDynamic => ".dyn.vhd",
+            Self::Vhdx => ".vhdx",
         }
     }
     fn manifest_format(self) -> kiln_artifact::manifest::ArtifactFormat {
@@ -81,6 +85,7 @@ impl DiskFormat {
             Self::Vmdk => A::Vmdk,
             Self::Vhd => A::VhdFixed,
             Self::VhdDynamic => A::VhdDynamic,
+            Self::Vhdx => A::Vhdx,
         }
     }
 }
@@ -524,6 +529,16 @@ pub(crate) fn vhd_options(d: &Delivery, kind: kiln_vdisk::VhdKind) -> kiln_vdisk
         .timestamp_unix(u64::try_from(d.timestamp).unwrap_or(0))
 }
 
+/// VHDX options from the build seed: the virtual disk id and (from the
+/// seed reversed, so the two differ) the headers' write GUID.
+pub(crate) fn vhdx_options(seed: [u8; 16]) -> kiln_vdisk::VhdxOptions {
+    let mut other = seed;
+    other.reverse();
+    kiln_vdisk::VhdxOptions::new()
+        .disk_id(kiln_units::Guid::v4_from_seed(seed))
+        .write_guid(kiln_units::Guid::v4_from_seed(other))
+}
+
 /// Turns the raw disk of `size` bytes in `file` into a fixed VHD (pads it
 /// to 1 MiB and appends the footer, as [`kiln_vdisk::VhdWriter`] does) and
 /// returns the file's digest and length: `image` (the hasher after the
@@ -638,6 +653,7 @@ pub(crate) fn plan_outputs(
             DiskFormat::VhdDynamic => {
                 OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
             }
+            DiskFormat::Vhdx => OutputFormat::Vhdx(vhdx_options(d.seed)),
         };
         let dest = format_path(out, *f);
         let (tmp, file) = temps.create(&dest)?;
@@ -710,6 +726,7 @@ fn every_output_path(out: &Path) -> Vec<PathBuf> {
             DiskFormat::Vmdk,
             DiskFormat::Vhd,
             DiskFormat::VhdDynamic,
+            DiskFormat::Vhdx,
         ],
         compress: None,
         seed: [0; 16],
@@ -894,6 +911,7 @@ pub(crate) fn assemble(
                 DiskFormat::Vmdk => "vmdk",
                 DiskFormat::Vhd => "vhd",
                 DiskFormat::VhdDynamic => "vhd-dynamic",
+                DiskFormat::Vhdx => "vhdx",
             },
             size_bytes: len,
             sha256: digest.to_hex(),

@@ -413,7 +413,7 @@ struct WireOutput {
     compress: Option<Spanned<String>>,
 }
 
-const FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vhd", "vhd-dynamic"];
+const FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vhd", "vhd-dynamic", "vhdx"];
 const COMPRESS: &[&str] = &["none", "xz", "gz", "zst"];
 
 impl Recipe {

@@ -14,6 +14,8 @@ pub enum Format {
     Vmdk,
     /// Microsoft VHD (fixed or dynamic).
     Vhd,
+    /// Microsoft VHDX (dynamic).
+    Vhdx,
 }
 
 impl std::fmt::Display for Format {
@@ -23,6 +25,7 @@ impl std::fmt::Display for Format {
             Format::Qcow2 => "qcow2",
             Format::Vmdk => "vmdk",
             Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
         })
     }
 }

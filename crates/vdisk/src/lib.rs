@@ -1,5 +1,6 @@
 //! Virtual disk formats for kiln: streaming writers and bounded readers
-//! for raw (sparse), qcow2 v3, VMDK streamOptimized and VHD fixed/dynamic.
+//! for raw (sparse), qcow2 v3, VMDK streamOptimized, VHD fixed/dynamic and
+//! VHDX dynamic.
 //!
 //! **Writing.** Every writer implements [`DiskWriter`]: it is created with
 //! the virtual size, fed the disk as an ordered stream of data extents
@@ -27,7 +28,7 @@
 //! Specifications (cited per module, with offset tables): QEMU
 //! `docs/interop/qcow2.txt` ([`qcow2`]), VMware "Virtual Disk Format 1.1"
 //! ([`vmdk`]), Microsoft "Virtual Hard Disk Image Format Specification"
-//! ([`vhd`]).
+//! ([`vhd`]), Microsoft "[MS-VHDX]" ([`vhdx`]).
 //!
 //! ```
 //! use kiln_vdisk::{open, DiskWriter, OutputFormat, Qcow2Options, VirtualDisk};
@@ -59,12 +60,12 @@
 // of which may be compiled out.
 mod bytes;
 #[cfg_attr(
-    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd", feature = "vhdx")),
     allow(dead_code)
 )]
 mod error;
 #[cfg_attr(
-    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd", feature = "vhdx")),
     allow(dead_code)
 )]
 mod extent;
@@ -80,6 +81,8 @@ pub mod qcow2;
 pub mod raw;
 #[cfg(feature = "vhd")]
 pub mod vhd;
+#[cfg(feature = "vhdx")]
+pub mod vhdx;
 #[cfg(feature = "vmdk")]
 pub mod vmdk;
 
@@ -97,6 +100,8 @@ pub use source::{
 pub use stream::SequentialWriter;
 #[cfg(feature = "vhd")]
 pub use vhd::{VhdDynamicRandomWriter, VhdKind, VhdOptions, VhdReader, VhdWriter};
+#[cfg(feature = "vhdx")]
+pub use vhdx::{VhdxOptions, VhdxReader, VhdxWriter};
 #[cfg(feature = "vmdk")]
 pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkWriter};
 
@@ -119,6 +124,9 @@ pub enum OutputFormat {
     /// VHD fixed or dynamic.
     #[cfg(feature = "vhd")]
     Vhd(VhdOptions),
+    /// VHDX dynamic.
+    #[cfg(feature = "vhdx")]
+    Vhdx(VhdxOptions),
 }
 
 impl OutputFormat {
@@ -140,6 +148,8 @@ impl OutputFormat {
             OutputFormat::Vmdk(o) => Box::new(VmdkWriter::new(out, virtual_size, o)?),
             #[cfg(feature = "vhd")]
             OutputFormat::Vhd(o) => Box::new(VhdWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "vhdx")]
+            OutputFormat::Vhdx(o) => Box::new(VhdxWriter::new(out, virtual_size, o)?),
         })
     }
 }
@@ -159,10 +169,13 @@ pub enum Image<R: DataRegions> {
     /// VHD.
     #[cfg(feature = "vhd")]
     Vhd(VhdReader<R>),
+    /// VHDX.
+    #[cfg(feature = "vhdx")]
+    Vhdx(VhdxReader<R>),
 }
 
 /// Opens `src`, detecting the format from its magic: `QFI\xfb` (qcow2),
-/// `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
+/// `vhdxfile` (VHDX), `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
 /// (VHD; also a last sector that is a VHD footer but for a damaged
 /// cookie, which is then refused rather than read as raw), else raw.
 ///
@@ -227,6 +240,10 @@ fn open_inner<R: DataRegions>(
     if head[..4] == qcow2::QCOW2_MAGIC {
         return Qcow2Reader::open_overlay(src, backing).map(Image::Qcow2);
     }
+    #[cfg(feature = "vhdx")]
+    if head == *b"vhdxfile" {
+        return VhdxReader::open(src).map(Image::Vhdx);
+    }
     #[cfg(feature = "vmdk")]
     if head[..4] == vmdk::VMDK4_MAGIC.to_le_bytes() || &head == b"# Disk D" {
         return VmdkReader::open(src).map(Image::Vmdk);
@@ -249,6 +266,8 @@ macro_rules! each {
             Image::Vmdk($r) => $e,
             #[cfg(feature = "vhd")]
             Image::Vhd($r) => $e,
+            #[cfg(feature = "vhdx")]
+            Image::Vhdx($r) => $e,
         }
     };
 }
