@@ -301,6 +301,10 @@ pub enum ArtifactFormat {
     VhdDynamic,
     /// Dynamic VHDX.
     Vhdx,
+    /// monolithicSparse VMDK.
+    VmdkSparse,
+    /// OVA package.
+    Ova,
     /// bmaptool block map.
     Bmap,
 }

@@ -52,10 +52,15 @@ pub enum DiskFormat {
     VhdDynamic,
     /// VHDX dynamic (`.vhdx`).
     Vhdx,
+    /// VMDK monolithicSparse (`.sparse.vmdk`).
+    VmdkSparse,
+    /// OVA: OVF descriptor, streamOptimized VMDK, manifest (`.ova`).
+    Ova,
 }
 
 impl DiskFormat {
-    /// Parses `raw`, `qcow2`, `vmdk`, `vhd`, `vhd-dynamic`, `vhdx`.
+    /// Parses `raw`, `qcow2`, `vmdk`, `vhd`, `vhd-dynamic`, `vhdx`,
+    /// `vmdk-sparse`, `ova`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "raw" => Self::Raw,
@@ -64,6 +69,8 @@ impl DiskFormat {
             "vhd" => Self::Vhd,
             "vhd-dynamic" => Self::VhdDynamic,
             "vhdx" => Self::Vhdx,
+            "vmdk-sparse" => Self::VmdkSparse,
+            "ova" => Self::Ova,
             _ => return None,
         })
     }
@@ -75,6 +82,8 @@ impl DiskFormat {
             Self::Vhd => ".vhd",
             Self::VhdDynamic => ".dyn.vhd",
             Self::Vhdx => ".vhdx",
+            Self::VmdkSparse => ".sparse.vmdk",
+            Self::Ova => ".ova",
         }
     }
     fn manifest_format(self) -> kiln_artifact::manifest::ArtifactFormat {
@@ -86,6 +95,8 @@ impl DiskFormat {
             Self::Vhd => A::VhdFixed,
             Self::VhdDynamic => A::VhdDynamic,
             Self::Vhdx => A::Vhdx,
+            Self::VmdkSparse => A::VmdkSparse,
+            Self::Ova => A::Ova,
         }
     }
 }
@@ -126,6 +137,14 @@ pub(crate) fn format_path(out: &Path, f: DiskFormat) -> PathBuf {
     out.with_file_name(format!("{stem}{}", f.suffix()))
 }
 
+/// The last component of `path`, lossily as text (a VMDK descriptor
+/// names its own file).
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// The written image delivery reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source<'a> {
@@ -154,6 +173,38 @@ pub struct Delivery {
     pub seed: [u8; 16],
     /// Timestamp for format headers (VHD).
     pub timestamp: i64,
+    /// The virtual machine an OVA declares ([`ova_options`]).
+    pub ova: kiln_vdisk::OvaOptions,
+}
+
+/// The OVA's machine: `[vm]` of the recipe (CPUs, memory, NIC, product,
+/// vendor, version; product defaults to the recipe's name), firmware by
+/// the board's table (MBR boards boot BIOS, GPT boards UEFI), the VMDK's
+/// CID from `seed` and the archive's times from `timestamp`.
+pub(crate) fn ova_options(
+    recipe: &kiln_recipe::Recipe,
+    table: kiln_recipe::TableKind,
+    seed: [u8; 16],
+    timestamp: i64,
+) -> kiln_vdisk::OvaOptions {
+    let vm = &recipe.vm;
+    let firmware = match table {
+        kiln_recipe::TableKind::Mbr => kiln_vdisk::Firmware::Bios,
+        kiln_recipe::TableKind::Gpt => kiln_vdisk::Firmware::Efi,
+    };
+    kiln_vdisk::OvaOptions::new(&recipe.name)
+        .product(vm.product.as_deref().unwrap_or(&recipe.name))
+        .vendor(vm.vendor.as_deref())
+        .version(vm.version.as_deref())
+        .cpus(vm.cpus)
+        .memory_mib(vm.memory_mib)
+        .network(vm.network)
+        .firmware(firmware)
+        .mtime(u64::try_from(timestamp).unwrap_or(0))
+        .vmdk(
+            kiln_vdisk::VmdkOptions::new()
+                .cid(u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]])),
+        )
 }
 
 /// One delivered file.
@@ -654,6 +705,14 @@ pub(crate) fn plan_outputs(
                 OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
             }
             DiskFormat::Vhdx => OutputFormat::Vhdx(vhdx_options(d.seed)),
+            DiskFormat::VmdkSparse => OutputFormat::VmdkSparse(
+                kiln_vdisk::VmdkOptions::new()
+                    .cid(u32::from_le_bytes([
+                        d.seed[0], d.seed[1], d.seed[2], d.seed[3],
+                    ]))
+                    .extent_file_name(&file_name(&format_path(out, *f))),
+            ),
+            DiskFormat::Ova => OutputFormat::Ova(d.ova.clone()),
         };
         let dest = format_path(out, *f);
         let (tmp, file) = temps.create(&dest)?;
@@ -727,10 +786,13 @@ fn every_output_path(out: &Path) -> Vec<PathBuf> {
             DiskFormat::Vhd,
             DiskFormat::VhdDynamic,
             DiskFormat::Vhdx,
+            DiskFormat::VmdkSparse,
+            DiskFormat::Ova,
         ],
         compress: None,
         seed: [0; 16],
         timestamp: 0,
+        ova: kiln_vdisk::OvaOptions::new("disk"),
     };
     let mut paths = output_paths(out, &every);
     paths.extend(
@@ -912,6 +974,8 @@ pub(crate) fn assemble(
                 DiskFormat::Vhd => "vhd",
                 DiskFormat::VhdDynamic => "vhd-dynamic",
                 DiskFormat::Vhdx => "vhdx",
+                DiskFormat::VmdkSparse => "vmdk-sparse",
+                DiskFormat::Ova => "ova",
             },
             size_bytes: len,
             sha256: digest.to_hex(),

@@ -16,6 +16,8 @@ pub enum Format {
     Vhd,
     /// Microsoft VHDX (dynamic).
     Vhdx,
+    /// OVA package (OVF + streamOptimized VMDK + manifest).
+    Ova,
 }
 
 impl std::fmt::Display for Format {
@@ -26,6 +28,7 @@ impl std::fmt::Display for Format {
             Format::Vmdk => "vmdk",
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
+            Format::Ova => "ova",
         })
     }
 }

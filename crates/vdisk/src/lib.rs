@@ -28,7 +28,7 @@
 //! Specifications (cited per module, with offset tables): QEMU
 //! `docs/interop/qcow2.txt` ([`qcow2`]), VMware "Virtual Disk Format 1.1"
 //! ([`vmdk`]), Microsoft "Virtual Hard Disk Image Format Specification"
-//! ([`vhd`]), Microsoft "[MS-VHDX]" ([`vhdx`]).
+//! ([`vhd`]), Microsoft "[MS-VHDX]" ([`vhdx`]), DMTF DSP0243 OVF ([`ova`]).
 //!
 //! ```
 //! use kiln_vdisk::{open, DiskWriter, OutputFormat, Qcow2Options, VirtualDisk};
@@ -76,6 +76,8 @@ mod stream;
 
 #[cfg(feature = "qcow2")]
 mod backing;
+#[cfg(feature = "ova")]
+pub mod ova;
 #[cfg(feature = "qcow2")]
 pub mod qcow2;
 pub mod raw;
@@ -90,6 +92,8 @@ pub mod vmdk;
 pub use backing::BackingOptions;
 pub use error::{Error, Format, Result};
 pub use extent::{DiskWriter, Extent, WriteSummary};
+#[cfg(feature = "ova")]
+pub use ova::{Firmware, OvaOptions, OvaWriter};
 #[cfg(feature = "qcow2")]
 pub use qcow2::{Backing, BackingDisk, Qcow2Options, Qcow2RandomWriter, Qcow2Reader, Qcow2Writer};
 pub use raw::{RawReader, RawWriter};
@@ -103,7 +107,7 @@ pub use vhd::{VhdDynamicRandomWriter, VhdKind, VhdOptions, VhdReader, VhdWriter}
 #[cfg(feature = "vhdx")]
 pub use vhdx::{VhdxOptions, VhdxReader, VhdxWriter};
 #[cfg(feature = "vmdk")]
-pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkWriter};
+pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkSparseWriter, VmdkWriter};
 
 use std::io;
 
@@ -121,12 +125,18 @@ pub enum OutputFormat {
     /// VMDK streamOptimized.
     #[cfg(feature = "vmdk")]
     Vmdk(VmdkOptions),
+    /// VMDK monolithicSparse.
+    #[cfg(feature = "vmdk")]
+    VmdkSparse(VmdkOptions),
     /// VHD fixed or dynamic.
     #[cfg(feature = "vhd")]
     Vhd(VhdOptions),
     /// VHDX dynamic.
     #[cfg(feature = "vhdx")]
     Vhdx(VhdxOptions),
+    /// OVA package.
+    #[cfg(feature = "ova")]
+    Ova(OvaOptions),
 }
 
 impl OutputFormat {
@@ -146,10 +156,14 @@ impl OutputFormat {
             OutputFormat::Qcow2(o) => Box::new(Qcow2Writer::new(out, virtual_size, o)?),
             #[cfg(feature = "vmdk")]
             OutputFormat::Vmdk(o) => Box::new(VmdkWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "vmdk")]
+            OutputFormat::VmdkSparse(o) => Box::new(VmdkSparseWriter::new(out, virtual_size, o)?),
             #[cfg(feature = "vhd")]
             OutputFormat::Vhd(o) => Box::new(VhdWriter::new(out, virtual_size, o)?),
             #[cfg(feature = "vhdx")]
             OutputFormat::Vhdx(o) => Box::new(VhdxWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "ova")]
+            OutputFormat::Ova(o) => Box::new(OvaWriter::new(out, virtual_size, o)?),
         })
     }
 }
