@@ -59,7 +59,8 @@ deps-boot: deps-test
 # The boot proof (issue 5): builds the Debian demo appliance OS for amd64
 # and armhf (mmdebstrap, cached), the nuc, nuc-gpt and fin-cm3 images,
 # boots them in QEMU without network (SeaBIOS, OVMF, arm -M virt; nuc also
-# as qcow2) and runs the negative checks. See demo/os/README.md for times.
+# as qcow2, monolithicSparse VMDK and the VMDK of its OVA, nuc-gpt as VHDX)
+# and runs the negative checks. See demo/os/README.md for times.
 boot: deps-boot demo-inputs build
 	bash tests/boot/boot-all.sh target/debug/kiln
 
