@@ -212,3 +212,27 @@ fn ova_declares_the_recipe_machine_and_holds_the_disk() {
     );
     assert!(check.contains("No errors were found"), "{check}");
 }
+
+#[test]
+fn bad_vm_section_is_refused_naming_the_key() {
+    for (vm, key) in [
+        ("cpus = 0", "vm.cpus"),
+        ("memory = \"100KiB\"", "vm.memory"),
+        ("firmware = \"efi\"", "firmware"),
+    ] {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let recipe = recipe_copy(d.path(), |s| format!("{s}\n[vm]\n{vm}\n"));
+        let out = run(kiln()
+            .args([
+                "build", "-q", "--board", "nuc", "--format", "ova", "--recipe",
+            ])
+            .arg(&recipe)
+            .arg("-o")
+            .arg(d.path().join("vm.img")));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{vm}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(key), "{key} not in {err}");
+        assert_eq!(outputs_in(d.path(), "vm"), Vec::<String>::new(), "{vm}");
+    }
+}
