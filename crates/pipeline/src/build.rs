@@ -1197,7 +1197,7 @@ pub(crate) fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
         compress,
         seed: req.seed.bytes16("vdisk"),
         timestamp: req.timestamp,
-        ova: crate::deliver::ova_options(
+        ova: crate::vm_options::ova_options(
             &req.recipe,
             req.profile.table,
             req.seed.bytes16("vdisk"),

@@ -76,11 +76,11 @@ pub fn convert(
                 .unique_id(kiln_units::Guid::v4_from_seed(seed))
                 .timestamp_unix(u64::try_from(timestamp).unwrap_or(0)),
         ),
-        DiskFormat::Vhdx => OutputFormat::Vhdx(crate::deliver::vhdx_options(seed)),
+        DiskFormat::Vhdx => OutputFormat::Vhdx(crate::vm_options::vhdx_options(seed)),
         DiskFormat::VmdkSparse => OutputFormat::VmdkSparse(
             kiln_vdisk::VmdkOptions::new()
                 .cid(u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]))
-                .extent_file_name(&crate::deliver::file_name(output)),
+                .extent_file_name(&crate::vm_options::file_name(output)),
         ),
     };
     let mut temps = Temps::new();

@@ -137,14 +137,6 @@ pub(crate) fn format_path(out: &Path, f: DiskFormat) -> PathBuf {
     out.with_file_name(format!("{stem}{}", f.suffix()))
 }
 
-/// The last component of `path`, lossily as text (a VMDK descriptor
-/// names its own file).
-pub(crate) fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// The written image delivery reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source<'a> {
@@ -173,38 +165,8 @@ pub struct Delivery {
     pub seed: [u8; 16],
     /// Timestamp for format headers (VHD).
     pub timestamp: i64,
-    /// The virtual machine an OVA declares ([`ova_options`]).
+    /// The virtual machine an OVA declares ([`crate::vm_options::ova_options`]).
     pub ova: kiln_vdisk::OvaOptions,
-}
-
-/// The OVA's machine: `[vm]` of the recipe (CPUs, memory, NIC, product,
-/// vendor, version; product defaults to the recipe's name), firmware by
-/// the board's table (MBR boards boot BIOS, GPT boards UEFI), the VMDK's
-/// CID from `seed` and the archive's times from `timestamp`.
-pub(crate) fn ova_options(
-    recipe: &kiln_recipe::Recipe,
-    table: kiln_recipe::TableKind,
-    seed: [u8; 16],
-    timestamp: i64,
-) -> kiln_vdisk::OvaOptions {
-    let vm = &recipe.vm;
-    let firmware = match table {
-        kiln_recipe::TableKind::Mbr => kiln_vdisk::Firmware::Bios,
-        kiln_recipe::TableKind::Gpt => kiln_vdisk::Firmware::Efi,
-    };
-    kiln_vdisk::OvaOptions::new(&recipe.name)
-        .product(vm.product.as_deref().unwrap_or(&recipe.name))
-        .vendor(vm.vendor.as_deref())
-        .version(vm.version.as_deref())
-        .cpus(vm.cpus)
-        .memory_mib(vm.memory_mib)
-        .network(vm.network)
-        .firmware(firmware)
-        .mtime(u64::try_from(timestamp).unwrap_or(0))
-        .vmdk(
-            kiln_vdisk::VmdkOptions::new()
-                .cid(u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]])),
-        )
 }
 
 /// One delivered file.
@@ -580,16 +542,6 @@ pub(crate) fn vhd_options(d: &Delivery, kind: kiln_vdisk::VhdKind) -> kiln_vdisk
         .timestamp_unix(u64::try_from(d.timestamp).unwrap_or(0))
 }
 
-/// VHDX options from the build seed: the virtual disk id and (from the
-/// seed reversed, so the two differ) the headers' write GUID.
-pub(crate) fn vhdx_options(seed: [u8; 16]) -> kiln_vdisk::VhdxOptions {
-    let mut other = seed;
-    other.reverse();
-    kiln_vdisk::VhdxOptions::new()
-        .disk_id(kiln_units::Guid::v4_from_seed(seed))
-        .write_guid(kiln_units::Guid::v4_from_seed(other))
-}
-
 /// Turns the raw disk of `size` bytes in `file` into a fixed VHD (pads it
 /// to 1 MiB and appends the footer, as [`kiln_vdisk::VhdWriter`] does) and
 /// returns the file's digest and length: `image` (the hasher after the
@@ -704,13 +656,13 @@ pub(crate) fn plan_outputs(
             DiskFormat::VhdDynamic => {
                 OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
             }
-            DiskFormat::Vhdx => OutputFormat::Vhdx(vhdx_options(d.seed)),
+            DiskFormat::Vhdx => OutputFormat::Vhdx(crate::vm_options::vhdx_options(d.seed)),
             DiskFormat::VmdkSparse => OutputFormat::VmdkSparse(
                 kiln_vdisk::VmdkOptions::new()
                     .cid(u32::from_le_bytes([
                         d.seed[0], d.seed[1], d.seed[2], d.seed[3],
                     ]))
-                    .extent_file_name(&file_name(&format_path(out, *f))),
+                    .extent_file_name(&crate::vm_options::file_name(&format_path(out, *f))),
             ),
             DiskFormat::Ova => OutputFormat::Ova(d.ova.clone()),
         };
