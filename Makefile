@@ -14,7 +14,7 @@ export SOURCE_DATE_EPOCH ?= 1700000000
 # Debian packages: what the demo inputs need, and the validators the tests run.
 IMAGE_PKGS := ca-certificates curl gcc libc6-dev make pkg-config busybox-static dpkg-dev debian-archive-keyring gzip xz-utils zstd
 TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bmap-tools attr time \
-	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip groff-base man-db
+	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip groff-base man-db libxml2-utils
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl
 
 .PHONY: all image test bench boot boot-smoke boot-smoke-amd64 lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
@@ -59,7 +59,8 @@ deps-boot: deps-test
 # The boot proof (issue 5): builds the Debian demo appliance OS for amd64
 # and armhf (mmdebstrap, cached), the nuc, nuc-gpt and fin-cm3 images,
 # boots them in QEMU without network (SeaBIOS, OVMF, arm -M virt; nuc also
-# as qcow2) and runs the negative checks. See demo/os/README.md for times.
+# as qcow2, monolithicSparse VMDK and the VMDK of its OVA, nuc-gpt as VHDX)
+# and runs the negative checks. See demo/os/README.md for times.
 boot: deps-boot demo-inputs build
 	bash tests/boot/boot-all.sh target/debug/kiln
 

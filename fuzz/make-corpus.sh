@@ -141,6 +141,9 @@ qemu-img convert -f raw -O vpc -o subformat=dynamic "$W/disk.raw" "$W/dynamic.vh
 qemu-img convert -f raw -O vpc -o subformat=fixed "$W/disk.raw" "$W/fixed.vhd"
 for f in dynamic fixed; do put vhd "$f.vhd" "$W/$f.vhd"; done
 "$KILN" -q convert "$W/disk.raw" "$W/kiln.vhd" --format vhd >/dev/null && put vhd kiln.vhd "$W/kiln.vhd"
+qemu-img convert -f raw -O vhdx -o subformat=dynamic "$W/disk.raw" "$W/qemu.vhdx"
+put vhdx qemu.vhdx "$W/qemu.vhdx"
+"$KILN" -q convert "$W/disk.raw" "$W/kiln.vhdx" --format vhdx >/dev/null && put vhdx kiln.vhdx "$W/kiln.vhdx"
 mkdir -p "$C/vdisk-open"
 cp "$C"/qcow2/plain.qcow2* "$C"/vmdk/stream.vmdk* "$C"/vhd/dynamic.vhd* "$C/vdisk-open/"
 

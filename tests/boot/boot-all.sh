@@ -6,7 +6,9 @@
 #   tests/boot/boot-all.sh [KILN]     KILN: the kiln binary (default: target/debug/kiln)
 #
 # Boots: nuc (raw) under SeaBIOS and OVMF, nuc as kiln's qcow2 output
-# (issue 6) under OVMF, nuc-gpt under OVMF, fin-cm3 (armhf) under
+# (issue 6) under OVMF, nuc-gpt under OVMF, nuc-gpt as VHDX under OVMF,
+# nuc as monolithicSparse VMDK and as the VMDK inside its OVA under
+# SeaBIOS (issue 19), fin-cm3 (armhf) under
 # qemu-system-arm -M virt, and the negative checks (nuc without demo/db in
 # the store, nuc with swap activation off).
 # Base-image mode (issue 7): a nuc image of the OS without the app
@@ -77,6 +79,21 @@ if [ "$smoke" = 0 ]; then
   }
 fi
 [ "$smoke" != 0 ] || { build nuc-gpt bob-boot-gpt.toml nuc-gpt.img && check --expect-hostname bob-boot "$out/nuc-gpt.img" uefi; }
+# VM import (issue 19), each built alone so it is written straight from
+# the disk stream: the Hyper-V generation 2 VHDX under OVMF, the
+# monolithicSparse VMDK under SeaBIOS, and the VMDK an OVA holds (what an
+# appliance import attaches) under SeaBIOS. (Not raw: no swap workaround.)
+if [ "$smoke" = 0 ] && [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ]; then
+  build nuc-gpt bob-boot-gpt.toml nuc-gpt-hv.img 0 --format vhdx \
+    && check --expect-hostname bob-boot "$out/nuc-gpt-hv.vhdx" uefi
+  build nuc bob-boot.toml nuc-sparse.img 0 --format vmdk-sparse \
+    && check --expect-hostname bob-boot "$out/nuc-sparse.sparse.vmdk" bios
+  build nuc bob-boot.toml nuc-app.img 0 --format ova && {
+    tar -xOf "$out/nuc-app.ova" bob-boot-disk1.vmdk >"$out/nuc-app-disk1.vmdk" \
+      && check --expect-hostname bob-boot "$out/nuc-app-disk1.vmdk" bios \
+      || fails=$((fails + 1))
+  }
+fi
 if [ "$smoke" != amd64 ]; then
   build fin-cm3 bob-boot-fin.toml fin-cm3.img && check --expect-hostname bob-boot "$out/fin-cm3.img" virt
   build nuc bob-boot-noswap.toml nuc-noswap.img 0 && check --expect-problem no-swapfile "$out/nuc-noswap.img" bios

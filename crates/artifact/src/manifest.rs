@@ -299,6 +299,12 @@ pub enum ArtifactFormat {
     VhdFixed,
     /// Dynamic VHD.
     VhdDynamic,
+    /// Dynamic VHDX.
+    Vhdx,
+    /// monolithicSparse VMDK.
+    VmdkSparse,
+    /// OVA package.
+    Ova,
     /// bmaptool block map.
     Bmap,
 }

@@ -31,6 +31,8 @@ pub enum BaseFormat {
     Vmdk,
     /// VHD fixed or dynamic.
     Vhd,
+    /// VHDX dynamic.
+    Vhdx,
     /// xz-compressed raw image.
     Xz,
     /// gzip-compressed raw image.
@@ -57,6 +59,7 @@ impl std::fmt::Display for BaseFormat {
             BaseFormat::Qcow2 => "qcow2",
             BaseFormat::Vmdk => "vmdk",
             BaseFormat::Vhd => "vhd",
+            BaseFormat::Vhdx => "vhdx",
             BaseFormat::Xz => "xz",
             BaseFormat::Gz => "gzip",
             BaseFormat::Zst => "zstd",
@@ -81,6 +84,8 @@ pub(crate) const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
 pub(crate) const VMDK_MAGIC: &[u8] = b"KDMV";
 /// VHD footer cookie.
 pub(crate) const VHD_COOKIE: &[u8] = b"conectix";
+/// VHDX file type identifier signature.
+pub(crate) const VHDX_SIGNATURE: &[u8] = b"vhdxfile";
 
 /// The format of a file from its first bytes and its last 512 bytes.
 pub fn sniff_bytes(head: &[u8], tail512: Option<&[u8]>) -> BaseFormat {
@@ -97,6 +102,8 @@ pub fn sniff_bytes(head: &[u8], tail512: Option<&[u8]>) -> BaseFormat {
         BaseFormat::Qcow2
     } else if starts(VMDK_MAGIC) {
         BaseFormat::Vmdk
+    } else if starts(VHDX_SIGNATURE) {
+        BaseFormat::Vhdx
     } else if starts(VHD_COOKIE)
         || tail512
             .is_some_and(|t| t.starts_with(VHD_COOKIE) || kiln_vdisk::vhd::looks_like_footer(t))
@@ -116,6 +123,8 @@ pub(crate) fn container_magic(head: &[u8]) -> Option<&'static str> {
         Some("VMDK")
     } else if head.starts_with(VHD_COOKIE) {
         Some("VHD")
+    } else if head.starts_with(VHDX_SIGNATURE) {
+        Some("VHDX")
     } else {
         None
     }

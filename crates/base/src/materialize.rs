@@ -286,7 +286,7 @@ pub fn materialize(path: &Path, out: &File) -> Result<Materialized, Error> {
             inner_name = Some(name);
             (n, sha256_of(path, &file)?)
         }
-        BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd => {
+        BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd | BaseFormat::Vhdx => {
             let vd = |source| Error::VirtualDisk {
                 path: path.to_path_buf(),
                 format,

@@ -26,7 +26,7 @@ pub struct Args {
     /// Override a config.json key: --set hostname=bob-17 --set os.network.wifi=false.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Output formats (raw, qcow2, vmdk, vhd, vhd-dynamic); repeat or comma-separate. Default: the recipe's output section.
+    /// Output formats (raw, qcow2, vmdk, vmdk-sparse, vhd, vhd-dynamic, vhdx, ova); repeat or comma-separate. Default: the recipe's output section.
     #[arg(long = "format", value_delimiter = ',', value_parser = crate::env::disk_format)]
     formats: Vec<DiskFormat>,
     /// Compress the raw image: xz, gz, zst or none. Default: the recipe's output section.

@@ -12,7 +12,7 @@ pub struct Args {
     input: PathBuf,
     /// Output file.
     pub output: PathBuf,
-    /// Output format: raw, qcow2, vmdk, vhd, vhd-dynamic.
+    /// Output format: raw, qcow2, vmdk, vmdk-sparse, vhd, vhd-dynamic, vhdx.
     #[arg(long, value_parser = crate::env::disk_format)]
     format: DiskFormat,
     /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 ///
 /// [`DiskFormat`]: kiln_pipeline::DiskFormat
 pub fn disk_format(s: &str) -> Result<kiln_pipeline::DiskFormat, String> {
-    kiln_pipeline::DiskFormat::parse(s)
-        .ok_or_else(|| format!("--format {s:?}: use raw, qcow2, vmdk, vhd or vhd-dynamic"))
+    kiln_pipeline::DiskFormat::parse(s).ok_or_else(|| {
+        format!("--format {s:?}: use raw, qcow2, vmdk, vmdk-sparse, vhd, vhd-dynamic, vhdx or ova")
+    })
 }
 
 fn repo_dir(kind: &str) -> Vec<PathBuf> {

@@ -1197,6 +1197,12 @@ pub(crate) fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
         compress,
         seed: req.seed.bytes16("vdisk"),
         timestamp: req.timestamp,
+        ova: crate::vm_options::ova_options(
+            &req.recipe,
+            req.profile.table,
+            req.seed.bytes16("vdisk"),
+            req.timestamp,
+        ),
     })
 }
 

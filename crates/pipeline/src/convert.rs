@@ -1,5 +1,6 @@
-//! `kiln convert`: any supported image (raw, qcow2, VMDK, VHD, or a raw
-//! image compressed with xz/gz/zst) to raw, qcow2, VMDK or VHD, streaming:
+//! `kiln convert`: any supported image (raw, qcow2, VMDK, VHD, VHDX, or a
+//! raw image compressed with xz/gz/zst) to raw, qcow2, VMDK, VHD or VHDX,
+//! streaming:
 //! random-access inputs are read by allocated extent, compressed inputs
 //! once in order with all-zero 4 KiB blocks left out.
 
@@ -53,6 +54,12 @@ pub fn convert(
         .map_err(io(input, "cannot read the image"))?;
     let compression = Compression::detect(&head[..n]);
     let opts = match format {
+        DiskFormat::Ova => {
+            return Err(Error::Image {
+                path: output.to_path_buf(),
+                reason: "an OVA is a build output (`kiln build --format ova`): its machine comes from the recipe's [vm] and the board".into(),
+            })
+        }
         DiskFormat::Raw => OutputFormat::Raw,
         DiskFormat::Qcow2 => OutputFormat::Qcow2(kiln_vdisk::Qcow2Options::new()),
         DiskFormat::Vmdk => OutputFormat::Vmdk(
@@ -68,6 +75,12 @@ pub fn convert(
                 })
                 .unique_id(kiln_units::Guid::v4_from_seed(seed))
                 .timestamp_unix(u64::try_from(timestamp).unwrap_or(0)),
+        ),
+        DiskFormat::Vhdx => OutputFormat::Vhdx(crate::vm_options::vhdx_options(seed)),
+        DiskFormat::VmdkSparse => OutputFormat::VmdkSparse(
+            kiln_vdisk::VmdkOptions::new()
+                .cid(u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]))
+                .extent_file_name(&crate::vm_options::file_name(output)),
         ),
     };
     let mut temps = Temps::new();

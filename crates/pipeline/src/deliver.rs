@@ -3,7 +3,7 @@
 //!
 //! The stream fans out to: the bmap hasher (bmaptool 2.0 ranges, and
 //! the sha256 of the whole image with holes as zeros), the virtual-disk
-//! writers (qcow2, VMDK streamOptimized, VHD fixed/dynamic, each straight
+//! writers (qcow2, VMDK streamOptimized, VHD fixed/dynamic, VHDX, each straight
 //! to its own file) and the compressor of the raw stream (xz/gz/zst).
 //! Every artifact goes to a temporary name and is renamed into place only
 //! when all of them succeeded.
@@ -50,10 +50,17 @@ pub enum DiskFormat {
     Vhd,
     /// VHD dynamic (`.dyn.vhd`).
     VhdDynamic,
+    /// VHDX dynamic (`.vhdx`).
+    Vhdx,
+    /// VMDK monolithicSparse (`.sparse.vmdk`).
+    VmdkSparse,
+    /// OVA: OVF descriptor, streamOptimized VMDK, manifest (`.ova`).
+    Ova,
 }
 
 impl DiskFormat {
-    /// Parses `raw`, `qcow2`, `vmdk`, `vhd`, `vhd-dynamic`.
+    /// Parses `raw`, `qcow2`, `vmdk`, `vhd`, `vhd-dynamic`, `vhdx`,
+    /// `vmdk-sparse`, `ova`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "raw" => Self::Raw,
@@ -61,6 +68,9 @@ impl DiskFormat {
             "vmdk" => Self::Vmdk,
             "vhd" => Self::Vhd,
             "vhd-dynamic" => Self::VhdDynamic,
+            "vhdx" => Self::Vhdx,
+            "vmdk-sparse" => Self::VmdkSparse,
+            "ova" => Self::Ova,
             _ => return None,
         })
     }
@@ -71,6 +81,9 @@ impl DiskFormat {
             Self::Vmdk => ".vmdk",
             Self::Vhd => ".vhd",
             Self::VhdDynamic => ".dyn.vhd",
+            Self::Vhdx => ".vhdx",
+            Self::VmdkSparse => ".sparse.vmdk",
+            Self::Ova => ".ova",
         }
     }
     fn manifest_format(self) -> kiln_artifact::manifest::ArtifactFormat {
@@ -81,6 +94,9 @@ impl DiskFormat {
             Self::Vmdk => A::Vmdk,
             Self::Vhd => A::VhdFixed,
             Self::VhdDynamic => A::VhdDynamic,
+            Self::Vhdx => A::Vhdx,
+            Self::VmdkSparse => A::VmdkSparse,
+            Self::Ova => A::Ova,
         }
     }
 }
@@ -149,6 +165,8 @@ pub struct Delivery {
     pub seed: [u8; 16],
     /// Timestamp for format headers (VHD).
     pub timestamp: i64,
+    /// The virtual machine an OVA declares ([`crate::vm_options::ova_options`]).
+    pub ova: kiln_vdisk::OvaOptions,
 }
 
 /// One delivered file.
@@ -638,6 +656,15 @@ pub(crate) fn plan_outputs(
             DiskFormat::VhdDynamic => {
                 OutputFormat::Vhd(vhd_options(d, kiln_vdisk::VhdKind::Dynamic))
             }
+            DiskFormat::Vhdx => OutputFormat::Vhdx(crate::vm_options::vhdx_options(d.seed)),
+            DiskFormat::VmdkSparse => OutputFormat::VmdkSparse(
+                kiln_vdisk::VmdkOptions::new()
+                    .cid(u32::from_le_bytes([
+                        d.seed[0], d.seed[1], d.seed[2], d.seed[3],
+                    ]))
+                    .extent_file_name(&crate::vm_options::file_name(&format_path(out, *f))),
+            ),
+            DiskFormat::Ova => OutputFormat::Ova(d.ova.clone()),
         };
         let dest = format_path(out, *f);
         let (tmp, file) = temps.create(&dest)?;
@@ -710,10 +737,14 @@ fn every_output_path(out: &Path) -> Vec<PathBuf> {
             DiskFormat::Vmdk,
             DiskFormat::Vhd,
             DiskFormat::VhdDynamic,
+            DiskFormat::Vhdx,
+            DiskFormat::VmdkSparse,
+            DiskFormat::Ova,
         ],
         compress: None,
         seed: [0; 16],
         timestamp: 0,
+        ova: kiln_vdisk::OvaOptions::new("disk"),
     };
     let mut paths = output_paths(out, &every);
     paths.extend(
@@ -894,6 +925,9 @@ pub(crate) fn assemble(
                 DiskFormat::Vmdk => "vmdk",
                 DiskFormat::Vhd => "vhd",
                 DiskFormat::VhdDynamic => "vhd-dynamic",
+                DiskFormat::Vhdx => "vhdx",
+                DiskFormat::VmdkSparse => "vmdk-sparse",
+                DiskFormat::Ova => "ova",
             },
             size_bytes: len,
             sha256: digest.to_hex(),

@@ -141,7 +141,7 @@ pub fn inspect(
     })?;
     match format {
         BaseFormat::Raw => inspect_disk(std::rc::Rc::new(file), path),
-        BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd => {
+        BaseFormat::Qcow2 | BaseFormat::Vmdk | BaseFormat::Vhd | BaseFormat::Vhdx => {
             let img = kiln_vdisk::open_with_backing(file, kiln_units::parent_dir(path), backing)
                 .map_err(|e| Error::Image {
                     path: path.to_path_buf(),

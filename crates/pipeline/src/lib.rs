@@ -66,6 +66,7 @@ mod sink;
 mod stamp;
 mod stream;
 mod swap;
+mod vm_options;
 mod work;
 
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};

@@ -49,6 +49,7 @@ mod error;
 mod profile;
 mod recipe;
 mod span;
+mod vm;
 
 pub use config::{
     record_secrets, recorded_secrets, redact_known, ConfigValue, EnvLookup, ResolvedConfig,
@@ -62,3 +63,4 @@ pub use recipe::{
     AppImage, AppSpec, BaseSpec, BootExtra, BuildSpec, DataSize, DataSpec, InputPath, OsSpec,
     OutputSpec, Recipe, SwapActivation, SwapSpec,
 };
+pub use vm::VmSpec;

@@ -250,6 +250,8 @@ pub struct Recipe {
     pub build: BuildSpec,
     /// Outputs.
     pub output: OutputSpec,
+    /// `[vm]`: the virtual machine an OVA declares.
+    pub vm: crate::VmSpec,
     /// Base-image mode: preload into this existing OS image instead of
     /// building the partitions from `[os]` (`[base] image`).
     pub base: Option<BaseSpec>,
@@ -285,6 +287,8 @@ struct WireRecipe {
     build: Option<WireBuild>,
     #[serde(default)]
     output: Option<WireOutput>,
+    #[serde(default)]
+    vm: Option<crate::vm::WireVm>,
     #[serde(default)]
     base: Option<WireBase>,
 }
@@ -413,7 +417,16 @@ struct WireOutput {
     compress: Option<Spanned<String>>,
 }
 
-const FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vhd", "vhd-dynamic"];
+const FORMATS: &[&str] = &[
+    "raw",
+    "qcow2",
+    "vmdk",
+    "vhd",
+    "vhd-dynamic",
+    "vhdx",
+    "vmdk-sparse",
+    "ova",
+];
 const COMPRESS: &[&str] = &["none", "xz", "gz", "zst"];
 
 impl Recipe {
@@ -466,6 +479,7 @@ impl Recipe {
             source_date_epoch: w.build.as_ref().and_then(|b| b.source_date_epoch),
         };
         let output = cx.output(w.output)?;
+        let vm = crate::vm::vm_spec(w.vm, &|span, key, reason| cx.invalid(span, key, reason))?;
         let base = w.base.map(|b| BaseSpec {
             image: cx.input(&b.image, "base.image".into()),
         });
@@ -491,6 +505,7 @@ impl Recipe {
             swap,
             build,
             output,
+            vm,
             base,
             source: file.to_path_buf(),
         })

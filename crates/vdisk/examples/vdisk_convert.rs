@@ -1,21 +1,22 @@
-//! Converts a disk image (raw, qcow2, vmdk, vhd; detected) into another
+//! Converts a disk image (raw, qcow2, vmdk, vhd, vhdx; detected) into another
 //! format with kiln-vdisk, printing the elapsed time. Used by
 //! `bench/vdisk.sh`.
 //!
-//! Usage: `vdisk_convert IN OUT raw|qcow2|qcow2-compressed[-mt]|vmdk[-mt]|vhd|vhd-dynamic`
+//! Usage: `vdisk_convert IN OUT raw|qcow2|qcow2-compressed[-mt]|vmdk[-mt]|vmdk-sparse|vhd|vhd-dynamic|vhdx|ova[-mt]`
 
 use std::fs::{File, OpenOptions};
 use std::time::Instant;
 
 use kiln_vdisk::{
-    copy_allocated, open, OutputFormat, Qcow2Options, VhdKind, VhdOptions, VirtualDisk, VmdkOptions,
+    copy_allocated, open, OutputFormat, OvaOptions, Qcow2Options, VhdKind, VhdOptions, VhdxOptions,
+    VirtualDisk, VmdkOptions,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, input, output, format] = args.as_slice() else {
         return Err(
-            "usage: vdisk_convert IN OUT raw|qcow2|qcow2-compressed[-mt]|vmdk[-mt]|vhd|vhd-dynamic"
+            "usage: vdisk_convert IN OUT raw|qcow2|qcow2-compressed[-mt]|vmdk[-mt]|vmdk-sparse|vhd|vhd-dynamic|vhdx|ova[-mt]"
                 .into(),
         );
     };
@@ -31,6 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "vhd" => OutputFormat::Vhd(VhdOptions::new()),
         "vhd-dynamic" => OutputFormat::Vhd(VhdOptions::new().kind(VhdKind::Dynamic)),
+        "vmdk-sparse" => OutputFormat::VmdkSparse(VmdkOptions::new()),
+        "vhdx" => OutputFormat::Vhdx(VhdxOptions::new()),
+        "ova" => OutputFormat::Ova(OvaOptions::new("bench")),
+        "ova-mt" => {
+            OutputFormat::Ova(OvaOptions::new("bench").vmdk(VmdkOptions::new().threads(threads)))
+        }
         other => return Err(format!("unknown format {other}").into()),
     };
     let start = Instant::now();

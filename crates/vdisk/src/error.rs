@@ -14,6 +14,10 @@ pub enum Format {
     Vmdk,
     /// Microsoft VHD (fixed or dynamic).
     Vhd,
+    /// Microsoft VHDX (dynamic).
+    Vhdx,
+    /// OVA package (OVF + streamOptimized VMDK + manifest).
+    Ova,
 }
 
 impl std::fmt::Display for Format {
@@ -23,6 +27,8 @@ impl std::fmt::Display for Format {
             Format::Qcow2 => "qcow2",
             Format::Vmdk => "vmdk",
             Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
+            Format::Ova => "ova",
         })
     }
 }

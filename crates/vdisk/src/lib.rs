@@ -1,5 +1,6 @@
 //! Virtual disk formats for kiln: streaming writers and bounded readers
-//! for raw (sparse), qcow2 v3, VMDK streamOptimized and VHD fixed/dynamic.
+//! for raw (sparse), qcow2 v3, VMDK streamOptimized, VHD fixed/dynamic and
+//! VHDX dynamic.
 //!
 //! **Writing.** Every writer implements [`DiskWriter`]: it is created with
 //! the virtual size, fed the disk as an ordered stream of data extents
@@ -27,7 +28,7 @@
 //! Specifications (cited per module, with offset tables): QEMU
 //! `docs/interop/qcow2.txt` ([`qcow2`]), VMware "Virtual Disk Format 1.1"
 //! ([`vmdk`]), Microsoft "Virtual Hard Disk Image Format Specification"
-//! ([`vhd`]).
+//! ([`vhd`]), Microsoft "[MS-VHDX]" ([`vhdx`]), DMTF DSP0243 OVF ([`ova`]).
 //!
 //! ```
 //! use kiln_vdisk::{open, DiskWriter, OutputFormat, Qcow2Options, VirtualDisk};
@@ -59,12 +60,12 @@
 // of which may be compiled out.
 mod bytes;
 #[cfg_attr(
-    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd", feature = "vhdx")),
     allow(dead_code)
 )]
 mod error;
 #[cfg_attr(
-    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd")),
+    not(any(feature = "qcow2", feature = "vmdk", feature = "vhd", feature = "vhdx")),
     allow(dead_code)
 )]
 mod extent;
@@ -75,11 +76,15 @@ mod stream;
 
 #[cfg(feature = "qcow2")]
 mod backing;
+#[cfg(feature = "ova")]
+pub mod ova;
 #[cfg(feature = "qcow2")]
 pub mod qcow2;
 pub mod raw;
 #[cfg(feature = "vhd")]
 pub mod vhd;
+#[cfg(feature = "vhdx")]
+pub mod vhdx;
 #[cfg(feature = "vmdk")]
 pub mod vmdk;
 
@@ -87,6 +92,8 @@ pub mod vmdk;
 pub use backing::BackingOptions;
 pub use error::{Error, Format, Result};
 pub use extent::{DiskWriter, Extent, WriteSummary};
+#[cfg(feature = "ova")]
+pub use ova::{Firmware, OvaOptions, OvaWriter};
 #[cfg(feature = "qcow2")]
 pub use qcow2::{Backing, BackingDisk, Qcow2Options, Qcow2RandomWriter, Qcow2Reader, Qcow2Writer};
 pub use raw::{RawReader, RawWriter};
@@ -97,8 +104,10 @@ pub use source::{
 pub use stream::SequentialWriter;
 #[cfg(feature = "vhd")]
 pub use vhd::{VhdDynamicRandomWriter, VhdKind, VhdOptions, VhdReader, VhdWriter};
+#[cfg(feature = "vhdx")]
+pub use vhdx::{VhdxOptions, VhdxReader, VhdxWriter};
 #[cfg(feature = "vmdk")]
-pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkWriter};
+pub use vmdk::{VmdkAdapter, VmdkOptions, VmdkReader, VmdkSparseWriter, VmdkWriter};
 
 use std::io;
 
@@ -116,9 +125,18 @@ pub enum OutputFormat {
     /// VMDK streamOptimized.
     #[cfg(feature = "vmdk")]
     Vmdk(VmdkOptions),
+    /// VMDK monolithicSparse.
+    #[cfg(feature = "vmdk")]
+    VmdkSparse(VmdkOptions),
     /// VHD fixed or dynamic.
     #[cfg(feature = "vhd")]
     Vhd(VhdOptions),
+    /// VHDX dynamic.
+    #[cfg(feature = "vhdx")]
+    Vhdx(VhdxOptions),
+    /// OVA package.
+    #[cfg(feature = "ova")]
+    Ova(OvaOptions),
 }
 
 impl OutputFormat {
@@ -138,8 +156,14 @@ impl OutputFormat {
             OutputFormat::Qcow2(o) => Box::new(Qcow2Writer::new(out, virtual_size, o)?),
             #[cfg(feature = "vmdk")]
             OutputFormat::Vmdk(o) => Box::new(VmdkWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "vmdk")]
+            OutputFormat::VmdkSparse(o) => Box::new(VmdkSparseWriter::new(out, virtual_size, o)?),
             #[cfg(feature = "vhd")]
             OutputFormat::Vhd(o) => Box::new(VhdWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "vhdx")]
+            OutputFormat::Vhdx(o) => Box::new(VhdxWriter::new(out, virtual_size, o)?),
+            #[cfg(feature = "ova")]
+            OutputFormat::Ova(o) => Box::new(OvaWriter::new(out, virtual_size, o)?),
         })
     }
 }
@@ -159,10 +183,13 @@ pub enum Image<R: DataRegions> {
     /// VHD.
     #[cfg(feature = "vhd")]
     Vhd(VhdReader<R>),
+    /// VHDX.
+    #[cfg(feature = "vhdx")]
+    Vhdx(VhdxReader<R>),
 }
 
 /// Opens `src`, detecting the format from its magic: `QFI\xfb` (qcow2),
-/// `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
+/// `vhdxfile` (VHDX), `KDMV` (VMDK sparse extent), `conectix` in the last 512 bytes or at 0
 /// (VHD; also a last sector that is a VHD footer but for a damaged
 /// cookie, which is then refused rather than read as raw), else raw.
 ///
@@ -227,6 +254,10 @@ fn open_inner<R: DataRegions>(
     if head[..4] == qcow2::QCOW2_MAGIC {
         return Qcow2Reader::open_overlay(src, backing).map(Image::Qcow2);
     }
+    #[cfg(feature = "vhdx")]
+    if head == *b"vhdxfile" {
+        return VhdxReader::open(src).map(Image::Vhdx);
+    }
     #[cfg(feature = "vmdk")]
     if head[..4] == vmdk::VMDK4_MAGIC.to_le_bytes() || &head == b"# Disk D" {
         return VmdkReader::open(src).map(Image::Vmdk);
@@ -249,6 +280,8 @@ macro_rules! each {
             Image::Vmdk($r) => $e,
             #[cfg(feature = "vhd")]
             Image::Vhd($r) => $e,
+            #[cfg(feature = "vhdx")]
+            Image::Vhdx($r) => $e,
         }
     };
 }

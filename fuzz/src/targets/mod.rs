@@ -26,6 +26,7 @@ pub const ALL: &[Target] = &[
     disk::QCOW2,
     disk::VMDK,
     disk::VHD,
+    disk::VHDX,
     disk::VDISK_OPEN,
     disk::PART,
     fs::FAT,

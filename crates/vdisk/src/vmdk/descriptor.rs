@@ -2,8 +2,9 @@
 
 use super::VmdkOptions;
 
-/// Renders the descriptor of a streamOptimized disk of `sectors` sectors.
-pub(crate) fn render(options: &VmdkOptions, sectors: u64) -> String {
+/// Renders the descriptor of a disk of `sectors` sectors whose one
+/// extent is of `create_type` (`streamOptimized`, `monolithicSparse`).
+pub(crate) fn render(options: &VmdkOptions, sectors: u64, create_type: &str) -> String {
     let (heads, spt) = match options.adapter {
         super::VmdkAdapter::Ide => (16u64, 63u64),
         _ => (255, 63),
@@ -14,7 +15,7 @@ pub(crate) fn render(options: &VmdkOptions, sectors: u64) -> String {
          version=1\n\
          CID={cid:08x}\n\
          parentCID=ffffffff\n\
-         createType=\"streamOptimized\"\n\
+         createType=\"{create_type}\"\n\
          \n\
          # Extent description\n\
          RW {sectors} SPARSE \"{name}\"\n\
@@ -42,8 +43,8 @@ mod tests {
         let o = VmdkOptions::new()
             .cid(0xdeadbeef)
             .extent_file_name("a\"b.vmdk");
-        let d = render(&o, 524_288);
-        assert_eq!(d, render(&o, 524_288));
+        let d = render(&o, 524_288, "streamOptimized");
+        assert_eq!(d, render(&o, 524_288, "streamOptimized"));
         assert!(d.contains("CID=deadbeef\n"));
         assert!(d.contains("RW 524288 SPARSE \"a_b.vmdk\"\n"));
         assert!(d.contains("createType=\"streamOptimized\""));

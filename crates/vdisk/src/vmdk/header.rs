@@ -6,6 +6,8 @@ use crate::error::{Error, Format, Result};
 use super::VMDK4_MAGIC;
 
 pub(crate) const VMDK4_FLAG_NL_DETECT: u32 = 1 << 0;
+/// A redundant grain directory and tables are kept (monolithicSparse).
+pub(crate) const VMDK4_FLAG_RGD: u32 = 1 << 1;
 pub(crate) const VMDK4_FLAG_COMPRESS: u32 = 1 << 16;
 pub(crate) const VMDK4_FLAG_MARKER: u32 = 1 << 17;
 /// `gdOffset` meaning "read the footer at the end of the file".

@@ -47,14 +47,21 @@
 //! marker + GD, the footer marker + footer, and the end-of-stream marker.
 //! This is what `qemu-img convert -O vmdk -o subformat=streamOptimized`
 //! produces and what VMware and VirtualBox import.
+//!
+//! [`VmdkSparseWriter`] writes the other hosted sparse flavour,
+//! monolithicSparse (version 1, uncompressed grains, no markers, grain
+//! directory and a redundant copy up front): a disk a VM runs on
+//! directly (layout in its module).
 
 mod descriptor;
 mod header;
 mod marker;
 mod reader;
+mod sparse;
 mod writer;
 
 pub use reader::VmdkReader;
+pub use sparse::VmdkSparseWriter;
 pub use writer::VmdkWriter;
 
 /// Controller type recorded in the descriptor (`ddb.adapterType`).
@@ -82,7 +89,8 @@ impl VmdkAdapter {
     }
 }
 
-/// Options of the VMDK streamOptimized writer.
+/// Options of the VMDK writers (streamOptimized and monolithicSparse; the
+/// compression, thread and empty-table options apply to streamOptimized).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmdkOptions {
     cid: u32,

@@ -74,7 +74,7 @@ impl<W: WriteAt> VmdkWriter<W> {
             });
         }
         let capacity = virtual_size.div_ceil(SECTOR);
-        let desc = descriptor::render(options, capacity);
+        let desc = descriptor::render(options, capacity, "streamOptimized");
         let desc_sectors = (desc.len() as u64)
             .div_ceil(SECTOR)
             .max(DESCRIPTOR_SECTORS_MIN);
