@@ -17,7 +17,7 @@ TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bm
 	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip groff-base man-db libxml2-utils
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl
 
-.PHONY: all image test bench boot boot-smoke boot-smoke-amd64 lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
+.PHONY: all image test bench boot boot-smoke boot-smoke-amd64 boot-vm lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
 
 all: build
 
@@ -73,6 +73,11 @@ boot-smoke: deps-boot demo-inputs build
 # min under qemu-user), about 10 min cold on this machine's class.
 boot-smoke-amd64: deps-boot demo-inputs build
 	SMOKE=amd64 bash tests/boot/boot-all.sh target/debug/kiln
+
+# The VM-import boots (issue 19): nuc-gpt VHDX under OVMF, nuc
+# monolithicSparse VMDK and the VMDK of its OVA under SeaBIOS.
+boot-vm: deps-boot demo-inputs build
+	SMOKE=vm bash tests/boot/boot-all.sh target/debug/kiln
 
 demo-inputs: deps-image
 	bash demo/make-inputs.sh

@@ -15,8 +15,9 @@
 # (bob-base.toml) is the "vendor image"; `kiln build --base` preloads the
 # app into it (bob-preload.toml) and the result boots under SeaBIOS.
 # SMOKE=1 (`make boot-smoke`): only nuc qcow2/OVMF, fin-cm3/virt and the
-# swap-off negative check. SMOKE=amd64 (`make test`): only nuc qcow2/OVMF
-# and the base-mode image (no armhf OS build: it takes 15-22 min).
+# swap-off negative check. SMOKE=amd64 (`make test`): only nuc qcow2/OVMF,
+# nuc-gpt VHDX/OVMF and the base-mode image (no armhf OS build: it takes
+# 15-22 min). SMOKE=vm (`make boot-vm`): the three VM-import boots.
 #
 # Env: OUT (default out/boot), SWAP_UNIT_WORKAROUND=1 boots copies whose
 # swap unit is moved to /etc/systemd/system and linked from
@@ -36,7 +37,7 @@ set -e
 t0=$(date +%s)
 "$repo/demo/os/make-os.sh" amd64
 t1=$(date +%s)
-[ "$smoke" = amd64 ] || "$repo/demo/os/make-os.sh" armhf
+[ "$smoke" = amd64 ] || [ "$smoke" = vm ] || "$repo/demo/os/make-os.sh" armhf
 t2=$(date +%s)
 env -u OUT "$repo/demo/app/make-demo-app.sh" # (it reads OUT as its own output dir)
 echo "boot-all.sh: demo OS build amd64 $((t1 - t0)) s, armhf $((t2 - t1)) s"
@@ -61,7 +62,7 @@ check() { # boot.sh arguments...
 # The qcow2 a VM imports: with --format qcow2 alone kiln writes it in place
 # (no raw file on the way). (The swap-unit workaround edits raw images only:
 # no qcow2 boots then.)
-if [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ]; then
+if [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ] && [ "$smoke" != vm ]; then
   build nuc bob-boot.toml nuc-vm.img 0 --format qcow2 \
     && check --expect-hostname bob-boot "$out/nuc-vm.qcow2" uefi
 fi
@@ -83,9 +84,12 @@ fi
 # the disk stream: the Hyper-V generation 2 VHDX under OVMF, the
 # monolithicSparse VMDK under SeaBIOS, and the VMDK an OVA holds (what an
 # appliance import attaches) under SeaBIOS. (Not raw: no swap workaround.)
-if [ "$smoke" = 0 ] && [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ]; then
+# `make test` (SMOKE=amd64) boots the VHDX; SMOKE=vm boots the three.
+if [ "$smoke" != 1 ] && [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ]; then
   build nuc-gpt bob-boot-gpt.toml nuc-gpt-hv.img 0 --format vhdx \
     && check --expect-hostname bob-boot "$out/nuc-gpt-hv.vhdx" uefi
+fi
+if { [ "$smoke" = 0 ] || [ "$smoke" = vm ]; } && [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ]; then
   build nuc bob-boot.toml nuc-sparse.img 0 --format vmdk-sparse \
     && check --expect-hostname bob-boot "$out/nuc-sparse.sparse.vmdk" bios
   build nuc bob-boot.toml nuc-app.img 0 --format ova && {
@@ -94,11 +98,11 @@ if [ "$smoke" = 0 ] && [ "${SWAP_UNIT_WORKAROUND:-0}" != 1 ]; then
       || fails=$((fails + 1))
   }
 fi
-if [ "$smoke" != amd64 ]; then
+if [ "$smoke" != amd64 ] && [ "$smoke" != vm ]; then
   build fin-cm3 bob-boot-fin.toml fin-cm3.img && check --expect-hostname bob-boot "$out/fin-cm3.img" virt
   build nuc bob-boot-noswap.toml nuc-noswap.img 0 && check --expect-problem no-swapfile "$out/nuc-noswap.img" bios
 fi
-if [ "$smoke" != 1 ]; then
+if [ "$smoke" != 1 ] && [ "$smoke" != vm ]; then
   # The vendor image, then the app preloaded into it (the base's own swap
   # unit in rootA activates the swapfile kiln writes at the same path).
   build nuc bob-base.toml nuc-base.img 1 \
