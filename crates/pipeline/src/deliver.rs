@@ -26,6 +26,7 @@
 //!     place like the qcow2;
 //!   - otherwise it is the sparse raw image, delivered.
 
+use crate::stream::{Piece, STREAM_END};
 use crate::Error;
 use kiln_artifact::bmap::{BlockRange, Bmap, BmapStreamHasher};
 use kiln_artifact::compress::{CompressOptions, Encoder};
@@ -330,7 +331,7 @@ fn vdisk_err(path: &Path) -> impl FnOnce(kiln_vdisk::Error) -> Error + '_ {
     move |e| Error::Output {
         path: path.to_path_buf(),
         op: "cannot write the disk image format",
-        source: std::io::Error::other(crate::inspect::chain(&e)),
+        source: std::io::Error::other(crate::error::chain(&e)),
     }
 }
 
@@ -338,7 +339,7 @@ fn artifact_err(path: &Path) -> impl FnOnce(kiln_artifact::Error) -> Error + '_ 
     move |e| Error::Output {
         path: path.to_path_buf(),
         op: "cannot write the artifact",
-        source: std::io::Error::other(crate::inspect::chain(&e)),
+        source: std::io::Error::other(crate::error::chain(&e)),
     }
 }
 
@@ -940,13 +941,6 @@ pub(crate) fn bmap_hasher(
     };
     BmapStreamHasher::ranges_only(size, 4096, mapped).map_err(artifact_err(out))
 }
-
-/// One piece of the disk, in order: its offset and bytes (gaps between
-/// pieces are zeros), shared with the whole-image hasher.
-pub(crate) type Piece = (u64, std::sync::Arc<[u8]>);
-
-/// The offset of the piece that ends a complete stream.
-pub(crate) const STREAM_END: u64 = u64::MAX;
 
 /// The sha256 of a disk of `size` bytes arriving on `pieces` (gaps
 /// hashed as zeros); `None` if the stream ends without [`STREAM_END`]

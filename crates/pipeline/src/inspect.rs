@@ -10,6 +10,7 @@
 //! store, `apps.json` and free space (ext4 superblock free blocks × block
 //! size), and a flasher's inner image.
 
+use crate::error::chain;
 use crate::Error;
 use kiln_fat::{FatEntryKind, FatReader, ListLimits};
 use kiln_part::{read_table, PartitionType, Scheme};
@@ -279,17 +280,6 @@ fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Erro
         data: None,
         base: None,
     })
-}
-
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn probe_ext4<R: ReadAt>(r: &R) -> Option<FsInfo> {
