@@ -31,7 +31,7 @@
 //!    recipe's keys over the base's), the recipe's NetworkManager profiles
 //!    and boot files; every other file keeps its bytes.
 //! 6. The disk is written as a normal build's is
-//!    ([`crate::build::deliver_disk`]): the working disk before the data
+//!    ([`crate::deliver::disk::deliver_disk`]): the working disk before the data
 //!    partition, then the new data partition, into the raw image, a qcow2
 //!    or VHD written in place, or streamed into a VMDK or compressed image
 //!    with no image file at all (a dry run of the data partition's writer
@@ -64,20 +64,28 @@
 //! at a few MiB of buffers plus the writers' per-inode tables (and, for a
 //! streamed output, the data partition's metadata from the dry run).
 
-use crate::build::{
-    prepare_app, App, BuildReport, BuildRequest, DiskWriter, PartitionReport, Pass, Run, Written,
-};
+use crate::app::{prepare_app, App};
+use crate::content::tp;
 use crate::content::{add_dir, feed_generated, Generated};
+use crate::datatree::Pass;
+use crate::deliver::disk::{
+    deliver_disk, raw_image_file, Deliver as DeliverTo, DiskWriter, Run, TempImage, Written,
+};
 use crate::manifest::BaseFacts;
+use crate::report::{human, BuildReport, PartitionReport};
+use crate::request::{
+    boot_config, boot_generated, delivery_for, ext4_options, recipe_invalid, swapfile, BuildRequest,
+};
 use crate::sink::Sink;
+use crate::sizing::{self, DataNeed, OldData};
 use crate::work::{At, Cow, Workspace};
 use crate::Error;
 use kiln_artifact::digest::Sha256Digest;
 use kiln_base::{BasePartition, Layout, Role as BaseRole};
 use kiln_ext4::{Ext4Estimator, Ext4Reader, Ext4Writer, Visit};
-use kiln_recipe::{BoardProfile, DataSize, Role, SwapActivation};
+use kiln_recipe::{BoardProfile, Role, SwapActivation};
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
-use kiln_units::{ByteSize, ReadAt, SubRegion, WriteAt};
+use kiln_units::{ReadAt, SubRegion, WriteAt};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -272,7 +280,7 @@ impl MergedData<'_> {
         };
         feed_generated(
             &[Generated {
-                path: crate::build::tp("apps.json"),
+                path: tp("apps.json"),
                 mode: 0o644,
                 data: app.apps_json.clone(),
             }],
@@ -316,7 +324,7 @@ fn merge_err(label: &str, e: MergeError<kiln_ext4::Error>) -> Error {
 /// recipe's (same uuid: the new release replaces the old one).
 fn check_apps(base: &Path, old: &OldFs<'_>, app: &App, data_label: &str) -> Result<(), Error> {
     let bytes = old
-        .read_file(&crate::build::tp("apps.json"), MAX_JSON)
+        .read_file(&tp("apps.json"), MAX_JSON)
         .map_err(|source| Error::Ext4 {
             partition: format!("{data_label} (base)"),
             source,
@@ -369,49 +377,6 @@ fn ext4_err(label: &str) -> impl FnOnce(kiln_ext4::Error) -> Error + '_ {
     }
 }
 
-/// The data partition's new size: what the content needs plus headroom,
-/// never less than the base had; `fixed` and `fill` as in a normal build.
-fn data_size(
-    req: &BuildRequest<'_>,
-    label: &str,
-    min: u64,
-    old: &BasePartition,
-    gpt: bool,
-    align: u64,
-) -> Result<u64, Error> {
-    let profile = &req.profile;
-    Ok(match req.recipe.data.size {
-        DataSize::Auto => min.max(old.size_bytes),
-        DataSize::Fixed(b) if b.bytes() >= min => b.bytes().max(old.size_bytes),
-        DataSize::Fixed(b) => {
-            return Err(Error::Layout {
-                partition: label.to_string(),
-                reason: format!(
-                    "data.size {b} is smaller than the {} its content and headroom need",
-                    ByteSize::new(min)
-                ),
-            })
-        }
-        DataSize::Fill => {
-            let m = match &req.medium {
-                Some(m) => profile.medium(m)?.clone(),
-                None => profile
-                    .media
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| Error::Layout {
-                        partition: label.to_string(),
-                        reason: "data.size = \"fill\" needs a medium (--media)".into(),
-                    })?,
-            };
-            let tail = if gpt { align.max(33 * 512) } else { 0 };
-            (m.size.bytes().saturating_sub(old.start_bytes + tail) / align * align)
-                .max(min)
-                .max(old.size_bytes)
-        }
-    })
-}
-
 /// Runs a base-image build (see the module doc).
 pub(crate) fn build_base(
     req: &BuildRequest<'_>,
@@ -427,9 +392,9 @@ pub(crate) fn build_base(
             reason: "base image not found (or not a file)".into(),
         });
     }
-    let config = crate::build::boot_config(req, progress)?;
+    let config = boot_config(req, progress)?;
     if recipe.swap.size.bytes() > 0 && recipe.swap.activation == SwapActivation::SystemdUnit {
-        return Err(crate::build::recipe_invalid(
+        return Err(recipe_invalid(
             recipe,
             "swap.activation",
             "a base image keeps its root filesystem as it is, so kiln cannot add a systemd unit there: use \"app-service\" (a privileged swap service in the app) or \"none\" in base-image mode",
@@ -437,7 +402,7 @@ pub(crate) fn build_base(
         .into());
     }
     // Checked before the slow part, as a normal build checks its plan.
-    let delivery = crate::build::delivery_for(req)?;
+    let delivery = delivery_for(req)?;
     let out = &req.output;
     let scratch = |what: &str| Scratch::create(crate::outpath::scratch_path(out, what));
 
@@ -446,7 +411,7 @@ pub(crate) fn build_base(
     // The raw output file, when delivery writes one: a compressed base
     // is expanded straight into it, and only kiln's edits and the new
     // partition are written over it.
-    let mut image = crate::build::raw_image_file(req, &delivery)?;
+    let mut image = raw_image_file(req, &delivery)?;
     let source = BaseSource::open(base, &scratch, image.as_mut().map(|t| (t, out.as_path())))?;
     let edits = scratch("edits")?;
     let work = Cow::new(
@@ -486,34 +451,19 @@ pub(crate) fn build_base(
         unchanged: &unchanged,
         in_output: source.in_output,
     };
-    let medium = match &req.medium {
-        Some(m) => Some(profile.medium(m)?.clone()),
-        None => None,
-    };
+    let medium = sizing::medium(profile, req.medium.as_deref())?;
     let mut deliver = |disk: &Rebuilt<'_>, progress: &mut dyn FnMut(&str)| {
         let disk_bytes = disk.disk_bytes;
         if let Some(m) = &medium {
-            if disk_bytes > m.size.bytes() {
-                return Err(Error::TooBig {
-                    medium: m.name.clone(),
-                    need: disk_bytes,
-                    need_h: crate::build::human(disk_bytes),
-                    have: m.size.bytes(),
-                    have_h: crate::build::human(m.size.bytes()),
-                    hint: "the base image and the preload do not fit it".into(),
-                });
-            }
+            sizing::check_medium(m, disk_bytes, || {
+                "the base image and the preload do not fit it".into()
+            })?;
         }
         let report = |partitions| BuildReport {
             image: out.clone(),
             disk_bytes,
             medium: medium.clone().map(|m| (m.name, m.size.bytes())),
-            fits: profile
-                .media
-                .iter()
-                .filter(|m| m.size.bytes() >= disk_bytes)
-                .map(|m| m.name.clone())
-                .collect(),
+            fits: sizing::fits(profile, disk_bytes),
             partitions,
             config: redacted(&disk.config, &config),
             swap_bytes: recipe.swap.size.bytes(),
@@ -523,14 +473,14 @@ pub(crate) fn build_base(
             artifacts: Vec::new(),
         };
         let facts = source.facts(base)?;
-        let to = crate::build::Deliver {
+        let to = DeliverTo {
             req,
             delivery: &delivery,
             disk_id: disk.disk_id.clone(),
             app: app.as_ref(),
             base: Some(&facts),
         };
-        crate::build::deliver_disk(&to, disk, image.take(), report, progress)
+        deliver_disk(&to, disk, image.take(), report, progress)
     };
     if layout.flasher {
         preload_flasher(&ctx, &work, &layout, &scratch, progress, &mut deliver)
@@ -569,7 +519,7 @@ impl BaseSource {
     fn open(
         base: &Path,
         scratch: &dyn Fn(&str) -> Result<Scratch, Error>,
-        output: Option<(&mut crate::build::TempImage, &Path)>,
+        output: Option<(&mut TempImage, &Path)>,
     ) -> Result<Self, Error> {
         if let Some((file, _)) = kiln_base::open_raw(base).map_err(base_err(base))? {
             let meta = file.metadata().map_err(base_io(base))?;
@@ -782,11 +732,7 @@ impl DiskWriter for Rebuilt<'_> {
         sink.end_partition()
             .map_err(out_err(out, "cannot stream the disk"))?;
         final_before(start);
-        progress(&format!(
-            "writing {} ({})",
-            part.label,
-            crate::build::human(size)
-        ));
+        progress(&format!("writing {} ({})", part.label, human(size)));
         sink.begin_partition();
         let (wr, feed) = (part.write)(SubRegion::new(&mut *sink, start, size), run)?;
         sink.end_partition()
@@ -927,7 +873,7 @@ fn preload_disk<T>(
         .map_err(old_err(&data_label))?;
     let store_path = app
         .as_ref()
-        .map_or_else(|| crate::build::tp("docker"), |a| a.store_path.clone());
+        .map_or_else(|| tp("docker"), |a| a.store_path.clone());
     let existing = match app {
         Some(a) => {
             check_apps(base, &old, a, &data_label)?;
@@ -944,17 +890,17 @@ fn preload_disk<T>(
         }
         None => None,
     };
-    let swap = crate::build::swapfile(req, &data_label)?;
+    let swap = swapfile(req, &data_label)?;
     // What kiln replaces: the swapfile, apps.json, repositories.json;
     // lost+found is the new filesystem's own.
     let mut drop: BTreeSet<TreePath> = BTreeSet::new();
-    drop.insert(crate::build::tp("lost+found"));
+    drop.insert(tp("lost+found"));
     if let Some((p, _, _)) = &swap {
         drop.insert(p.clone());
     }
     let mut new_dirs = Vec::new();
     if app.is_some() {
-        drop.insert(crate::build::tp("apps.json"));
+        drop.insert(tp("apps.json"));
         for skip in kiln_oci::ExistingStore::SKIP_PATHS {
             let mut p = store_path.clone();
             for c in skip.split('/') {
@@ -965,10 +911,7 @@ fn preload_disk<T>(
             }
             drop.insert(p);
         }
-        for (d, mode) in [
-            (crate::build::tp("resin-data"), 0o755),
-            (store_path.clone(), 0o710),
-        ] {
+        for (d, mode) in [(tp("resin-data"), 0o755), (store_path.clone(), 0o710)] {
             if old.lookup(&d).map_err(old_err(&data_label))?.is_none() {
                 new_dirs.push((d, mode));
             }
@@ -986,8 +929,7 @@ fn preload_disk<T>(
     // 4. Size the new data filesystem.
     progress(&format!("sizing {data_label}"));
     let data_uuid = old.info().uuid;
-    let opts =
-        |size| crate::build::ext4_options(req, &data_label, Role::Data, size, time).uuid(data_uuid);
+    let opts = |size| ext4_options(req, &data_label, Role::Data, size, time).uuid(data_uuid);
     let mut est = Ext4Estimator::new();
     merged
         .feed(&mut est, Pass::Size)
@@ -997,7 +939,22 @@ fn preload_disk<T>(
         .map_err(ext4_err(&data_label))?;
     let align = profile.alignment.max(4096);
     let min = kiln_units::align_up(min, align).unwrap_or(min);
-    let new_size = data_size(req, &data_label, min, &data, gpt, align)?;
+    let medium = sizing::medium(profile, req.medium.as_deref())?;
+    let new_size = DataNeed {
+        profile,
+        policy: req.recipe.data.size,
+        medium: medium.as_ref(),
+        label: &data_label,
+        min,
+    }
+    .rebuilt(
+        OldData {
+            start_bytes: data.start_bytes,
+            size_bytes: data.size_bytes,
+        },
+        gpt,
+        align,
+    )?;
     let write = |region: SubRegion<&mut Sink<'_>>, run: Run| {
         let mut w = Ext4Writer::new(region, opts(new_size)).map_err(ext4_err(&data_label))?;
         // A streamed build's dry run leaves the layer digests to the
@@ -1040,8 +997,8 @@ fn rebuild<T>(
     progress(&format!(
         "resizing {} ({} -> {})",
         part.label,
-        crate::build::human(part.old.size_bytes),
-        crate::build::human(part.size)
+        human(part.old.size_bytes),
+        human(part.size)
     ));
     let align = ctx.req.profile.alignment.max(4096);
     let disk_bytes = regrow(work, layout, part.old, part.size, align)?;
@@ -1317,7 +1274,7 @@ fn preload_flasher<T>(
     let old =
         Ext4Reader::open(SubRegion::new(from, at, root.size_bytes)).map_err(old_err(&label))?;
     let uuid = old.info().uuid;
-    let opts = |size| crate::build::ext4_options(req, &label, Role::RootA, size, time).uuid(uuid);
+    let opts = |size| ext4_options(req, &label, Role::RootA, size, time).uuid(uuid);
     let mut est = Replace {
         inner: Ext4Estimator::new(),
         path: &inner_path,
@@ -1377,8 +1334,8 @@ fn edit_boot(
         "merging config.json into {}",
         boot.label.as_deref().unwrap_or("the boot partition")
     ));
-    let generated = crate::build::boot_generated(&ctx.req.recipe, ctx.config)?;
-    let config_path = crate::build::tp("config.json");
+    let generated = boot_generated(&ctx.req.recipe, ctx.config)?;
+    let config_path = tp("config.json");
     let edits = crate::bootedit::BootEdits {
         config_merge: Some(ctx.config.value().clone()),
         files: generated

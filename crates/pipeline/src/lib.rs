@@ -48,28 +48,34 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod app;
 mod base;
 mod bootedit;
 mod build;
 mod content;
 mod convert;
+mod datatree;
 mod deliver;
 mod error;
+mod fresh;
 mod inspect;
 mod inspect_data;
 mod manifest;
 mod mkfs;
 mod outpath;
 mod plan;
+mod report;
+mod request;
 mod seed;
 mod sink;
+mod sizing;
 mod stamp;
 mod stream;
 mod swap;
 mod work;
 
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};
-pub use build::{build, BuildReport, BuildRequest, PartitionReport};
+pub use build::build;
 pub use convert::{convert, ConvertReport};
 pub use deliver::{temporary_paths, Delivered, Delivery, DiskFormat};
 pub use error::Error;
@@ -80,6 +86,8 @@ pub use inspect_data::{
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
+pub use report::{BuildReport, PartitionReport};
+pub use request::BuildRequest;
 pub use seed::Seed;
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,

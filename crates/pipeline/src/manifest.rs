@@ -6,8 +6,9 @@
 //! sorted listing, one line per entry: `<path>\0<kind>\0<size>\0<sha256 of
 //! content or link target>\n` (a stable, documented canonical form).
 
-use crate::build::{App, BuildReport};
+use crate::app::App;
 use crate::deliver::Delivered;
+use crate::report::BuildReport;
 use crate::Error;
 use kiln_artifact::digest::{Sha256Digest, Sha256Hasher};
 use kiln_artifact::manifest as m;

@@ -26,6 +26,8 @@
 //!     place like the qcow2;
 //!   - otherwise it is the sparse raw image, delivered.
 
+pub(crate) mod disk;
+
 use crate::stream::{Piece, STREAM_END};
 use crate::Error;
 use kiln_artifact::bmap::{BlockRange, Bmap, BmapStreamHasher};
