@@ -4,6 +4,7 @@
 //! manifest and the checksums. Decided once, from the [`Delivery`].
 
 use crate::app::App;
+use crate::deliver::format::Route;
 use crate::deliver::{deliver, write_sums, Delivered, Delivery, DiskFormat, Source, Temps};
 use crate::manifest::BaseFacts;
 use crate::report::{BuildReport, PartitionReport};
@@ -120,10 +121,10 @@ pub(crate) fn deliver_disk(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
     let (req, delivery) = (to.req, to.delivery);
-    let in_place = crate::deliver::in_place_format(delivery);
-    if in_place.is_none() && !keeps_raw(delivery) {
-        return build_streamed(to, disk, report, progress);
-    }
+    let in_place = match Route::of(delivery) {
+        Route::Streamed => return build_streamed(to, disk, report, progress),
+        Route::Positional(in_place) => in_place,
+    };
     let out = &req.output;
     let disk_bytes = disk.disk_bytes();
     let mut tmp = match image {
@@ -196,22 +197,17 @@ pub(crate) fn raw_image_file(
     req: &BuildRequest<'_>,
     delivery: &Delivery,
 ) -> Result<Option<TempImage>, Error> {
-    let in_place = crate::deliver::in_place_format(delivery);
-    let raw = match in_place {
-        None => keeps_raw(delivery),
-        Some(f) => f == DiskFormat::Vhd,
+    let route = Route::of(delivery);
+    let raw = route.raw_file();
+    let in_place = match route {
+        Route::Streamed => None,
+        Route::Positional(f) => f,
     };
     if raw {
         image_file(req, in_place).map(Some)
     } else {
         Ok(None)
     }
-}
-
-/// Whether delivery keeps the raw image file itself (raw asked for, not
-/// compressed).
-fn keeps_raw(d: &Delivery) -> bool {
-    d.formats.contains(&DiskFormat::Raw) && d.compress.is_none()
 }
 
 /// The disk streamed straight into the sequential outputs
