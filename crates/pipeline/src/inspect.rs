@@ -170,11 +170,6 @@ pub fn inspect(
             })?;
             inspect_disk(std::rc::Rc::new(disk), path)
         }
-        #[allow(unreachable_patterns)]
-        _ => Err(Error::Image {
-            path: path.to_path_buf(),
-            reason: format!("{format} input is not supported by inspect"),
-        }),
     }
 }
 
@@ -211,8 +206,6 @@ fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Erro
     let (kind, disk_id) = match &table.scheme {
         Scheme::Mbr { disk_signature } => ("mbr", format!("0x{disk_signature:08x}")),
         Scheme::Gpt { disk_guid, .. } => ("gpt", disk_guid.to_string()),
-        #[allow(unreachable_patterns)]
-        _ => ("unknown", String::new()),
     };
     let mut partitions = Vec::new();
     let mut boot_files = Vec::new();
