@@ -1,15 +1,36 @@
 //! The kiln build pipeline: from a validated board profile and recipe to
 //! one partitioned raw disk image.
 //!
-//! [`build`] plans the whole layout first (sizes, offsets, the data
-//! partition sized from what goes in plus headroom) and refuses an image
-//! that would not fit the target medium before writing anything. It then
-//! creates a sparse temporary file beside the output, writes each
-//! partition's filesystem into its window of that file (FAT boot partition
-//! with the injected configuration, ext4 root filesystems, the data
-//! partition with the swapfile), writes the partition table, syncs, and
-//! renames the file into place. On any error the temporary file is
-//! removed.
+//! [`build`] runs one build through these stages, each a module that
+//! depends only on the ones below it:
+//!
+//! ```text
+//!  build (entry) ---------> base (a base image's build)
+//!    |  \_______________      |
+//!    |                  \     |
+//!    |              fresh     base/{source,merge,rebuilt,preload}
+//!    |                  \     /      the disk source: a fresh disk or
+//!    |                   \   /       a rebuilt base, one DiskWriter trait
+//!    |              sizing, plan      one sizing policy, one medium check
+//!    |                     |
+//!    +------------> deliver/disk      positional or streamed, decided once
+//!                          |           (deliver::format::Route)
+//!        deliver/{fanout,hash,temps,paths,format}, sink, stream, manifest
+//!                          |
+//!        request, app, datatree, content     the request resolved once
+//!                          |
+//!             report, error, outpath, seed    leaves
+//! ```
+//!
+//! The layout is planned first (sizes, offsets, the data partition sized
+//! from what goes in plus headroom), and an image that would not fit the
+//! target medium is refused before anything is written. The disk is then
+//! written into a sparse temporary file beside the output (or streamed
+//! into the sequential outputs), the partition table included, synced,
+//! and every output renamed into place. On any error the temporary files
+//! are removed. No module imports one above it: the entry modules
+//! (`build`, `stamp`, `inspect`, `convert`, `mkfs`) are imported by no
+//! other, and `base` only by `build`, which hands it a base image's build.
 //!
 //! [`inspect`] reads an image back: the table, each filesystem's label
 //! and identity, the boot partition's files and `config.json` (secrets

@@ -128,3 +128,135 @@ pub(crate) fn check_medium(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_units::MIB;
+    use std::path::Path;
+
+    fn profile() -> BoardProfile {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../board-profiles/nuc.toml");
+        BoardProfile::load(&p).unwrap()
+    }
+
+    fn medium(name: &str, bytes: u64) -> Media {
+        Media {
+            name: name.into(),
+            size: ByteSize::new(bytes),
+        }
+    }
+
+    fn need<'a>(p: &'a BoardProfile, policy: DataSize, m: Option<&'a Media>) -> DataNeed<'a> {
+        DataNeed {
+            profile: p,
+            policy,
+            medium: m,
+            label: "resin-data",
+            min: 100 * MIB,
+        }
+    }
+
+    /// auto and fixed, on a fresh disk and on a rebuilt one (which never
+    /// shrinks the old partition).
+    #[test]
+    fn auto_and_fixed_sizes() {
+        let p = profile();
+        let old = |size| OldData {
+            start_bytes: 2048 * MIB,
+            size_bytes: size,
+        };
+        let fixed = DataSize::Fixed(ByteSize::new(300 * MIB));
+        let cases: [(DataSize, Option<u64>, u64); 5] = [
+            (DataSize::Auto, None, 100 * MIB),
+            (fixed, None, 300 * MIB),
+            (DataSize::Auto, Some(50 * MIB), 100 * MIB),
+            (DataSize::Auto, Some(500 * MIB), 500 * MIB),
+            (fixed, Some(400 * MIB), 400 * MIB),
+        ];
+        for (policy, old_size, want) in cases {
+            let n = need(&p, policy, None);
+            let got = match old_size {
+                None => n.fresh().unwrap(),
+                Some(s) => n.rebuilt(old(s), false, 4 * MIB).unwrap(),
+            };
+            assert_eq!(got, want, "{policy:?} old {old_size:?}");
+        }
+    }
+
+    #[test]
+    fn a_fixed_size_below_the_content_is_refused() {
+        let p = profile();
+        let n = need(&p, DataSize::Fixed(ByteSize::new(10 * MIB)), None);
+        for e in [
+            n.fresh().unwrap_err(),
+            n.rebuilt(
+                OldData {
+                    start_bytes: 0,
+                    size_bytes: 0,
+                },
+                true,
+                4 * MIB,
+            )
+            .unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("resin-data") && msg.contains("smaller than"),
+                "{msg}"
+            );
+        }
+    }
+
+    /// fill takes the medium asked for, else the board's first, and never
+    /// less than the content needs; GPT keeps room for the backup table.
+    #[test]
+    fn fill_sizes() {
+        let p = profile();
+        let m = medium("8GB", 8_000_000_000);
+        let fresh = need(&p, DataSize::Fill, Some(&m)).fresh().unwrap();
+        assert_eq!(fresh, Plan::fill_size(&p, 8_000_000_000).unwrap());
+        let first = p.media.first().cloned().unwrap();
+        let by_default = need(&p, DataSize::Fill, None).fresh().unwrap();
+        assert_eq!(by_default, Plan::fill_size(&p, first.size.bytes()).unwrap());
+        let tiny = medium("tiny", 1);
+        assert!(need(&p, DataSize::Fill, Some(&tiny)).fresh().is_err());
+
+        let old = OldData {
+            start_bytes: 100 * MIB,
+            size_bytes: 10 * MIB,
+        };
+        let m = medium("1G", 1024 * MIB);
+        let n = need(&p, DataSize::Fill, Some(&m));
+        assert_eq!(n.rebuilt(old, false, 4 * MIB).unwrap(), 924 * MIB);
+        assert_eq!(n.rebuilt(old, true, 4 * MIB).unwrap(), 920 * MIB);
+        let small = medium("small", 120 * MIB);
+        let n = need(&p, DataSize::Fill, Some(&small));
+        assert_eq!(
+            n.rebuilt(old, true, 4 * MIB).unwrap(),
+            100 * MIB,
+            "the content's minimum wins"
+        );
+    }
+
+    #[test]
+    fn medium_check() {
+        let p = profile();
+        let m = medium("1G", 1024 * MIB);
+        assert!(check_medium(&m, 1024 * MIB, || unreachable!()).is_ok());
+        let e = check_medium(&m, 1025 * MIB, || "it fits 2G".into()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, Error::TooBig { need, have, .. } if need == 1025 * MIB && have == 1024 * MIB)
+        );
+        assert!(!msg.is_empty());
+        let all: Vec<String> = p.media.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(fits(&p, 0), all);
+        assert!(fits(&p, u64::MAX).is_empty());
+        assert!(medium_named(&p, "no-such-medium").is_err());
+    }
+
+    fn medium_named(p: &BoardProfile, name: &str) -> Result<Option<Media>, Error> {
+        super::medium(p, Some(name))
+    }
+}
