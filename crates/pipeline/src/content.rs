@@ -73,3 +73,8 @@ impl<S: TreeSink> TreeSink for Skip<'_, S> {
         self.inner.add(entry, content)
     }
 }
+
+pub(crate) fn tp(s: &str) -> TreePath {
+    // OK: only called with constant, valid relative paths.
+    TreePath::parse(s.as_bytes()).unwrap_or_default()
+}

@@ -10,6 +10,7 @@
 //! store, `apps.json` and free space (ext4 superblock free blocks × block
 //! size), and a flasher's inner image.
 
+use crate::error::chain;
 use crate::Error;
 use kiln_fat::{FatEntryKind, FatReader, ListLimits};
 use kiln_part::{read_table, PartitionType, Scheme};
@@ -169,11 +170,6 @@ pub fn inspect(
             })?;
             inspect_disk(std::rc::Rc::new(disk), path)
         }
-        #[allow(unreachable_patterns)]
-        _ => Err(Error::Image {
-            path: path.to_path_buf(),
-            reason: format!("{format} input is not supported by inspect"),
-        }),
     }
 }
 
@@ -210,8 +206,6 @@ fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Erro
     let (kind, disk_id) = match &table.scheme {
         Scheme::Mbr { disk_signature } => ("mbr", format!("0x{disk_signature:08x}")),
         Scheme::Gpt { disk_guid, .. } => ("gpt", disk_guid.to_string()),
-        #[allow(unreachable_patterns)]
-        _ => ("unknown", String::new()),
     };
     let mut partitions = Vec::new();
     let mut boot_files = Vec::new();
@@ -279,17 +273,6 @@ fn inspect_table<R: ReadAt>(disk: &R, name: &Path) -> Result<InspectReport, Erro
         data: None,
         base: None,
     })
-}
-
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn probe_ext4<R: ReadAt>(r: &R) -> Option<FsInfo> {

@@ -281,7 +281,7 @@ pub fn inspect_base<R: ReadAt + 'static>(disk: &Rc<R>) -> Option<BaseInfo> {
     use kiln_base::Role;
     let layout = kiln_base::detect(&**disk).ok()?;
     let mut problems = Vec::new();
-    let mut note = |e: kiln_base::Error| problems.push(crate::inspect::chain(&e));
+    let mut note = |e: kiln_base::Error| problems.push(crate::error::chain(&e));
     let device = kiln_base::device_info(&**disk, &layout)
         .map_err(&mut note)
         .ok();

@@ -1,15 +1,36 @@
 //! The kiln build pipeline: from a validated board profile and recipe to
 //! one partitioned raw disk image.
 //!
-//! [`build`] plans the whole layout first (sizes, offsets, the data
-//! partition sized from what goes in plus headroom) and refuses an image
-//! that would not fit the target medium before writing anything. It then
-//! creates a sparse temporary file beside the output, writes each
-//! partition's filesystem into its window of that file (FAT boot partition
-//! with the injected configuration, ext4 root filesystems, the data
-//! partition with the swapfile), writes the partition table, syncs, and
-//! renames the file into place. On any error the temporary file is
-//! removed.
+//! [`build`] runs one build through these stages, each a module that
+//! depends only on the ones below it:
+//!
+//! ```text
+//!  build (entry) ---------> base (a base image's build)
+//!    |  \_______________      |
+//!    |                  \     |
+//!    |              fresh     base/{source,merge,rebuilt,preload}
+//!    |                  \     /      the disk source: a fresh disk or
+//!    |                   \   /       a rebuilt base, one DiskWriter trait
+//!    |              sizing, plan      one sizing policy, one medium check
+//!    |                     |
+//!    +------------> deliver/disk      positional or streamed, decided once
+//!                          |           (deliver::format::Route)
+//!        deliver/{fanout,hash,temps,paths,format}, sink, stream, manifest
+//!                          |
+//!        request, app, datatree, content     the request resolved once
+//!                          |
+//!             report, error, outpath, seed    leaves
+//! ```
+//!
+//! The layout is planned first (sizes, offsets, the data partition sized
+//! from what goes in plus headroom), and an image that would not fit the
+//! target medium is refused before anything is written. The disk is then
+//! written into a sparse temporary file beside the output (or streamed
+//! into the sequential outputs), the partition table included, synced,
+//! and every output renamed into place. On any error the temporary files
+//! are removed. No module imports one above it: the entry modules
+//! (`build`, `stamp`, `inspect`, `convert`, `mkfs`) are imported by no
+//! other, and `base` only by `build`, which hands it a base image's build.
 //!
 //! [`inspect`] reads an image back: the table, each filesystem's label
 //! and identity, the boot partition's files and `config.json` (secrets
@@ -48,21 +69,27 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod app;
 mod base;
 mod bootedit;
 mod build;
 mod content;
 mod convert;
+mod datatree;
 mod deliver;
 mod error;
+mod fresh;
 mod inspect;
 mod inspect_data;
 mod manifest;
 mod mkfs;
 mod outpath;
 mod plan;
+mod report;
+mod request;
 mod seed;
 mod sink;
+mod sizing;
 mod stamp;
 mod stream;
 mod swap;
@@ -70,7 +97,7 @@ mod vm_options;
 mod work;
 
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};
-pub use build::{build, BuildReport, BuildRequest, PartitionReport};
+pub use build::build;
 pub use convert::{convert, ConvertReport};
 pub use deliver::{temporary_paths, Delivered, Delivery, DiskFormat};
 pub use error::Error;
@@ -81,6 +108,8 @@ pub use inspect_data::{
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
+pub use report::{BuildReport, PartitionReport};
+pub use request::BuildRequest;
 pub use seed::Seed;
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,

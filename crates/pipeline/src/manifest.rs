@@ -6,8 +6,9 @@
 //! sorted listing, one line per entry: `<path>\0<kind>\0<size>\0<sha256 of
 //! content or link target>\n` (a stable, documented canonical form).
 
-use crate::build::{App, BuildReport};
+use crate::app::App;
 use crate::deliver::Delivered;
+use crate::report::BuildReport;
 use crate::Error;
 use kiln_artifact::digest::{Sha256Digest, Sha256Hasher};
 use kiln_artifact::manifest as m;
@@ -193,80 +194,10 @@ pub(crate) fn inputs(
 
 pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
     let inputs = f.inputs.clone();
-    let mut preload = m::Preload::default();
-    if let (Some(_), Some((app, feed))) = (&f.recipe.app, f.app) {
-        let tar_size: BTreeMap<String, u64> = feed
-            .layers
-            .iter()
-            .map(|l| (l.chain_id.to_string(), l.tar_size))
-            .collect();
-        for img in app.store.images() {
-            let size_bytes = img
-                .chain_ids()
-                .iter()
-                .filter_map(|c| tar_size.get(&c.to_string()))
-                .sum();
-            let layers = u32::try_from(img.layer_count()).unwrap_or(u32::MAX);
-            let mut refs: Vec<String> = img.tags.iter().map(ToString::to_string).collect();
-            refs.extend(img.digest_refs());
-            for reference in refs {
-                preload.images.push(m::PreloadedImage {
-                    reference,
-                    image_id: hex_digest(&img.id.to_string()),
-                    layers,
-                    size_bytes,
-                });
-            }
-        }
-        let apps: serde_json::Value = serde_json::from_slice(&app.apps_json).unwrap_or_default();
-        for a in apps["apps"]
-            .as_object()
-            .into_iter()
-            .flat_map(|o| o.values())
-        {
-            for rel in a["releases"]
-                .as_object()
-                .into_iter()
-                .flat_map(|o| o.values())
-            {
-                for (name, s) in rel["services"].as_object().into_iter().flatten() {
-                    preload.services.push(m::Service {
-                        app: a["name"].as_str().unwrap_or_default().to_string(),
-                        name: name.clone(),
-                        image: s["image"].as_str().unwrap_or_default().to_string(),
-                    });
-                }
-            }
-        }
-    }
+    let preload = preload(f);
     let profile_digest = file_digest(&f.profile.source)?.0;
     let recipe_digest = file_digest(&f.recipe.source)?.0;
-    let partitions = f
-        .report
-        .partitions
-        .iter()
-        .map(|p| {
-            let spec = f.profile.partitions.iter().find(|s| s.label == p.label);
-            m::Partition {
-                number: p.number,
-                label: p.label.clone(),
-                type_id: match (f.profile.table, spec) {
-                    (TableKind::Mbr, Some(s)) => format!("0x{:02x}", s.mbr_type),
-                    (TableKind::Gpt, Some(s)) => s.gpt_type.to_string(),
-                    _ => String::new(),
-                },
-                start_bytes: p.start,
-                size_bytes: p.size,
-                partition_uuid: p.part_guid.clone(),
-                filesystem: match p.fs {
-                    "fat16" => m::Filesystem::Fat16,
-                    "fat32" => m::Filesystem::Fat32,
-                    _ => m::Filesystem::Ext4,
-                },
-                fs_uuid: Some(p.fs_id.clone()),
-            }
-        })
-        .collect();
+    let partitions = partitions(f);
     let swap = (f.recipe.swap.size.bytes() > 0).then(|| m::Swap {
         path: format!("/mnt/data{}", f.recipe.swap.path),
         size_bytes: f.recipe.swap.size.bytes(),
@@ -343,4 +274,85 @@ pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
         op: "cannot serialise the manifest",
         source: std::io::Error::other(e.to_string()),
     })
+}
+
+/// The manifest's preload section: every image reference in the store
+/// and every service of `apps.json`.
+fn preload(f: &ManifestFacts<'_>) -> m::Preload {
+    let mut preload = m::Preload::default();
+    if let (Some(_), Some((app, feed))) = (&f.recipe.app, f.app) {
+        let tar_size: BTreeMap<String, u64> = feed
+            .layers
+            .iter()
+            .map(|l| (l.chain_id.to_string(), l.tar_size))
+            .collect();
+        for img in app.store.images() {
+            let size_bytes = img
+                .chain_ids()
+                .iter()
+                .filter_map(|c| tar_size.get(&c.to_string()))
+                .sum();
+            let layers = u32::try_from(img.layer_count()).unwrap_or(u32::MAX);
+            let mut refs: Vec<String> = img.tags.iter().map(ToString::to_string).collect();
+            refs.extend(img.digest_refs());
+            for reference in refs {
+                preload.images.push(m::PreloadedImage {
+                    reference,
+                    image_id: hex_digest(&img.id.to_string()),
+                    layers,
+                    size_bytes,
+                });
+            }
+        }
+        let apps: serde_json::Value = serde_json::from_slice(&app.apps_json).unwrap_or_default();
+        for a in apps["apps"]
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.values())
+        {
+            for rel in a["releases"]
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.values())
+            {
+                for (name, s) in rel["services"].as_object().into_iter().flatten() {
+                    preload.services.push(m::Service {
+                        app: a["name"].as_str().unwrap_or_default().to_string(),
+                        name: name.clone(),
+                        image: s["image"].as_str().unwrap_or_default().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    preload
+}
+
+/// The manifest's partitions, from the build report and the profile.
+fn partitions(f: &ManifestFacts<'_>) -> Vec<m::Partition> {
+    f.report
+        .partitions
+        .iter()
+        .map(|p| {
+            let spec = f.profile.partitions.iter().find(|s| s.label == p.label);
+            m::Partition {
+                number: p.number,
+                label: p.label.clone(),
+                type_id: match (f.profile.table, spec) {
+                    (TableKind::Mbr, Some(s)) => format!("0x{:02x}", s.mbr_type),
+                    (TableKind::Gpt, Some(s)) => s.gpt_type.to_string(),
+                    _ => String::new(),
+                },
+                start_bytes: p.start,
+                size_bytes: p.size,
+                partition_uuid: p.part_guid.clone(),
+                filesystem: match p.fs {
+                    "fat16" => m::Filesystem::Fat16,
+                    "fat32" => m::Filesystem::Fat32,
+                    _ => m::Filesystem::Ext4,
+                },
+                fs_uuid: Some(p.fs_id.clone()),
+            }
+        })
+        .collect()
 }

@@ -27,7 +27,7 @@
 //!    bytes): an input that changed between the runs, or a writer that is
 //!    not deterministic, fails the build.
 //!
-//! The pieces go to [`crate::deliver::deliver_stream`] on another thread
+//! The pieces go to the delivery (`deliver_stream`) on another thread
 //! through a bounded channel, so compression and hashing run beside the
 //! writers and at most a few pieces are in flight.
 
@@ -36,6 +36,13 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
+
+/// One piece of the disk, in order: its offset and bytes (gaps between
+/// pieces are zeros), shared with the whole-image hasher.
+pub(crate) type Piece = (u64, std::sync::Arc<[u8]>);
+
+/// The offset of the piece that ends a complete stream.
+pub(crate) const STREAM_END: u64 = u64::MAX;
 
 /// Which writes a recorder or streamer is seeing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +286,7 @@ pub(crate) struct Streamer {
     hash: Sha256Hasher,
     digests: std::vec::IntoIter<Sha256Digest>,
     partition: usize,
-    tx: Option<SyncSender<crate::deliver::Piece>>,
+    tx: Option<SyncSender<Piece>>,
 }
 
 /// The error of a piece that cannot be streamed.
@@ -295,7 +302,7 @@ pub(crate) fn stopped() -> io::Error {
 
 impl Streamer {
     /// Streams to `tx`, with the dry run's `recorded` metadata.
-    pub(crate) fn new(recorded: Recorded, tx: SyncSender<crate::deliver::Piece>) -> Self {
+    pub(crate) fn new(recorded: Recorded, tx: SyncSender<Piece>) -> Self {
         Self {
             phase: Phase::Data,
             pending: recorded.kept,
@@ -389,9 +396,9 @@ impl Streamer {
 
     /// Emits what is left and closes the stream.
     pub(crate) fn finish(&mut self) -> io::Result<()> {
-        self.drain_before(crate::deliver::STREAM_END)?;
+        self.drain_before(STREAM_END)?;
         let tx = self.tx.take().ok_or_else(stopped)?;
-        tx.send((crate::deliver::STREAM_END, Arc::from(&[][..])))
+        tx.send((STREAM_END, Arc::from(&[][..])))
             .map_err(|_| stopped())
     }
 }
@@ -470,7 +477,7 @@ mod tests {
         let mut disk = vec![0u8; size];
         let mut at = 0;
         for (o, d) in rx {
-            if o == crate::deliver::STREAM_END {
+            if o == STREAM_END {
                 break;
             }
             let o = o as usize;
@@ -527,7 +534,7 @@ mod tests {
 
     /// A streamer whose dry run recorded one partition with one
     /// metadata write, and the receiving end of its stream.
-    fn one_partition() -> (Streamer, std::sync::mpsc::Receiver<crate::deliver::Piece>) {
+    fn one_partition() -> (Streamer, std::sync::mpsc::Receiver<Piece>) {
         let mut r = Recorder::new();
         r.begin_partition();
         r.begin_finish();
