@@ -139,6 +139,12 @@ fn tree() -> Vec<Item> {
     ));
     v.push(item("fifo", EntryKind::Fifo, meta(0o644), Body::None));
     v.push(item("sock", EntryKind::Socket, meta(0o755), Body::None));
+    more_items(&mut v);
+    v
+}
+
+/// Xattrs, names, an indexed directory, re-declarations, replacements.
+fn more_items(v: &mut Vec<Item>) {
     // Xattrs: in-inode and spilling into a block.
     let mut cap = file("bin/ping", b"\x7fELF");
     cap.entry.meta.xattrs = vec![xa(
@@ -202,7 +208,6 @@ fn tree() -> Vec<Item> {
     // Replacement: a later entry for the same path wins.
     v.push(file("replaced", b"first version"));
     v.push(file("replaced", b"second"));
-    v
 }
 
 fn opts() -> Ext4Options {

@@ -73,39 +73,63 @@ fn full_check(t: FatType) {
     }
     assert!(!v.contains("Free cluster summary wrong"), "{v}");
 
-    // On-disk details fsck does not report: backup boot sector and FSInfo
-    // copies, FSInfo free count and next-free hint, FAT[0] media byte.
+    // On-disk details fsck does not report.
     let raw = std::fs::read(&img).unwrap();
-    let sector = |n: usize| &raw[n * 512..(n + 1) * 512];
-    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    if t == FatType::Fat32 {
-        assert_eq!(sector(6), sector(0), "backup boot sector");
-        assert_eq!(sector(7), sector(1), "backup FSInfo");
-        let info = sector(1);
-        assert_eq!(le32(info, 0), 0x4161_5252);
-        assert_eq!(le32(info, 484), 0x6141_7272);
-        assert_eq!(le32(info, 488), report.free_clusters);
-        let next_free = le32(info, 492) as usize;
-        let fat = &raw[32 * 512..];
-        assert_eq!(le32(fat, 4 * next_free), 0, "next free cluster is free");
-        assert_ne!(
-            le32(fat, 4 * (next_free - 1)),
-            0,
-            "and the one before is used"
-        );
-        assert!(
-            fat[4 * next_free..630 * 512].iter().all(|&b| b == 0),
-            "all free after it"
-        );
-        assert_eq!(le32(fat, 0), 0x0FFF_FFF8);
-    } else {
-        assert_eq!(&raw[4 * 512..4 * 512 + 4], &[0xF8, 0xFF, 0xFF, 0xFF]);
-    }
-    assert_eq!(&raw[510..512], &[0x55, 0xAA]);
+    on_disk_details(&raw, t, report.free_clusters);
 
+    mtools_checks(&img, &tree);
+
+    // The fatfs reader sees the same tree, sizes and bytes (reading from
+    // memory: fatfs reads directories 32 bytes at a time).
+    let r = FatReader::open(&raw[..]).unwrap();
+    assert_eq!(r.fat_type(), Some(t));
+    assert_eq!(r.volume_id(), 0x1234_ABCD);
+    assert_eq!(r.volume_label().unwrap().as_deref(), Some("resin-boot"));
+    let listed: BTreeMap<String, u64> = r
+        .list(ListLimits::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.path, e.size_bytes))
+        .collect();
+    let want_sizes: BTreeMap<String, u64> = expected
+        .iter()
+        .map(|(p, d)| (p.clone(), d.as_ref().map_or(0, |d| d.bytes().len() as u64)))
+        .collect();
+    assert_eq!(listed, want_sizes);
+    for (p, d) in &expected {
+        if let Some(d) = d {
+            if d.bytes().len() < 100_000 {
+                assert_eq!(r.read_file(p, 1 << 20).unwrap(), d.bytes(), "{p}");
+            }
+        }
+    }
+    let big = r.read_file("kernel-20mib.img", 21 * MIB).unwrap();
+    assert!(
+        big == Data::Pattern {
+            seed: 7,
+            size: 20 * MIB
+        }
+        .bytes()
+    );
+    assert!(matches!(
+        r.read_file("kernel-20mib.img", MIB),
+        Err(kiln_fat::Error::ReadLimit { .. })
+    ));
+    // blkid sees the label (what balenaOS mounts by).
+    let o = run(
+        "blkid",
+        "util-linux",
+        &["-o", "value", "-s", "LABEL", img.to_str().unwrap()],
+    );
+    assert_eq!(text(&o).0.trim(), "resin-boot");
+}
+
+/// mdir shows the long names of everything (short names with ~N tails,
+/// NT lowercase bits), mtype and mcopy read the files back.
+fn mtools_checks(img: &std::path::Path, tree: &Tree) {
     // mdir shows the long names of everything, recursively.
     let spec = img.to_str().unwrap().to_owned();
-    assert_eq!(mdir_paths(&spec), mtools_paths(&tree));
+    assert_eq!(mdir_paths(&spec), mtools_paths(tree));
     // Short names: ~N tails, NT lowercase bits, mixed case kept long.
     let o = run("mdir", "mtools", &["-i", &spec, "::/"]);
     let (root_listing, _) = text(&o);
@@ -151,51 +175,38 @@ fn full_check(t: FatType) {
     assert_eq!(o.stdout, b"[connection]\nid=My Wifi\n");
     let o = run("mtype", "mtools", &["-i", &spec, "::/日本語/ファイル.txt"]);
     assert_eq!(o.stdout, "こんにちは".as_bytes());
-    mcopy_matches(&spec, &tree);
+    mcopy_matches(&spec, tree);
+}
 
-    // The fatfs reader sees the same tree, sizes and bytes (reading from
-    // memory: fatfs reads directories 32 bytes at a time).
-    let r = FatReader::open(&raw[..]).unwrap();
-    assert_eq!(r.fat_type(), Some(t));
-    assert_eq!(r.volume_id(), 0x1234_ABCD);
-    assert_eq!(r.volume_label().unwrap().as_deref(), Some("resin-boot"));
-    let listed: BTreeMap<String, u64> = r
-        .list(ListLimits::default())
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.path, e.size_bytes))
-        .collect();
-    let want_sizes: BTreeMap<String, u64> = expected
-        .iter()
-        .map(|(p, d)| (p.clone(), d.as_ref().map_or(0, |d| d.bytes().len() as u64)))
-        .collect();
-    assert_eq!(listed, want_sizes);
-    for (p, d) in &expected {
-        if let Some(d) = d {
-            if d.bytes().len() < 100_000 {
-                assert_eq!(r.read_file(p, 1 << 20).unwrap(), d.bytes(), "{p}");
-            }
-        }
+/// On-disk details fsck does not report: backup boot sector and FSInfo
+/// copies, FSInfo free count and next-free hint, FAT[0] media byte.
+fn on_disk_details(raw: &[u8], t: FatType, free_clusters: u32) {
+    let sector = |n: usize| &raw[n * 512..(n + 1) * 512];
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    if t == FatType::Fat32 {
+        assert_eq!(sector(6), sector(0), "backup boot sector");
+        assert_eq!(sector(7), sector(1), "backup FSInfo");
+        let info = sector(1);
+        assert_eq!(le32(info, 0), 0x4161_5252);
+        assert_eq!(le32(info, 484), 0x6141_7272);
+        assert_eq!(le32(info, 488), free_clusters);
+        let next_free = le32(info, 492) as usize;
+        let fat = &raw[32 * 512..];
+        assert_eq!(le32(fat, 4 * next_free), 0, "next free cluster is free");
+        assert_ne!(
+            le32(fat, 4 * (next_free - 1)),
+            0,
+            "and the one before is used"
+        );
+        assert!(
+            fat[4 * next_free..630 * 512].iter().all(|&b| b == 0),
+            "all free after it"
+        );
+        assert_eq!(le32(fat, 0), 0x0FFF_FFF8);
+    } else {
+        assert_eq!(&raw[4 * 512..4 * 512 + 4], &[0xF8, 0xFF, 0xFF, 0xFF]);
     }
-    let big = r.read_file("kernel-20mib.img", 21 * MIB).unwrap();
-    assert!(
-        big == Data::Pattern {
-            seed: 7,
-            size: 20 * MIB
-        }
-        .bytes()
-    );
-    assert!(matches!(
-        r.read_file("kernel-20mib.img", MIB),
-        Err(kiln_fat::Error::ReadLimit { .. })
-    ));
-    // blkid sees the label (what balenaOS mounts by).
-    let o = run(
-        "blkid",
-        "util-linux",
-        &["-o", "value", "-s", "LABEL", img.to_str().unwrap()],
-    );
-    assert_eq!(text(&o).0.trim(), "resin-boot");
+    assert_eq!(&raw[510..512], &[0x55, 0xAA]);
 }
 
 #[test]

@@ -35,7 +35,9 @@ fn cap_net_raw() -> Vec<u8> {
     v
 }
 
-pub fn build_fixtures(dir: &Path) -> Fixtures {
+/// The fixtures' layers: base (busybox), l2, l3, an empty one, app2's
+/// and app3's.
+fn layers() -> [Vec<u8>; 6] {
     let bb = std::fs::read(common::busybox()).unwrap();
     let base = fixture::layer_tar(&[
         M::Dir("bin", 0o755),
@@ -104,7 +106,11 @@ pub fn build_fixtures(dir: &Path) -> Fixtures {
         M::Dir("app3", 0o755),
         M::File("app3/hello", b"app3\n".to_vec(), 0o644, (0, 0)),
     ]);
+    [base, l2, l3, empty, l_app2, l_app3]
+}
 
+pub fn build_fixtures(dir: &Path) -> Fixtures {
+    let [base, l2, l3, empty, l_app2, l_app3] = layers();
     let ldir = dir.join("apps.oci");
     let _ = std::fs::remove_dir_all(&ldir);
     let mut layout = Layout::new(&ldir);
@@ -365,87 +371,11 @@ fn dockerd_runs_the_written_store_and_matches_docker_load() {
         .collect();
     assert_eq!(listed, want, "docker image ls");
 
-    for (reference, (id, diff_ids)) in &fx.expect {
-        let inspect: serde_json::Value =
-            serde_json::from_str(&engine.docker(&["image", "inspect", reference])).unwrap();
-        let i = &inspect[0];
-        assert_eq!(i["Id"], *id);
-        assert_eq!(i["RepoTags"], serde_json::json!([reference]));
-        let img = store.find(reference).unwrap();
-        assert_eq!(
-            i["RepoDigests"],
-            serde_json::json!(img.digest_refs()),
-            "{reference}"
-        );
-        assert_eq!(i["RootFS"]["Layers"], serde_json::json!(diff_ids));
-        assert_eq!(
-            i["Config"]["Cmd"],
-            serde_json::json!(["/bin/busybox", "sh", "-c", "echo ok"])
-        );
-        assert_eq!(i["Config"]["Labels"]["kiln.test"], "1");
-        // Runs offline.
-        let out = engine.docker(&["run", "--rm", "--network", "none", reference]);
-        assert_eq!(out.trim(), "ok");
-        // Re-export: every layer has the input's diff ID.
-        let save = dir.join("save.tar");
-        engine.docker(&["save", "-o", save.to_str().unwrap(), reference]);
-        let x = dir.join("save");
-        let _ = std::fs::remove_dir_all(&x);
-        std::fs::create_dir_all(&x).unwrap();
-        common::run(Command::new("tar").arg("-C").arg(&x).arg("-xf").arg(&save));
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
-        let saved: Vec<String> = m[0]["Layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| sha_file(&x.join(l.as_str().unwrap())))
-            .collect();
-        assert_eq!(&saved, diff_ids, "docker save of {reference}");
+    for (reference, expected) in &fx.expect {
+        check_image(&engine, &store, &dir, reference, expected);
     }
 
-    // Layer semantics inside a container.
-    let script = "set -e; \
-        test ! -e /etc/motd; \
-        test ! -e /data/old; test \"$(cat /data/new)\" = new; \
-        test \"$(stat -c %i /hl/a)\" = \"$(stat -c %i /hl/b)\"; test \"$(stat -c %h /hl/a)\" = 2; \
-        test \"$(stat -c %a /bin/su-test)\" = 4755; \
-        test \"$(stat -c %u:%g /home/u/owned)\" = 1000:1000; \
-        test -p /run/fifo; test -c /devs/kiln-null; \
-        test \"$(readlink /etc/alt)\" = motd; \
-        test \"$(ls /odd | wc -l)\" = 1; \
-        test -f /long/$(printf 'n%.0s' $(seq 150)); \
-        echo semantics-ok";
-    let out = engine.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "demo/app1:1.0",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        script,
-    ]);
-    assert_eq!(out.trim(), "semantics-ok");
-    // The file capability takes effect for an unprivileged user.
-    let st = engine.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--user",
-        "1000:1000",
-        "demo/app1:1.0",
-        "/capbin/busybox",
-        "grep",
-        "CapEff",
-        "/proc/self/status",
-    ]);
-    assert!(
-        st.contains("0000000000002000"),
-        "capability not effective: {st}"
-    );
+    layer_semantics(&engine);
     // The layer tars docker re-exports are byte-identical to the inputs
     // (same diff IDs, checked above): feed them to a reference engine.
     let all_tar = dir.join("all.docker.tar");
@@ -503,25 +433,122 @@ fn dockerd_runs_the_written_store_and_matches_docker_load() {
     // tar-split: the same records (raw segments, names, sizes, CRC-64s) as
     // the engine's own disassembly of the same layer tars.
     for l in &report.layers {
-        let read = |root: &Path| -> Vec<serde_json::Value> {
-            let f = root
-                .join("image/overlay2/layerdb/sha256")
-                .join(l.chain_id.hex())
-                .join("tar-split.json.gz");
-            let mut s = String::new();
-            std::io::Read::read_to_string(
-                &mut flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()),
-                &mut s,
-            )
-            .unwrap();
-            s.lines()
-                .map(|x| serde_json::from_str(x).unwrap())
-                .collect()
-        };
-        let (a, b) = (read(&data), read(&ref_root));
+        let (a, b) = (tar_split(&data, l), tar_split(&ref_root, l));
         assert_eq!(a.len(), b.len(), "tar-split record count of {}", l.chain_id);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x, y, "tar-split of layer {}", l.chain_id);
         }
     }
+}
+
+/// The tar-split records the engine store under `root` keeps for layer `l`.
+fn tar_split(root: &Path, l: &kiln_oci::LayerReport) -> Vec<serde_json::Value> {
+    let f = root
+        .join("image/overlay2/layerdb/sha256")
+        .join(l.chain_id.hex())
+        .join("tar-split.json.gz");
+    let mut s = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()),
+        &mut s,
+    )
+    .unwrap();
+    s.lines()
+        .map(|x| serde_json::from_str(x).unwrap())
+        .collect()
+}
+
+/// `docker image inspect` of one preloaded image matches what was fed,
+/// it runs offline, and `docker save` re-exports the input's diff IDs.
+fn check_image(
+    engine: &Engine,
+    store: &Store,
+    dir: &Path,
+    reference: &str,
+    (id, diff_ids): &(String, Vec<String>),
+) {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&engine.docker(&["image", "inspect", reference])).unwrap();
+    let i = &inspect[0];
+    assert_eq!(i["Id"], *id);
+    assert_eq!(i["RepoTags"], serde_json::json!([reference]));
+    let img = store.find(reference).unwrap();
+    assert_eq!(
+        i["RepoDigests"],
+        serde_json::json!(img.digest_refs()),
+        "{reference}"
+    );
+    assert_eq!(i["RootFS"]["Layers"], serde_json::json!(diff_ids));
+    assert_eq!(
+        i["Config"]["Cmd"],
+        serde_json::json!(["/bin/busybox", "sh", "-c", "echo ok"])
+    );
+    assert_eq!(i["Config"]["Labels"]["kiln.test"], "1");
+    // Runs offline.
+    let out = engine.docker(&["run", "--rm", "--network", "none", reference]);
+    assert_eq!(out.trim(), "ok");
+    // Re-export: every layer has the input's diff ID.
+    let save = dir.join("save.tar");
+    engine.docker(&["save", "-o", save.to_str().unwrap(), reference]);
+    let x = dir.join("save");
+    let _ = std::fs::remove_dir_all(&x);
+    std::fs::create_dir_all(&x).unwrap();
+    common::run(Command::new("tar").arg("-C").arg(&x).arg("-xf").arg(&save));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
+    let saved: Vec<String> = m[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| sha_file(&x.join(l.as_str().unwrap())))
+        .collect();
+    assert_eq!(&saved, diff_ids, "docker save of {reference}");
+}
+
+/// Layer semantics inside a container (whiteouts, hardlinks, modes,
+/// owners, special files, long names) and a file capability taking effect
+/// for an unprivileged user.
+fn layer_semantics(engine: &Engine) {
+    // Layer semantics inside a container.
+    let script = "set -e; \
+        test ! -e /etc/motd; \
+        test ! -e /data/old; test \"$(cat /data/new)\" = new; \
+        test \"$(stat -c %i /hl/a)\" = \"$(stat -c %i /hl/b)\"; test \"$(stat -c %h /hl/a)\" = 2; \
+        test \"$(stat -c %a /bin/su-test)\" = 4755; \
+        test \"$(stat -c %u:%g /home/u/owned)\" = 1000:1000; \
+        test -p /run/fifo; test -c /devs/kiln-null; \
+        test \"$(readlink /etc/alt)\" = motd; \
+        test \"$(ls /odd | wc -l)\" = 1; \
+        test -f /long/$(printf 'n%.0s' $(seq 150)); \
+        echo semantics-ok";
+    let out = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "demo/app1:1.0",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.trim(), "semantics-ok");
+    // The file capability takes effect for an unprivileged user.
+    let st = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "1000:1000",
+        "demo/app1:1.0",
+        "/capbin/busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(
+        st.contains("0000000000002000"),
+        "capability not effective: {st}"
+    );
 }
