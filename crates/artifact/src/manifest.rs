@@ -301,6 +301,10 @@ pub enum ArtifactFormat {
     VhdDynamic,
     /// bmaptool block map.
     Bmap,
+    /// SPDX 2.3 JSON SBOM.
+    SpdxJson,
+    /// CycloneDX JSON SBOM.
+    CyclonedxJson,
 }
 
 /// One output file.

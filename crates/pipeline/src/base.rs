@@ -529,6 +529,7 @@ pub(crate) fn build_base(
             disk_id: disk.disk_id.clone(),
             app: app.as_ref(),
             base: Some(&facts),
+            sbom: None,
         };
         crate::build::deliver_disk(&to, disk, image.take(), report, progress)
     };

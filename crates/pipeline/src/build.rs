@@ -586,6 +586,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
 
     let out = &req.output;
     let delivery = delivery_for(req)?;
+    let sbom = crate::sbom::Collector::default();
     let disk = Disk {
         req,
         plan: &plan,
@@ -594,6 +595,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         config: &config,
         data_tree: &data_tree,
         time,
+        sbom: &sbom,
     };
     let report = |partitions| BuildReport {
         image: out.clone(),
@@ -618,6 +620,7 @@ pub fn build(req: &BuildRequest<'_>, progress: &mut dyn FnMut(&str)) -> Result<B
         disk_id,
         app: data_tree.app.as_ref(),
         base: None,
+        sbom: Some(&sbom),
     };
     deliver_disk(&to, &disk, None, report, progress)
 }
@@ -655,6 +658,8 @@ pub(crate) struct Deliver<'a> {
     pub(crate) app: Option<&'a App>,
     /// The base image of a base build.
     pub(crate) base: Option<&'a crate::manifest::BaseFacts>,
+    /// What the SBOMs list, gathered while writing (`None`: base mode).
+    pub(crate) sbom: Option<&'a crate::sbom::Collector>,
 }
 
 /// Writes `disk` and delivers it (every output, the manifest, the
@@ -729,15 +734,7 @@ pub(crate) fn deliver_disk(
         source: std::io::Error::other(e.to_string()),
     })?;
     tmp.prefix = prefix;
-    finish(
-        req,
-        tmp,
-        report(partitions),
-        to.disk_id.clone(),
-        to.app.zip(feed_report.as_ref()),
-        to.base,
-        progress,
-    )
+    finish(to, tmp, report(partitions), feed_report.as_ref(), progress)
 }
 
 /// The temporary output file beside the target (same filesystem, so the
@@ -877,6 +874,7 @@ fn build_streamed(
         to.disk_id.clone(),
         app.zip(feed_report.as_ref()),
         temps,
+        to.sbom,
     )?;
     Ok(report)
 }
@@ -890,6 +888,7 @@ struct Disk<'a> {
     config: &'a ResolvedConfig,
     data_tree: &'a DataTree,
     time: Timestamp,
+    sbom: &'a crate::sbom::Collector,
 }
 
 /// Which run of the partition writers [`DiskWriter::write`] is.
@@ -949,7 +948,10 @@ impl DiskWriter for Disk<'_> {
             sink.begin_partition();
             let region = SubRegion::new(&mut *sink, placed.start, placed.size);
             let report = match placed.spec.role {
-                Role::Boot => write_boot(req, placed, region, self.config, time, os.boot.as_ref())?,
+                Role::Boot => {
+                    let boot = (self.config, os.boot.as_ref(), self.sbom);
+                    write_boot(req, placed, region, boot, time)?
+                }
                 Role::RootA => write_ext4(req, placed, region, time, |sink| {
                     let label = &placed.spec.label;
                     let opts = SourceOptions {
@@ -957,7 +959,9 @@ impl DiskWriter for Disk<'_> {
                         force_owner: None,
                         max_file_size: Some(placed.size),
                     };
-                    feed_input(rootfs, &opts, sink).map_err(|e| src_err(label, rootfs, e))?;
+                    let mut sink = crate::sbom::Tap::new(sink, self.sbom, crate::sbom::At::Rootfs);
+                    feed_input(rootfs, &opts, &mut sink).map_err(|e| src_err(label, rootfs, e))?;
+                    let sink = sink.into_inner();
                     if recipe.swap.size.bytes() > 0
                         && recipe.swap.activation == SwapActivation::SystemdUnit
                     {
@@ -968,9 +972,18 @@ impl DiskWriter for Disk<'_> {
                 })?,
                 Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
                 Role::Data => write_ext4(req, placed, region, time, |sink| {
+                    let depth = self
+                        .data_tree
+                        .app
+                        .as_ref()
+                        .map_or(0, |a| a.store_path.depth());
+                    let at = crate::sbom::At::Store(depth);
                     feed_report = self
                         .data_tree
-                        .feed(sink, run != Run::Dry)
+                        .feed(
+                            &mut crate::sbom::Tap::new(sink, self.sbom, at),
+                            run != Run::Dry,
+                        )
                         .map_err(|e| data_err(&placed.spec.label, e))?;
                     Ok(())
                 })?,
@@ -995,14 +1008,14 @@ impl DiskWriter for Disk<'_> {
 /// `tmp`, then every output renamed into place (`report` is completed with
 /// the image digest and the artifacts).
 pub(crate) fn finish(
-    req: &BuildRequest<'_>,
+    to: &Deliver<'_>,
     mut tmp: TempImage,
     mut report: BuildReport,
-    disk_id: String,
-    app: Option<(&App, &kiln_oci::FeedReport)>,
-    base: Option<&crate::manifest::BaseFacts>,
+    feed_report: Option<&kiln_oci::FeedReport>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, Error> {
+    let (req, disk_id, base) = (to.req, to.disk_id.clone(), to.base);
+    let app = to.app.zip(feed_report);
     let out = &req.output;
     let (in_place, image_tmp, prefix) = (tmp.in_place, tmp.path.clone(), tmp.prefix.take());
     let file = tmp.file()?;
@@ -1057,6 +1070,7 @@ pub(crate) fn finish(
         disk_id,
         app,
         temps,
+        to.sbom,
     )?;
     if keeps_image {
         // Renamed: nothing left to clean up.
@@ -1110,10 +1124,31 @@ fn conclude(
     disk_id: String,
     app: Option<(&App, &kiln_oci::FeedReport)>,
     mut temps: Temps,
+    sbom: Option<&crate::sbom::Collector>,
 ) -> Result<Vec<Delivered>, Error> {
     let out = &req.output;
     let dir = kiln_units::parent_dir(out);
     report.image_sha256 = image_digest.to_hex();
+    let base = req
+        .base
+        .clone()
+        .or_else(|| req.recipe.base.as_ref().map(|b| b.image.path.clone()));
+    let d = crate::sbom::Delivering {
+        recipe: &req.recipe,
+        profile: &req.profile,
+        output: out,
+        timestamp: req.timestamp,
+        base: base.as_deref(),
+        store: app.map(|a| &a.0.store),
+        image: &image_digest,
+        config: &report.config,
+    };
+    for (path, bytes, format, kind) in crate::sbom::documents(&d, sbom)? {
+        temps.write(&path, &bytes, "cannot write the SBOM")?;
+        let mut a = Delivered::file(path, kind, &bytes);
+        a.artifact_format = Some(format);
+        artifacts.push(a);
+    }
     let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
         profile: &req.profile,
         recipe: &req.recipe,
@@ -1321,15 +1356,22 @@ where
     })
 }
 
+/// The boot partition: the boot files, then the generated ones
+/// (`boot`: the config, the boot files' input, the SBOM's collector).
 fn write_boot(
     req: &BuildRequest<'_>,
     placed: &Placed,
     region: SubRegion<&mut Sink<'_>>,
-    config: &ResolvedConfig,
+    boot: (
+        &ResolvedConfig,
+        Option<&kiln_recipe::InputPath>,
+        &crate::sbom::Collector,
+    ),
     time: Timestamp,
-    boot_src: Option<&kiln_recipe::InputPath>,
 ) -> Result<PartitionReport, Error> {
+    let (config, boot_src, sbom) = boot;
     let label = placed.spec.label.clone();
+    let tap = |role| crate::sbom::At::Boot(label.clone(), role);
     let fat_err = |source| Error::Fat {
         partition: label.clone(),
         source,
@@ -1354,6 +1396,8 @@ fn write_boot(
             inner: &mut w,
             skip: &skip,
         };
+        let mut filtered =
+            crate::sbom::Tap::new(&mut filtered, sbom, tap(kiln_sbom::FileRole::Boot));
         feed_input(
             src,
             &SourceOptions {
@@ -1375,7 +1419,8 @@ fn write_boot(
             },
         })?;
     }
-    feed_generated(&generated, time, &mut w).map_err(fat_err)?;
+    let mut tapped = crate::sbom::Tap::new(&mut w, sbom, tap(kiln_sbom::FileRole::Config));
+    feed_generated(&generated, time, &mut tapped).map_err(fat_err)?;
     w.get_mut().get_mut().begin_finish();
     let report = w.finish().map_err(fat_err)?;
     Ok(PartitionReport {

@@ -61,6 +61,7 @@ mod manifest;
 mod mkfs;
 mod outpath;
 mod plan;
+mod sbom;
 mod seed;
 mod sink;
 mod stamp;
@@ -80,6 +81,7 @@ pub use inspect_data::{
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
+pub use sbom::sbom_summary;
 pub use seed::Seed;
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,

@@ -210,6 +210,9 @@ pub struct OutputSpec {
     pub formats: Vec<String>,
     /// Compression (`none`, `xz`, `gz`, `zst`).
     pub compress: String,
+    /// Whether the SBOMs (`NAME.spdx.json`, `NAME.cdx.json`) are written
+    /// (default true).
+    pub sbom: bool,
 }
 
 /// `[base]`: the OS vendor's released image to preload into.
@@ -411,6 +414,8 @@ struct WireOutput {
     formats: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     compress: Option<Spanned<String>>,
+    #[serde(default)]
+    sbom: Option<bool>,
 }
 
 const FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vhd", "vhd-dynamic"];
@@ -789,6 +794,7 @@ impl Recipe {
             if formats.is_empty() {
                 formats.push("raw".into());
             }
+            let sbom = o.as_ref().and_then(|o| o.sbom).unwrap_or(true);
             let compress = match o.and_then(|o| o.compress) {
                 None => "none".to_string(),
                 Some(c) if COMPRESS.contains(&c.get_ref().as_str()) => c.into_inner(),
@@ -800,7 +806,11 @@ impl Recipe {
                     ))
                 }
             };
-            OutputSpec { formats, compress }
+            OutputSpec {
+                formats,
+                compress,
+                sbom,
+            }
         };
         let base = w.base.map(|b| BaseSpec {
             image: input(&b.image, "base.image".into()),
