@@ -14,10 +14,10 @@ export SOURCE_DATE_EPOCH ?= 1700000000
 # Debian packages: what the demo inputs need, and the validators the tests run.
 IMAGE_PKGS := ca-certificates curl gcc libc6-dev make pkg-config busybox-static dpkg-dev debian-archive-keyring gzip xz-utils zstd
 TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bmap-tools attr time \
-	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 zip groff-base man-db libxml2-utils
+	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 python3-venv zip groff-base man-db libxml2-utils
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl
 
-.PHONY: all image test bench boot boot-smoke boot-smoke-amd64 boot-vm lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
+.PHONY: sbom-validators all image test bench boot boot-smoke boot-smoke-amd64 boot-vm lint fuzz fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
 
 all: build
 
@@ -40,6 +40,16 @@ deps-test:
 
 deps-bench:
 	$(call apt_install,$(BENCH_PKGS))
+
+# The SBOM validators (issue 18, tests/e2e/sbom.rs): PyPI spdx-tools
+# (pyspdxtools) and cyclonedx-python-lib's JSON schema validator, pinned,
+# in a venv under target/.
+SBOM_VENV := target/sbom-venv
+SBOM_PY_PKGS := spdx-tools==0.8.5 cyclonedx-python-lib[json-validation]==11.12.0
+sbom-validators: deps-test
+	@[ -f $(SBOM_VENV)/.installed ] && [ "$$(cat $(SBOM_VENV)/.installed)" = "$(SBOM_PY_PKGS)" ] || { \
+	  python3 -m venv $(SBOM_VENV) && $(SBOM_VENV)/bin/pip install -q $(SBOM_PY_PKGS) && \
+	  echo "$(SBOM_PY_PKGS)" > $(SBOM_VENV)/.installed; }
 
 # QEMU and firmware for the boot proof. The machines ship qemu-utils from
 # bookworm-backports: qemu-system-* must come from the same suite or apt
@@ -112,7 +122,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-test: deps-test demo-inputs build
+test: deps-test sbom-validators demo-inputs build
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) fuzz-smoke
 	# A real Debian root filesystem through the ext4 writer (mmdebstrap

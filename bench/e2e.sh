@@ -5,7 +5,8 @@
 # bench/fin-bench.toml). One run of each job, warm page cache, printing wall
 # time, peak RSS (/usr/bin/time) and the issue's ratios with its targets
 # (jobs under ~10 s run three times and report their median):
-#   kiln build raw (+sha256+bmap)  vs the standard-tool pipeline (sfdisk,
+#   kiln build raw (+sha256+bmap+SBOMs) vs the same without SBOMs
+#       (`[output] sbom = false`) and vs the standard-tool pipeline (sfdisk,
 #       mkfs.vfat + mcopy, mke2fs -d, loop mount + fallocate + mkswap for the
 #       swapfile, dd assembly, sha256sum, bmaptool create) and genimage 16
 #       with an equivalent config (+ the same swapfile step, sha256, bmap),
@@ -69,6 +70,14 @@ t3 "kiln build raw (+sha256+bmap)" 'rm -rf "$w/k"/fin.img*' \
 "$kiln" build -q --board fin-cm3 --recipe "$recipe" -o "$w/k/fin.img"
 img=$w/k/fin.img
 echo "image: $(stat -c %s "$img") bytes, $(du -B1 "$img" | cut -f1) allocated"
+echo "SBOMs: $(stat -c %s "$w/k/fin.spdx.json") + $(stat -c %s "$w/k/fin.cdx.json") bytes"
+# The cost of the SBOMs (issue 18): the same build with `[output] sbom =
+# false` (a copy of the recipe with absolute input paths).
+sed -e "s|\"\.\./|\"$repo/|" -e "s|\"payload-compose.yml\"|\"$repo/bench/payload-compose.yml\"|" \
+  -e 's|^compress = "none"$|compress = "none"\nsbom = false|' "$recipe" > "$w/nosbom.toml"
+mkdir -p "$w/n"
+t3 "kiln build raw, sbom = false" 'rm -rf "$w/n"/fin.*' \
+  "$kiln" build -q --board fin-cm3 --recipe "$w/nosbom.toml" -o "$w/n/fin.img"
 # The disk's limit: a copy that is on the disk when it ends, as kiln's
 # image is (kiln fsyncs before renaming it into place); the page-cache-only
 # copy is shown beside it.
@@ -208,6 +217,7 @@ xzc = [n for n in r if n.startswith("xz -T0")][0]
 zs = [n for n in r if n.startswith("kiln build raw.zst")][0]
 zsc = [n for n in r if n.startswith("zstd -T0")][0]
 rows += [
+    ("kiln raw / kiln raw without SBOMs", s(k) / s("kiln build raw, sbom = false"), "<= 1.05", lambda v: v <= 1.05),
     ("kiln raw / (cp --sparse=always + fsync)", s(k) / s("cp --sparse=always + fsync"), "<= 2", lambda v: v <= 2),
     ("kiln raw / cp --sparse=always (page cache)", s(k) / s("cp --sparse=always"), "", None),
     ("  floor: SHA-256 of the image / (cp + fsync)", s("openssl sha256 of the finished image") / s("cp --sparse=always + fsync"), "", None),

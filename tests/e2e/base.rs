@@ -369,9 +369,11 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
         outputs_in(t.path(), "a"),
         [
             "SHA256SUMS",
+            "a.cdx.json",
             "a.img.bmap",
             "a.img.xz",
             "a.manifest.json",
+            "a.spdx.json",
             "a.vmdk"
         ]
     );
@@ -453,7 +455,13 @@ fn base_builds_stream_or_write_in_place_without_a_raw_image() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         outputs_in(&qdir, "a"),
-        ["SHA256SUMS", "a.manifest.json", "a.qcow2"]
+        [
+            "SHA256SUMS",
+            "a.cdx.json",
+            "a.manifest.json",
+            "a.qcow2",
+            "a.spdx.json"
+        ]
     );
     let q = qdir.join("a.qcow2");
     let check = ok(Command::new("qemu-img")
@@ -580,7 +588,14 @@ fn preloads_the_image_inside_a_flasher() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         outputs_in(&sdir, "out"),
-        ["SHA256SUMS", "out.img.gz", "out.manifest.json", "out.vmdk"]
+        [
+            "SHA256SUMS",
+            "out.cdx.json",
+            "out.img.gz",
+            "out.manifest.json",
+            "out.spdx.json",
+            "out.vmdk"
+        ]
     );
     let m = sums_ok_and_manifest(&sdir, "out");
     assert_eq!(m["image"]["sha256"], sha256_file(&out));

@@ -126,6 +126,8 @@ fn build_refuses_a_sibling_artifact_path_that_is_not_a_regular_file() {
         ("a.img.bmap", "raw"),
         ("a.manifest.json", "raw"),
         ("SHA256SUMS", "raw"),
+        ("a.spdx.json", "raw"),
+        ("a.cdx.json", "raw"),
         ("a.qcow2", "qcow2"),
         ("a.vmdk", "raw,vmdk"),
         ("a.img.xz", "raw"),
@@ -269,6 +271,8 @@ fn stale_partials_are_removed_and_planted_links_not_followed() {
             "a.img.bmap",
             "a.manifest.json",
             "SHA256SUMS",
+            "a.cdx.json",
+            "a.spdx.json",
         ],
     );
     ok(Command::new("sha256sum")

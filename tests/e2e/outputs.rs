@@ -289,9 +289,11 @@ fn vmdk_and_compressed_images_are_streamed_without_an_image_file() {
         outputs_in(t.path(), "fin"),
         [
             "SHA256SUMS",
+            "fin.cdx.json",
             "fin.img.bmap",
             "fin.img.xz",
             "fin.manifest.json",
+            "fin.spdx.json",
             "fin.vmdk"
         ]
     );
@@ -324,7 +326,13 @@ fn vmdk_and_compressed_images_are_streamed_without_an_image_file() {
     build(t.path(), &["--format", "vmdk"]);
     assert_eq!(
         outputs_in(t.path(), "fin"),
-        ["SHA256SUMS", "fin.manifest.json", "fin.vmdk"]
+        [
+            "SHA256SUMS",
+            "fin.cdx.json",
+            "fin.manifest.json",
+            "fin.spdx.json",
+            "fin.vmdk"
+        ]
     );
     same(&t.path().join("fin.vmdk"), &raw_dir.path().join("fin.vmdk"));
     let m = sums_ok_and_manifest(t.path(), "fin");
@@ -345,7 +353,14 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
     build(d.path(), &["--format", "vhd,vmdk"]);
     assert_eq!(
         outputs_in(d.path(), "fin"),
-        ["SHA256SUMS", "fin.manifest.json", "fin.vhd", "fin.vmdk"]
+        [
+            "SHA256SUMS",
+            "fin.cdx.json",
+            "fin.manifest.json",
+            "fin.spdx.json",
+            "fin.vhd",
+            "fin.vmdk"
+        ]
     );
     assert_eq!(
         sha256_file(&d.path().join("fin.vhd")),
@@ -364,7 +379,13 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
     build(d.path(), &["--format", "vhd-dynamic"]);
     assert_eq!(
         outputs_in(d.path(), "fin"),
-        ["SHA256SUMS", "fin.dyn.vhd", "fin.manifest.json"]
+        [
+            "SHA256SUMS",
+            "fin.cdx.json",
+            "fin.dyn.vhd",
+            "fin.manifest.json",
+            "fin.spdx.json"
+        ]
     );
     let dynamic = d.path().join("fin.dyn.vhd");
     let cmp = ok(Command::new("qemu-img")
@@ -407,13 +428,21 @@ fn qcow2_or_vhd_without_raw_are_written_in_place() {
         assert!(cmp.contains("Images are identical"), "{cmp}");
         // No raw image, no leftovers: only the asked-for files.
         let want: &[&str] = if run_no == 0 {
-            &["SHA256SUMS", "fin.manifest.json", "fin.qcow2"]
+            &[
+                "SHA256SUMS",
+                "fin.cdx.json",
+                "fin.manifest.json",
+                "fin.qcow2",
+                "fin.spdx.json",
+            ]
         } else {
             &[
                 "SHA256SUMS",
+                "fin.cdx.json",
                 "fin.img.zst",
                 "fin.manifest.json",
                 "fin.qcow2",
+                "fin.spdx.json",
                 "fin.vhd",
                 "fin.vmdk",
             ]

@@ -307,6 +307,10 @@ pub enum ArtifactFormat {
     Ova,
     /// bmaptool block map.
     Bmap,
+    /// SPDX 2.3 JSON SBOM.
+    SpdxJson,
+    /// CycloneDX JSON SBOM.
+    CyclonedxJson,
 }
 
 /// One output file.

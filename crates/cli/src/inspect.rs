@@ -16,10 +16,23 @@ pub struct Args {
     /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.
     #[arg(long)]
     allow_backing_outside: bool,
+    /// Print a summary of the SBOM beside the image (`NAME.cdx.json`: OS packages, preloaded images and their packages, listed files) instead of reading the image.
+    #[arg(long)]
+    sbom: bool,
 }
 
 /// Runs `kiln inspect`.
 pub fn run(a: Args) -> Result<()> {
+    if a.sbom {
+        let (path, summary) = kiln_pipeline::sbom_summary(&a.image)?;
+        if a.json {
+            outln!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            outln!("{}", path.display());
+            outln!("{summary}");
+        }
+        return Ok(());
+    }
     // A compressed image is expanded into an unnamed file in the
     // temporary directory (gone when kiln exits, however it exits).
     let compressed = matches!(kiln_base::sniff(&a.image), Ok(f) if f.is_packed());

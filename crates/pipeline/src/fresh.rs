@@ -98,6 +98,7 @@ pub(crate) fn build_fresh(
 
     let out = &req.output;
     let delivery = delivery_for(req)?;
+    let sbom = crate::sbom::Collector::default();
     let disk = Disk {
         req,
         plan: &plan,
@@ -106,6 +107,7 @@ pub(crate) fn build_fresh(
         config: &config,
         data_tree: &data_tree,
         time,
+        sbom: &sbom,
     };
     let report = |partitions| BuildReport {
         image: out.clone(),
@@ -130,6 +132,7 @@ pub(crate) fn build_fresh(
         disk_id,
         app: data_tree.app.as_ref(),
         base: None,
+        sbom: Some(&sbom),
     };
     deliver_disk(&to, &disk, None, report, progress)
 }
@@ -190,6 +193,7 @@ struct Disk<'a> {
     config: &'a ResolvedConfig,
     data_tree: &'a DataTree,
     time: Timestamp,
+    sbom: &'a crate::sbom::Collector,
 }
 
 impl DiskWriter for Disk<'_> {
@@ -236,7 +240,10 @@ impl DiskWriter for Disk<'_> {
             sink.begin_partition();
             let region = SubRegion::new(&mut *sink, placed.start, placed.size);
             let report = match placed.spec.role {
-                Role::Boot => write_boot(req, placed, region, self.config, time, os.boot.as_ref())?,
+                Role::Boot => {
+                    let boot = (self.config, os.boot.as_ref(), self.sbom);
+                    write_boot(req, placed, region, boot, time)?
+                }
                 Role::RootA => write_ext4(req, placed, region, time, |sink| {
                     let label = &placed.spec.label;
                     let opts = SourceOptions {
@@ -244,7 +251,9 @@ impl DiskWriter for Disk<'_> {
                         force_owner: None,
                         max_file_size: Some(placed.size),
                     };
-                    feed_input(rootfs, &opts, sink).map_err(|e| src_err(label, rootfs, e))?;
+                    let mut sink = crate::sbom::Tap::new(sink, self.sbom, crate::sbom::At::Rootfs);
+                    feed_input(rootfs, &opts, &mut sink).map_err(|e| src_err(label, rootfs, e))?;
+                    let sink = sink.into_inner();
                     if recipe.swap.size.bytes() > 0
                         && recipe.swap.activation == SwapActivation::SystemdUnit
                     {
@@ -255,9 +264,18 @@ impl DiskWriter for Disk<'_> {
                 })?,
                 Role::RootB | Role::State => write_ext4(req, placed, region, time, |_| Ok(()))?,
                 Role::Data => write_ext4(req, placed, region, time, |sink| {
+                    let depth = self
+                        .data_tree
+                        .app
+                        .as_ref()
+                        .map_or(0, |a| a.store_path.depth());
+                    let at = crate::sbom::At::Store(depth);
                     feed_report = self
                         .data_tree
-                        .feed(sink, run != Run::Dry)
+                        .feed(
+                            &mut crate::sbom::Tap::new(sink, self.sbom, at),
+                            run != Run::Dry,
+                        )
                         .map_err(|e| data_err(&placed.spec.label, e))?;
                     Ok(())
                 })?,
@@ -349,15 +367,22 @@ where
     })
 }
 
+/// The boot partition: the boot files, then the generated ones
+/// (`boot`: the config, the boot files' input, the SBOM's collector).
 fn write_boot(
     req: &BuildRequest<'_>,
     placed: &Placed,
     region: SubRegion<&mut Sink<'_>>,
-    config: &ResolvedConfig,
+    boot: (
+        &ResolvedConfig,
+        Option<&kiln_recipe::InputPath>,
+        &crate::sbom::Collector,
+    ),
     time: Timestamp,
-    boot_src: Option<&kiln_recipe::InputPath>,
 ) -> Result<PartitionReport, Error> {
+    let (config, boot_src, sbom) = boot;
     let label = placed.spec.label.clone();
+    let tap = |role| crate::sbom::At::Boot(label.clone(), role);
     let fat_err = |source| Error::Fat {
         partition: label.clone(),
         source,
@@ -382,6 +407,8 @@ fn write_boot(
             inner: &mut w,
             skip: &skip,
         };
+        let mut filtered =
+            crate::sbom::Tap::new(&mut filtered, sbom, tap(kiln_sbom::FileRole::Boot));
         feed_input(
             src,
             &SourceOptions {
@@ -403,7 +430,8 @@ fn write_boot(
             },
         })?;
     }
-    feed_generated(&generated, time, &mut w).map_err(fat_err)?;
+    let mut tapped = crate::sbom::Tap::new(&mut w, sbom, tap(kiln_sbom::FileRole::Config));
+    feed_generated(&generated, time, &mut tapped).map_err(fat_err)?;
     w.get_mut().get_mut().begin_finish();
     let report = w.finish().map_err(fat_err)?;
     Ok(PartitionReport {

@@ -87,6 +87,7 @@ mod outpath;
 mod plan;
 mod report;
 mod request;
+mod sbom;
 mod seed;
 mod sink;
 mod sizing;
@@ -110,6 +111,7 @@ pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
 pub use report::{BuildReport, PartitionReport};
 pub use request::BuildRequest;
+pub use sbom::sbom_summary;
 pub use seed::Seed;
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,

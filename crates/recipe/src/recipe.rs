@@ -210,6 +210,9 @@ pub struct OutputSpec {
     pub formats: Vec<String>,
     /// Compression (`none`, `xz`, `gz`, `zst`).
     pub compress: String,
+    /// Whether the SBOMs (`NAME.spdx.json`, `NAME.cdx.json`) are written
+    /// (default true).
+    pub sbom: bool,
 }
 
 /// `[base]`: the OS vendor's released image to preload into.
@@ -415,6 +418,8 @@ struct WireOutput {
     formats: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     compress: Option<Spanned<String>>,
+    #[serde(default)]
+    sbom: Option<bool>,
 }
 
 const FORMATS: &[&str] = &[
@@ -988,6 +993,7 @@ impl Cx<'_> {
         if formats.is_empty() {
             formats.push("raw".into());
         }
+        let sbom = o.as_ref().and_then(|o| o.sbom).unwrap_or(true);
         let compress = match o.and_then(|o| o.compress) {
             None => "none".to_string(),
             Some(c) if COMPRESS.contains(&c.get_ref().as_str()) => c.into_inner(),
@@ -999,7 +1005,11 @@ impl Cx<'_> {
                 ))
             }
         };
-        Ok(OutputSpec { formats, compress })
+        Ok(OutputSpec {
+            formats,
+            compress,
+            sbom,
+        })
     }
 }
 

@@ -235,6 +235,7 @@ pub(crate) fn build_base(
             disk_id: disk.disk_id.clone(),
             app: app.as_ref(),
             base: Some(&facts),
+            sbom: None,
         };
         deliver_disk(&to, disk, image.take(), report, progress)
     };

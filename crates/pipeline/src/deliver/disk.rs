@@ -100,6 +100,8 @@ pub(crate) struct Deliver<'a> {
     pub(crate) app: Option<&'a App>,
     /// The base image of a base build.
     pub(crate) base: Option<&'a BaseFacts>,
+    /// What the SBOMs list, gathered while writing (`None`: base mode).
+    pub(crate) sbom: Option<&'a crate::sbom::Collector>,
 }
 
 /// Writes `disk` and delivers it (every output, the manifest, the
@@ -456,6 +458,26 @@ fn conclude(
     let out = &req.output;
     let dir = kiln_units::parent_dir(out);
     report.image_sha256 = image_digest.to_hex();
+    let base = req
+        .base
+        .clone()
+        .or_else(|| req.recipe.base.as_ref().map(|b| b.image.path.clone()));
+    let d = crate::sbom::Delivering {
+        recipe: &req.recipe,
+        profile: &req.profile,
+        output: out,
+        timestamp: req.timestamp,
+        base: base.as_deref(),
+        store: to.app.zip(feed).map(|a| &a.0.store),
+        image: &image_digest,
+        config: &report.config,
+    };
+    for (path, bytes, format, kind) in crate::sbom::documents(&d, to.sbom)? {
+        temps.write(&path, &bytes, "cannot write the SBOM")?;
+        let mut a = Delivered::file(path, kind, &bytes);
+        a.artifact_format = Some(format);
+        artifacts.push(a);
+    }
     let manifest = crate::manifest::manifest_json(&crate::manifest::ManifestFacts {
         profile: &req.profile,
         recipe: &req.recipe,

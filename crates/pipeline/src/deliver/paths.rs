@@ -30,6 +30,7 @@ pub(crate) fn output_paths(out: &Path, d: &Delivery) -> Vec<PathBuf> {
     paths.extend(d.compress.as_ref().map(|c| compressed_path(out, c)));
     paths.push(bmap_path(out));
     paths.push(manifest_path(out));
+    paths.extend(crate::sbom::paths(out));
     paths.push(kiln_units::parent_dir(out).join("SHA256SUMS"));
     paths
 }
