@@ -56,6 +56,9 @@ pub struct BuildRequest<'a> {
     pub base: Option<PathBuf>,
     /// Base-image mode: accept a device type or architecture mismatch.
     pub force: bool,
+    /// Signs `SHA256SUMS` (`SHA256SUMS.minisig`, committed with the other
+    /// outputs) and records the key's id in the manifest.
+    pub signer: Option<&'a kiln_sign::SecretKey>,
 }
 
 /// One written partition.
@@ -1124,6 +1127,7 @@ fn conclude(
         app,
         artifacts: &artifacts,
         inputs,
+        signing_key_id: req.signer.map(|k| k.id().to_string()),
     })?;
     let manifest_path = crate::deliver::manifest_path(out);
     temps.write(
@@ -1137,6 +1141,7 @@ fn conclude(
         manifest.as_bytes(),
     ));
     let sums = write_sums(dir, out, &artifacts, &mut temps)?;
+    crate::signed::sign_build(req, &report.image_sha256, &sums.path, &mut temps)?;
     artifacts.push(sums);
     temps.commit()?;
     Ok(artifacts)

@@ -679,6 +679,7 @@ pub(crate) fn output_paths(out: &Path, d: &Delivery) -> Vec<PathBuf> {
     paths.push(bmap_path(out));
     paths.push(manifest_path(out));
     paths.push(kiln_units::parent_dir(out).join("SHA256SUMS"));
+    paths.push(kiln_units::parent_dir(out).join(crate::SIGNATURE_FILE));
     paths
 }
 

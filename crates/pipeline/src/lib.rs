@@ -32,6 +32,7 @@
 //!     threads: 2,
 //!     base: None,
 //!     force: false,
+//!     signer: None,
 //! };
 //! let report = build(&req, &mut |line| eprintln!("{line}"))?;
 //! println!("{} bytes", report.disk_bytes);
@@ -62,10 +63,12 @@ mod mkfs;
 mod outpath;
 mod plan;
 mod seed;
+mod signed;
 mod sink;
 mod stamp;
 mod stream;
 mod swap;
+mod verify;
 mod work;
 
 pub use bootedit::{edit_boot_partition, merge_json, BootEditReport, BootEdits};
@@ -81,8 +84,13 @@ pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
 pub use seed::Seed;
+pub use signed::{
+    sign_dir, signature_temporary, temporary_key_paths, trusted_comment, write_key_pair,
+    SIGNATURE_FILE,
+};
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,
     StampReport, StampRequest, StampedDevice, StaticIp, BOOT_LABELS,
 };
 pub use swap::{swap_header, SWAP_PAGE_SIZE};
+pub use verify::{verify, Finding, Level, VerifyReport};
