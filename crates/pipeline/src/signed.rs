@@ -1,7 +1,7 @@
 //! Signing an output directory: `SHA256SUMS.minisig`, a minisign
 //! signature (see `kiln-sign`) of the directory's `SHA256SUMS`, which
 //! lists every file kiln wrote there. `minisign -Vm SHA256SUMS -p KEY.pub`
-//! verifies it with the stock tool; [`crate::verify`] checks it and then
+//! verifies it with the stock tool; `kiln verify` checks it and then
 //! every listed file.
 //!
 //! The signature file is written like every other output
@@ -73,7 +73,7 @@ fn sign_bytes(key: &SecretKey, bytes: &[u8], comment: &str, dest: &Path) -> Resu
 /// --sign`): writes `dir/SHA256SUMS.minisig` over `dir/SHA256SUMS` with
 /// `comment`, replacing an earlier signature. The caller checks the
 /// listed files first when they may have changed since they were
-/// written ([`crate::verify`] without a signature). Returns the
+/// written (verification without a key). Returns the
 /// signature's path.
 ///
 /// # Errors
