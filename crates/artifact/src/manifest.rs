@@ -357,6 +357,10 @@ pub struct Manifest {
     pub config: BTreeMap<String, ConfigValue>,
     /// Output files.
     pub artifacts: Vec<Artifact>,
+    /// Id of the minisign key that signs `SHA256SUMS` (16 hex digits, as
+    /// minisign shows it); absent for an unsigned build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_id: Option<String>,
 }
 
 fn canonical(v: Value) -> Value {
@@ -519,6 +523,7 @@ mod tests {
                 size_bytes: 5,
                 sha256: d(b"a"),
             }],
+            signing_key_id: None,
         }
     }
 

@@ -44,6 +44,12 @@ pub struct Args {
     /// With --base: preload even if the base's device type or architecture does not match the board.
     #[arg(long)]
     force: bool,
+    /// Sign SHA256SUMS with this secret key (SHA256SUMS.minisig; see `kiln keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
+    /// With --sign: read the key's passphrase from this file instead of KILN_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "FILE", requires = "sign")]
+    passphrase_file: Option<PathBuf>,
 }
 
 /// Runs `kiln build`.
@@ -60,6 +66,12 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         (None, None) => Seed::new(random_bytes()?),
     };
     let env = |k: &str| std::env::var(k).ok();
+    // Decrypted before the build: a wrong passphrase costs no build.
+    let signer = a
+        .sign
+        .as_deref()
+        .map(|k| crate::sign::load_secret(k, a.passphrase_file.as_deref()))
+        .transpose()?;
     let req = BuildRequest {
         profile,
         recipe,
@@ -74,6 +86,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         threads,
         base: a.base,
         force: a.force,
+        signer: signer.as_ref(),
     };
     let progress = Progress::new(quiet);
     let started = std::time::Instant::now();

@@ -136,3 +136,13 @@ impl Progress {
         }
     }
 }
+
+/// `N` bytes from the operating system's random generator (key material).
+pub fn random_array<const N: usize>() -> Result<[u8; N]> {
+    use std::io::Read;
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for a new key")?;
+    Ok(b)
+}

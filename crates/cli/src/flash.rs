@@ -43,6 +43,9 @@ pub struct Args {
     /// Follow a qcow2 overlay's backing file outside the overlay's directory (an absolute name, `..`, or a symlink leaving it); by default it is refused. It must be a regular file either way.
     #[arg(long)]
     allow_backing_outside: bool,
+    /// Verify the image against its directory's signed SHA256SUMS with this public key first (as `kiln verify IMAGE`); refuse to write on any failure.
+    #[arg(long, value_name = "PUB")]
+    key: Option<PathBuf>,
     /// No progress output (the global `--quiet`).
     #[arg(skip)]
     quiet: bool,
@@ -119,6 +122,9 @@ pub(crate) fn image_bytes(path: &Path) -> Result<Option<u64>> {
 /// byte is written), flashes them all at once and reports.
 pub fn run(mut a: Args, quiet: bool) -> Result<()> {
     a.quiet = quiet;
+    if let Some(key) = &a.key {
+        crate::verify::before_flash(&a.image, key, quiet)?;
+    }
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
     let bmap = load_bmap(bmap_path.as_deref())?;
     if a.verify_only {

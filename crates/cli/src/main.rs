@@ -21,8 +21,11 @@ mod env;
 mod exit;
 mod flash;
 mod inspect;
+mod keygen;
 mod mkfs;
+mod sign;
 mod stamp;
+mod verify;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,6 +40,8 @@ Examples:
   kiln convert fin.img fin.qcow2 --format qcow2
   kiln stamp nuc.img --devices fleet.csv -o fleet/ [--format qcow2-overlay]
   kiln mkfs ext4 --source rootfs.tar.gz --size min --label rootfs rootfs.ext4
+  kiln keygen -o release.key && kiln build ... --sign release.key
+  kiln verify out/ --key release.pub
   kiln boards
   kiln recipes
 
@@ -49,6 +54,8 @@ Exit codes:
   130/143  interrupted (SIGINT/SIGTERM)
 
 Environment:
+  KILN_PASSPHRASE    passphrase of an encrypted secret key (keygen, build/stamp --sign, sign),
+                     when --passphrase-file is not given; otherwise kiln asks on the terminal
   SOURCE_DATE_EPOCH  build time for every timestamp; with it (or build.source-date-epoch in the
                      recipe) the build is reproducible: same inputs give identical bytes
   KILN_PROFILES_DIR, KILN_RECIPES_DIR  where --board / --recipe names are looked up";
@@ -78,6 +85,12 @@ enum Command {
     Convert(convert::Args),
     /// Cut one image per device from a built image, rewriting only the boot partition's config.
     Stamp(stamp::Args),
+    /// Make a minisign-format signing key pair (NAME.key, NAME.pub).
+    Keygen(keygen::Args),
+    /// Sign an output directory's SHA256SUMS (SHA256SUMS.minisig).
+    Sign(sign::Args),
+    /// Check an output directory or image offline: signature, SHA256SUMS, manifest digests, bmap ranges.
+    Verify(verify::Args),
     /// List the board profiles.
     Boards,
     /// List the recipes.
@@ -126,8 +139,16 @@ fn on_interrupt(command: &Command) -> std::io::Result<()> {
         }
         Command::Mkfs { fs } => (kiln_pipeline::temporary_paths(fs.output()), Vec::new()),
         Command::Stamp(a) => (
-            Vec::new(),
+            vec![kiln_pipeline::signature_temporary(&a.output)],
             vec![kiln_pipeline::stamp_partial_dir(&a.output)],
+        ),
+        Command::Sign(a) => (
+            vec![kiln_pipeline::signature_temporary(a.dir())],
+            Vec::new(),
+        ),
+        Command::Keygen(a) => (
+            kiln_pipeline::temporary_key_paths(&a.output, &keygen::public_path(&a.output)),
+            Vec::new(),
         ),
         _ => (Vec::new(), Vec::new()),
     };
@@ -198,6 +219,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Flash(a) => flash::run(a, quiet),
         Command::Convert(a) => convert::run(a, quiet),
         Command::Stamp(a) => stamp::run(a, quiet),
+        Command::Keygen(a) => keygen::run(a, quiet),
+        Command::Sign(a) => sign::run(a, quiet),
+        Command::Verify(a) => verify::run(a, quiet),
         Command::Boards => catalog::boards(),
         Command::Recipes => catalog::recipes(),
         Command::Mkfs { fs } => mkfs::run(fs, quiet),

@@ -24,6 +24,12 @@ pub struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Sign the output directory's SHA256SUMS with this secret key (SHA256SUMS.minisig).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
+    /// With --sign: read the key's passphrase from this file instead of KILN_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "FILE", requires = "sign")]
+    passphrase_file: Option<PathBuf>,
 }
 
 /// clap's parser for `--format`.
@@ -34,6 +40,11 @@ fn parse_format(s: &str) -> Result<StampFormat, String> {
 /// Runs `kiln stamp`.
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let timestamp = source_date_epoch(None)?.unwrap_or_else(now);
+    let signer = a
+        .sign
+        .as_deref()
+        .map(|k| crate::sign::load_secret(k, a.passphrase_file.as_deref()))
+        .transpose()?;
     let req = StampRequest {
         image: a.image,
         devices: a.devices,
@@ -47,6 +58,14 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             eprintln!("kiln: {line}");
         }
     })?;
+    if let Some(key) = &signer {
+        let comment = format!(
+            "{} stamp of image sha256 {}",
+            kiln_pipeline::trusted_comment(None, None),
+            report.source_sha256
+        );
+        kiln_pipeline::sign_dir(&report.out_dir, key, &comment)?;
+    }
     if a.json {
         let devices: Vec<serde_json::Value> = report
             .devices

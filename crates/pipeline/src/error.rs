@@ -102,6 +102,16 @@ pub enum Error {
         /// What stands there ("a block device", "a directory", ...).
         what: &'static str,
     },
+    /// A key or signature that cannot be used (malformed, wrong
+    /// passphrase, made by another key).
+    #[error("{}", path.display())]
+    Sign {
+        /// The key or signature file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: kiln_sign::Error,
+    },
     /// An image given to inspect is not understood.
     #[error("{}: {reason}", path.display())]
     Image {
@@ -126,6 +136,7 @@ impl Error {
             | Error::TooBig { .. }
             | Error::Layout { .. }
             | Error::Image { .. } => 2,
+            Error::Sign { source, .. } => source.exit_code(),
             Error::Fat { source, .. } => source.exit_code(),
             Error::Ext4 { source, .. } => source.exit_code(),
             Error::Table(source) => source.exit_code(),

@@ -53,6 +53,7 @@
 //!     threads: 2,
 //!     base: None,
 //!     force: false,
+//!     signer: None,
 //! };
 //! let report = build(&req, &mut |line| eprintln!("{line}"))?;
 //! println!("{} bytes", report.disk_bytes);
@@ -89,11 +90,13 @@ mod report;
 mod request;
 mod sbom;
 mod seed;
+mod signed;
 mod sink;
 mod sizing;
 mod stamp;
 mod stream;
 mod swap;
+mod verify;
 mod vm_options;
 mod work;
 
@@ -113,8 +116,13 @@ pub use report::{BuildReport, PartitionReport};
 pub use request::BuildRequest;
 pub use sbom::sbom_summary;
 pub use seed::Seed;
+pub use signed::{
+    sign_dir, signature_temporary, temporary_key_paths, trusted_comment, write_key_pair,
+    SIGNATURE_FILE,
+};
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,
     StampReport, StampRequest, StampedDevice, StaticIp, BOOT_LABELS,
 };
 pub use swap::{swap_header, SWAP_PAGE_SIZE};
+pub use verify::{verify, Finding, Level, VerifyReport};

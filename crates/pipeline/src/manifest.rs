@@ -121,6 +121,8 @@ pub(crate) struct ManifestFacts<'a> {
     pub artifacts: &'a [Delivered],
     /// From [`inputs`].
     pub inputs: Vec<m::Input>,
+    /// The id of the key signing `SHA256SUMS`, if any.
+    pub signing_key_id: Option<String>,
 }
 
 /// The base image of a `--base` build.
@@ -267,6 +269,7 @@ pub(crate) fn manifest_json(f: &ManifestFacts<'_>) -> Result<String, Error> {
         swap,
         config,
         artifacts,
+        signing_key_id: f.signing_key_id.clone(),
     };
     manifest.normalize();
     manifest.to_json().map_err(|e| Error::Output {

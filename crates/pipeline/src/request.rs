@@ -43,6 +43,9 @@ pub struct BuildRequest<'a> {
     pub base: Option<PathBuf>,
     /// Base-image mode: accept a device type or architecture mismatch.
     pub force: bool,
+    /// Signs `SHA256SUMS` (`SHA256SUMS.minisig`, committed with the other
+    /// outputs) and records the key's id in the manifest.
+    pub signer: Option<&'a kiln_sign::SecretKey>,
 }
 
 /// The delivery the request (or, failing that, the recipe) asks for.

@@ -488,6 +488,7 @@ fn conclude(
         app: to.app.zip(feed),
         artifacts: &artifacts,
         inputs,
+        signing_key_id: req.signer.map(|k| k.id().to_string()),
     })?;
     let manifest_path = crate::deliver::manifest_path(out);
     temps.write(
@@ -501,6 +502,7 @@ fn conclude(
         manifest.as_bytes(),
     ));
     let sums = write_sums(dir, out, &artifacts, &mut temps)?;
+    crate::signed::sign_build(req, &report.image_sha256, &sums.path, &mut temps)?;
     artifacts.push(sums);
     temps.commit()?;
     Ok(artifacts)

@@ -32,6 +32,7 @@ pub(crate) fn output_paths(out: &Path, d: &Delivery) -> Vec<PathBuf> {
     paths.push(manifest_path(out));
     paths.extend(crate::sbom::paths(out));
     paths.push(kiln_units::parent_dir(out).join("SHA256SUMS"));
+    paths.push(kiln_units::parent_dir(out).join(crate::SIGNATURE_FILE));
     paths
 }
 
