@@ -93,7 +93,13 @@ fn vhdx_and_sparse_vmdk_match_raw_convert_back_and_are_reproducible() {
     build(d.path(), "nuc-gpt", &["--format", "vhdx"]);
     assert_eq!(
         outputs_in(d.path(), "vm"),
-        ["SHA256SUMS", "vm.manifest.json", "vm.vhdx"]
+        [
+            "SHA256SUMS",
+            "vm.cdx.json",
+            "vm.manifest.json",
+            "vm.spdx.json",
+            "vm.vhdx"
+        ]
     );
     assert_eq!(sha256_file(&d.path().join("vm.vhdx")), digests[0].0);
     sums_ok_and_manifest(d.path(), "vm");
@@ -198,7 +204,13 @@ fn ova_declares_the_recipe_machine_and_holds_the_disk() {
     build(d.path(), "nuc-gpt", &["--format", "ova"]);
     assert_eq!(
         outputs_in(d.path(), "vm"),
-        ["SHA256SUMS", "vm.manifest.json", "vm.ova"]
+        [
+            "SHA256SUMS",
+            "vm.cdx.json",
+            "vm.manifest.json",
+            "vm.ova",
+            "vm.spdx.json"
+        ]
     );
     let x = unpack(d.path(), &d.path().join("vm.ova"));
     let ovf = x.join("bob-onprem.ovf");
