@@ -447,7 +447,8 @@ fn interrupted_builds_leave_the_previous_output_and_no_temporaries() {
     };
     ok(&mut build("good"));
     let good = snapshot(d.path());
-    assert_eq!(good.len(), 6, "{good:?}");
+    // image, qcow2, vmdk, bmap, manifest, two SBOMs, SHA256SUMS.
+    assert_eq!(good.len(), 8, "{good:?}");
     // Five points of the build: inputs, sizing, the first and the last
     // filesystem, delivery (the image, qcow2 and VMDK being written).
     let points = [
