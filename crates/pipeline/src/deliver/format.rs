@@ -115,7 +115,7 @@ pub struct Delivery {
     pub seed: [u8; 16],
     /// Timestamp for format headers (VHD).
     pub timestamp: i64,
-    /// The virtual machine an OVA declares ([`crate::vm_options::ova_options`]).
+    /// The virtual machine an OVA declares (from the recipe's `[vm]` and the board).
     pub ova: kiln_vdisk::OvaOptions,
 }
 

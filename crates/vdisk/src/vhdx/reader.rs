@@ -34,7 +34,7 @@ fn corrupt(at: u64, what: &'static str) -> Error {
 /// A dynamic VHDX opened for reading.
 ///
 /// Memory kept: the payload entries of the BAT (8 bytes per block,
-/// bounded by [`MAX_BAT_ENTRIES`]).
+/// bounded by `MAX_BAT_ENTRIES`).
 #[derive(Debug)]
 pub struct VhdxReader<R> {
     src: R,
