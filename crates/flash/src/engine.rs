@@ -53,11 +53,7 @@ pub fn flash<T: FlashTarget + ?Sized>(
     opts: &FlashOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<FlashReport> {
-    if opts.chunk_bytes < (64 << 10) || opts.chunk_bytes % 4096 != 0 {
-        return Err(Error::InvalidRequest {
-            reason: "chunk size must be a multiple of 4096 and at least 64 KiB",
-        });
-    }
+    check_chunk(opts)?;
     let mut plan = plan(&image, bmap, opts)?;
     let w = write_image(image, bmap.is_some(), target, opts, &mut plan, progress)?;
     target
@@ -96,17 +92,28 @@ pub fn flash<T: FlashTarget + ?Sized>(
     })
 }
 
-/// Step 1: the image size (options, bmap or source, which must agree
-/// with the bmap) and the ranges: the bmap's, or 64 MiB segments.
-fn plan(image: &ImageSource<'_>, bmap: Option<&Bmap>, opts: &FlashOptions) -> Result<Plan> {
+/// Refuses a chunk size the writer cannot use.
+pub(crate) fn check_chunk(opts: &FlashOptions) -> Result<()> {
+    if opts.chunk_bytes < (64 << 10) || opts.chunk_bytes % 4096 != 0 {
+        return Err(Error::InvalidRequest {
+            reason: "chunk size must be a multiple of 4096 and at least 64 KiB",
+        });
+    }
+    Ok(())
+}
+
+/// The image size: the options', else the bmap's, else a random-access
+/// source's; a bmap made for another size than the options' or the
+/// source's is refused.
+pub(crate) fn image_size(
+    image: &ImageSource<'_>,
+    bmap: Option<&Bmap>,
+    opts: &FlashOptions,
+) -> Result<Option<u64>> {
     let source_size = match image {
         ImageSource::Random(r) => Some(r.size().map_err(io_err("sizing the image", 0))?),
         ImageSource::Stream(_) => None,
     };
-    let image_size = opts
-        .image_size
-        .or(bmap.map(Bmap::image_size))
-        .or(source_size);
     if let (Some(b), Some(s)) = (bmap, opts.image_size.or(source_size)) {
         if b.image_size() != s {
             return Err(Error::BmapImageSize {
@@ -115,6 +122,16 @@ fn plan(image: &ImageSource<'_>, bmap: Option<&Bmap>, opts: &FlashOptions) -> Re
             });
         }
     }
+    Ok(opts
+        .image_size
+        .or(bmap.map(Bmap::image_size))
+        .or(source_size))
+}
+
+/// Step 1: the image size (options, bmap or source, which must agree
+/// with the bmap) and the ranges: the bmap's, or 64 MiB segments.
+fn plan(image: &ImageSource<'_>, bmap: Option<&Bmap>, opts: &FlashOptions) -> Result<Plan> {
+    let image_size = image_size(image, bmap, opts)?;
     let segments = match (bmap, image_size) {
         (Some(b), _) => bmap_segments(b),
         (None, Some(size)) => segments_for_size(size),

@@ -26,7 +26,7 @@ use kiln_artifact::digest::{Sha256Digest, Sha256Hasher};
 use kiln_units::{ReadAt, SectorSize};
 
 use crate::copy::fill;
-use crate::engine::flash;
+use crate::engine::{check_chunk, flash, image_size};
 use crate::error::{io_err, Error, Result};
 use crate::options::{FlashOptions, FlashReport, ImageSource, Progress};
 use crate::target::FlashTarget;
@@ -111,27 +111,8 @@ pub fn flash_many(
             reason: "no target to flash",
         });
     }
-    if opts.chunk_bytes < (64 << 10) || opts.chunk_bytes % 4096 != 0 {
-        return Err(Error::InvalidRequest {
-            reason: "chunk size must be a multiple of 4096 and at least 64 KiB",
-        });
-    }
-    let source_size = match &image {
-        ImageSource::Random(r) => Some(r.size().map_err(io_err("sizing the image", 0))?),
-        ImageSource::Stream(_) => None,
-    };
-    let size = opts
-        .image_size
-        .or(bmap.map(Bmap::image_size))
-        .or(source_size);
-    if let (Some(b), Some(s)) = (bmap, opts.image_size.or(source_size)) {
-        if b.image_size() != s {
-            return Err(Error::BmapImageSize {
-                bmap_bytes: b.image_size(),
-                image_bytes: s,
-            });
-        }
-    }
+    check_chunk(opts)?;
+    let size = image_size(&image, bmap, opts)?;
     let mut base_opts = *opts;
     base_opts.image_size = size;
     // A random-access image is re-read below to tell a bad image from a
