@@ -17,10 +17,76 @@
 
 use crate::checksum::Crc32c;
 use crate::options::BLOCK_SIZE;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 const BS: usize = BLOCK_SIZE as usize;
 /// Usable bytes of a leaf block (before the checksum tail).
 pub(crate) const LEAF_SPACE: usize = BS - 12;
+/// `det_reserved_ft` of the checksum tail.
+pub(crate) const TAIL_FT: u8 = 0xDE;
+
+/// `ext4_dir_entry_2` without its name (the name follows, `name_len`
+/// bytes, padded to 4). Without the `filetype` feature `name_len` and
+/// `file_type` are one little-endian u16 name length.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawDirEntry {
+    pub inode: U32,
+    pub rec_len: U16,
+    pub name_len: u8,
+    pub file_type: u8,
+}
+
+/// `ext4_dir_entry_tail`: the fake last entry holding a leaf's crc32c.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawDirTail {
+    pub reserved_zero1: U32,
+    pub rec_len: U16,
+    pub reserved_zero2: u8,
+    pub reserved_ft: u8,
+    pub checksum: U32,
+}
+
+impl RawDirTail {
+    /// A tail whose checksum is `crc`.
+    pub(crate) fn new(crc: u32) -> Self {
+        Self {
+            reserved_zero1: U32::new(0),
+            rec_len: U16::new(12),
+            reserved_zero2: 0,
+            reserved_ft: TAIL_FT,
+            checksum: U32::new(crc),
+        }
+    }
+    /// Whether these 12 bytes are a checksum tail (any checksum).
+    pub(crate) fn is_tail(&self) -> bool {
+        self.reserved_zero1.get() == 0
+            && self.rec_len.get() == 12
+            && self.reserved_zero2 == 0
+            && self.reserved_ft == TAIL_FT
+    }
+}
+
+/// Writes one entry (header and name) at the start of `b`.
+pub(crate) fn put_entry(b: &mut [u8], ino: u32, rec_len: u16, name: &[u8], ftype: u8) {
+    let head = RawDirEntry {
+        inode: U32::new(ino),
+        rec_len: U16::new(rec_len),
+        name_len: name.len() as u8,
+        file_type: ftype,
+    };
+    b[..8].copy_from_slice(head.as_bytes());
+    b[8..8 + name.len()].copy_from_slice(name);
+}
+
+/// Sets the `rec_len` of the entry at the start of `b`.
+fn set_rec_len(b: &mut [u8], rec_len: u16) {
+    if let Ok((e, _)) = RawDirEntry::mut_from_prefix(b) {
+        e.rec_len = U16::new(rec_len);
+    }
+}
 
 /// `file_type` values.
 pub(crate) mod ftype {
@@ -71,12 +137,7 @@ impl LeafBuilder {
     /// Appends; the caller checked [`fits`](Self::fits).
     pub(crate) fn push(&mut self, e: &DirEntryRef<'_>) {
         let r = rec_len(e.name.len());
-        let b = &mut self.buf[self.pos..];
-        b[0..4].copy_from_slice(&e.ino.to_le_bytes());
-        b[4..6].copy_from_slice(&(r as u16).to_le_bytes());
-        b[6] = e.name.len() as u8;
-        b[7] = e.ftype;
-        b[8..8 + e.name.len()].copy_from_slice(e.name);
+        put_entry(&mut self.buf[self.pos..], e.ino, r as u16, e.name, e.ftype);
         self.last = Some(self.pos);
         self.pos += r;
     }
@@ -84,13 +145,8 @@ impl LeafBuilder {
     /// and seals the checksum.
     pub(crate) fn finish(mut self, inode_seed: u32) -> Vec<u8> {
         match self.last {
-            Some(at) => {
-                let r = (LEAF_SPACE - at) as u16;
-                self.buf[at + 4..at + 6].copy_from_slice(&r.to_le_bytes());
-            }
-            None => {
-                self.buf[4..6].copy_from_slice(&(LEAF_SPACE as u16).to_le_bytes());
-            }
+            Some(at) => set_rec_len(&mut self.buf[at..], (LEAF_SPACE - at) as u16),
+            None => set_rec_len(&mut self.buf, LEAF_SPACE as u16),
         }
         seal_leaf(&mut self.buf, inode_seed);
         self.buf
@@ -100,12 +156,8 @@ impl LeafBuilder {
 /// Writes the checksum tail of a leaf block.
 pub(crate) fn seal_leaf(b: &mut [u8], inode_seed: u32) {
     let t = LEAF_SPACE;
-    b[t..t + 4].fill(0);
-    b[t + 4..t + 6].copy_from_slice(&12u16.to_le_bytes());
-    b[t + 6] = 0;
-    b[t + 7] = 0xDE;
     let c = Crc32c::new(inode_seed).update(&b[..t]).value();
-    b[t + 8..t + 12].copy_from_slice(&c.to_le_bytes());
+    b[t..t + 12].copy_from_slice(RawDirTail::new(c).as_bytes());
 }
 
 /// Builds a linear directory: `.` and `..` first, then `entries` in the

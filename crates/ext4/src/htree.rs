@@ -24,14 +24,51 @@
 //! from the previous leaf.
 
 use crate::checksum::Crc32c;
-use crate::dir::{DirEntryRef, LeafBuilder};
+use crate::dir::{put_entry, DirEntryRef, LeafBuilder};
 use crate::options::BLOCK_SIZE;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 const BS: usize = BLOCK_SIZE as usize;
 /// Entry slots in dx_root (including the count/limit slot).
 pub(crate) const ROOT_LIMIT: usize = (BS - 0x20 - 8) / 8;
 /// Entry slots in a dx_node.
 pub(crate) const NODE_LIMIT: usize = (BS - 8 - 8) / 8;
+
+/// `dx_root_info` (at 0x18 of the root block).
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawDxRootInfo {
+    pub reserved_zero: U32,
+    pub hash_version: u8,
+    pub info_length: u8,
+    pub indirect_levels: u8,
+    pub unused_flags: u8,
+}
+
+/// `dx_countlimit`: overlays the first `dx_entry` (whose hash is implied 0).
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawDxCountLimit {
+    pub limit: U16,
+    pub count: U16,
+}
+
+/// `dx_entry`: the first leaf (or node) for hashes from `hash`.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawDxEntry {
+    pub hash: U32,
+    pub block: U32,
+}
+
+/// `dx_tail`: after the `limit` entries of an index block.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawDxTail {
+    pub reserved: U32,
+    pub checksum: U32,
+}
 
 const DEFAULT_SEED: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
@@ -185,13 +222,22 @@ pub(crate) fn build_indexed(
     let mut out = Vec::with_capacity(1 + nodes + nl);
     // Root.
     let mut root = vec![0u8; BS];
-    put_dirent(&mut root[0..], self_ino, 12, b".", 2);
-    put_dirent(&mut root[12..], parent_ino, (BS - 12) as u16, b"..", 2);
-    root[0x18..0x1C].copy_from_slice(&0u32.to_le_bytes());
-    root[0x1C] = crate::superblock::DX_HASH_HALF_MD4;
-    root[0x1D] = 8;
-    root[0x1E] = levels;
-    root[0x1F] = 0;
+    put_entry(&mut root[0..], self_ino, 12, b".", crate::dir::ftype::DIR);
+    put_entry(
+        &mut root[12..],
+        parent_ino,
+        (BS - 12) as u16,
+        b"..",
+        crate::dir::ftype::DIR,
+    );
+    let info = RawDxRootInfo {
+        reserved_zero: U32::new(0),
+        hash_version: crate::superblock::DX_HASH_HALF_MD4,
+        info_length: 8,
+        indirect_levels: levels,
+        unused_flags: 0,
+    };
+    root[0x18..0x20].copy_from_slice(info.as_bytes());
     let root_entries: Vec<(u32, u32)> = if levels == 0 {
         leaves
             .iter()
@@ -220,33 +266,33 @@ pub(crate) fn build_indexed(
     Some(out)
 }
 
-fn put_dirent(b: &mut [u8], ino: u32, rec_len: u16, name: &[u8], ftype: u8) {
-    b[0..4].copy_from_slice(&ino.to_le_bytes());
-    b[4..6].copy_from_slice(&rec_len.to_le_bytes());
-    b[6] = name.len() as u8;
-    b[7] = ftype;
-    b[8..8 + name.len()].copy_from_slice(name);
-}
-
 /// Writes limit/count and entries at `at`, then the dx_tail checksum.
 fn write_dx(b: &mut [u8], at: usize, limit: usize, ents: &[(u32, u32)], inode_seed: u32) {
-    b[at..at + 2].copy_from_slice(&(limit as u16).to_le_bytes());
-    b[at + 2..at + 4].copy_from_slice(&(ents.len() as u16).to_le_bytes());
     for (i, &(h, blk)) in ents.iter().enumerate() {
-        let o = at + i * 8;
-        if i > 0 {
-            b[o..o + 4].copy_from_slice(&h.to_le_bytes());
-        }
-        b[o + 4..o + 8].copy_from_slice(&blk.to_le_bytes());
+        let e = RawDxEntry {
+            hash: U32::new(h),
+            block: U32::new(blk),
+        };
+        b[at + i * 8..at + i * 8 + 8].copy_from_slice(e.as_bytes());
     }
+    // The count/limit pair takes the first entry's (implied 0) hash.
+    let cl = RawDxCountLimit {
+        limit: U16::new(limit as u16),
+        count: U16::new(ents.len() as u16),
+    };
+    b[at..at + 4].copy_from_slice(cl.as_bytes());
     let size = at + ents.len() * 8;
     let tail = at + limit * 8;
-    b[tail..tail + 8].fill(0);
+    let mut t = RawDxTail {
+        reserved: U32::new(0),
+        checksum: U32::new(0),
+    };
     let c = Crc32c::new(inode_seed)
         .update(&b[..size])
-        .update(&b[tail..tail + 8]) // dt_reserved + zeroed dt_checksum
+        .update(t.as_bytes()) // dt_reserved + zeroed dt_checksum
         .value();
-    b[tail + 4..tail + 8].copy_from_slice(&c.to_le_bytes());
+    t.checksum = U32::new(c);
+    b[tail..tail + 8].copy_from_slice(t.as_bytes());
 }
 
 #[cfg(test)]

@@ -50,6 +50,18 @@ pub(crate) const INCOMPAT_EXTENTS: u32 = 0x40;
 pub(crate) const INCOMPAT_64BIT: u32 = 0x80;
 /// `s_feature_incompat`: flex_bg.
 pub(crate) const INCOMPAT_FLEX_BG: u32 = 0x200;
+/// `s_feature_incompat`: meta_bg (meta block groups).
+pub(crate) const INCOMPAT_META_BG: u32 = 0x10;
+/// `s_feature_incompat`: mmp (multiple mount protection).
+pub(crate) const INCOMPAT_MMP: u32 = 0x100;
+/// `s_feature_incompat`: ea_inode (xattr values in their own inodes).
+pub(crate) const INCOMPAT_EA_INODE: u32 = 0x400;
+/// `s_feature_incompat`: csum_seed (checksum seed in the superblock).
+pub(crate) const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+/// `s_feature_incompat`: largedir (three-level htrees, > 2 GiB dirs).
+pub(crate) const INCOMPAT_LARGEDIR: u32 = 0x4000;
+/// `s_feature_incompat`: casefold (case-insensitive directories).
+pub(crate) const INCOMPAT_CASEFOLD: u32 = 0x20000;
 /// `s_feature_ro_compat`: sparse_super.
 pub(crate) const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 /// `s_feature_ro_compat`: large_file.

@@ -26,10 +26,75 @@
 use crate::checksum::Crc32c;
 use crate::inode::INLINE_XATTR_SPACE;
 use crate::options::BLOCK_SIZE;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// xattr magic.
 pub(crate) const XATTR_MAGIC: u32 = 0xEA02_0000;
 const BS: usize = BLOCK_SIZE as usize;
+
+/// `ext4_xattr_header`: the first 32 bytes of an xattr block.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawXattrHeader {
+    pub h_magic: U32,
+    pub h_refcount: U32,
+    pub h_blocks: U32,
+    pub h_hash: U32,
+    pub h_checksum: U32,
+    pub h_reserved: [U32; 3],
+}
+
+/// `ext4_xattr_entry` without its name (`e_name_len` bytes follow,
+/// padded to 4).
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawXattrEntry {
+    pub e_name_len: u8,
+    pub e_name_index: u8,
+    pub e_value_offs: U16,
+    pub e_value_inum: U32,
+    pub e_value_size: U32,
+    pub e_hash: U32,
+}
+
+/// `e_name_index` values and the name prefix each stands for, in the
+/// order a full name is matched (the exact ACL names before `system.`).
+pub(crate) const NAME_INDEXES: [(&[u8], u8); 7] = [
+    (b"system.posix_acl_access", 2),
+    (b"system.posix_acl_default", 3),
+    (b"user.", 1),
+    (b"trusted.", 4),
+    (b"security.", 6),
+    (b"system.richacl", 8),
+    (b"system.", 7),
+];
+
+/// The name prefix of an `e_name_index`.
+pub(crate) fn prefix(index: u8) -> Option<&'static [u8]> {
+    NAME_INDEXES
+        .iter()
+        .find(|(_, i)| *i == index)
+        .map(|(p, _)| *p)
+}
+
+/// Whether an index names a whole attribute (no suffix): the ACLs.
+fn is_exact(index: u8) -> bool {
+    matches!(index, 2 | 3 | 8)
+}
+
+/// Whether an index holds a POSIX ACL (converted between formats).
+pub(crate) fn is_acl(index: u8) -> bool {
+    matches!(index, 2 | 3)
+}
+
+/// POSIX ACL entry tags (`acl_ea_entry.e_tag`).
+pub(crate) mod acl_tag {
+    /// Owner, owning group, mask, others: short entries on disk.
+    pub(crate) const SHORT: [u16; 4] = [0x01, 0x04, 0x10, 0x20];
+    /// Named user, named group: with an id.
+    pub(crate) const WITH_ID: [u16; 2] = [0x02, 0x08];
+}
 
 /// Why an attribute cannot be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,27 +128,18 @@ pub(crate) struct DiskXattr {
 
 /// Splits a full name into (index, suffix) and converts ACL values.
 pub(crate) fn to_disk(name: &[u8], value: &[u8]) -> Result<DiskXattr, XattrError> {
-    const PREFIXES: [(&[u8], u8); 7] = [
-        (b"system.posix_acl_access", 2),
-        (b"system.posix_acl_default", 3),
-        (b"user.", 1),
-        (b"trusted.", 4),
-        (b"security.", 6),
-        (b"system.richacl", 8),
-        (b"system.", 7),
-    ];
-    for (p, idx) in PREFIXES {
+    for (p, idx) in NAME_INDEXES {
         if let Some(rest) = name.strip_prefix(p) {
-            if (idx == 2 || idx == 3 || idx == 8) && !rest.is_empty() {
+            if is_exact(idx) && !rest.is_empty() {
                 continue;
             }
             if rest.len() > 255 {
                 return Err(XattrError::NameTooLong);
             }
-            if idx != 2 && idx != 3 && idx != 8 && rest.is_empty() {
+            if !is_exact(idx) && rest.is_empty() {
                 return Err(XattrError::UnknownNamespace);
             }
-            let value = if idx == 2 || idx == 3 {
+            let value = if is_acl(idx) {
                 acl_to_disk(value)?
             } else {
                 value.to_vec()
@@ -109,12 +165,12 @@ pub(crate) fn acl_to_disk(v: &[u8]) -> Result<Vec<u8>, XattrError> {
     let mut out = 1u32.to_le_bytes().to_vec();
     for e in v[4..].chunks_exact(8) {
         let tag = u16::from_le_bytes([e[0], e[1]]);
-        match tag {
-            // USER_OBJ, GROUP_OBJ, MASK, OTHER: short entries.
-            0x01 | 0x04 | 0x10 | 0x20 => out.extend_from_slice(&e[..4]),
-            // USER, GROUP: with id.
-            0x02 | 0x08 => out.extend_from_slice(e),
-            _ => return Err(XattrError::BadAcl),
+        if acl_tag::SHORT.contains(&tag) {
+            out.extend_from_slice(&e[..4]);
+        } else if acl_tag::WITH_ID.contains(&tag) {
+            out.extend_from_slice(e);
+        } else {
+            return Err(XattrError::BadAcl);
         }
     }
     Ok(out)
@@ -166,12 +222,15 @@ fn layout(buf: &mut [u8], base: usize, entries_at: usize, end: usize, v: &[DiskX
         };
         let h = entry_hash(x);
         hashes.push(h);
-        buf[e] = x.name.len() as u8;
-        buf[e + 1] = x.index;
-        buf[e + 2..e + 4].copy_from_slice(&(voff as u16).to_le_bytes());
-        buf[e + 4..e + 8].copy_from_slice(&0u32.to_le_bytes());
-        buf[e + 8..e + 12].copy_from_slice(&(x.value.len() as u32).to_le_bytes());
-        buf[e + 12..e + 16].copy_from_slice(&h.to_le_bytes());
+        let raw = RawXattrEntry {
+            e_name_len: x.name.len() as u8,
+            e_name_index: x.index,
+            e_value_offs: U16::new(voff as u16),
+            e_value_inum: U32::new(0),
+            e_value_size: U32::new(x.value.len() as u32),
+            e_hash: U32::new(h),
+        };
+        buf[e..e + 16].copy_from_slice(raw.as_bytes());
         buf[e + 16..e + 16 + x.name.len()].copy_from_slice(&x.name);
         e += entry_len(x);
     }
@@ -230,17 +289,23 @@ pub(crate) fn place(mut v: Vec<DiskXattr>) -> Result<Placed, XattrError> {
 /// Encodes an external xattr block destined for physical block `blk`.
 pub(crate) fn encode_block(v: &[DiskXattr], blk: u64, fs_seed: u32) -> Vec<u8> {
     let mut b = vec![0u8; BS];
-    b[0..4].copy_from_slice(&XATTR_MAGIC.to_le_bytes());
-    b[4..8].copy_from_slice(&1u32.to_le_bytes());
-    b[8..12].copy_from_slice(&1u32.to_le_bytes());
     let hashes = layout(&mut b, 0, 32, BS, v);
     let mut h: u32 = 0;
     for eh in hashes {
         h = (h << 16) ^ (h >> 16) ^ eh;
     }
-    b[12..16].copy_from_slice(&h.to_le_bytes());
+    let mut head = RawXattrHeader {
+        h_magic: U32::new(XATTR_MAGIC),
+        h_refcount: U32::new(1),
+        h_blocks: U32::new(1),
+        h_hash: U32::new(h),
+        h_checksum: U32::new(0),
+        h_reserved: [U32::new(0); 3],
+    };
+    b[..32].copy_from_slice(head.as_bytes());
     let c = Crc32c::new(fs_seed).update_u64(blk).update(&b).value();
-    b[16..20].copy_from_slice(&c.to_le_bytes());
+    head.h_checksum = U32::new(c);
+    b[..32].copy_from_slice(head.as_bytes());
     b
 }
 

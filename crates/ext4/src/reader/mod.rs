@@ -31,11 +31,19 @@ mod walk;
 mod xattr;
 
 use crate::checksum::Crc32c;
-use crate::superblock::{RawSuperblock, EXT4_SUPER_MAGIC};
+use crate::dir::{RawDirEntry, RawDirTail};
+use crate::inode::RawInode;
+use crate::superblock::{
+    RawSuperblock, EXT4_SUPER_MAGIC, INCOMPAT_64BIT, INCOMPAT_CASEFOLD, INCOMPAT_CSUM_SEED,
+    INCOMPAT_EA_INODE, INCOMPAT_EXTENTS, INCOMPAT_FILETYPE, INCOMPAT_FLEX_BG, INCOMPAT_LARGEDIR,
+    INCOMPAT_META_BG, INCOMPAT_MMP, RO_COMPAT_METADATA_CSUM, RO_COMPAT_SPARSE_SUPER,
+};
 use crate::Error;
+use core::mem::{offset_of, size_of};
 use kiln_tree::{Timestamp, TreePath};
 use kiln_units::ReadAt;
-use zerocopy::FromBytes;
+use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 pub use file::FileReader;
 pub use walk::{FeedReport, Visit};
@@ -43,8 +51,16 @@ pub use walk::{FeedReport, Visit};
 /// `s_feature_incompat` bits the reader understands: filetype, extent,
 /// 64bit, mmp, flex_bg, csum_seed, largedir, meta_bg, dirdata-free
 /// casefold and the xattr-inode flag (refused per attribute if used).
-const INCOMPAT_SUPPORTED: u32 =
-    0x2 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x2000 | 0x4000 | 0x20000;
+const INCOMPAT_SUPPORTED: u32 = INCOMPAT_FILETYPE
+    | INCOMPAT_META_BG
+    | INCOMPAT_EXTENTS
+    | INCOMPAT_64BIT
+    | INCOMPAT_MMP
+    | INCOMPAT_FLEX_BG
+    | INCOMPAT_EA_INODE
+    | INCOMPAT_CSUM_SEED
+    | INCOMPAT_LARGEDIR
+    | INCOMPAT_CASEFOLD;
 /// Named unsupported `s_feature_incompat` bits.
 const INCOMPAT_NAMES: [(u32, &str); 7] = [
     (0x1, "compression"),
@@ -55,11 +71,6 @@ const INCOMPAT_NAMES: [(u32, &str); 7] = [
     (0x10000, "encrypt"),
     (0x40000, "unknown incompat feature"),
 ];
-const INCOMPAT_64BIT: u32 = 0x80;
-const INCOMPAT_META_BG: u32 = 0x10;
-const INCOMPAT_FILETYPE: u32 = 0x2;
-const INCOMPAT_CSUM_SEED: u32 = 0x2000;
-const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 /// Root directory inode number.
 pub(crate) const ROOT_INO: u32 = 2;
 /// Largest inode size accepted (the spec allows up to the block size;
@@ -345,9 +356,13 @@ impl<R: ReadAt> Ext4Reader<R> {
         if let Some(seed) = self.csum_seed {
             self.check_inode_csum(seed, ino, &b)?;
         }
-        let mode = le16(&b, 0x00);
+        // Decoded through the writer's struct; a 128-byte inode leaves
+        // the large-inode fields zero (and `i_extra_isize` 0 covers none).
+        let mut raw = RawInode::new_zeroed();
+        let n = b.len().min(size_of::<RawInode>());
+        raw.as_mut_bytes()[..n].copy_from_slice(&b[..n]);
         let extra_isize = if self.inode_size > 128 {
-            u32::from(le16(&b, 0x80))
+            u32::from(raw.i_extra_isize.get())
         } else {
             0
         };
@@ -355,29 +370,40 @@ impl<R: ReadAt> Ext4Reader<R> {
             return Err(corrupt(ino, "i_extra_isize beyond the inode"));
         }
         // An `_extra` field is present when i_extra_isize covers it.
-        let extra = |at: usize| -> Option<u32> {
-            (at + 4 <= 128 + extra_isize as usize).then(|| le32(&b, at))
+        let extra = |at: usize, v: U32| -> Option<u32> {
+            (at + 4 <= 128 + extra_isize as usize).then(|| v.get())
         };
-        let ctime = decode_time(le32(&b, 0x0C), extra(0x84));
-        let mtime = decode_time(le32(&b, 0x10), extra(0x88));
-        let atime = decode_time(le32(&b, 0x08), extra(0x8C));
-        let crtime = match extra(0x90) {
-            Some(lo) => decode_time(lo, extra(0x94)),
+        let ctime = decode_time(
+            raw.i_ctime.get(),
+            extra(offset_of!(RawInode, i_ctime_extra), raw.i_ctime_extra),
+        );
+        let mtime = decode_time(
+            raw.i_mtime.get(),
+            extra(offset_of!(RawInode, i_mtime_extra), raw.i_mtime_extra),
+        );
+        let atime = decode_time(
+            raw.i_atime.get(),
+            extra(offset_of!(RawInode, i_atime_extra), raw.i_atime_extra),
+        );
+        let crtime = match extra(offset_of!(RawInode, i_crtime), raw.i_crtime) {
+            Some(lo) => decode_time(
+                lo,
+                extra(offset_of!(RawInode, i_crtime_extra), raw.i_crtime_extra),
+            ),
             None => ctime,
         };
-        let mut i_block = [0u8; 60];
-        i_block.copy_from_slice(b.get(0x28..0x64).unwrap_or(&[0; 60]));
         let xattr_area = b.get(128 + extra_isize as usize..).unwrap_or(&[]).to_vec();
         Ok(Inode {
             ino,
-            mode,
-            uid: u32::from(le16(&b, 0x02)) | (u32::from(le16(&b, 0x78)) << 16),
-            gid: u32::from(le16(&b, 0x18)) | (u32::from(le16(&b, 0x7A)) << 16),
-            size: u64::from(le32(&b, 0x04)) | (u64::from(le32(&b, 0x6C)) << 32),
-            links: le16(&b, 0x1A),
-            flags: le32(&b, 0x20),
-            i_block,
-            file_acl: u64::from(le32(&b, 0x68)) | (u64::from(le16(&b, 0x76)) << 32),
+            mode: raw.i_mode.get(),
+            uid: u32::from(raw.i_uid.get()) | (u32::from(raw.l_i_uid_high.get()) << 16),
+            gid: u32::from(raw.i_gid.get()) | (u32::from(raw.l_i_gid_high.get()) << 16),
+            size: u64::from(raw.i_size_lo.get()) | (u64::from(raw.i_size_high.get()) << 32),
+            links: raw.i_links_count.get(),
+            flags: raw.i_flags.get(),
+            i_block: raw.i_block,
+            file_acl: u64::from(raw.i_file_acl_lo.get())
+                | (u64::from(raw.l_i_file_acl_high.get()) << 32),
             atime,
             mtime,
             ctime,
@@ -385,7 +411,7 @@ impl<R: ReadAt> Ext4Reader<R> {
             xattr_area,
             csum_seed: self
                 .csum_seed
-                .map(|fs| crate::checksum::inode_seed(fs, ino, le32(&b, 0x64))),
+                .map(|fs| crate::checksum::inode_seed(fs, ino, raw.i_generation.get())),
         })
     }
 
@@ -395,25 +421,29 @@ impl<R: ReadAt> Ext4Reader<R> {
     /// `i_checksum_hi` (0x82) zeroed; only the low 16 bits are stored
     /// when the high half is not.
     fn check_inode_csum(&self, seed: u32, ino: u32, b: &[u8]) -> Result<(), Error> {
-        let has_hi = b.len() > 128 && u32::from(le16(b, 0x80)) >= 4;
-        let stored = u32::from(le16(b, 0x7C))
+        const LO: usize = offset_of!(RawInode, l_i_checksum_lo);
+        const HI: usize = offset_of!(RawInode, i_checksum_hi);
+        const EXTRA: usize = offset_of!(RawInode, i_extra_isize);
+        const GEN: usize = offset_of!(RawInode, i_generation);
+        let has_hi = b.len() > 128 && u32::from(le16(b, EXTRA)) >= 4;
+        let stored = u32::from(le16(b, LO))
             | if has_hi {
-                u32::from(le16(b, 0x82)) << 16
+                u32::from(le16(b, HI)) << 16
             } else {
                 0
             };
         let mut z = b.to_vec();
-        if let Some(x) = z.get_mut(0x7C..0x7E) {
+        if let Some(x) = z.get_mut(LO..LO + 2) {
             x.fill(0);
         }
         if has_hi {
-            if let Some(x) = z.get_mut(0x82..0x84) {
+            if let Some(x) = z.get_mut(HI..HI + 2) {
                 x.fill(0);
             }
         }
         let c = Crc32c::new(seed)
             .update_u32(ino)
-            .update_u32(le32(b, 0x64))
+            .update_u32(le32(b, GEN))
             .update(&z)
             .value();
         let c = if has_hi { c } else { c & 0xFFFF };
@@ -449,16 +479,16 @@ impl<R: ReadAt> Ext4Reader<R> {
             })?;
             check_dir_tail(dir, &block)?;
             let mut at = 0usize;
-            while at + 8 <= bs {
-                let child = le32(&block, at);
-                let mut rec_len = usize::from(le16(&block, at + 4));
+            while let Ok((e, _)) = RawDirEntry::ref_from_prefix(&block[at..]) {
+                let child = e.inode.get();
+                let mut rec_len = usize::from(e.rec_len.get());
                 if bs == 65536 && (rec_len == 0 || rec_len == 65535) {
                     rec_len = 65536;
                 }
                 let name_len = if self.filetype {
-                    usize::from(block[at + 6])
+                    usize::from(e.name_len)
                 } else {
-                    usize::from(le16(&block, at + 6))
+                    usize::from(u16::from_le_bytes([e.name_len, e.file_type]))
                 };
                 if rec_len < 8 || rec_len % 4 != 0 || at + rec_len > bs || 8 + name_len > rec_len {
                     return Err(corrupt(ino, "malformed directory entry"));
@@ -582,7 +612,7 @@ impl<R: ReadAt> Ext4Reader<R> {
 
     /// A symlink inode's target: in `i_block` (fast) or in its data block.
     pub(crate) fn symlink_target(&self, node: &Inode) -> Result<Vec<u8>, Error> {
-        const EXTENTS_FL: u32 = 0x80000;
+        const EXTENTS_FL: u32 = crate::inode::EXT4_EXTENTS_FL;
         if node.size > self.block_size || node.size > 4096 {
             return Err(corrupt(node.ino, "symlink target longer than a block"));
         }
@@ -608,15 +638,14 @@ fn check_dir_tail(dir: &Inode, block: &[u8]) -> Result<(), Error> {
     let Some(seed) = dir.csum_seed else {
         return Ok(());
     };
-    let n = block.len();
-    let Some(tail) = block.get(n - 12..) else {
+    let Ok((head, tail)) = RawDirTail::ref_from_suffix(block) else {
         return Ok(());
     };
-    if le32(tail, 0) != 0 || le16(tail, 4) != 12 || tail[6] != 0 || tail[7] != 0xDE {
+    if !tail.is_tail() {
         return Ok(());
     }
-    let c = Crc32c::new(seed).update(&block[..n - 12]).value();
-    if c != le32(tail, 8) {
+    let c = Crc32c::new(seed).update(head).value();
+    if c != tail.checksum.get() {
         return Err(corrupt(dir.ino, "directory block checksum mismatch"));
     }
     Ok(())
@@ -625,7 +654,7 @@ fn check_dir_tail(dir: &Inode, block: &[u8]) -> Result<(), Error> {
 /// Whether group `g` holds a superblock backup (sparse_super: groups 0,
 /// 1 and powers of 3, 5, 7; otherwise every group).
 fn has_super(g: u64, ro_compat: u32) -> bool {
-    if ro_compat & 0x1 == 0 || g <= 1 {
+    if ro_compat & RO_COMPAT_SPARSE_SUPER == 0 || g <= 1 {
         return true;
     }
     [3u64, 5, 7].iter().any(|&b| {

@@ -11,24 +11,11 @@
 //! (version 1) to the xattr format (version 2).
 
 use super::{corrupt, le16, le32, Ext4Reader, Inode};
-use crate::xattr::XATTR_MAGIC;
+use crate::xattr::{acl_tag, is_acl, prefix, RawXattrEntry, RawXattrHeader, XATTR_MAGIC};
 use crate::Error;
 use kiln_tree::Xattr;
 use kiln_units::ReadAt;
-
-/// Namespace prefix of an `e_name_index`.
-fn prefix(index: u8) -> Option<&'static [u8]> {
-    Some(match index {
-        1 => b"user.",
-        2 => b"system.posix_acl_access",
-        3 => b"system.posix_acl_default",
-        4 => b"trusted.",
-        6 => b"security.",
-        7 => b"system.",
-        8 => b"system.richacl",
-        _ => return None,
-    })
-}
+use zerocopy::FromBytes;
 
 /// ext4 ACL (v1: 4-byte short entries for owner/group/mask/other, 8-byte
 /// entries with an id for named users/groups) → POSIX ACL xattr (v2,
@@ -43,10 +30,12 @@ pub(crate) fn acl_from_disk(v: &[u8], ino: u32) -> Result<Vec<u8>, Error> {
     while at < v.len() {
         let tag = le16(v, at);
         let perm = le16(v, at + 2);
-        let (id, len) = match tag {
-            0x01 | 0x04 | 0x10 | 0x20 => (u32::MAX, 4),
-            0x02 | 0x08 => (le32(v, at + 4), 8),
-            _ => return Err(bad()),
+        let (id, len) = if acl_tag::SHORT.contains(&tag) {
+            (u32::MAX, 4)
+        } else if acl_tag::WITH_ID.contains(&tag) {
+            (le32(v, at + 4), 8)
+        } else {
+            return Err(bad());
         };
         if at + len > v.len() {
             return Err(bad());
@@ -76,14 +65,14 @@ fn parse_entries(
         if le32(area, at) == 0 {
             return Ok(());
         }
-        if at + 16 > area.len() {
+        let Ok((e, _)) = RawXattrEntry::ref_from_prefix(&area[at..]) else {
             return Err(corrupt(ino, "xattr entry truncated"));
-        }
-        let name_len = usize::from(area[at]);
-        let index = area[at + 1];
-        let voff = usize::from(le16(area, at + 2));
-        let vinum = le32(area, at + 4);
-        let vsize = le32(area, at + 8) as usize;
+        };
+        let name_len = usize::from(e.e_name_len);
+        let index = e.e_name_index;
+        let voff = usize::from(e.e_value_offs.get());
+        let vinum = e.e_value_inum.get();
+        let vsize = e.e_value_size.get() as usize;
         let name = area
             .get(at + 16..at + 16 + name_len)
             .ok_or_else(|| corrupt(ino, "xattr name truncated"))?;
@@ -102,7 +91,7 @@ fn parse_entries(
         let pre = prefix(index).ok_or_else(|| corrupt(ino, "unknown xattr name index"))?;
         let mut full = pre.to_vec();
         full.extend_from_slice(name);
-        let value = if index == 2 || index == 3 {
+        let value = if is_acl(index) {
             acl_from_disk(value, ino)?
         } else {
             value.to_vec()
@@ -125,11 +114,14 @@ impl<R: ReadAt> Ext4Reader<R> {
             let bs = usize::try_from(self.block_size()).unwrap_or(4096);
             let mut b = vec![0u8; bs];
             self.read_block(node.file_acl, node.ino, &mut b)?;
-            if le32(&b, 0) != XATTR_MAGIC {
+            let Ok((head, _)) = RawXattrHeader::read_from_prefix(&b) else {
+                return Err(corrupt(node.ino, "xattr block shorter than its header"));
+            };
+            if head.h_magic.get() != XATTR_MAGIC {
                 return Err(corrupt(node.ino, "bad xattr block magic"));
             }
             if let Some(seed) = self.fs_csum_seed() {
-                let stored = le32(&b, 0x10);
+                let stored = head.h_checksum.get();
                 let mut z = b.clone();
                 z[0x10..0x14].fill(0);
                 let c = crate::checksum::Crc32c::new(seed)
@@ -140,7 +132,7 @@ impl<R: ReadAt> Ext4Reader<R> {
                     return Err(corrupt(node.ino, "xattr block checksum mismatch"));
                 }
             }
-            if le32(&b, 8) != 1 {
+            if head.h_blocks.get() != 1 {
                 return Err(corrupt(node.ino, "xattr block spans more than one block"));
             }
             parse_entries(&b, 32, 0, node.ino, &mut out)?;
