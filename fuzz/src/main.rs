@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! kiln-fuzz list
-//! kiln-fuzz run TARGET [--seconds N] [--corpus DIR] [--seed S] [--limit-mib M]
-//! kiln-fuzz all [--seconds N] [--seed S] [--only a,b]   # one process per target, then a table
+//! kiln-fuzz run TARGET [--seconds N] [--execs N] [--corpus DIR] [--seed S] [--limit-mib M]
+//! kiln-fuzz all [--seconds N] [--execs N] [--seed S] [--only a,b]   # one process per target, then a table
 //! kiln-fuzz repro TARGET FILE                            # one input; exit 1 if it panics
 //! kiln-fuzz minimize TARGET FILE OUT                     # shrink a crashing input
 //! kiln-fuzz pack-oci DIR OUT                             # an image directory as an `oci` seed
@@ -32,8 +32,8 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
-const USAGE: &str = "usage: kiln-fuzz list | run TARGET [--seconds N] [--corpus DIR] [--seed S] [--limit-mib M] \
-| all [--seconds N] [--seed S] [--only a,b] | repro TARGET FILE | minimize TARGET FILE OUT | pack-oci DIR OUT | unpack-oci FILE DIR";
+const USAGE: &str = "usage: kiln-fuzz list | run TARGET [--seconds N] [--execs N] [--corpus DIR] [--seed S] [--limit-mib M] \
+| all [--seconds N] [--execs N] [--seed S] [--only a,b] | repro TARGET FILE | minimize TARGET FILE OUT | pack-oci DIR OUT | unpack-oci FILE DIR";
 
 fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -119,7 +119,7 @@ fn parse_row(line: &str) -> Option<run::Report> {
 /// Runs each target in its own process (an over-limit allocation aborts
 /// the process; a hang exits it), then prints the table.
 fn all(flags: &Flags) -> Result<bool, String> {
-    flags.check(&["seconds", "seed", "only", "limit-mib"])?;
+    flags.check(&["seconds", "execs", "seed", "only", "limit-mib"])?;
     let only: Option<Vec<&str>> = flags.get("only").map(|s| s.split(',').collect());
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
@@ -131,7 +131,7 @@ fn all(flags: &Flags) -> Result<bool, String> {
         eprintln!("kiln-fuzz: running {}", t.name);
         let mut cmd = Command::new(&exe);
         cmd.args(["run", t.name]);
-        for k in ["seconds", "seed", "limit-mib"] {
+        for k in ["seconds", "execs", "seed", "limit-mib"] {
             if let Some(v) = flags.get(k) {
                 cmd.args([format!("--{k}"), v.to_string()]);
             }
@@ -154,11 +154,15 @@ fn all(flags: &Flags) -> Result<bool, String> {
 }
 
 fn run_one(name: &str, flags: &Flags) -> Result<bool, String> {
-    flags.check(&["seconds", "corpus", "seed", "limit-mib"])?;
+    flags.check(&["seconds", "execs", "corpus", "seed", "limit-mib"])?;
     let t = target(name)?;
     alloc::set_limit(flags.num("limit-mib", alloc::DEFAULT_LIMIT >> 20)? << 20);
     let opts = run::RunOptions {
         seconds: flags.num("seconds", 60.0)?,
+        max_execs: match flags.get("execs") {
+            Some(_) => Some(flags.num("execs", 0)?),
+            None => None,
+        },
         corpus: flags
             .get("corpus")
             .map_or_else(|| fuzz_dir().join("corpus").join(name), PathBuf::from),

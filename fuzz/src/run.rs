@@ -18,6 +18,9 @@ use crate::target::Target;
 pub struct RunOptions {
     /// Time budget for the mutation phase (the corpus always runs whole).
     pub seconds: f64,
+    /// Stop after this many executions (corpus included) even if time
+    /// is left: `make fuzz-million` runs each target to 10^6.
+    pub max_execs: Option<u64>,
     /// Seed inputs (files; `*.zst` are decompressed).
     pub corpus: PathBuf,
     /// Where crashes, hangs and over-limit inputs are saved.
@@ -185,7 +188,8 @@ fn start_watchdog(name: String, opts: &RunOptions, started: Instant) {
     });
 }
 
-/// Runs `target`: the corpus, then mutations until `opts.seconds` passed.
+/// Runs `target`: the corpus, then mutations until `opts.seconds` passed
+/// or `opts.max_execs` executions ran.
 ///
 /// # Errors
 /// A message when the corpus cannot be read.
@@ -221,7 +225,10 @@ pub fn run(target: &Target, opts: &RunOptions) -> Result<Report, String> {
         if i < seeds {
             input.clone_from(&pool[i]);
         } else {
-            if started.elapsed() >= deadline {
+            let enough = opts
+                .max_execs
+                .is_some_and(|m| u64::try_from(i).unwrap_or(u64::MAX) >= m);
+            if enough || started.elapsed() >= deadline {
                 break;
             }
             let a = rng.below(pool.len());

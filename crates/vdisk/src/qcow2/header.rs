@@ -1,7 +1,8 @@
 //! The qcow2 header (see the table in the module doc).
 
-use crate::bytes::{be32, be64, put};
 use crate::error::{Error, Format, Result};
+use zerocopy::big_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::QCOW2_MAGIC;
 
@@ -20,11 +21,43 @@ pub(crate) const QCOW2_INCOMPAT_COMPRESSION: u64 = 1 << 3;
 /// Incompatible features the reader understands.
 pub(crate) const QCOW2_INCOMPAT_SUPPORTED: u64 = QCOW2_INCOMPAT_DIRTY;
 
+/// The header as on disk (big-endian), offsets as in the module doc's
+/// table: 104 bytes of version 3, then the byte of `compression_type`
+/// (read only when `header_length > 104`) and padding to 112, which is
+/// also where the header extensions start.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawQcow2Header {
+    magic: [u8; 4],
+    version: U32,
+    backing_file_offset: U64,
+    backing_file_size: U32,
+    cluster_bits: U32,
+    size: U64,
+    crypt_method: U32,
+    l1_size: U32,
+    l1_table_offset: U64,
+    refcount_table_offset: U64,
+    refcount_table_clusters: U32,
+    nb_snapshots: U32,
+    snapshots_offset: U64,
+    incompatible_features: U64,
+    compatible_features: U64,
+    autoclear_features: U64,
+    refcount_order: U32,
+    header_length: U32,
+    compression_type: u8,
+    padding: [u8; 7],
+}
+
+const _: () = assert!(core::mem::size_of::<RawQcow2Header>() == 112);
+
 /// Domain view of the header fields this crate uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Header {
     pub version: u32,
     pub backing_file_offset: u64,
+    pub backing_file_size: u32,
     pub cluster_bits: u32,
     pub size: u64,
     pub crypt_method: u32,
@@ -44,35 +77,50 @@ impl Header {
     /// Encodes a version 3 header followed by the end-of-extensions marker
     /// (112 bytes: 104 + 8 zero bytes).
     pub(crate) fn to_bytes(&self) -> [u8; 112] {
+        let raw = RawQcow2Header {
+            magic: QCOW2_MAGIC,
+            version: U32::new(self.version),
+            backing_file_offset: U64::new(self.backing_file_offset),
+            backing_file_size: U32::new(self.backing_file_size),
+            cluster_bits: U32::new(self.cluster_bits),
+            size: U64::new(self.size),
+            crypt_method: U32::new(self.crypt_method),
+            l1_size: U32::new(self.l1_size),
+            l1_table_offset: U64::new(self.l1_table_offset),
+            refcount_table_offset: U64::new(self.refcount_table_offset),
+            refcount_table_clusters: U32::new(self.refcount_table_clusters),
+            nb_snapshots: U32::new(self.nb_snapshots),
+            snapshots_offset: U64::new(0),
+            incompatible_features: U64::new(self.incompatible_features),
+            compatible_features: U64::new(0),
+            autoclear_features: U64::new(0),
+            refcount_order: U32::new(self.refcount_order),
+            header_length: U32::new(self.header_length),
+            // Bytes 104..112: header extension type 0 (end), length 0.
+            compression_type: 0,
+            padding: [0; 7],
+        };
         let mut b = [0u8; 112];
-        put(&mut b, 0, &QCOW2_MAGIC);
-        put(&mut b, 4, &self.version.to_be_bytes());
-        put(&mut b, 8, &self.backing_file_offset.to_be_bytes());
-        put(&mut b, 20, &self.cluster_bits.to_be_bytes());
-        put(&mut b, 24, &self.size.to_be_bytes());
-        put(&mut b, 32, &self.crypt_method.to_be_bytes());
-        put(&mut b, 36, &self.l1_size.to_be_bytes());
-        put(&mut b, 40, &self.l1_table_offset.to_be_bytes());
-        put(&mut b, 48, &self.refcount_table_offset.to_be_bytes());
-        put(&mut b, 56, &self.refcount_table_clusters.to_be_bytes());
-        put(&mut b, 60, &self.nb_snapshots.to_be_bytes());
-        put(&mut b, 72, &self.incompatible_features.to_be_bytes());
-        put(&mut b, 96, &self.refcount_order.to_be_bytes());
-        put(&mut b, 100, &self.header_length.to_be_bytes());
-        // Bytes 104..112: header extension type 0 (end), length 0.
+        b.copy_from_slice(raw.as_bytes());
         b
     }
 
     /// Parses and validates the first 112 bytes of a file.
     pub(crate) fn parse(b: &[u8; 112]) -> Result<Self> {
         let c = |off, what| Error::corrupt(Format::Qcow2, off, what);
-        if b[..4] != QCOW2_MAGIC {
+        let r = RawQcow2Header::ref_from_bytes(b).map_err(|_| c(0, "header"))?;
+        if r.magic != QCOW2_MAGIC {
             return Err(c(0, "bad magic"));
         }
-        let version = be32(b, 4);
+        let version = r.version.get();
+        // Version 2 ends at 72: the later fields take their defaults.
         let (incompat, refcount_order, header_length) = match version {
             2 => (0, 4, QCOW2_V2_HEADER_LEN),
-            3 => (be64(b, 72), be32(b, 96), be32(b, 100)),
+            3 => (
+                r.incompatible_features.get(),
+                r.refcount_order.get(),
+                r.header_length.get(),
+            ),
             _ => {
                 return Err(Error::unsupported(
                     Format::Qcow2,
@@ -82,19 +130,24 @@ impl Header {
         };
         let h = Header {
             version,
-            backing_file_offset: be64(b, 8),
-            cluster_bits: be32(b, 20),
-            size: be64(b, 24),
-            crypt_method: be32(b, 32),
-            l1_size: be32(b, 36),
-            l1_table_offset: be64(b, 40),
-            refcount_table_offset: be64(b, 48),
-            refcount_table_clusters: be32(b, 56),
-            nb_snapshots: be32(b, 60),
+            backing_file_offset: r.backing_file_offset.get(),
+            backing_file_size: r.backing_file_size.get(),
+            cluster_bits: r.cluster_bits.get(),
+            size: r.size.get(),
+            crypt_method: r.crypt_method.get(),
+            l1_size: r.l1_size.get(),
+            l1_table_offset: r.l1_table_offset.get(),
+            refcount_table_offset: r.refcount_table_offset.get(),
+            refcount_table_clusters: r.refcount_table_clusters.get(),
+            nb_snapshots: r.nb_snapshots.get(),
             incompatible_features: incompat,
             refcount_order,
             header_length,
-            compression_type: if header_length > 104 { b[104] } else { 0 },
+            compression_type: if header_length > 104 {
+                r.compression_type
+            } else {
+                0
+            },
         };
         if !(9..=21).contains(&h.cluster_bits) {
             return Err(c(20, "cluster_bits outside 9..=21"));
@@ -138,6 +191,7 @@ mod tests {
         Header {
             version: 3,
             backing_file_offset: 0,
+            backing_file_size: 0,
             cluster_bits: 16,
             size: 1 << 30,
             crypt_method: 0,

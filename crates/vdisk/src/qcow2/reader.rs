@@ -118,7 +118,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
             (0, _) => None,
             (_, None) => return Err(Error::unsupported(Format::Qcow2, "backing file")),
             (_, Some(open)) => {
-                let b = read_backing(&src, &h, be32(&hb, 16), file_size)?;
+                let b = read_backing(&src, &h, h.backing_file_size, file_size)?;
                 let disk = open(&b)?;
                 Some(Box::new((b, Under(disk))))
             }

@@ -426,9 +426,19 @@ pub(super) fn write_tables<W: WriteAt + ?Sized>(
     l1.resize(usize::try_from(t.l1_clusters * CLUSTER).unwrap_or(0), 0);
     out.write_all_at(&l1, CLUSTER).map_err(Error::io(CLUSTER))?;
 
+    // An overlay's name sits after the format-name extension (type,
+    // length, data padded to 8 bytes) and the end mark.
+    let name_at = t
+        .backing
+        .as_ref()
+        .map_or(0, |(_, fmt)| 104 + 8 + fmt.len().div_ceil(8) * 8 + 8);
     let header = Header {
         version: 3,
-        backing_file_offset: 0,
+        backing_file_offset: name_at as u64,
+        backing_file_size: t
+            .backing
+            .as_ref()
+            .map_or(0, |(file, _)| u32::try_from(file.len()).unwrap_or(u32::MAX)),
         cluster_bits: QCOW2_CLUSTER_BITS,
         size: t.virtual_size,
         crypt_method: 0,
@@ -446,14 +456,10 @@ pub(super) fn write_tables<W: WriteAt + ?Sized>(
     cluster0[..112].copy_from_slice(&header.to_bytes());
     if let Some((file, fmt)) = t.backing {
         // 104: the format-name extension, its data padded to 8
-        // bytes; then the end mark (zeros); then the name, whose
-        // offset and length go into header bytes 8..20.
-        let name_at = 104 + 8 + fmt.len().div_ceil(8) * 8 + 8;
+        // bytes; then the end mark (zeros); then the name.
         cluster0[104..108].copy_from_slice(&BACKING_FORMAT_EXT.to_be_bytes());
         cluster0[108..112].copy_from_slice(&(fmt.len() as u32).to_be_bytes());
         cluster0[112..112 + fmt.len()].copy_from_slice(fmt.as_bytes());
-        cluster0[8..16].copy_from_slice(&(name_at as u64).to_be_bytes());
-        cluster0[16..20].copy_from_slice(&(file.len() as u32).to_be_bytes());
         cluster0[name_at..name_at + file.len()].copy_from_slice(file.as_bytes());
     }
     out.write_all_at(&cluster0, 0).map_err(Error::io(0))?;

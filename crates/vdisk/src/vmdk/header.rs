@@ -1,7 +1,9 @@
 //! SparseExtentHeader (table in the module doc).
 
-use crate::bytes::{le16, le32, le64, put};
 use crate::error::{Error, Format, Result};
+use core::mem::offset_of;
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::VMDK4_MAGIC;
 
@@ -14,6 +16,39 @@ pub(crate) const VMDK4_FLAG_MARKER: u32 = 1 << 17;
 pub(crate) const VMDK4_GD_AT_END: u64 = u64::MAX;
 pub(crate) const VMDK4_COMPRESSION_DEFLATE: u16 = 1;
 
+/// `SparseExtentHeader` as on disk (little-endian; offsets in the module
+/// doc), 512 bytes with its padding.
+#[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawSparseHeader {
+    magic_number: U32,
+    version: U32,
+    flags: U32,
+    capacity: U64,
+    grain_size: U64,
+    descriptor_offset: U64,
+    descriptor_size: U64,
+    num_gtes_per_gt: U32,
+    rgd_offset: U64,
+    gd_offset: U64,
+    over_head: U64,
+    unclean_shutdown: u8,
+    /// `'\n'`, `' '`, `'\r'`, `'\n'`: detect line-ending conversion.
+    end_line_chars: [u8; 4],
+    compress_algorithm: U16,
+    pad: [u8; 433],
+}
+
+const _: () = assert!(core::mem::size_of::<RawSparseHeader>() == 512);
+
+/// Where a field starts, for error locations.
+macro_rules! at {
+    ($f:ident) => {
+        offset_of!(RawSparseHeader, $f) as u64
+    };
+}
+
+/// Domain view of the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SparseHeader {
     pub version: u32,
@@ -31,40 +66,46 @@ pub(crate) struct SparseHeader {
 
 impl SparseHeader {
     pub(crate) fn to_bytes(&self) -> [u8; 512] {
+        let raw = RawSparseHeader {
+            magic_number: U32::new(VMDK4_MAGIC),
+            version: U32::new(self.version),
+            flags: U32::new(self.flags),
+            capacity: U64::new(self.capacity),
+            grain_size: U64::new(self.grain_size),
+            descriptor_offset: U64::new(self.descriptor_offset),
+            descriptor_size: U64::new(self.descriptor_size),
+            num_gtes_per_gt: U32::new(self.num_gtes_per_gt),
+            rgd_offset: U64::new(self.rgd_offset),
+            gd_offset: U64::new(self.gd_offset),
+            over_head: U64::new(self.overhead),
+            unclean_shutdown: 0,
+            end_line_chars: *b"\n \r\n",
+            compress_algorithm: U16::new(self.compress_algorithm),
+            pad: [0; 433],
+        };
         let mut b = [0u8; 512];
-        put(&mut b, 0, &VMDK4_MAGIC.to_le_bytes());
-        put(&mut b, 4, &self.version.to_le_bytes());
-        put(&mut b, 8, &self.flags.to_le_bytes());
-        put(&mut b, 12, &self.capacity.to_le_bytes());
-        put(&mut b, 20, &self.grain_size.to_le_bytes());
-        put(&mut b, 28, &self.descriptor_offset.to_le_bytes());
-        put(&mut b, 36, &self.descriptor_size.to_le_bytes());
-        put(&mut b, 44, &self.num_gtes_per_gt.to_le_bytes());
-        put(&mut b, 48, &self.rgd_offset.to_le_bytes());
-        put(&mut b, 56, &self.gd_offset.to_le_bytes());
-        put(&mut b, 64, &self.overhead.to_le_bytes());
-        put(&mut b, 73, b"\n \r\n");
-        put(&mut b, 77, &self.compress_algorithm.to_le_bytes());
+        b.copy_from_slice(raw.as_bytes());
         b
     }
 
     pub(crate) fn parse(b: &[u8; 512], at: u64) -> Result<Self> {
         let c = |off: u64, what| Error::corrupt(Format::Vmdk, at + off, what);
-        if le32(b, 0) != VMDK4_MAGIC {
+        let r = RawSparseHeader::ref_from_bytes(b).map_err(|_| c(0, "header"))?;
+        if r.magic_number.get() != VMDK4_MAGIC {
             return Err(c(0, "bad magic"));
         }
         let h = SparseHeader {
-            version: le32(b, 4),
-            flags: le32(b, 8),
-            capacity: le64(b, 12),
-            grain_size: le64(b, 20),
-            descriptor_offset: le64(b, 28),
-            descriptor_size: le64(b, 36),
-            num_gtes_per_gt: le32(b, 44),
-            rgd_offset: le64(b, 48),
-            gd_offset: le64(b, 56),
-            overhead: le64(b, 64),
-            compress_algorithm: le16(b, 77),
+            version: r.version.get(),
+            flags: r.flags.get(),
+            capacity: r.capacity.get(),
+            grain_size: r.grain_size.get(),
+            descriptor_offset: r.descriptor_offset.get(),
+            descriptor_size: r.descriptor_size.get(),
+            num_gtes_per_gt: r.num_gtes_per_gt.get(),
+            rgd_offset: r.rgd_offset.get(),
+            gd_offset: r.gd_offset.get(),
+            overhead: r.over_head.get(),
+            compress_algorithm: r.compress_algorithm.get(),
         };
         if !(1..=3).contains(&h.version) {
             return Err(Error::unsupported(
@@ -75,14 +116,14 @@ impl SparseHeader {
         // VMware requires a power of two of at least 8 sectors; QEMU caps
         // grains at 2 MiB (4096 sectors), which bounds our buffers.
         if !h.grain_size.is_power_of_two() || !(8..=4096).contains(&h.grain_size) {
-            return Err(c(20, "grainSize"));
+            return Err(c(at!(grain_size), "grainSize"));
         }
         if h.num_gtes_per_gt == 0 || h.num_gtes_per_gt > 4096 {
-            return Err(c(44, "numGTEsPerGT"));
+            return Err(c(at!(num_gtes_per_gt), "numGTEsPerGT"));
         }
         if h.capacity > (1u64 << 40) {
             // 512 TiB: far above what any hosted sparse extent holds.
-            return Err(c(12, "capacity"));
+            return Err(c(at!(capacity), "capacity"));
         }
         if h.flags & VMDK4_FLAG_COMPRESS != 0 && h.compress_algorithm != VMDK4_COMPRESSION_DEFLATE {
             return Err(Error::unsupported(
