@@ -8,7 +8,9 @@
 //! names the digest that was verified: the image's sha256 from the
 //! `SHA256SUMS` beside it when that file lists the bmap with the bmap's
 //! own digest (checked with `sha256sum`), else the bmap's, and the whole
-//! image's with `--sha256`.
+//! image's with `--sha256`. Progress: plain lines without a terminal,
+//! a bar redrawn in place on one (`script` gives a pty), nothing with
+//! `--quiet`.
 //!
 //! Needs root (losetup, mount), as `make test` runs.
 
@@ -262,4 +264,55 @@ fn final_line_names_the_digest_verified() {
         "{err}"
     );
     assert!(!t.exists(), "the target was created: {err}");
+}
+
+/// Progress of a flash: without a terminal, plain lines (no escape codes,
+/// no carriage returns) for the write and the verify; on a pty (from
+/// `script -qec`), a bar redrawn in place (a carriage return not ending a
+/// line); with `--quiet`, nothing on stderr.
+#[test]
+fn progress_bar_on_a_tty_plain_lines_otherwise() {
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let img = image(d.path());
+    let t = d.path().join("t.img");
+    let out = run(kiln().args(["flash", "--force"]).arg(&img).arg(&t));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("kiln: writing ") && l.contains("MiB/s"))
+            && err.lines().any(|l| l.starts_with("kiln: verifying 100.0%")),
+        "{err}"
+    );
+
+    std::fs::remove_file(&t).unwrap();
+    let out = run(kiln().args(["flash", "-q", "--force"]).arg(&img).arg(&t));
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cmp_image(&img, &t);
+
+    require("script", "util-linux");
+    std::fs::remove_file(&t).unwrap();
+    // `script` runs the command on a pty and copies what it draws.
+    let cmd = format!(
+        "'{}' flash --force '{}' '{}'",
+        kiln_bin().display(),
+        img.display(),
+        t.display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(kiln().get_envs().filter_map(|(k, v)| Some((k, v?)))));
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("\r\x1b[2Kkiln: writing ") && tty.contains("] 100%"),
+        "no bar redrawn in place: {tty:?}"
+    );
+    cmp_image(&img, &t);
 }

@@ -189,8 +189,22 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
         .verify(!a.no_verify)
         .image_sha256(a.sha256 || bmap.is_none());
     let started = Instant::now();
-    let printer = ProgressPrinter::new(&a, started);
-    let progress = |i: usize, p: flash::Progress| printer.report(i, p);
+    let names = if a.targets.len() > 1 {
+        a.targets
+            .iter()
+            .map(|t| format!("{}: ", t.display()))
+            .collect()
+    } else {
+        vec![String::new()]
+    };
+    let bars = crate::progress::Bars::new(names, a.quiet);
+    let progress = |i: usize, p: flash::Progress| {
+        let phase = match p.phase {
+            Phase::Write => "writing",
+            Phase::Verify => "verifying",
+        };
+        bars.report(i, phase, p.done_bytes, p.total_bytes);
+    };
     let targets = files
         .iter_mut()
         .map(|(f, s)| (f as &mut (dyn flash::FlashTarget + Send), *s))
@@ -202,8 +216,9 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
             targets,
             &opts,
             &progress,
-        )?,
-        None => {
+        )
+        .map_err(anyhow::Error::new),
+        None => (|| {
             let mut dec = Decoder::new(File::open(&a.image)?)?;
             let report = flash::flash_many(
                 ImageSource::Stream(&mut dec),
@@ -218,9 +233,11 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
             // as well and trailing garbage is refused.
             std::io::copy(&mut dec, &mut std::io::sink())
                 .with_context(|| format!("{}: corrupt compressed data", a.image.display()))?;
-            report
-        }
+            Ok(report)
+        })(),
     };
+    bars.done();
+    let report = report?;
     let digest = match (report.image_sha256, listed, bmap_sha256) {
         (Some(d), ..) => Verified::Image(d),
         (None, Some(d), _) => Verified::Listed(d),
@@ -437,77 +454,6 @@ impl TargetInfo {
                 ..safety::TargetFacts::from_mountinfo(kind, size, &devs, &mounts)
             },
         })
-    }
-}
-
-/// Progress of every target: at most one line a second per target
-/// (nothing when quiet), with speed and ETA from the time since
-/// `started`; lines name the target when there are several.
-struct ProgressPrinter {
-    quiet: bool,
-    started: Instant,
-    names: Vec<String>,
-    last: std::sync::Mutex<Vec<Instant>>,
-}
-
-impl ProgressPrinter {
-    fn new(a: &Args, started: Instant) -> Self {
-        let names = if a.targets.len() > 1 {
-            a.targets
-                .iter()
-                .map(|t| format!("{}: ", t.display()))
-                .collect()
-        } else {
-            vec![String::new()]
-        };
-        Self {
-            quiet: a.quiet,
-            started,
-            last: std::sync::Mutex::new(vec![started; names.len()]),
-            names,
-        }
-    }
-
-    fn report(&self, i: usize, p: flash::Progress) {
-        if self.quiet {
-            return;
-        }
-        {
-            let Ok(mut last) = self.last.lock() else {
-                return;
-            };
-            let Some(l) = last.get_mut(i) else {
-                return;
-            };
-            if l.elapsed().as_millis() < 1000 {
-                return;
-            }
-            *l = Instant::now();
-        }
-        let name = self.names.get(i).map_or("", String::as_str);
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let speed = p.done_bytes as f64 / secs;
-        let phase = if p.phase == Phase::Write {
-            "writing"
-        } else {
-            "verifying"
-        };
-        match p.total_bytes {
-            Some(t) if t > 0 => {
-                let eta = (t.saturating_sub(p.done_bytes)) as f64 / speed.max(1.0);
-                eprintln!(
-                    "kiln: {name}{phase} {:.1}% ({:.1} MiB/s, ETA {:.0}s)",
-                    p.done_bytes as f64 * 100.0 / t as f64,
-                    speed / 1048576.0,
-                    eta
-                );
-            }
-            _ => eprintln!(
-                "kiln: {name}{phase} {} MiB ({:.1} MiB/s)",
-                p.done_bytes >> 20,
-                speed / 1048576.0
-            ),
-        }
     }
 }
 
