@@ -4,7 +4,13 @@
 //! device whose backing file sits on an 8 MiB tmpfs, fails mid-way alone
 //! and is reported while the others succeed; and `--verify-only` catches
 //! a byte flipped in a loop device's backing file behind the device's
-//! page cache, proving verification reads the medium.
+//! page cache, proving verification reads the medium. The final line
+//! names the digest that was verified: the image's sha256 from the
+//! `SHA256SUMS` beside it when that file lists the bmap with the bmap's
+//! own digest (checked with `sha256sum`), else the bmap's, and the whole
+//! image's with `--sha256`. Progress: plain lines without a terminal,
+//! a bar redrawn in place on one (`script` gives a pty), nothing with
+//! `--quiet`.
 //!
 //! Needs root (losetup, mount), as `make test` runs.
 
@@ -104,11 +110,13 @@ fn four_targets_at_once_and_one_failing_alone() {
             "{err}"
         );
     }
-    let sha = ok(Command::new("sha256sum").arg(&img));
-    let sha = sha.split_whitespace().next().unwrap();
+    let sha = sha256sum(&img);
     let last = err.trim().lines().last().unwrap();
     assert!(
-        last.contains(&format!("image sha256 {sha}")) && last.contains("verified on 4 targets"),
+        last.contains(&format!(
+            "bmap sha256 {}",
+            sha256sum(&img.with_extension("img.bmap"))
+        )) && last.contains("written and 5 mapped ranges verified on 4 targets"),
         "{err}"
     );
 
@@ -124,7 +132,7 @@ fn four_targets_at_once_and_one_failing_alone() {
     }
     std::fs::remove_file(&f1).unwrap();
     let out = run(kiln()
-        .args(["flash", "--force"])
+        .args(["flash", "--force", "--sha256"])
         .arg(&img)
         .args([&lo1.0, &lo3.0, &lo2.0])
         .arg(&f1));
@@ -148,7 +156,7 @@ fn four_targets_at_once_and_one_failing_alone() {
     );
     assert!(
         err.contains(&format!("image sha256 {sha} ")),
-        "the image's digest is still shown: {err}"
+        "the image's digest (--sha256) is still shown: {err}"
     );
     drop(lo3);
     drop(small);
@@ -177,4 +185,134 @@ fn four_targets_at_once_and_one_failing_alone() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap().to_owned()
+}
+
+/// The final line without hashing the whole image: the image's digest
+/// from a `SHA256SUMS` (made by `sha256sum`) that lists the image and
+/// the bmap; the bmap's digest when `SHA256SUMS` does not list the bmap;
+/// the whole image's with `--sha256`; and a bmap whose digest differs
+/// from its `SHA256SUMS` line is refused before the target is created.
+#[test]
+fn final_line_names_the_digest_verified() {
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let img = image(d.path());
+    let t = d.path().join("t.img");
+    let flash = |extra: &[&str]| {
+        let _ = std::fs::remove_file(&t);
+        let out = run(kiln()
+            .args(["flash", "--force"])
+            .args(extra)
+            .arg(&img)
+            .arg(&t));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            err.trim().lines().last().unwrap_or("").to_owned(),
+            err,
+        )
+    };
+    let sha = sha256sum(&img);
+    let bmap_sha = sha256sum(&d.path().join("disk.img.bmap"));
+    // Made by the standard tool; a fake digest for the image proves it is
+    // read from SHA256SUMS, not computed.
+    let listed = "ab".repeat(32);
+    let sums = d.path().join("SHA256SUMS");
+    std::fs::write(
+        &sums,
+        format!("{listed}  disk.img\n{bmap_sha}  disk.img.bmap\n"),
+    )
+    .unwrap();
+    require("sha256sum", "coreutils");
+    let check = Command::new("sha256sum")
+        .args(["-c", "--ignore-missing", "SHA256SUMS"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("disk.img.bmap: OK"),
+        "{check:?}"
+    );
+    let (code, last, err) = flash(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    cmp_image(&img, &t);
+    assert!(
+        last.contains(&format!("image sha256 {listed} (from SHA256SUMS"))
+            && last.contains("written and 5 mapped ranges verified on the target"),
+        "{err}"
+    );
+    let (code, last, err) = flash(&["--sha256"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(last.contains(&format!("image sha256 {sha} (")), "{err}");
+
+    // SHA256SUMS lists only the image: the bmap's digest is shown.
+    std::fs::write(&sums, format!("{sha}  disk.img\n")).unwrap();
+    let (code, last, err) = flash(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(last.contains(&format!("bmap sha256 {bmap_sha} (")), "{err}");
+
+    // A bmap that is not the one SHA256SUMS lists: refused, nothing made.
+    std::fs::write(&sums, format!("{sha}  disk.img\n{listed}  disk.img.bmap\n")).unwrap();
+    let (code, _, err) = flash(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("disk.img.bmap: sha256") && err.contains("differs from"),
+        "{err}"
+    );
+    assert!(!t.exists(), "the target was created: {err}");
+}
+
+/// Progress of a flash: without a terminal, plain lines (no escape codes,
+/// no carriage returns) for the write and the verify; on a pty (from
+/// `script -qec`), a bar redrawn in place (a carriage return not ending a
+/// line); with `--quiet`, nothing on stderr.
+#[test]
+fn progress_bar_on_a_tty_plain_lines_otherwise() {
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let img = image(d.path());
+    let t = d.path().join("t.img");
+    let out = run(kiln().args(["flash", "--force"]).arg(&img).arg(&t));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("kiln: writing ") && l.contains('%'))
+            && err.lines().any(|l| l.starts_with("kiln: verifying 100.0%")),
+        "{err}"
+    );
+
+    std::fs::remove_file(&t).unwrap();
+    let out = run(kiln().args(["flash", "-q", "--force"]).arg(&img).arg(&t));
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cmp_image(&img, &t);
+
+    require("script", "util-linux");
+    std::fs::remove_file(&t).unwrap();
+    // `script` runs the command on a pty and copies what it draws.
+    let cmd = format!(
+        "'{}' flash --force '{}' '{}'",
+        kiln_bin().display(),
+        img.display(),
+        t.display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(kiln().get_envs().filter_map(|(k, v)| Some((k, v?)))));
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("\r\x1b[2Kkiln: writing ["),
+        "no bar redrawn in place: {tty:?}"
+    );
+    cmp_image(&img, &t);
 }

@@ -2,7 +2,7 @@
 //! the board profile and recipe, runs `kiln_pipeline::build` with progress
 //! and prints the report.
 
-use crate::env::{locate, now, random_bytes, source_date_epoch, Progress};
+use crate::env::{locate, now, random_bytes, source_date_epoch};
 use anyhow::Result;
 use kiln_pipeline::{BuildRequest, DiskFormat, Seed};
 use kiln_recipe::{BoardProfile, Recipe};
@@ -72,6 +72,12 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         .as_deref()
         .map(|k| crate::sign::load_secret(k, a.passphrase_file.as_deref()))
         .transpose()?;
+    // Step notes and byte progress of the long steps: a bar on a
+    // terminal, plain lines otherwise, nothing with --quiet.
+    let bars = crate::progress::Bars::new(vec![String::new()], quiet);
+    let on_bytes = |s: kiln_pipeline::StepBytes<'_>| {
+        bars.report(0, s.step, s.done_bytes, s.total_bytes);
+    };
     let req = BuildRequest {
         profile,
         recipe,
@@ -87,11 +93,11 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         base: a.base,
         force: a.force,
         signer: signer.as_ref(),
+        on_bytes: Some(&on_bytes),
     };
-    let progress = Progress::new(quiet);
     let started = std::time::Instant::now();
-    let report = kiln_pipeline::build(&req, &mut |l| progress.line(l));
-    progress.done();
+    let report = kiln_pipeline::build(&req, &mut |l| bars.note(l));
+    bars.done();
     let report = report?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

@@ -4,7 +4,6 @@
 
 use crate::exit;
 use anyhow::{Context, Result};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// clap's parser for `--format`: the library gets a [`DiskFormat`], and a
@@ -100,41 +99,6 @@ pub fn random_bytes() -> Result<Vec<u8>> {
         .and_then(|mut f| f.read_exact(&mut b))
         .context("reading /dev/urandom for fresh identities")?;
     Ok(b)
-}
-
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
-}
-
-impl Progress {
-    pub fn new(quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.enable_steady_tick(std::time::Duration::from_millis(120));
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            b
-        });
-        Self { bar, quiet }
-    }
-    pub fn line(&self, msg: &str) {
-        match &self.bar {
-            Some(b) => {
-                b.println(format!("kiln: {msg}"));
-                b.set_message(msg.to_string());
-            }
-            None if !self.quiet => eprintln!("kiln: {msg}"),
-            None => {}
-        }
-    }
-    pub fn done(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// `N` bytes from the operating system's random generator (key material).

@@ -4,11 +4,18 @@
 //! and sysfs), opens the image (raw, qcow2, VMDK, VHD, or raw compressed
 //! with xz/gz/zst), finds its bmap, and runs the flash engine on all
 //! targets at once (the image read once), with a progress line per
-//! target, a result per target and the image's sha256 at the end.
+//! target, a result per target and, at the end, the digest that was
+//! verified: with a bmap, the image's sha256 listed in the `SHA256SUMS`
+//! beside it (when that file also lists the bmap with the bmap's own
+//! digest) or the bmap's digest, and the number of mapped ranges verified
+//! on the medium; the whole image is hashed only without a bmap or with
+//! `--sha256`.
 
 use anyhow::{Context, Result};
 use kiln_artifact::bmap::Bmap;
 use kiln_artifact::compress::{Compression, Decoder};
+use kiln_artifact::digest::Sha256Digest;
+use kiln_artifact::sums::Sha256Sums;
 use kiln_flash::{self as flash, mountinfo, safety, FlashOptions, HoleMode, ImageSource, Phase};
 use kiln_units::SectorSize;
 use std::fs::File;
@@ -34,6 +41,9 @@ pub struct Args {
     /// Skip the read-back verification.
     #[arg(long)]
     no_verify: bool,
+    /// Also compute the sha256 of the whole image and print it last (always done without a bmap; with one, the bmap's per-range digests are what is verified on the medium, and the digest printed comes from SHA256SUMS).
+    #[arg(long)]
+    sha256: bool,
     /// What to do with the image's holes on the target: skip, zero or discard (zeroing discard; zeros are written where the device cannot).
     #[arg(long, default_value = "skip", value_parser = parse_holes)]
     holes: HoleMode,
@@ -111,7 +121,7 @@ fn find_bmap(image: &Path) -> Option<PathBuf> {
 /// The size in bytes of the image at `path` (its bmap's, else the disk
 /// image's virtual size); `None` for a compressed image without a bmap.
 pub(crate) fn image_bytes(path: &Path) -> Result<Option<u64>> {
-    let bmap = load_bmap(find_bmap(path).as_deref())?;
+    let bmap = load_bmap(find_bmap(path).as_deref())?.map(|(b, _)| b);
     let image = FlashImage::open(path, bmap.as_ref(), kiln_vdisk::BackingOptions::new())?;
     Ok((image.bytes > 0).then_some(image.bytes))
 }
@@ -126,10 +136,14 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
         crate::verify::before_flash(&a.image, key, quiet)?;
     }
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
-    let bmap = load_bmap(bmap_path.as_deref())?;
+    let (bmap, bmap_sha256) = load_bmap(bmap_path.as_deref())?.unzip();
     if a.verify_only {
         return verify_only(&a, bmap);
     }
+    let listed = match (&bmap_path, bmap_sha256) {
+        (Some(p), Some(d)) => listed_digest(&a.image, p, d)?,
+        _ => None,
+    };
     let backing = kiln_vdisk::BackingOptions::new().allow_outside(a.allow_backing_outside);
     let image = FlashImage::open(&a.image, bmap.as_ref(), backing)?;
     let image_facts = image.facts()?;
@@ -170,10 +184,27 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
         };
         files.push((file, sector));
     }
-    let opts = FlashOptions::new().holes(a.holes).verify(!a.no_verify);
+    let opts = FlashOptions::new()
+        .holes(a.holes)
+        .verify(!a.no_verify)
+        .image_sha256(a.sha256 || bmap.is_none());
     let started = Instant::now();
-    let printer = ProgressPrinter::new(&a, started);
-    let progress = |i: usize, p: flash::Progress| printer.report(i, p);
+    let names = if a.targets.len() > 1 {
+        a.targets
+            .iter()
+            .map(|t| format!("{}: ", t.display()))
+            .collect()
+    } else {
+        vec![String::new()]
+    };
+    let bars = crate::progress::Bars::new(names, a.quiet);
+    let progress = |i: usize, p: flash::Progress| {
+        let phase = match p.phase {
+            Phase::Write => "writing",
+            Phase::Verify => "verifying",
+        };
+        bars.report(i, phase, p.done_bytes, p.total_bytes);
+    };
     let targets = files
         .iter_mut()
         .map(|(f, s)| (f as &mut (dyn flash::FlashTarget + Send), *s))
@@ -185,8 +216,9 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
             targets,
             &opts,
             &progress,
-        )?,
-        None => {
+        )
+        .map_err(anyhow::Error::new),
+        None => (|| {
             let mut dec = Decoder::new(File::open(&a.image)?)?;
             let report = flash::flash_many(
                 ImageSource::Stream(&mut dec),
@@ -201,10 +233,80 @@ pub fn run(mut a: Args, quiet: bool) -> Result<()> {
             // as well and trailing garbage is refused.
             std::io::copy(&mut dec, &mut std::io::sink())
                 .with_context(|| format!("{}: corrupt compressed data", a.image.display()))?;
-            report
+            Ok(report)
+        })(),
+    };
+    bars.done();
+    let report = report?;
+    let digest = match (report.image_sha256, listed, bmap_sha256) {
+        (Some(d), ..) => Verified::Image(d),
+        (None, Some(d), _) => Verified::Listed(d),
+        (None, None, Some(d)) => Verified::Bmap(d),
+        // Not reached: the whole image is hashed when there is no bmap.
+        (None, None, None) => return Err(anyhow::anyhow!("no digest of the image")),
+    };
+    let ranges = bmap.as_ref().map(|b| b.ranges().len());
+    summary(&a, report, Final { digest, ranges }, started)
+}
+
+/// The digest printed on the final line.
+enum Verified {
+    /// The whole image's, computed while reading it.
+    Image(Sha256Digest),
+    /// The image's as listed in the `SHA256SUMS` that also lists its bmap
+    /// with the bmap's digest.
+    Listed(Sha256Digest),
+    /// The bmap file's (no `SHA256SUMS` lists both).
+    Bmap(Sha256Digest),
+}
+
+/// What the final line says: the digest and, with a bmap, the number of
+/// mapped ranges each target was verified against.
+struct Final {
+    digest: Verified,
+    ranges: Option<usize>,
+}
+
+/// The image's sha256 from the `SHA256SUMS` in the image's directory,
+/// when it lists both the image and its bmap (under their names relative
+/// to that directory) and the bmap's digest matches `bmap_sha256`; a
+/// listed bmap whose digest differs is refused (exit 2) before anything
+/// is written.
+fn listed_digest(
+    image: &Path,
+    bmap: &Path,
+    bmap_sha256: Sha256Digest,
+) -> Result<Option<Sha256Digest>> {
+    let dir = kiln_units::parent_dir(image);
+    let sums_path = dir.join("SHA256SUMS");
+    let text = match std::fs::read_to_string(&sums_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(crate::exit::input(
+                anyhow::Error::new(e).context(format!("{}: cannot read", sums_path.display())),
+            ))
         }
     };
-    summary(&a, report, bmap_path.is_some(), started)
+    let sums = Sha256Sums::parse(&text).map_err(|e| {
+        crate::exit::input(anyhow::Error::new(e).context(format!("{}", sums_path.display())))
+    })?;
+    let name = |p: &Path| {
+        (kiln_units::parent_dir(p) == dir)
+            .then(|| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .flatten()
+    };
+    let Some(listed_bmap) = name(bmap).and_then(|n| sums.get(&n).copied()) else {
+        return Ok(None);
+    };
+    if listed_bmap != bmap_sha256 {
+        return Err(crate::exit::input(anyhow::anyhow!(
+            "{}: sha256 {bmap_sha256} differs from {} ({listed_bmap}); refusing to flash",
+            bmap.display(),
+            sums_path.display()
+        )));
+    }
+    Ok(name(image).and_then(|n| sums.get(&n).copied()))
 }
 
 /// clap's parser for `--holes`.
@@ -217,14 +319,19 @@ fn parse_holes(holes: &str) -> Result<HoleMode, String> {
     }
 }
 
-fn load_bmap(path: Option<&Path>) -> Result<Option<Bmap>> {
+/// The bmap at `path` and the sha256 of its file.
+fn load_bmap(path: Option<&Path>) -> Result<Option<(Bmap, Sha256Digest)>> {
     let Some(p) = path else {
         return Ok(None);
     };
     let f = File::open(p).with_context(|| format!("{}: cannot open bmap", p.display()))?;
-    let bmap = Bmap::read_from(f, kiln_artifact::bmap::BMAP_MAX_FILE_BYTES)
+    let mut bytes = Vec::new();
+    f.take(kiln_artifact::bmap::BMAP_MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read bmap", p.display()))?;
+    let bmap = Bmap::read_from(bytes.as_slice(), kiln_artifact::bmap::BMAP_MAX_FILE_BYTES)
         .with_context(|| format!("{}: invalid bmap", p.display()))?;
-    Ok(Some(bmap))
+    Ok(Some((bmap, Sha256Digest::of(&bytes))))
 }
 
 /// `--verify-only`: reads every target back against the bmap.
@@ -350,82 +457,12 @@ impl TargetInfo {
     }
 }
 
-/// Progress of every target: at most one line a second per target
-/// (nothing when quiet), with speed and ETA from the time since
-/// `started`; lines name the target when there are several.
-struct ProgressPrinter {
-    quiet: bool,
-    started: Instant,
-    names: Vec<String>,
-    last: std::sync::Mutex<Vec<Instant>>,
-}
-
-impl ProgressPrinter {
-    fn new(a: &Args, started: Instant) -> Self {
-        let names = if a.targets.len() > 1 {
-            a.targets
-                .iter()
-                .map(|t| format!("{}: ", t.display()))
-                .collect()
-        } else {
-            vec![String::new()]
-        };
-        Self {
-            quiet: a.quiet,
-            started,
-            last: std::sync::Mutex::new(vec![started; names.len()]),
-            names,
-        }
-    }
-
-    fn report(&self, i: usize, p: flash::Progress) {
-        if self.quiet {
-            return;
-        }
-        {
-            let Ok(mut last) = self.last.lock() else {
-                return;
-            };
-            let Some(l) = last.get_mut(i) else {
-                return;
-            };
-            if l.elapsed().as_millis() < 1000 {
-                return;
-            }
-            *l = Instant::now();
-        }
-        let name = self.names.get(i).map_or("", String::as_str);
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let speed = p.done_bytes as f64 / secs;
-        let phase = if p.phase == Phase::Write {
-            "writing"
-        } else {
-            "verifying"
-        };
-        match p.total_bytes {
-            Some(t) if t > 0 => {
-                let eta = (t.saturating_sub(p.done_bytes)) as f64 / speed.max(1.0);
-                eprintln!(
-                    "kiln: {name}{phase} {:.1}% ({:.1} MiB/s, ETA {:.0}s)",
-                    p.done_bytes as f64 * 100.0 / t as f64,
-                    speed / 1048576.0,
-                    eta
-                );
-            }
-            _ => eprintln!(
-                "kiln: {name}{phase} {} MiB ({:.1} MiB/s)",
-                p.done_bytes >> 20,
-                speed / 1048576.0
-            ),
-        }
-    }
-}
-
 /// The closing lines: per target, a discard it could not do and what was
 /// written and verified, or why it failed; then which targets succeeded
-/// and, last, the image's sha256. With one target its error is returned
-/// as it is; with several, an error naming the failed ones.
-fn summary(a: &Args, report: flash::ManyReport, with_bmap: bool, started: Instant) -> Result<()> {
+/// and, last, the digest verified ([`Final`]). With one target its error
+/// is returned as it is; with several, an error naming the failed ones.
+fn summary(a: &Args, report: flash::ManyReport, last: Final, started: Instant) -> Result<()> {
+    let with_bmap = last.ranges.is_some();
     let secs = started.elapsed().as_secs_f64();
     let mut failed = Vec::new();
     let single = a.targets.len() == 1;
@@ -468,23 +505,26 @@ fn summary(a: &Args, report: flash::ManyReport, with_bmap: bool, started: Instan
         .filter(|t| !failed.contains(t))
         .collect();
     if !a.quiet && !ok.is_empty() {
-        eprintln!(
-            "kiln: image sha256 {} ({} bytes) {} {}",
-            report.image_sha256,
-            report.image_bytes,
-            if a.no_verify {
-                "written, not verified, on"
-            } else {
-                "written and verified on"
-            },
-            if single {
-                "the target".to_owned()
-            } else if failed.is_empty() {
-                format!("{} targets", ok.len())
-            } else {
-                ok.join(", ")
+        let on = if single {
+            "the target".to_owned()
+        } else if failed.is_empty() {
+            format!("{} targets", ok.len())
+        } else {
+            ok.join(", ")
+        };
+        let digest = match last.digest {
+            Verified::Image(d) => format!("image sha256 {d}"),
+            Verified::Listed(d) => {
+                format!("image sha256 {d} (from SHA256SUMS, which lists its bmap)")
             }
-        );
+            Verified::Bmap(d) => format!("bmap sha256 {d}"),
+        };
+        let what = match (last.ranges, a.no_verify) {
+            (_, true) => "written, not verified, on".to_owned(),
+            (Some(n), false) => format!("written and {n} mapped ranges verified on"),
+            (None, false) => "written and verified on".to_owned(),
+        };
+        eprintln!("kiln: {digest} ({} bytes) {what} {on}", report.image_bytes);
     }
     if !failed.is_empty() {
         return Err(anyhow::anyhow!(

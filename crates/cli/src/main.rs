@@ -23,6 +23,7 @@ mod flash;
 mod inspect;
 mod keygen;
 mod mkfs;
+mod progress;
 mod sign;
 mod stamp;
 mod verify;

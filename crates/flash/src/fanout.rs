@@ -4,7 +4,8 @@
 //! One producer (the calling thread) reads the image in order, in chunks
 //! of the flash chunk size, and hands each chunk (shared, not copied:
 //! `Arc`) to a small bounded queue per target ([`QUEUE_CHUNKS`] chunks)
-//! and to a hashing thread that computes the image's sha256. A chunk of a
+//! and, unless [`FlashOptions::image_sha256`] turned it off, to a hashing
+//! thread that computes the whole image's sha256. A chunk of a
 //! random-access image that the bmap leaves entirely unmapped is not read:
 //! one shared buffer of zeros stands for it. Each target runs the
 //! ordinary single-target engine ([`crate::flash`]) on its own thread,
@@ -78,9 +79,10 @@ impl Read for QueueReader {
 #[derive(Debug)]
 pub struct ManyReport {
     /// sha256 of the whole image as read (holes as zeros), i.e. of the
-    /// raw disk image every successful target now holds and was verified
-    /// against.
-    pub image_sha256: Sha256Digest,
+    /// raw disk image every successful target now holds; `None` when
+    /// [`FlashOptions::image_sha256`] turned the whole-image hash off
+    /// (with a bmap, whose per-range digests the read-back checks).
+    pub image_sha256: Option<Sha256Digest>,
     /// Image size in bytes.
     pub image_bytes: u64,
     /// One result per target, in the order given.
@@ -141,16 +143,18 @@ pub fn flash_many(
             }));
         }
         let (htx, hrx) = sync_channel::<Piece>(QUEUE_CHUNKS);
-        let hasher = scope.spawn(move || {
-            let mut h = Sha256Hasher::new();
-            for p in hrx {
-                h.update(p.data.get(..p.len).unwrap_or_default());
-            }
-            h
+        let hasher = opts.image_sha256.then(|| {
+            scope.spawn(move || {
+                let mut h = Sha256Hasher::new();
+                for p in hrx {
+                    h.update(p.data.get(..p.len).unwrap_or_default());
+                }
+                h
+            })
         });
         let mut feed = Feed {
             queues,
-            hasher: Some(htx),
+            hasher: hasher.is_some().then_some(htx),
             chunk: opts.chunk_bytes,
         };
         let produced = feed.produce(image, bmap, size);
@@ -165,13 +169,20 @@ pub fn flash_many(
                     .map_err(|e| blame(random, e))
             })
             .collect();
-        let h = hasher.join().map_err(|_| Error::ThreadPanicked {
-            thread: "image hasher",
-        })?;
+        let image_sha256 = match hasher {
+            Some(h) => Some(
+                h.join()
+                    .map_err(|_| Error::ThreadPanicked {
+                        thread: "image hasher",
+                    })?
+                    .finish(),
+            ),
+            None => None,
+        };
         let image_bytes = produced?;
         Ok(ManyReport {
             image_bytes,
-            image_sha256: h.finish(),
+            image_sha256,
             results,
         })
     })
@@ -369,9 +380,20 @@ mod tests {
             h.update(&img);
             h.finish()
         };
-        let opts = FlashOptions::new().chunk_bytes(64 << 10);
-        for with_bmap in [true, false] {
-            for stream in [false, true] {
+        for (with_bmap, stream, whole) in [
+            (true, false, true),
+            (true, true, true),
+            (false, false, true),
+            (false, true, true),
+            // With a bmap the whole-image hash can be left out; the
+            // targets are still written and verified range by range.
+            (true, false, false),
+            (true, true, false),
+        ] {
+            let opts = FlashOptions::new()
+                .chunk_bytes(64 << 10)
+                .image_sha256(whole);
+            {
                 let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
                 let mut bad = Failing {
                     inner: Vec::new(),
@@ -397,7 +419,11 @@ mod tests {
                     &|i, _| calls.lock().unwrap()[i] += 1,
                 )
                 .unwrap();
-                assert_eq!(r.image_sha256, digest, "bmap {with_bmap} stream {stream}");
+                assert_eq!(
+                    r.image_sha256,
+                    whole.then_some(digest),
+                    "bmap {with_bmap} stream {stream}"
+                );
                 assert_eq!(r.image_bytes, img.len() as u64);
                 for t in [&a, &b, &c] {
                     assert_eq!(t, &img);

@@ -70,6 +70,8 @@ pub struct FlashOptions {
     /// [`crate::flash_many`] re-reads to assign blame when a range fails
     /// verification, so the stream need not be hashed while writing.
     pub(crate) source_rereadable: bool,
+    /// Whether [`crate::flash_many`] hashes the whole image.
+    pub(crate) image_sha256: bool,
 }
 
 impl Default for FlashOptions {
@@ -85,6 +87,7 @@ impl Default for FlashOptions {
             chunk_bytes: 1 << 20,
             image_size: None,
             source_rereadable: false,
+            image_sha256: true,
         }
     }
 }
@@ -121,6 +124,14 @@ impl FlashOptions {
     /// default 1 MiB). Memory use is a few times this.
     pub fn chunk_bytes(mut self, n: usize) -> Self {
         self.chunk_bytes = n;
+        self
+    }
+    /// Whether [`crate::flash_many`] computes the sha256 of the whole
+    /// image (default true). With a bmap it is not needed to verify: the
+    /// read-back checks every mapped range against the bmap's digest, and
+    /// the whole-image hash is one sequential core's worth of work.
+    pub fn image_sha256(mut self, on: bool) -> Self {
+        self.image_sha256 = on;
         self
     }
     /// Image size in bytes, when neither the bmap nor the source knows it.

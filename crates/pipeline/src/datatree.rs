@@ -3,6 +3,7 @@
 
 use crate::app::App;
 use crate::content::{add_dir, feed_generated, tp, Generated};
+use crate::progress::{Counted, Meter};
 use crate::Error;
 use kiln_ext4::Ext4Estimator;
 use kiln_tree::{Content, Entry, EntryKind, Metadata, Timestamp, TreePath, TreeSink};
@@ -81,18 +82,26 @@ impl DataTree {
 
     /// Sizes the tree into `est`: the store's layers are decompressed
     /// `workers` at a time into one shared estimator.
+    /// Every file byte fed is counted into `meter`.
     pub(crate) fn size(
         &self,
         est: &mut Ext4Estimator,
         workers: usize,
+        meter: &Meter<'_>,
     ) -> Result<(), DataFeedError<kiln_ext4::Error>> {
-        self.feed_head(est)?;
+        self.feed_head(&mut Counted::new(&mut *est, meter))?;
         let Some(app) = &self.app else {
             return Ok(());
         };
         let shared = std::sync::Mutex::new(std::mem::take(est));
         let fed = app.store.feed_for_sizing_parallel(
-            || kiln_tree::PrefixSink::new(kiln_tree::LockedSink(&shared), app.store_path.clone()),
+            || {
+                let locked = kiln_tree::LockedSink(&shared);
+                Counted::new(
+                    kiln_tree::PrefixSink::new(locked, app.store_path.clone()),
+                    meter,
+                )
+            },
             workers,
         );
         *est = shared

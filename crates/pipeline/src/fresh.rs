@@ -8,6 +8,7 @@ use crate::content::{feed_generated, feed_input, tp, Generated, Skip};
 use crate::datatree::{data_err, DataTree};
 use crate::deliver::disk::{deliver_disk, Deliver, DiskWriter, Run, Written};
 use crate::plan::{Placed, Plan};
+use crate::progress::{Counted, Meter};
 use crate::report::{fs_name, human, BuildReport, PartitionReport};
 use crate::request::{
     boot_config, boot_generated, delivery_for, ext4_options, gpt_part_guid, recipe_invalid,
@@ -74,7 +75,7 @@ pub(crate) fn build_fresh(
             partition: "data".into(),
             reason: "profile has no data partition".into(),
         })?;
-    let min_data = min_data_size(req, &data_tree, &data_spec.label, progress)?;
+    let (min_data, data_file_bytes) = min_data_size(req, &data_tree, &data_spec.label, progress)?;
     let medium = sizing::medium(profile, req.medium.as_deref())?;
     let data_size = DataNeed {
         profile,
@@ -106,6 +107,7 @@ pub(crate) fn build_fresh(
         rootfs,
         config: &config,
         data_tree: &data_tree,
+        data_file_bytes,
         time,
         sbom: &sbom,
     };
@@ -138,16 +140,24 @@ pub(crate) fn build_fresh(
 }
 
 /// The smallest data partition (bytes, aligned) that holds `tree` and
-/// the recipe's headroom.
+/// the recipe's headroom, and the file bytes fed into it (the writing
+/// pass's progress total).
 fn min_data_size(
     req: &BuildRequest<'_>,
     tree: &DataTree,
     label: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<u64, Error> {
+) -> Result<(u64, u64), Error> {
     let mut est = Ext4Estimator::new();
     progress("sizing the data partition");
-    tree.size(&mut est, usize::try_from(req.threads.max(1)).unwrap_or(1))
+    let step = if tree.app.is_some() {
+        "inflating the application layers"
+    } else {
+        "sizing the data partition"
+    };
+    let meter = Meter::new(step.into(), None, req.on_bytes);
+    let workers = usize::try_from(req.threads.max(1)).unwrap_or(1);
+    tree.size(&mut est, workers, &meter)
         .map_err(|e| data_err(label, e))?;
     let time = Timestamp::new(req.timestamp, 0);
     let min_data = est
@@ -163,7 +173,8 @@ fn min_data_size(
     // write pass and delivery (peak memory is reached there).
     drop(est);
     let align = req.profile.alignment;
-    Ok(kiln_units::align_up(min_data, align).unwrap_or(min_data))
+    let min_data = kiln_units::align_up(min_data, align).unwrap_or(min_data);
+    Ok((min_data, meter.done_bytes()))
 }
 
 fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4::Error>) -> Error {
@@ -192,6 +203,8 @@ struct Disk<'a> {
     rootfs: &'a kiln_recipe::InputPath,
     config: &'a ResolvedConfig,
     data_tree: &'a DataTree,
+    /// File bytes of the data partition (its writing progress total).
+    data_file_bytes: u64,
     time: Timestamp,
     sbom: &'a crate::sbom::Collector,
 }
@@ -252,7 +265,9 @@ impl DiskWriter for Disk<'_> {
                         max_file_size: Some(placed.size),
                     };
                     let mut sink = crate::sbom::Tap::new(sink, self.sbom, crate::sbom::At::Rootfs);
-                    feed_input(rootfs, &opts, &mut sink).map_err(|e| src_err(label, rootfs, e))?;
+                    let meter = Meter::new(format!("writing {label}"), None, req.on_bytes);
+                    feed_input(rootfs, &opts, &mut Counted::new(&mut sink, &meter))
+                        .map_err(|e| src_err(label, rootfs, e))?;
                     let sink = sink.into_inner();
                     if recipe.swap.size.bytes() > 0
                         && recipe.swap.activation == SwapActivation::SystemdUnit
@@ -270,12 +285,15 @@ impl DiskWriter for Disk<'_> {
                         .as_ref()
                         .map_or(0, |a| a.store_path.depth());
                     let at = crate::sbom::At::Store(depth);
+                    let meter = Meter::new(
+                        format!("writing {}", placed.spec.label),
+                        Some(self.data_file_bytes),
+                        req.on_bytes,
+                    );
+                    let tap = crate::sbom::Tap::new(sink, self.sbom, at);
                     feed_report = self
                         .data_tree
-                        .feed(
-                            &mut crate::sbom::Tap::new(sink, self.sbom, at),
-                            run != Run::Dry,
-                        )
+                        .feed(&mut Counted::new(tap, &meter), run != Run::Dry)
                         .map_err(|e| data_err(&placed.spec.label, e))?;
                     Ok(())
                 })?,

@@ -86,6 +86,7 @@ mod manifest;
 mod mkfs;
 mod outpath;
 mod plan;
+mod progress;
 mod report;
 mod request;
 mod sbom;
@@ -112,6 +113,7 @@ pub use inspect_data::{
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};
+pub use progress::{OnBytes, StepBytes};
 pub use report::{BuildReport, PartitionReport};
 pub use request::BuildRequest;
 pub use sbom::sbom_summary;

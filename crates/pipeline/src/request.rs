@@ -46,6 +46,9 @@ pub struct BuildRequest<'a> {
     /// Signs `SHA256SUMS` (`SHA256SUMS.minisig`, committed with the other
     /// outputs) and records the key's id in the manifest.
     pub signer: Option<&'a kiln_sign::SecretKey>,
+    /// Byte progress of the long steps (see [`crate::StepBytes`]), called
+    /// from worker threads too; `None`: not reported.
+    pub on_bytes: Option<crate::OnBytes<'a>>,
 }
 
 /// The delivery the request (or, failing that, the recipe) asks for.
