@@ -21,12 +21,19 @@ pub(crate) fn vhdx_options(seed: [u8; 16]) -> kiln_vdisk::VhdxOptions {
         .write_guid(kiln_units::Guid::v4_from_seed(other))
 }
 
+/// Deflate level of the OVA's grains: 1 deflates a real root filesystem
+/// about 2x faster than the streamOptimized VMDK's 6 for about 9 % more
+/// bytes (the OVA is made to be imported once; the standalone `vmdk`
+/// output keeps level 6 and its bytes).
+const OVA_DEFLATE_LEVEL: u32 = 1;
+
 /// The OVA's machine: `[vm]` of the recipe (CPUs, memory, NIC, product,
 /// vendor, version; product defaults to the recipe's name), firmware by
 /// the board's table (MBR boards boot BIOS, GPT boards UEFI), the VMDK's
 /// CID and the VirtualBox machine and disk UUIDs from `seed`, the
-/// archive's times from `timestamp`; grains deflated on `threads` threads
-/// (the output does not depend on it).
+/// archive's times from `timestamp`; grains deflated at
+/// [`OVA_DEFLATE_LEVEL`] on `threads` threads (the output does not depend
+/// on the thread count).
 pub(crate) fn ova_options(
     recipe: &kiln_recipe::Recipe,
     table: kiln_recipe::TableKind,
@@ -58,6 +65,7 @@ pub(crate) fn ova_options(
         .vmdk(
             kiln_vdisk::VmdkOptions::new()
                 .cid(u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]))
-                .threads(usize::try_from(threads).unwrap_or(1)),
+                .threads(usize::try_from(threads).unwrap_or(1))
+                .compression_level(OVA_DEFLATE_LEVEL),
         )
 }
