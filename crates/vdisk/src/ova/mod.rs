@@ -1,5 +1,5 @@
 //! OVA packages: an OVF descriptor, the disk as a streamOptimized VMDK and
-//! a SHA-256 manifest in one ustar archive (DMTF DSP0243 "Open
+//! a SHA-1 manifest in one ustar archive (DMTF DSP0243 "Open
 //! Virtualization Format Specification" §5 "OVF packages", §5.1
 //! manifest, §9 virtual disks; ustar in the `tar` module's doc, the descriptor
 //! in the `ovf` module's).
