@@ -17,7 +17,7 @@ TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bm
 	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 python3-venv zip groff-base man-db libxml2-utils minisign
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl strace
 
-.PHONY: sbom-validators all image test bench boot boot-smoke boot-smoke-amd64 boot-vm lint fuzz fuzz-million fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
+.PHONY: sbom-validators ovf-validators all image test bench boot boot-smoke boot-smoke-amd64 boot-vm lint fuzz fuzz-million fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean
 
 all: build
 
@@ -50,6 +50,16 @@ sbom-validators: deps-test
 	@[ -f $(SBOM_VENV)/.installed ] && [ "$$(cat $(SBOM_VENV)/.installed)" = "$(SBOM_PY_PKGS)" ] || { \
 	  python3 -m venv $(SBOM_VENV) && $(SBOM_VENV)/bin/pip install -q $(SBOM_PY_PKGS) && \
 	  echo "$(SBOM_PY_PKGS)" > $(SBOM_VENV)/.installed; }
+
+# The OVF validator (issue 19, tests/e2e/vm_import.rs): PyPI cot (the
+# Common OVF Tool), pinned, in a venv under target/; it measures the VMDK
+# with qemu-img (qemu-utils, in deps-test).
+OVF_VENV := target/ovf-venv
+OVF_PY_PKGS := cot==2.2.1
+ovf-validators: deps-test
+	@[ -f $(OVF_VENV)/.installed ] && [ "$$(cat $(OVF_VENV)/.installed)" = "$(OVF_PY_PKGS)" ] || { \
+	  python3 -m venv $(OVF_VENV) && $(OVF_VENV)/bin/pip install -q $(OVF_PY_PKGS) && \
+	  echo "$(OVF_PY_PKGS)" > $(OVF_VENV)/.installed; }
 
 # QEMU and firmware for the boot proof. The machines ship qemu-utils from
 # bookworm-backports: qemu-system-* must come from the same suite or apt
@@ -122,7 +132,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-test: deps-test sbom-validators demo-inputs build
+test: deps-test sbom-validators ovf-validators demo-inputs build
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) fuzz-smoke
 	# A real Debian root filesystem through the ext4 writer (mmdebstrap

@@ -2,12 +2,16 @@
 //! VMDK, checked by qemu-img (check, info, compare with the raw image),
 //! converted back to raw by `kiln convert`, listed in SHA256SUMS and the
 //! manifest, and byte-identical across two builds; the OVA: `tar -tf`
-//! order, `.mf` digests by `sha256sum -c`, the descriptor by `xmllint`
-//! with its hardware as the recipe's `[vm]` asks, the VMDK inside equal
-//! to the raw image by `qemu-img compare`.
+//! order, `.mf` digests by `sha1sum -c` (OVF 1.x manifests are SHA-1),
+//! the descriptor by `xmllint` with its hardware as the recipe's `[vm]`
+//! asks (VMware's and VirtualBox's firmware forms included), by COT (PyPI
+//! `cot`, the Common OVF Tool, in the venv `make ovf-validators` makes):
+//! `cot info` with no warning or error reporting that hardware, and a `cot
+//! edit-hardware` round trip; the VMDK inside equal to the raw image by
+//! `qemu-img compare`.
 
 use kiln_e2e::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The default recipe with a 64 MiB swapfile, for `board`.
@@ -140,7 +144,7 @@ fn unpack(dir: &Path, ova: &Path) -> std::path::PathBuf {
     let x = dir.join("x");
     std::fs::create_dir(&x).unwrap();
     ok(Command::new("tar").arg("-xf").arg(ova).arg("-C").arg(&x));
-    let ck = ok(Command::new("sha256sum")
+    let ck = ok(Command::new("sha1sum")
         .args(["-c", "bob-onprem.mf"])
         .current_dir(&x));
     assert_eq!(ck.matches(": OK").count(), 2, "{ck}");
@@ -150,6 +154,100 @@ fn unpack(dir: &Path, ova: &Path) -> std::path::PathBuf {
     x
 }
 
+/// COT from the venv `make ovf-validators` makes.
+fn cot_bin() -> PathBuf {
+    let p = repo().join("target/ovf-venv/bin/cot");
+    assert!(
+        p.exists(),
+        "{} missing: run `make ovf-validators`",
+        p.display()
+    );
+    p
+}
+
+/// Runs `cot ARGS` (no prompts): it must succeed and log no warning or
+/// error (its notices are allowed); returns its stdout.
+fn cot(args: &[&str], files: &[&Path]) -> String {
+    let mut c = Command::new(cot_bin());
+    c.arg("--force").args(args).args(files);
+    let out = run(&mut c);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{c:?}: {stdout}\n{stderr}");
+    for bad in ["WARNING", "ERROR", "CRITICAL"] {
+        assert!(!stderr.contains(bad), "{c:?} logged {bad}:\n{stderr}");
+    }
+    stdout
+}
+
+/// `cot info` of `ova`: the default configuration profile's CPUs, memory
+/// and NIC count, and the disk on SATA 0:0.
+fn assert_cot_info(ova: &Path, cpus: u32, memory: &str, nics: u32) {
+    let info = cot(&["info"], &[ova]);
+    let profile = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("None (default)"))
+        .unwrap_or_else(|| panic!("no default profile in:\n{info}"));
+    let f: Vec<&str> = profile.split_whitespace().collect();
+    assert_eq!(
+        (f[2], format!("{} {}", f[3], f[4]), f[5]),
+        (
+            cpus.to_string().as_str(),
+            memory.to_owned(),
+            nics.to_string().as_str()
+        ),
+        "{info}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.contains("bob-onprem-disk1.vmdk") && l.contains("harddisk @ SATA 0:0")),
+        "{info}"
+    );
+}
+
+/// `cot edit-hardware` to 4 CPUs and 4 GiB into a new OVA, which `cot
+/// info` then reads back without complaint.
+fn assert_cot_round_trip(dir: &Path, ova: &Path, nics: u32) {
+    let out = dir.join("edited.ova");
+    let mut args = vec!["edit-hardware"];
+    let ova_s = ova.to_str().unwrap();
+    args.push(ova_s);
+    args.extend(["-c", "4", "-m", "4GiB", "-o"]);
+    cot(&args, &[&out]);
+    assert_cot_info(&out, 4, "4 GiB", nics);
+}
+
+/// VirtualBox's `vbox:Machine`: `Some((firmware, CPUs, RAM MiB))` with its
+/// disk attachment matching the DiskSection's `vbox:uuid`, or `None`.
+fn vbox_machine(ovf: &Path) -> Option<(String, String, String)> {
+    let m = "//*[local-name()='Machine']";
+    if xpath(ovf, &format!("count({m})")) == "0" {
+        return None;
+    }
+    let disk = xpath(
+        ovf,
+        "string(//*[local-name()='Disk']/@*[local-name()='uuid'])",
+    );
+    assert_eq!(
+        xpath(
+            ovf,
+            &format!("string({m}//*[local-name()='AttachedDevice']/*[local-name()='Image']/@uuid)")
+        ),
+        format!("{{{disk}}}")
+    );
+    let hw = |e: &str, a: &str| {
+        xpath(
+            ovf,
+            &format!("string({m}/*[local-name()='Hardware']/*[local-name()='{e}']/@{a})"),
+        )
+    };
+    Some((
+        hw("Firmware", "type"),
+        hw("CPU", "count"),
+        hw("Memory", "RAMSize"),
+    ))
+}
+
 #[test]
 fn ova_declares_the_recipe_machine_and_holds_the_disk() {
     require("qemu-img", "qemu-utils");
@@ -157,9 +255,14 @@ fn ova_declares_the_recipe_machine_and_holds_the_disk() {
     require("tar", "tar");
     let vm = "\n[vm]\ncpus = 3\nmemory = \"3GiB\"\nnetwork = false\nvendor = \"ACME\"\nversion = \"2.1\"\n";
     let mut digests = Vec::new();
-    for _ in 0..2 {
+    let keep = tempfile::tempdir_in("/var/tmp").unwrap();
+    let d0 = keep.path().to_path_buf();
+    for i in 0..2 {
         let d = tempfile::tempdir_in("/var/tmp").unwrap();
         build_with(d.path(), "nuc", vm, &["--format", "raw,ova"]);
+        if i == 0 {
+            std::fs::copy(d.path().join("vm.ova"), d0.join("vm.ova")).unwrap();
+        }
         let (raw, ova) = (d.path().join("vm.img"), d.path().join("vm.ova"));
         let x = unpack(d.path(), &ova);
         let vmdk = x.join("bob-onprem-disk1.vmdk");
@@ -171,6 +274,8 @@ fn ova_declares_the_recipe_machine_and_holds_the_disk() {
         assert_eq!(item(&ovf, 17, "Parent"), item(&ovf, 20, "InstanceID"));
         assert_eq!(item(&ovf, 10, "InstanceID"), "", "network = false: no NIC");
         assert_eq!(firmware(&ovf), "bios", "nuc boots BIOS");
+        assert_eq!(vbox_machine(&ovf), None, "BIOS is VirtualBox's default");
+        assert_cot_info(&ova, 3, "3 GiB", 0);
         assert_eq!(
             xpath(&ovf, "string(//*[local-name()='Product'])"),
             "bob-onprem"
@@ -198,6 +303,7 @@ fn ova_declares_the_recipe_machine_and_holds_the_disk() {
         digests.push(sha256_file(&ova));
     }
     assert_eq!(digests[0], digests[1], "two builds give the same OVA");
+    assert_cot_round_trip(&d0, &d0.join("vm.ova"), 0);
     // A GPT board alone, [vm] defaults: UEFI, 2 CPUs, 2 GiB, a NIC; the
     // OVA streamed with no raw image left.
     let d = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -215,6 +321,13 @@ fn ova_declares_the_recipe_machine_and_holds_the_disk() {
     let x = unpack(d.path(), &d.path().join("vm.ova"));
     let ovf = x.join("bob-onprem.ovf");
     assert_eq!(firmware(&ovf), "efi");
+    assert_eq!(
+        vbox_machine(&ovf),
+        Some(("EFI".into(), "2".into(), "2048".into())),
+        "VirtualBox reads UEFI from its own section"
+    );
+    assert_cot_info(&d.path().join("vm.ova"), 2, "2 GiB", 1);
+    assert_cot_round_trip(d.path(), &d.path().join("vm.ova"), 1);
     assert_eq!(item(&ovf, 3, "VirtualQuantity"), "2");
     assert_eq!(item(&ovf, 4, "VirtualQuantity"), "2048");
     assert_eq!(item(&ovf, 10, "ResourceSubType"), "E1000");

@@ -111,6 +111,7 @@ pub(crate) fn delivery_for(req: &BuildRequest<'_>) -> Result<Delivery, Error> {
             req.profile.table,
             req.seed.bytes16("vdisk"),
             req.timestamp,
+            req.threads,
         ),
     })
 }

@@ -1,5 +1,5 @@
 //! OVA: `tar -tf` order (descriptor first), every `.mf` digest checked
-//! by `sha256sum -c`, the descriptor well-formed (`xmllint`) with the
+//! by `sha1sum -c`, the descriptor well-formed (`xmllint`) with the
 //! hardware asked for, the VMDK inside identical to the raw image
 //! (`qemu-img compare`), and byte-reproducible.
 #![cfg(feature = "ova")]
@@ -50,10 +50,12 @@ fn ova_members_digests_descriptor_and_disk() {
     let x = d.path("x");
     std::fs::create_dir(&x).unwrap();
     run(Command::new("tar").arg("-xf").arg(&ova).arg("-C").arg(&x));
-    // The manifest, in sha256sum's BSD form, checked by sha256sum itself.
+    // The manifest (SHA-1, as OVF 1.x asks), in sha1sum's BSD form,
+    // checked by sha1sum itself.
     let mf = std::fs::read_to_string(x.join("bob_appliance.mf")).unwrap();
     assert_eq!(mf.lines().count(), 2, "{mf}");
-    let ck = run(Command::new("sha256sum")
+    assert!(mf.lines().all(|l| l.starts_with("SHA1(")), "{mf}");
+    let ck = run(Command::new("sha1sum")
         .args(["-c", "bob_appliance.mf"])
         .current_dir(&x));
     assert_eq!(ck.matches(": OK").count(), 2, "{ck}");
@@ -102,6 +104,41 @@ fn ova_members_digests_descriptor_and_disk() {
         q("string(//*[local-name()='Config'][@*[local-name()='key']='firmware']/@*[local-name()='value'])"),
         "efi"
     );
+    // VirtualBox's own section: UEFI, the same CPUs, memory and NIC, the
+    // disk attached by the UUID the DiskSection gives it.
+    let vbox = "//*[local-name()='Machine']";
+    assert_eq!(
+        q(&format!(
+            "string({vbox}/*[local-name()='Hardware']/*[local-name()='Firmware']/@type)"
+        )),
+        "EFI"
+    );
+    assert_eq!(
+        q(&format!(
+            "string({vbox}/*[local-name()='Hardware']/*[local-name()='CPU']/@count)"
+        )),
+        "3"
+    );
+    assert_eq!(
+        q(&format!(
+            "string({vbox}/*[local-name()='Hardware']/*[local-name()='Memory']/@RAMSize)"
+        )),
+        "3072"
+    );
+    assert_eq!(
+        q(&format!(
+            "count({vbox}//*[local-name()='Adapter'][@enabled='true'])"
+        )),
+        "1"
+    );
+    let disk_uuid = q("string(//*[local-name()='Disk']/@*[local-name()='uuid'])");
+    assert_eq!(disk_uuid.len(), 36, "{disk_uuid}");
+    assert_eq!(
+        q(&format!(
+            "string({vbox}//*[local-name()='AttachedDevice']/*[local-name()='Image']/@uuid)"
+        )),
+        format!("{{{disk_uuid}}}")
+    );
     assert_eq!(q("string(//*[local-name()='Product'])"), "BoB <on-prem>");
     assert_eq!(q("string(//*[local-name()='Vendor'])"), "ACME & Co");
     assert_eq!(q("string(//*[local-name()='Version'])"), "1.2.3");
@@ -124,5 +161,9 @@ fn offline_bios_appliance_has_no_nic() {
     assert!(
         ovf.contains("vmw:key=\"firmware\" vmw:value=\"bios\""),
         "{ovf}"
+    );
+    assert!(
+        !ovf.contains("vbox:"),
+        "BIOS: VirtualBox's default, no section: {ovf}"
     );
 }

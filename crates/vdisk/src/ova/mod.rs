@@ -1,5 +1,5 @@
 //! OVA packages: an OVF descriptor, the disk as a streamOptimized VMDK and
-//! a SHA-256 manifest in one ustar archive (DMTF DSP0243 "Open
+//! a SHA-1 manifest in one ustar archive (DMTF DSP0243 "Open
 //! Virtualization Format Specification" §5 "OVF packages", §5.1
 //! manifest, §9 virtual disks; ustar in the `tar` module's doc, the descriptor
 //! in the `ovf` module's).
@@ -12,7 +12,7 @@
 //! | 512 | the descriptor, padded with trailing spaces to its reserved slot |
 //! | 512 + slot | ustar header of `NAME-disk1.vmdk` |
 //! | 1024 + slot | the streamOptimized VMDK, padded to 512 |
-//! | then | ustar header of `NAME.mf`, the manifest (`SHA256(file)= hex`, descriptor then disk), padded |
+//! | then | ustar header of `NAME.mf`, the manifest (`SHA1(file)= hex`, descriptor then disk), padded |
 //! | end | two zero blocks (end of archive) |
 //!
 //! The descriptor comes first, as every OVF version requires; the manifest
@@ -22,12 +22,20 @@
 //! it goes (its writer is strictly front to back); the descriptor's slot
 //! is reserved for the widest numbers it can hold and filled last, so the
 //! archive is made in one pass with no intermediate file.
+//!
+//! The manifest holds SHA-1 digests: DSP0243 1.x §5.1 ("The manifest file
+//! shall contain SHA-1 digests") for the OVF 1.0 envelope written here;
+//! validators that follow the version (COT) check SHA-1 for a 1.x
+//! envelope. The whole OVA is covered by SHA-256 where kiln lists it
+//! (SHA256SUMS, the build manifest).
 
 mod ovf;
 mod tar;
 mod writer;
 
 pub use writer::OvaWriter;
+
+use kiln_units::Guid;
 
 use crate::vmdk::VmdkOptions;
 
@@ -53,6 +61,8 @@ pub struct OvaOptions {
     firmware: Firmware,
     network: bool,
     mtime: u64,
+    machine_uuid: Guid,
+    disk_uuid: Guid,
     vmdk: VmdkOptions,
 }
 
@@ -81,6 +91,8 @@ impl OvaOptions {
             firmware: Firmware::Bios,
             network: true,
             mtime: 0,
+            machine_uuid: Guid::v4_from_seed([1; 16]),
+            disk_uuid: Guid::v4_from_seed([2; 16]),
             vmdk: VmdkOptions::new(),
         }
     }
@@ -122,6 +134,14 @@ impl OvaOptions {
     /// Modification time of the archive members, Unix seconds.
     pub fn mtime(mut self, secs: u64) -> Self {
         self.mtime = secs;
+        self
+    }
+    /// The VirtualBox machine and disk UUIDs of the `vbox:Machine` section
+    /// written for UEFI machines (VirtualBox matches the disk to its
+    /// attachment by the UUID).
+    pub fn vbox_uuids(mut self, machine: Guid, disk: Guid) -> Self {
+        self.machine_uuid = machine;
+        self.disk_uuid = disk;
         self
     }
     /// Options of the streamOptimized VMDK inside (CID, adapter, threads;

@@ -10,9 +10,13 @@
 //! | `NetworkSection` | one network `NAT` (left out without a NIC) |
 //! | `VirtualSystem/ProductSection` | Product, Vendor, Version |
 //! | `OperatingSystemSection` | CIM id 101 (Linux 64-bit), `vmw:osType` |
-//! | `VirtualHardwareSection` | System (`vmx-14`), CPU (type 3), memory (type 4, MiB), SATA AHCI controller (type 20, `vmware.sata.ahci`, which VirtualBox also reads as AHCI), the disk on it (type 17, `ovf:/disk/vmdisk1`), E1000 NIC (type 10) unless offline, and `vmw:Config firmware` = `bios` or `efi` |
+//! | `VirtualHardwareSection` | System (`vmx-14`), CPU (type 3), memory (type 4, MiB), SATA AHCI controller (type 20, `vmware.sata.ahci`, which VirtualBox also reads as AHCI), the disk on it (type 17, `ovf:/disk/vmdisk1`), E1000 NIC (type 10) unless offline, and `vmw:Config firmware` = `bios` or `efi` (what VMware reads) |
+//! | `VirtualSystem/vbox:Machine` | UEFI machines only: VirtualBox ignores `vmw:Config` and takes the machine from its own section (settings format 1.16, as VirtualBox 6.x and 7.x export it): CPU count, memory, `Firmware type="EFI"`, IOAPIC, the NIC (Intel PRO/1000 MT, NAT) unless offline, and the disk on an AHCI controller, matched to `DiskSection/Disk/@vbox:uuid` by UUID. BIOS machines have none (VirtualBox's default is BIOS) |
 
 use super::{Firmware, OvaOptions};
+
+/// VirtualBox's OVF extension namespace.
+const VBOX_NS: &str = "http://www.virtualbox.org/ovf/machine";
 
 /// The streamOptimized VMDK format URI (DSP0243 §9.3 lets the format be
 /// any URI; this is the one VMware, VirtualBox and ovftool recognise).
@@ -111,6 +115,38 @@ fn hardware(o: &OvaOptions) -> String {
     s
 }
 
+/// The `vbox:Machine` section VirtualBox reads the firmware from (UEFI
+/// machines only; empty for BIOS).
+fn vbox_machine(o: &OvaOptions) -> String {
+    if o.firmware != Firmware::Efi {
+        return String::new();
+    }
+    let nic = if o.network {
+        "        <Network>\n          <Adapter slot=\"0\" enabled=\"true\" type=\"82540EM\">\n            \
+         <NAT/>\n          </Adapter>\n        </Network>\n"
+    } else {
+        ""
+    };
+    format!(
+        "    <vbox:Machine ovf:required=\"false\" version=\"1.16-linux\" uuid=\"{{{machine}}}\" \
+name=\"{name}\" OSType=\"Linux_64\" snapshotFolder=\"Snapshots\">\n      \
+<ovf:Info>Complete VirtualBox machine configuration in VirtualBox format</ovf:Info>\n      \
+<Hardware>\n        <CPU count=\"{cpus}\">\n          <PAE enabled=\"true\"/>\n          \
+<LongMode enabled=\"true\"/>\n        </CPU>\n        <Memory RAMSize=\"{mem}\"/>\n        \
+<Firmware type=\"EFI\"/>\n        <BIOS>\n          <IOAPIC enabled=\"true\"/>\n        </BIOS>\n\
+{nic}        <RTC localOrUTC=\"UTC\"/>\n      </Hardware>\n      <StorageControllers>\n        \
+<StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\" useHostIOCache=\"false\" Bootable=\"true\">\n          \
+<AttachedDevice type=\"HardDisk\" hotpluggable=\"false\" port=\"0\" device=\"0\">\n            \
+<Image uuid=\"{{{disk}}}\"/>\n          </AttachedDevice>\n        </StorageController>\n      \
+</StorageControllers>\n    </vbox:Machine>\n",
+        machine = o.machine_uuid,
+        name = esc(&o.name),
+        cpus = o.cpus,
+        mem = o.memory_mib,
+        disk = o.disk_uuid,
+    )
+}
+
 /// The descriptor of an OVA whose disk file is `vmdk_name`.
 pub(crate) fn render(o: &OvaOptions, vmdk_name: &str, disk: DiskFacts) -> String {
     let name = esc(&o.name);
@@ -128,6 +164,14 @@ pub(crate) fn render(o: &OvaOptions, vmdk_name: &str, disk: DiskFacts) -> String
     if let Some(v) = &o.version {
         product += &format!("      <Version>{}</Version>\n", esc(v));
     }
+    let (vbox_ns, vbox_disk) = if o.firmware == Firmware::Efi {
+        (
+            format!(" xmlns:vbox=\"{VBOX_NS}\""),
+            format!(" vbox:uuid=\"{}\"", o.disk_uuid),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
 <Envelope ovf:version=\"1.0\" xml:lang=\"en-US\" \
@@ -136,11 +180,11 @@ xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\" \
 xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" \
 xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\" \
 xmlns:vmw=\"http://www.vmware.com/schema/ovf\" \
-xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n\
+xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"{vbox_ns}>\n\
   <References>\n    <File ovf:href=\"{href}\" ovf:id=\"file1\" ovf:size=\"{file_size}\"/>\n  </References>\n\
   <DiskSection>\n    <Info>Virtual disk information</Info>\n    \
 <Disk ovf:capacity=\"{capacity}\" ovf:capacityAllocationUnits=\"byte\" ovf:diskId=\"vmdisk1\" \
-ovf:fileRef=\"file1\" ovf:format=\"{uri}\" ovf:populatedSize=\"{populated}\"/>\n  </DiskSection>\n\
+ovf:fileRef=\"file1\" ovf:format=\"{uri}\" ovf:populatedSize=\"{populated}\"{vbox_disk}/>\n  </DiskSection>\n\
 {network}\
   <VirtualSystem ovf:id=\"{name}\">\n    <Info>A virtual machine</Info>\n    <Name>{name}</Name>\n\
     <ProductSection>\n      <Info>Meta-information about the installed software</Info>\n{product}    </ProductSection>\n\
@@ -151,12 +195,13 @@ ovf:fileRef=\"file1\" ovf:format=\"{uri}\" ovf:populatedSize=\"{populated}\"/>\n
 <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n        <vssd:InstanceID>0</vssd:InstanceID>\n        \
 <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>\n        \
 <vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType>\n      </System>\n\
-{hardware}    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n",
+{hardware}    </VirtualHardwareSection>\n{machine}  </VirtualSystem>\n</Envelope>\n",
         href = esc(vmdk_name),
         file_size = disk.file_size,
         capacity = disk.capacity,
         populated = disk.populated,
         uri = VMDK_STREAM_URI,
         hardware = hardware(o),
+        machine = vbox_machine(o),
     )
 }

@@ -1,7 +1,7 @@
 //! Streaming OVA writer (layout in the module doc).
 
 use kiln_units::WriteAt;
-use sha2::{Digest, Sha256};
+use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Format, Result};
 use crate::extent::{DiskWriter, WriteSummary};
@@ -18,7 +18,7 @@ struct Window<W> {
     out: W,
     base: u64,
     pos: u64,
-    hash: Sha256,
+    hash: Sha1,
 }
 
 fn out_of_order() -> std::io::Error {
@@ -81,7 +81,7 @@ impl<W: WriteAt> OvaWriter<W> {
             out,
             base,
             pos: 0,
-            hash: Sha256::new(),
+            hash: Sha1::new(),
         };
         let vmdk_opts = options.vmdk.clone().extent_file_name(&options.vmdk_name());
         Ok(Self {
@@ -145,7 +145,7 @@ impl<W: WriteAt> DiskWriter for OvaWriter<W> {
             desc.resize(slot - 1, b' ');
             desc.push(b'\n');
         }
-        let desc_digest = Sha256::digest(&desc);
+        let desc_digest = Sha1::digest(&desc);
         put(
             &mut out,
             &tar::header(&o.ovf_name(), self.ovf_slot, o.mtime),
@@ -162,7 +162,7 @@ impl<W: WriteAt> DiskWriter for OvaWriter<W> {
         put(&mut out, &vec![0u8; usize::try_from(pad).unwrap_or(0)], at)?;
         at += pad;
         let mf = format!(
-            "SHA256({})= {}\nSHA256({})= {}\n",
+            "SHA1({})= {}\nSHA1({})= {}\n",
             o.ovf_name(),
             hex(&desc_digest),
             o.vmdk_name(),
