@@ -1,0 +1,178 @@
+//! `kiln build --installer` and `kiln install`, checked with the real
+//! tools: sfdisk and blkid (the flasher layout), fsck.fat and e2fsck,
+//! debugfs (the inner image, byte for byte the plain build's; the
+//! settings, the binary, the unit), xz and qemu-img (other outputs), and
+//! installs onto loop devices read back with sfdisk, cmp and mtype.
+
+use kiln_e2e::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const INSTALLER: &str = "\n[installer]\nunattended = true\ntarget = \"largest-internal\"\n";
+
+/// A recipe with `[installer]` (text `installer`) in `dir`.
+fn recipe(dir: &Path, installer: &str) -> PathBuf {
+    let installer = installer.to_string();
+    recipe_copy(dir, move |s| s + &installer)
+}
+
+fn build(board: &str, recipe: &Path, out: &Path, extra: &[&str]) {
+    ok(kiln()
+        .args(["build", "-q", "--board", board, "--recipe"])
+        .arg(recipe)
+        .arg("-o")
+        .arg(out)
+        .args(extra));
+}
+
+/// SHA-256 of a file in an ext4 image, streamed out by `debugfs cat`.
+fn debugfs_sha256(fs: &Path, path: &str) -> String {
+    use sha2::{Digest, Sha256};
+    require("debugfs", "e2fsprogs");
+    let mut child = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(fs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut h = Sha256::new();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = out.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    assert!(child.wait().unwrap().success());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The installer's rootA, extracted into `dir`.
+fn root_of(image: &Path, dir: &Path) -> PathBuf {
+    let (_, parts) = sfdisk(image);
+    let root = dir.join("rootA.ext4");
+    extract(image, &parts[1], &root);
+    root
+}
+
+#[test]
+fn installer_image_carries_the_plain_build_in_the_flasher_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), INSTALLER);
+    let plain = dir.path().join("plain.img");
+    let inst = dir.path().join("inst.img");
+    build("nuc", &r, &plain, &[]);
+    build("nuc", &r, &inst, &["--installer"]);
+
+    let (_, parts) = sfdisk(&inst);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!((parts[0].kind.as_str(), parts[0].bootable), ("e", true));
+    assert_eq!(parts[1].kind, "83");
+    assert_eq!(blkid(&inst, &parts[0]).1, "flash-boot");
+    assert_eq!(blkid(&inst, &parts[1]).1, "flash-rootA");
+    let boot = dir.path().join("boot.fat");
+    extract(&inst, &parts[0], &boot);
+    fsck_fat_clean(&boot);
+    let root = root_of(&inst, dir.path());
+    e2fsck_clean(&root);
+
+    // The inner image is the plain build, byte for byte, with its bmap.
+    let plain_sha = sha256_file(&plain);
+    assert_eq!(debugfs_sha256(&root, "/opt/kiln-nuc.img"), plain_sha);
+    let bmap = debugfs(&root, "cat /opt/kiln-nuc.img.bmap");
+    assert_eq!(
+        bmap,
+        std::fs::read_to_string(dir.path().join("plain.img.bmap")).unwrap()
+    );
+    // Stored sparse: the stick image costs far less than the inner disk.
+    let inner_bytes = std::fs::metadata(&plain).unwrap().len();
+    assert!(std::fs::metadata(&inst).unwrap().len() < inner_bytes / 2);
+
+    let settings: serde_json::Value =
+        serde_json::from_str(&debugfs(&root, "cat /opt/kiln/installer.json")).unwrap();
+    assert_eq!(settings["image"], "/opt/kiln-nuc.img");
+    assert_eq!(settings["image-sha256"], plain_sha.as_str());
+    assert_eq!(settings["image-bytes"], inner_bytes);
+    assert_eq!(settings["unattended"], true);
+    assert_eq!(settings["target"], "largest-internal");
+    assert_eq!(settings["power-off"], true);
+    assert_eq!(settings["allow-data-loss"], false);
+
+    assert_eq!(
+        debugfs_sha256(&root, "/usr/bin/kiln"),
+        sha256_file(&kiln_bin())
+    );
+    let unit = debugfs(&root, "cat /etc/systemd/system/kiln-install.service");
+    assert!(unit.contains("ExecStart=/usr/bin/kiln install"), "{unit}");
+    let link = debugfs(
+        &root,
+        "stat /etc/systemd/system/multi-user.target.wants/kiln-install.service",
+    );
+    assert!(link.contains("Type: symlink"), "{link}");
+    // The recipe's root filesystem is there too.
+    assert!(debugfs(&root, "ls /etc").contains("os-release"));
+    // Nothing left behind: no scratch directory, no partial files.
+    let left: Vec<String> = outputs_in(dir.path(), "inst")
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn installer_delivers_every_format_and_compression() {
+    require("qemu-img", "qemu-utils");
+    require("xz", "xz-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), "");
+    let inst = dir.path().join("inst.img");
+    build(
+        "nuc-gpt",
+        &r,
+        &inst,
+        &["--installer", "--format", "raw,qcow2", "--compress", "xz"],
+    );
+    ok(Command::new("xz")
+        .arg("-t")
+        .arg(dir.path().join("inst.img.xz")));
+    ok(Command::new("xz")
+        .args(["-dk"])
+        .arg(dir.path().join("inst.img.xz")));
+    ok(Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&inst)
+        .arg(dir.path().join("inst.qcow2")));
+    let (_, parts) = sfdisk(&inst);
+    assert_eq!(parts[0].name.as_deref(), Some("flash-boot"));
+    assert_eq!(parts[1].name.as_deref(), Some("flash-rootA"));
+    sums_ok_and_manifest(dir.path(), "inst");
+}
+
+#[test]
+fn installer_section_is_validated_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        ("\n[installer]\nunatended = true\n", "unatended"),
+        ("\n[installer]\ntarget = \"sda\"\n", "installer.target"),
+        (
+            "\n[installer]\nunattended = true\n",
+            "needs installer.target",
+        ),
+    ] {
+        let r = recipe(dir.path(), text);
+        let out = run(kiln()
+            .args(["build", "-q", "--board", "nuc", "--installer", "--recipe"])
+            .arg(&r)
+            .arg("-o")
+            .arg(dir.path().join("x.img")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("r.toml:") && err.contains(want), "{err}");
+        assert!(!dir.path().join("x.img").exists());
+    }
+}
