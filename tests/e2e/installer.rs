@@ -176,3 +176,188 @@ fn installer_section_is_validated_with_file_and_line() {
         assert!(!dir.path().join("x.img").exists());
     }
 }
+
+/// A loop device over a new sparse file of `bytes`, with partition
+/// scanning (`-P`) so sysfs lists its partitions; detached on drop.
+fn loop_disk(backing: &Path, bytes: u64) -> Loop {
+    require("losetup", "mount");
+    let f = std::fs::File::create(backing).unwrap();
+    f.set_len(bytes).unwrap();
+    drop(f);
+    let dev = ok(Command::new("losetup")
+        .args(["-f", "--show", "-P"])
+        .arg(backing));
+    Loop(dev.trim().to_string())
+}
+
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks()
+}
+
+/// Runs `kiln install` (never powering off) with settings for the image
+/// `image` (its bmap beside it), feeding `answers` on stdin.
+fn install(
+    dir: &Path,
+    image: &Path,
+    target: &str,
+    unattended: bool,
+    config_from: &Path,
+    answers: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let settings = serde_json::json!({
+        "version": 1,
+        "image": image.display().to_string(),
+        "bmap": format!("{}.bmap", image.display()),
+        "image-bytes": std::fs::metadata(image).unwrap().len(),
+        "image-sha256": "00",
+        "unattended": unattended,
+        "target": target,
+        "power-off": false,
+        "verify": true,
+        "allow-data-loss": false,
+    });
+    let sp = dir.join("installer.json");
+    std::fs::write(&sp, serde_json::to_vec(&settings).unwrap()).unwrap();
+    let mut child = kiln()
+        .args(["install", "--no-power-off", "--settings"])
+        .arg(&sp)
+        .arg("--config-from")
+        .arg(config_from)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A FAT volume holding only `config.json` = `text`.
+fn config_fat(dir: &Path, text: &str) -> PathBuf {
+    require("mkfs.fat", "dosfstools");
+    require("mcopy", "mtools");
+    let fat = dir.join("cfg.fat");
+    let _ = std::fs::remove_file(&fat);
+    ok(Command::new("mkfs.fat").args(["-C"]).arg(&fat).arg("2048"));
+    let src = dir.join("config.json");
+    std::fs::write(&src, text).unwrap();
+    ok(Command::new("mcopy")
+        .arg("-i")
+        .arg(&fat)
+        .arg(&src)
+        .arg("::config.json")
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    fat
+}
+
+#[test]
+fn install_onto_loop_devices() {
+    require("cmp", "diffutils");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let r = recipe(d, "");
+    let plain = d.join("plain.img");
+    build("nuc", &r, &plain, &[]);
+    let size = std::fs::metadata(&plain).unwrap().len();
+    let cfg = config_fat(d, "{\"hostname\":\"stamped-17\"}");
+
+    // Unattended onto an empty disk: partitions equal the image's, the
+    // installer's config.json in the boot partition.
+    let backing = d.join("target.raw");
+    let lo = loop_disk(&backing, size + (64 << 20));
+    let out = install(d, &plain, &lo.0, true, &cfg, "");
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        so.contains("PASS") && so.contains("config.json copied"),
+        "{so}"
+    );
+    let (_, want) = sfdisk(&plain);
+    let (_, got) = sfdisk(Path::new(&lo.0));
+    assert_eq!(got, want);
+    for p in want.iter().skip(1) {
+        ok(Command::new("cmp")
+            .arg(format!("--bytes={}", p.size * 512))
+            .arg(format!("--ignore-initial={}", p.start * 512))
+            .arg(&plain)
+            .arg(&lo.0));
+    }
+    assert_eq!(
+        mtype(&backing, &want[0], "config.json"),
+        b"{\"hostname\":\"stamped-17\"}"
+    );
+    let boot = d.join("boot.fat");
+    extract(&backing, &want[0], &boot);
+    fsck_fat_clean(&boot);
+    drop(lo);
+
+    // Now partitioned: unattended without allow-data-loss is refused.
+    let before = sha256_file(&backing);
+    let lo = loop_disk_keep(&backing);
+    let out = install(d, &plain, &lo.0, true, &cfg, "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("allow-data-loss"), "{err}");
+    drop(lo);
+    assert_eq!(sha256_file(&backing), before);
+
+    // "no" on the console: nothing written.
+    let empty = d.join("empty.raw");
+    let lo = loop_disk(&empty, size);
+    let out = install(d, &plain, &lo.0, false, &cfg, "no\n");
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{so}");
+    assert!(so.contains("Type yes"), "{so}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
+    drop(lo);
+    assert_eq!(allocated(&empty), 0);
+
+    // Too small: refused, nothing written.
+    let small = d.join("small.raw");
+    let lo = loop_disk(&small, size / 2);
+    let out = install(d, &plain, &lo.0, true, &cfg, "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("too small"), "{err}");
+    drop(lo);
+    assert_eq!(allocated(&small), 0);
+
+    // A flipped byte in the image (against its bmap): caught, exit non-zero.
+    let bad = d.join("bad.img");
+    ok(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&plain)
+        .arg(&bad));
+    std::fs::copy(d.join("plain.img.bmap"), d.join("bad.img.bmap")).unwrap();
+    ok(Command::new("dd")
+        .args(["bs=1", "count=1", "conv=notrunc", "status=none"])
+        .arg(format!("of={}", bad.display()))
+        .arg(format!("seek={}", want[1].start * 512 + 1024 + 56))
+        .arg("if=/dev/urandom"));
+    let flipped = d.join("flipped.raw");
+    let lo = loop_disk(&flipped, size);
+    let out = install(d, &bad, &lo.0, true, &cfg, "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("writing the image failed"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("PASS"));
+}
+
+/// A loop device over an existing file, with partition scanning.
+fn loop_disk_keep(backing: &Path) -> Loop {
+    let dev = ok(Command::new("losetup")
+        .args(["-f", "--show", "-P"])
+        .arg(backing));
+    Loop(dev.trim().to_string())
+}

@@ -41,6 +41,7 @@ mod select;
 mod settings;
 
 pub use error::{Error, Result};
-pub use run::{pick, write, Console, InstallReport, Job};
-pub use select::{candidates, choose, guard_partitions, Candidate, Reason};
+pub use kiln_tree::Timestamp;
+pub use run::{pick, read_config, write, Console, InstallReport, Job};
+pub use select::{candidates, choose, guard_partitions, guard_table, Candidate, Reason};
 pub use settings::{Settings, BINARY_PATH, MAX_SETTINGS_BYTES, SETTINGS_PATH, UNIT_NAME};

@@ -243,3 +243,36 @@ fn place_config<T: FlashTarget>(job: &Job<'_>, target: &mut T, config: &[u8]) ->
     }
     Ok(true)
 }
+
+/// The installer's config.json from `src`: a disk (or disk image) whose
+/// first partition is the boot partition, or a FAT volume itself (the
+/// `flash-boot` partition's device).
+///
+/// # Errors
+/// [`Error::Config`] when neither holds a readable `config.json`.
+pub fn read_config<R: ReadAt>(src: &R, what: &Path) -> Result<Vec<u8>> {
+    let from_table = kiln_part::read_table(src).ok().and_then(|t| {
+        t.partitions
+            .iter()
+            .find(|p| p.number == 1)
+            .map(|p| (p.start_bytes, p.size_bytes))
+    });
+    let read = |start, len| {
+        kiln_fat::FatReader::open(SubRegion::new(src, start, len))
+            .and_then(|r| r.read_file("config.json", MAX_CONFIG_BYTES))
+    };
+    let whole = || {
+        src.size().map_err(|source| Error::Read {
+            path: what.to_path_buf(),
+            source,
+        })
+    };
+    let got = match from_table {
+        Some((start, len)) => read(start, len),
+        None => read(0, whole()?),
+    };
+    got.map_err(|source| Error::Config {
+        what: what.to_path_buf(),
+        source,
+    })
+}

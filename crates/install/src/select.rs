@@ -188,3 +188,50 @@ pub fn guard_partitions(c: &Candidate, allow_data_loss: bool) -> Result<()> {
         },
     })
 }
+
+/// The partitions guard on the disk's own first sectors, for when the
+/// kernel lists none (a loop device without partition scanning, a table
+/// written since boot): `disk` is the target opened read-only,
+/// `size_bytes` its capacity.
+///
+/// # Errors
+/// [`Error::Refused`] with [`Reason::HasPartitions`].
+pub fn guard_table(
+    c: &Candidate,
+    disk: &dyn kiln_units::ReadAt,
+    allow_data_loss: bool,
+) -> Result<()> {
+    guard_partitions(c, allow_data_loss)?;
+    if allow_data_loss {
+        return Ok(());
+    }
+    let sized = Sized {
+        inner: disk,
+        len: c.drive.size_bytes,
+    };
+    let count = kiln_part::read_table(&sized)
+        .map(|t| t.partitions.len())
+        .unwrap_or(0);
+    if count == 0 {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        path: c.drive.path.clone(),
+        reason: Reason::HasPartitions { count },
+    })
+}
+
+/// A device with its capacity (a block device's metadata says 0 bytes).
+struct Sized<'a> {
+    inner: &'a dyn kiln_units::ReadAt,
+    len: u64,
+}
+
+impl kiln_units::ReadAt for Sized<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len)
+    }
+}
