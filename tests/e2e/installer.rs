@@ -361,3 +361,49 @@ fn loop_disk_keep(backing: &Path) -> Loop {
         .arg(backing));
     Loop(dev.trim().to_string())
 }
+
+#[test]
+fn installer_is_read_as_a_flasher_by_inspect_and_base_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let r = recipe(d, INSTALLER);
+    let inst = d.join("inst.img");
+    build("nuc", &r, &inst, &["--installer"]);
+    let text = ok(kiln().arg("inspect").arg(&inst));
+    for want in [
+        "balenaOS flasher (installer) image",
+        "boot=p1 flash-boot, rootA=p2 flash-rootA",
+        "/opt/kiln-nuc.img",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    // kiln build --base on it works as on a vendor flasher: the inner
+    // image is re-preloaded, config.json merged into flash-boot.
+    let base_recipe = recipe_copy(d, |s| {
+        s.replace("size = \"1GiB\"", "size = \"64MiB\"")
+            .replace(
+                "activation = \"systemd-unit\"",
+                "activation = \"app-service\"\nservice-image = \"demo/api:1.0\"",
+            )
+            .replace("hostname = \"bob-onprem\"", "hostname = \"rebased\"")
+            .replace("headroom = \"256MiB\"", "headroom = \"16MiB\"")
+    });
+    let out = d.join("rebased.img");
+    ok(kiln()
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&base_recipe)
+        .arg("--base")
+        .arg(&inst)
+        .arg("-o")
+        .arg(&out));
+    let (_, parts) = sfdisk(&out);
+    assert_eq!(blkid(&out, &parts[1]).1, "flash-rootA");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&mtype(&out, &parts[0], "config.json")).unwrap();
+    assert_eq!(cfg["hostname"], "rebased");
+    let root = root_of(&out, d);
+    e2fsck_clean(&root);
+    // The settings and the binary survive the rebuild.
+    assert!(debugfs(&root, "cat /opt/kiln/installer.json").contains("\"image\""));
+    assert!(debugfs(&root, "ls -l /usr/bin").contains("kiln"));
+}

@@ -76,9 +76,9 @@ pub enum Error {
     Flash {
         /// The disk.
         path: PathBuf,
-        /// The cause.
+        /// The cause (boxed: it is large).
         #[source]
-        source: kiln_flash::Error,
+        source: Box<kiln_flash::Error>,
     },
     /// The installer's config.json could not be read or placed.
     #[error("{}: config.json", what.display())]

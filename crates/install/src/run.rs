@@ -172,7 +172,7 @@ pub fn write<T: FlashTarget>(
     )
     .map_err(|source| Error::Flash {
         path: job.target_path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     let config_replaced = match job.config {
         Some(c) => place_config(job, target, c)?,
