@@ -50,6 +50,9 @@ pub struct Args {
     /// With --sign: read the key's passphrase from this file instead of KILN_PASSPHRASE or a prompt.
     #[arg(long, value_name = "FILE", requires = "sign")]
     passphrase_file: Option<PathBuf>,
+    /// Build a USB installer image (balenaOS flasher layout) that installs this build's disk onto the machine's internal disk with `kiln install`; see the recipe's `[installer]`.
+    #[arg(long, conflicts_with = "base")]
+    installer: bool,
 }
 
 /// Runs `kiln build`.
@@ -96,7 +99,12 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         on_bytes: Some(&on_bytes),
     };
     let started = std::time::Instant::now();
-    let report = kiln_pipeline::build(&req, &mut |l| bars.note(l));
+    let report = if a.installer {
+        let exe = std::env::current_exe()?;
+        kiln_pipeline::build_installer(&req, &exe, &mut |l| bars.note(l))
+    } else {
+        kiln_pipeline::build(&req, &mut |l| bars.note(l))
+    };
     bars.done();
     let report = report?;
     if a.json {

@@ -41,6 +41,9 @@ pub fn code(e: &anyhow::Error) -> i32 {
         if let Some(p) = cause.downcast_ref::<kiln_pipeline::Error>() {
             return p.exit_code();
         }
+        if let Some(i) = cause.downcast_ref::<kiln_install::Error>() {
+            return i.exit_code();
+        }
     }
     1
 }

@@ -21,6 +21,7 @@ mod env;
 mod exit;
 mod flash;
 mod inspect;
+mod install;
 mod keygen;
 mod mkfs;
 mod progress;
@@ -82,6 +83,8 @@ enum Command {
     Drives(drives::Args),
     /// Write an image (raw, qcow2, vmdk, vhd, or raw .xz/.gz/.zst) to a disk, skipping holes (bmap), then verify it.
     Flash(flash::Args),
+    /// Install the OS a USB installer carries onto this machine's internal disk (what `kiln build --installer`'s image runs at boot).
+    Install(install::Args),
     /// Convert an image between raw, qcow2, vmdk and vhd (input may also be raw .xz/.gz/.zst).
     Convert(convert::Args),
     /// Cut one image per device from a built image, rewriting only the boot partition's config.
@@ -218,6 +221,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Drives(a) => drives::run(a),
         Command::Flash(a) => flash::run(a, quiet),
+        Command::Install(a) => install::run(a, quiet),
         Command::Convert(a) => convert::run(a, quiet),
         Command::Stamp(a) => stamp::run(a, quiet),
         Command::Keygen(a) => keygen::run(a, quiet),

@@ -188,7 +188,7 @@ fn src_err(label: &str, input: &kiln_recipe::InputPath, e: SourceError<kiln_ext4
     }
 }
 
-fn ext4_err(label: &str, source: kiln_ext4::Error) -> Error {
+pub(crate) fn ext4_err(label: &str, source: kiln_ext4::Error) -> Error {
     Error::Ext4 {
         partition: label.to_string(),
         source,
@@ -356,7 +356,7 @@ fn add_swap_unit<S: TreeSink>(
     sink.add(&link, Content::None)
 }
 
-fn write_ext4<F>(
+pub(crate) fn write_ext4<F>(
     req: &BuildRequest<'_>,
     placed: &Placed,
     region: SubRegion<&mut Sink<'_>>,
@@ -387,7 +387,7 @@ where
 
 /// The boot partition: the boot files, then the generated ones
 /// (`boot`: the config, the boot files' input, the SBOM's collector).
-fn write_boot(
+pub(crate) fn write_boot(
     req: &BuildRequest<'_>,
     placed: &Placed,
     region: SubRegion<&mut Sink<'_>>,
@@ -467,7 +467,7 @@ fn write_boot(
 /// BIOS boot (GRUB's boot.img + core.img, as balenaOS and grub-install
 /// lay it out on MBR disks): returns the 440 bytes of MBR boot code and
 /// writes core.img from LBA 1 up to (not into) the first partition.
-fn write_bios_boot(
+pub(crate) fn write_bios_boot(
     profile: &BoardProfile,
     plan: &Plan,
     input: &kiln_recipe::InputPath,
@@ -505,7 +505,7 @@ fn write_bios_boot(
     Ok(code)
 }
 
-fn write_table(
+pub(crate) fn write_table(
     req: &BuildRequest<'_>,
     plan: &Plan,
     boot_code: Option<[u8; 440]>,

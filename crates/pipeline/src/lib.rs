@@ -82,6 +82,7 @@ mod error;
 mod fresh;
 mod inspect;
 mod inspect_data;
+mod installer;
 mod manifest;
 mod mkfs;
 mod outpath;
@@ -110,6 +111,7 @@ pub use inspect::{inspect, inspect_disk, BootFile, FsInfo, InspectReport, Inspec
 pub use inspect_data::{
     AppService, BaseInfo, DataInfo, DataSpace, RolePartition, StoredImage, SwapInfo,
 };
+pub use installer::build_installer;
 pub use mkfs::{mkfs_ext4, MkfsReport, MkfsRequest, MkfsSize};
 pub use outpath::remove_temporaries;
 pub use plan::{Placed, Plan};

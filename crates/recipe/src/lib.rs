@@ -46,6 +46,7 @@
 
 mod config;
 mod error;
+mod installer;
 mod profile;
 mod recipe;
 mod span;
@@ -56,6 +57,7 @@ pub use config::{
     REDACTED, SECRET_RECORD_KEY,
 };
 pub use error::{Error, Location};
+pub use installer::{InstallerSpec, TargetRule};
 pub use profile::{
     Arch, BoardProfile, FsKind, Media, PartSize, PartitionSpec, Platform, Role, TableKind,
 };

@@ -255,6 +255,8 @@ pub struct Recipe {
     pub output: OutputSpec,
     /// `[vm]`: the virtual machine an OVA declares.
     pub vm: crate::VmSpec,
+    /// `[installer]`: how `kiln build --installer`'s image installs.
+    pub installer: crate::InstallerSpec,
     /// Base-image mode: preload into this existing OS image instead of
     /// building the partitions from `[os]` (`[base] image`).
     pub base: Option<BaseSpec>,
@@ -292,6 +294,8 @@ struct WireRecipe {
     output: Option<WireOutput>,
     #[serde(default)]
     vm: Option<crate::vm::WireVm>,
+    #[serde(default)]
+    installer: Option<Spanned<crate::installer::WireInstaller>>,
     #[serde(default)]
     base: Option<WireBase>,
 }
@@ -485,6 +489,9 @@ impl Recipe {
         };
         let output = cx.output(w.output)?;
         let vm = crate::vm::vm_spec(w.vm, &|span, key, reason| cx.invalid(span, key, reason))?;
+        let installer = crate::installer::installer_spec(w.installer, &|span, key, reason| {
+            cx.invalid(span, key, reason)
+        })?;
         let base = w.base.map(|b| BaseSpec {
             image: cx.input(&b.image, "base.image".into()),
         });
@@ -511,6 +518,7 @@ impl Recipe {
             build,
             output,
             vm,
+            installer,
             base,
             source: file.to_path_buf(),
         })
