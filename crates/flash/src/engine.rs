@@ -60,7 +60,8 @@ pub fn flash<T: FlashTarget + ?Sized>(
     let mut plan = plan(&image, bmap, opts)?;
     // Nothing is written before the partition-table windows are cleared,
     // and they are written last (see `guard`).
-    let mut guarded = Guarded::arm(target, plan.image_size)?;
+    let discard = opts.holes == crate::options::HoleMode::Discard;
+    let mut guarded = Guarded::arm(target, plan.image_size, discard)?;
     let report = write_verify_relocate(image, bmap, &mut guarded, opts, &mut plan, progress)?;
     guarded.commit(opts.verify)?;
     Ok(report)

@@ -174,6 +174,8 @@ pub(crate) struct Guarded<'t, T: FlashTarget + ?Sized> {
     held: Shared,
     /// The fixed windows, `[start, end)`.
     spans: Arc<[(u64, u64)]>,
+    /// What [`Guarded::arm`] cleared on the target (reads as zeros).
+    zeroed: Vec<(u64, u64)>,
     /// Bytes the held-back trail of a stream of unknown size keeps.
     trail_keep: u64,
     trail_bytes: u64,
@@ -186,8 +188,9 @@ pub(crate) struct Guarded<'t, T: FlashTarget + ?Sized> {
 impl<'t, T: FlashTarget + ?Sized> Guarded<'t, T> {
     /// Zeroes the windows of `target` for an image of `image_size` bytes
     /// (`None`: a stream of unknown size) and flushes, before anything
-    /// else is written.
-    pub(crate) fn arm(target: &'t mut T, image_size: Option<u64>) -> Result<Self> {
+    /// else is written. With `discard` (the holes are discarded) they are
+    /// discarded rather than written where the target can.
+    pub(crate) fn arm(target: &'t mut T, image_size: Option<u64>, discard: bool) -> Result<Self> {
         let capacity = target.capacity().map_err(io_err("sizing the target", 0))?;
         let extent = capacity.max(image_size.unwrap_or(0));
         let mut ranges = vec![
@@ -198,6 +201,7 @@ impl<'t, T: FlashTarget + ?Sized> Guarded<'t, T> {
             ranges.push((s.saturating_sub(TAIL_BYTES), s));
         }
         let mut windows = Vec::new();
+        let mut zeroed = Vec::new();
         for (s, e) in merge(ranges) {
             // The head of a stream of unknown size is held whole, but
             // only what exists of it is zeroed.
@@ -208,10 +212,8 @@ impl<'t, T: FlashTarget + ?Sized> Guarded<'t, T> {
             };
             let zero_end = e.min(extent);
             if s < zero_end {
-                let zeros = vec![0u8; (zero_end - s) as usize];
-                target
-                    .write_all_at(&zeros, s)
-                    .map_err(io_err("clearing the partition-table area", s))?;
+                clear(&mut *target, s, zero_end, discard)?;
+                zeroed.push((s, zero_end));
             }
             windows.push(Piece {
                 start: s,
@@ -227,6 +229,7 @@ impl<'t, T: FlashTarget + ?Sized> Guarded<'t, T> {
             inner: target,
             held: Arc::new(Mutex::new(Held { windows, trail })),
             spans,
+            zeroed,
             trail_keep: TAIL_BYTES,
             trail_bytes: 0,
             capacity,
@@ -255,9 +258,7 @@ impl<'t, T: FlashTarget + ?Sized> Guarded<'t, T> {
         let (head, rest): (Vec<&Piece>, Vec<&Piece>) = pieces.iter().partition(|p| p.start == 0);
         for stage in [rest, head] {
             for p in stage {
-                inner
-                    .write_all_at(&p.data, p.start)
-                    .map_err(io_err("writing the partition-table area", p.start))?;
+                write_piece(&mut *inner, p, &self.zeroed)?;
             }
             inner.sync_data().map_err(io_err("syncing the target", 0))?;
         }
@@ -300,6 +301,65 @@ impl<'t, T: FlashTarget + ?Sized> Guarded<'t, T> {
         }
         Ok(true)
     }
+}
+
+/// Zeroes `[start, end)` of `target`: discarded when `discard` and the
+/// target can, else written.
+fn clear<T: FlashTarget + ?Sized>(
+    target: &mut T,
+    start: u64,
+    end: u64,
+    discard: bool,
+) -> Result<()> {
+    if discard {
+        match target.discard(start, end - start) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(e) => return Err(io_err("clearing the partition-table area", start)(e)),
+        }
+    }
+    let zeros = vec![0u8; (end - start) as usize];
+    target
+        .write_all_at(&zeros, start)
+        .map_err(io_err("clearing the partition-table area", start))
+}
+
+/// Writes a held piece, leaving out the 4 KiB blocks that are zero
+/// where the target was cleared already (no allocation for discarded
+/// holes).
+fn write_piece<T: FlashTarget + ?Sized>(
+    target: &mut T,
+    p: &Piece,
+    zeroed: &[(u64, u64)],
+) -> Result<()> {
+    let block = DEFAULT_BLOCK_BYTES as usize;
+    let cleared = |off: u64, len: u64| zeroed.iter().any(|&(s, e)| s <= off && off + len <= e);
+    let mut run: Option<usize> = None;
+    let mut at = 0usize;
+    while at <= p.data.len() {
+        let b = p
+            .data
+            .get(at..(at + block).min(p.data.len()))
+            .unwrap_or_default();
+        let skip = b.is_empty()
+            || (b.iter().all(|&x| x == 0) && cleared(p.start + at as u64, b.len() as u64));
+        match (skip, run) {
+            (false, None) => run = Some(at),
+            (true, Some(from)) => {
+                let off = p.start + from as u64;
+                target
+                    .write_all_at(p.data.get(from..at).unwrap_or_default(), off)
+                    .map_err(io_err("writing the partition-table area", off))?;
+                run = None;
+            }
+            _ => {}
+        }
+        if b.is_empty() {
+            break;
+        }
+        at += b.len();
+    }
+    Ok(())
 }
 
 /// Reads a committed piece back from the medium and compares.
@@ -632,7 +692,7 @@ mod tests {
     fn windows_merge_and_reads_see_held_bytes() {
         assert_eq!(merge(vec![(5, 9), (0, 4), (4, 5), (20, 20)]), vec![(0, 9)]);
         let mut disk = vec![7u8; 4 << 20];
-        let mut g = Guarded::arm(&mut disk, Some(3 << 20)).unwrap();
+        let mut g = Guarded::arm(&mut disk, Some(3 << 20), false).unwrap();
         g.write_all_at(&[1u8; 3 << 20], 0).unwrap();
         let mut b = vec![0u8; 3 << 20];
         g.read_exact_at(&mut b, 0).unwrap();
