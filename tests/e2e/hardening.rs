@@ -561,7 +561,8 @@ fn interrupted_stamps_leave_no_partial_directory() {
             assert_eq!(got, code, "SIG{signal} at {marker:?}");
             assert!(!out.exists(), "SIG{signal} at {marker:?}");
             if code.is_some() {
-                assert!(hidden(d.path()).is_empty(), "{:?}", hidden(d.path()));
+                let h = hidden(d.path());
+                assert!(h.is_empty(), "SIG{signal} at {marker:?}: {h:?}");
             } else {
                 // Only the hidden partial directory can remain.
                 let left: Vec<_> = std::fs::read_dir(d.path())
