@@ -431,6 +431,26 @@ fn interrupt_at(cmd: &mut Command, signal: &str, marker: &str) -> Option<i32> {
     child.wait().unwrap().code()
 }
 
+/// Starts `cmd`, sends `signal` as soon as `path` exists (a file the
+/// run is writing), and returns its exit code (`None`: killed by the
+/// signal). Fails if the run ended first.
+fn interrupt_when_exists(cmd: &mut Command, signal: &str, path: &Path) -> Option<i32> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !path.exists() {
+        let done = child.try_wait().unwrap();
+        assert!(done.is_none(), "the run ended before {}", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    ok(Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string()));
+    child.wait().unwrap().code()
+}
+
 #[test]
 fn interrupted_builds_leave_the_previous_output_and_no_temporaries() {
     let d = tempfile::tempdir().unwrap();
@@ -487,27 +507,78 @@ fn interrupted_stamps_leave_no_partial_directory() {
         rows.push_str(&format!("{i:032x},bob-{i}\n"));
     }
     std::fs::write(&csv, rows).unwrap();
+    // A one-device file for the complete runs (they copy multi-GB images).
+    let one = src.path().join("one.csv");
+    std::fs::write(&one, format!("uuid,hostname\n{:032x},solo\n", 9)).unwrap();
     let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("fleet");
-    let stamp = || {
+    let stamp_with = |devices: &Path, out: &Path| {
         let mut c = kiln();
         c.args(["stamp", "--devices"])
-            .arg(&csv)
+            .arg(devices)
             .arg("-o")
-            .arg(&out)
+            .arg(out)
             .arg(&img);
         c
     };
-    for (signal, code, marker) in [
-        ("INT", 130, "3 devices"),
-        ("TERM", 143, "bob-0:"),
-        ("INT", 130, "bob-1:"),
-    ] {
-        let got = interrupt_at(&mut stamp(), signal, marker);
-        assert_eq!(got, Some(code), "SIG{signal} at {marker:?}");
-        assert!(!out.exists());
-        assert!(hidden(d.path()).is_empty(), "{:?}", hidden(d.path()));
+    let stamp = |out: &Path| stamp_with(&csv, out);
+    // A good stamp beside the interrupted ones must stay as it is.
+    let good = d.path().join("good");
+    ok(&mut stamp_with(&one, &good));
+    // Names, sizes, inodes and mtimes (hashing multi-GB sparse images
+    // ten times would take minutes), and the SHA256SUMS text.
+    let state = |dir: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (e.file_name(), m.len(), m.ino(), m.mtime_nsec(), m.mtime())
+            })
+            .collect();
+        v.sort();
+        (v, std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap())
+    };
+    let good_files = state(&good);
+    assert_eq!(good_files.0.len(), 3, "{good_files:?}");
+    let out = d.path().join("fleet");
+    // Five points: hashing the source, copying the first device, after
+    // it, copying the second, after it (a third follows, so the run is
+    // never over).
+    let partial = d.path().join(".fleet.partial");
+    let points = ["3 devices", "bob-0.img", "bob-0:", "bob-1.img", "bob-1:"];
+    for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
+        for (i, marker) in points.into_iter().enumerate() {
+            let (signal, code) = match (signal, i) {
+                ("INT", 2) => ("TERM", Some(143)),
+                _ => (signal, code),
+            };
+            let got = if marker.ends_with(".img") {
+                interrupt_when_exists(&mut stamp(&out), signal, &partial.join(marker))
+            } else {
+                interrupt_at(&mut stamp(&out), signal, marker)
+            };
+            assert_eq!(got, code, "SIG{signal} at {marker:?}");
+            assert!(!out.exists(), "SIG{signal} at {marker:?}");
+            if code.is_some() {
+                let h = hidden(d.path());
+                assert!(h.is_empty(), "SIG{signal} at {marker:?}: {h:?}");
+            } else {
+                // Only the hidden partial directory can remain.
+                let left: Vec<_> = std::fs::read_dir(d.path())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "good" && n != ".fleet.partial")
+                    .collect();
+                assert!(left.is_empty(), "SIG{signal} at {marker:?}: {left:?}");
+            }
+            assert_eq!(state(&good), good_files, "SIG{signal} at {marker:?}");
+        }
     }
+    // The next run removes what SIGKILL left and completes.
+    ok(&mut stamp_with(&one, &out));
+    assert!(hidden(d.path()).is_empty(), "{:?}", hidden(d.path()));
+    assert_eq!(state(&out).0.len(), good_files.0.len());
 }
 
 fn text(o: &Output) -> String {

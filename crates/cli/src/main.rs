@@ -161,8 +161,13 @@ fn on_interrupt(command: &Command) -> std::io::Result<()> {
         if let Some(sig) = signals.forever().next() {
             kiln_pipeline::remove_temporaries(&files);
             for d in &dirs {
-                if d.is_dir() {
-                    // Nothing to report on failure: the next run removes it.
+                // The run goes on writing into it meanwhile: a file it
+                // creates during a pass fails that pass, so a few more.
+                // Nothing to report on failure: the next run removes it.
+                for _ in 0..5 {
+                    if !d.is_dir() {
+                        break;
+                    }
                     std::fs::remove_dir_all(d).ok();
                 }
             }

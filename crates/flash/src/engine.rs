@@ -1,6 +1,8 @@
 //! [`flash`]: plan the ranges, write them (with the read-back thread
 //! behind the writer when the target offers a second handle), flush,
-//! verify what was not verified behind, move the backup GPT.
+//! verify what was not verified behind, move the backup GPT; all of it
+//! on the target wrapped by `guard`, whose partition-table windows are
+//! cleared first and committed last.
 
 use std::sync::mpsc::{channel, sync_channel};
 
@@ -10,6 +12,7 @@ use kiln_units::{ReadAt, SectorSize};
 
 use crate::copy::Copier;
 use crate::error::{io_err, Error, Result};
+use crate::guard::Guarded;
 use crate::options::{FlashOptions, FlashReport, ImageSource, Phase, Progress};
 use crate::segment::{bmap_segments, segments_for_size, Note, Segment};
 use crate::target::FlashTarget;
@@ -55,7 +58,25 @@ pub fn flash<T: FlashTarget + ?Sized>(
 ) -> Result<FlashReport> {
     check_chunk(opts)?;
     let mut plan = plan(&image, bmap, opts)?;
-    let w = write_image(image, bmap.is_some(), target, opts, &mut plan, progress)?;
+    // Nothing is written before the partition-table windows are cleared,
+    // and they are written last (see `guard`).
+    let discard = opts.holes == crate::options::HoleMode::Discard;
+    let mut guarded = Guarded::arm(target, plan.image_size, discard)?;
+    let report = write_verify_relocate(image, bmap, &mut guarded, opts, &mut plan, progress)?;
+    guarded.commit(opts.verify)?;
+    Ok(report)
+}
+
+/// Steps 2 to 4 of [`flash`] on the guarded target.
+fn write_verify_relocate<T: FlashTarget + ?Sized>(
+    image: ImageSource<'_>,
+    bmap: Option<&Bmap>,
+    target: &mut T,
+    opts: &FlashOptions,
+    plan: &mut Plan,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FlashReport> {
+    let w = write_image(image, bmap.is_some(), target, opts, plan, progress)?;
     target
         .grow_to(w.image_bytes)
         .map_err(io_err("growing the target file", w.image_bytes))?;

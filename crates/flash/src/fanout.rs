@@ -10,7 +10,8 @@
 //! one shared buffer of zeros stands for it. Each target runs the
 //! ordinary single-target engine ([`crate::flash`]) on its own thread,
 //! reading its queue as a stream, so every target has its own progress,
-//! read-back verify (behind its writer), GPT move and result. Memory is
+//! read-back verify (behind its writer), GPT move, partition-table
+//! windows cleared first and written last, and result. Memory is
 //! bounded by `(targets + 1) * QUEUE_CHUNKS` chunks, and the slowest
 //! target sets the pace.
 //!

@@ -15,6 +15,10 @@
 //!
 //! # Algorithm
 //!
+//! 0. Clear the partition-table windows of the target (its first MiB, the
+//!    last MiB of the image and of the target) and flush; the image's
+//!    bytes for them are held in memory until step 5 (the `guard`
+//!    module: an interrupted flash leaves no partition table).
 //! 1. Plan the ranges: the bmap's mapped ranges (with their sha256), or,
 //!    without a bmap, the whole image cut into 64 MiB segments whose digests
 //!    are computed while writing.
@@ -38,7 +42,12 @@
 //!    checked against the bmap, and the read-back runs after the `fsync`.
 //! 4. If the target is larger than the image and holds a GPT, move the
 //!    backup GPT to the target's end ([`kiln_part::move_backup_gpt`]) and
-//!    `fsync` again.
+//!    `fsync` again (in the held windows).
+//! 5. Commit the windows: tail first, flush, then the head (MBR, primary
+//!    GPT), flush, and read them back with their page cache dropped.
+//!    Until then, the target shows no MBR signature and no GPT header at
+//!    either end; the fan-out ([`flash_many`]) runs this same engine per
+//!    target.
 //!
 //! ```
 //! use kiln_artifact::bmap::{nonzero_ranges, Bmap};
@@ -83,6 +92,7 @@ mod copy;
 mod engine;
 mod error;
 mod fanout;
+mod guard;
 pub mod mountinfo;
 mod options;
 pub mod safety;
