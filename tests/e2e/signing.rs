@@ -554,3 +554,124 @@ fn signing_leaves_no_partial_signature() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Builds like [`build`] with `section` appended to the recipe and `envs`
+/// set; returns kiln's output whatever it is.
+fn build_recipe(dir: &Path, section: &str, envs: &[(&str, &str)], extra: &[&str]) -> Output {
+    std::fs::create_dir_all(dir).unwrap();
+    let recipe = recipe_copy(dir, |s| {
+        s.replace("size = \"1GiB\"", "size = \"64MiB\"") + "\n" + section
+    });
+    let mut c = kiln();
+    c.env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["build", "--board", "fin-cm3", "--recipe"])
+        .arg(&recipe)
+        .arg("-o")
+        .arg(dir.join("fin.img"))
+        .args(extra);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    std::fs::remove_file(recipe).unwrap();
+    out
+}
+
+/// The recipe's `[sign]`: a key file (relative to the recipe) or an
+/// encrypted key's text from the environment with its passphrase from
+/// the environment; the build signs (minisign verifies), `--sign`
+/// overrides it, neither secret reaches kiln's output or any output
+/// file, and a key file that cannot be read is a one-line error naming
+/// `sign.key` (exit 2, nothing written).
+#[test]
+fn recipe_sign_section_signs_the_build_and_leaks_no_secret() {
+    require("minisign", "minisign");
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (key, public, _) = keygen(t.path(), "release", false);
+    let (enc, enc_pub, _) = keygen(t.path(), "enc", true);
+    let mut said: Vec<u8> = Vec::new();
+
+    let a = t.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::copy(&key, a.join("release.key")).unwrap();
+    let out = build_recipe(
+        &a,
+        "[sign]\nkey = { from-file = \"release.key\" }\n",
+        &[],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_file(a.join("release.key")).unwrap();
+    minisign_verifies(&a, &public);
+    assert!(verify(&a, &public).status.success());
+
+    let b = t.path().join("b");
+    let enc_text = std::fs::read_to_string(&enc).unwrap();
+    let section = "[sign]\nkey = { from-env = \"KILN_E2E_KEY\", secret = true }\n\
+                   passphrase = { from-env = \"KILN_E2E_PASS\", secret = true }\n";
+    let envs = [("KILN_E2E_KEY", enc_text.as_str()), ("KILN_E2E_PASS", PASS)];
+    let out = build_recipe(&b, section, &envs, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    said.extend(out.stdout.iter().chain(&out.stderr));
+    let said_comment = minisign_verifies(&b, &enc_pub);
+    assert!(said_comment.contains("recipe bob-onprem"), "{said_comment}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("fin.manifest.json")).unwrap()).unwrap();
+    let id = manifest["signing_key_id"].as_str().unwrap();
+    let pub_text = std::fs::read_to_string(&enc_pub).unwrap();
+    assert!(pub_text.lines().next().unwrap().ends_with(id), "{pub_text}");
+
+    // `--sign` overrides `[sign]` (whose variables are not even set).
+    let c = t.path().join("c");
+    let out = build_recipe(&c, section, &[], &["--sign", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    minisign_verifies(&c, &public);
+    // An encrypted key with a wrong passphrase: one line naming the key.
+    let wrong = [
+        ("KILN_E2E_KEY", enc_text.as_str()),
+        ("KILN_E2E_PASS", "nope-not-it"),
+    ];
+    let out = build_recipe(&t.path().join("w"), section, &wrong, &[]);
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(
+        se.contains("`sign.key`") && se.contains("wrong passphrase"),
+        "{se}"
+    );
+    said.extend(out.stdout.iter().chain(&out.stderr));
+
+    // A key file that cannot be read.
+    let d = t.path().join("d");
+    let out = build_recipe(
+        &d,
+        "[sign]\nkey = { from-file = \"missing.key\" }\n",
+        &[],
+        &[],
+    );
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(
+        se.contains("`sign.key`") && se.contains("missing.key"),
+        "{se}"
+    );
+    assert!(
+        outputs_in(&d, "fin").is_empty(),
+        "{:?}",
+        outputs_in(&d, "fin")
+    );
+
+    // The key's text and the passphrase: nowhere.
+    let line = enc_text.lines().nth(1).unwrap().to_string();
+    for (what, needle) in [
+        ("key line", line.as_bytes()),
+        ("passphrase", PASS.as_bytes()),
+    ] {
+        assert!(!contains(&said, needle), "{what} in kiln's output");
+        for n in outputs_in(&b, "") {
+            let bytes = std::fs::read(b.join(&n)).unwrap();
+            assert!(!contains(&bytes, needle), "{what} in {n}");
+        }
+    }
+}

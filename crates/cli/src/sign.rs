@@ -93,6 +93,39 @@ pub fn load_secret(path: &Path, passphrase_file: Option<&Path>) -> Result<Secret
     Ok(SecretKey::parse(&text, pass.as_ref().map(|p| p.as_bytes())).map_err(sign_err)?)
 }
 
+/// Reads and decrypts the secret key a recipe's `[sign]` names: its text
+/// from a file or an environment variable, the passphrase of an encrypted
+/// one from `[sign] passphrase` (else `KILN_PASSPHRASE` or a prompt).
+/// Errors name the recipe key and line, never the key's text.
+pub fn load_recipe_secret(
+    spec: &kiln_recipe::SignSpec,
+    env: kiln_recipe::EnvLookup<'_>,
+) -> Result<SecretKey> {
+    let text = spec.key.read(env)?;
+    let label = match &spec.key.source {
+        kiln_recipe::SecretSource::File(p) => p.clone(),
+        kiln_recipe::SecretSource::Env(v) => PathBuf::from(format!("environment variable {v}")),
+    };
+    let sign_err = |source| {
+        exit::input(
+            anyhow::Error::new(kiln_pipeline::Error::Sign {
+                path: label.clone(),
+                source,
+            })
+            .context(format!("{}: `{}`", spec.key.at, spec.key.key)),
+        )
+    };
+    let pass = if SecretKey::is_encrypted(&text).map_err(sign_err)? {
+        Some(match &spec.passphrase {
+            Some(p) => p.read(env)?,
+            None => passphrase(None, &label, false)?,
+        })
+    } else {
+        None
+    };
+    SecretKey::parse(&text, pass.as_ref().map(|p| p.as_bytes())).map_err(sign_err)
+}
+
 /// The passphrase: from `file` (its first line), `KILN_PASSPHRASE`, or
 /// the terminal (twice when `confirm`).
 pub fn passphrase(file: Option<&Path>, key: &Path, confirm: bool) -> Result<Zeroizing<String>> {

@@ -48,6 +48,7 @@ mod config;
 mod error;
 mod profile;
 mod recipe;
+mod sign;
 mod span;
 mod vm;
 
@@ -63,4 +64,5 @@ pub use recipe::{
     AppImage, AppSpec, BaseSpec, BootExtra, BuildSpec, DataSize, DataSpec, InputPath, OsSpec,
     OutputSpec, Recipe, SwapActivation, SwapSpec,
 };
+pub use sign::{SecretRef, SecretSource, SignSpec};
 pub use vm::VmSpec;
