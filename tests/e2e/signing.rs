@@ -675,3 +675,93 @@ fn recipe_sign_section_signs_the_build_and_leaks_no_secret() {
         }
     }
 }
+
+/// `kiln sign DIR` records the key id in the build manifest, lists the
+/// manifest's new digest in `SHA256SUMS` (`sha256sum -c` agrees) and
+/// signs that; a `kiln stamp --sign` directory lists every file it
+/// holds, per-device manifests included, records the key id in them,
+/// verifies, and a changed per-device manifest is named.
+#[test]
+fn signing_a_directory_records_the_key_id_and_stamp_lists_every_file() {
+    require("minisign", "minisign");
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (key, public, _) = keygen(t.path(), "release", false);
+    let dir = t.path().join("out");
+    build(&dir, &[]);
+    let read_manifest = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    assert!(read_manifest(&dir.join("fin.manifest.json"))["signing_key_id"].is_null());
+    ok(kiln().args(["sign", "-q"]).arg(&dir).arg("--key").arg(&key));
+    let pub_text = std::fs::read_to_string(&public).unwrap();
+    let id_line = pub_text.lines().next().unwrap().to_string();
+    let id = read_manifest(&dir.join("fin.manifest.json"))["signing_key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id_line.ends_with(&id), "{id_line} / {id}");
+    ok(Command::new("sha256sum")
+        .current_dir(&dir)
+        .args(["-c", "--quiet", "SHA256SUMS"]));
+    minisign_verifies(&dir, &public);
+    let out = verify(&dir, &public);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("records signing key"));
+
+    // Stamp, signed: every file listed, each manifest records the key.
+    let devices = t.path().join("devices.csv");
+    std::fs::write(
+        &devices,
+        "uuid,hostname\n0123456789abcdef0123456789abcdef,bob-1\n\
+         fedcba9876543210fedcba9876543210,bob-2\n",
+    )
+    .unwrap();
+    let st = t.path().join("stamped");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["stamp", "-q"])
+        .arg(dir.join("fin.img"))
+        .arg("--devices")
+        .arg(&devices)
+        .arg("-o")
+        .arg(&st)
+        .arg("--sign")
+        .arg(&key));
+    let sums = std::fs::read_to_string(st.join("SHA256SUMS")).unwrap();
+    let mut listed: Vec<&str> = sums.lines().map(|l| &l[66..]).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "bob-1.img",
+            "bob-1.manifest.json",
+            "bob-2.img",
+            "bob-2.manifest.json"
+        ]
+    );
+    for n in ["bob-1", "bob-2"] {
+        let m = read_manifest(&st.join(format!("{n}.manifest.json")));
+        assert_eq!(m["signing_key_id"], id.as_str(), "{n}");
+    }
+    ok(Command::new("sha256sum")
+        .current_dir(&st)
+        .args(["-c", "--quiet", "SHA256SUMS"]));
+    minisign_verifies(&st, &public);
+    let out = verify(&st, &public);
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(
+        so.contains("ok   bob-2.img: sha256 matches bob-2.manifest.json"),
+        "{so}"
+    );
+    let m = st.join("bob-2.manifest.json");
+    let edited = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("bob-2", "bob-9");
+    std::fs::write(&m, edited).unwrap();
+    fails_naming(
+        &verify(&st, &public),
+        "bob-2.manifest.json",
+        "edited manifest",
+    );
+}

@@ -117,7 +117,7 @@ pub use request::BuildRequest;
 pub use sbom::sbom_summary;
 pub use seed::Seed;
 pub use signed::{
-    sign_dir, signature_temporary, temporary_key_paths, trusted_comment, write_key_pair,
+    sign_dir, signing_temporaries, temporary_key_paths, trusted_comment, write_key_pair,
     SIGNATURE_FILE,
 };
 pub use stamp::{

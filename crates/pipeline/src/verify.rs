@@ -280,11 +280,7 @@ fn check_manifests(
         }
         let text = std::fs::read_to_string(scope.dir.join(name)).unwrap_or_default();
         let Ok(m) = Manifest::from_json(&text) else {
-            r.add(
-                Level::Note,
-                name,
-                "not a build manifest: its contents are not checked",
-            );
+            check_stamp_manifest(scope, name, &text, digests, r);
             continue;
         };
         if let (Some(id), Some(key)) = (&m.signing_key_id, key) {
@@ -322,6 +318,44 @@ fn check_manifests(
                 ),
             }
         }
+    }
+}
+
+/// A stamp's per-device manifest (`kiln stamp`): the output it records
+/// against the file beside it; any other JSON is noted, not checked.
+fn check_stamp_manifest(
+    scope: &Scope<'_>,
+    name: &str,
+    text: &str,
+    digests: &BTreeMap<String, (Sha256Digest, u64)>,
+    r: &mut VerifyReport,
+) {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let output = v
+        .get(crate::stamp::STAMP_MANIFEST_KEY)
+        .and(v.get("output"))
+        .and_then(|o| Some((o.get("file")?.as_str()?, o.get("sha256")?.as_str()?)));
+    let Some((file, sha)) = output else {
+        r.add(
+            Level::Note,
+            name,
+            "not a build manifest: its contents are not checked",
+        );
+        return;
+    };
+    if !scope.covers(file) {
+        return;
+    }
+    match digests.get(file) {
+        Some((d, _)) if d.to_hex() == sha => {
+            r.add(Level::Ok, file, format!("sha256 matches {name}"))
+        }
+        Some(_) => r.add(Level::Fail, file, format!("sha256 differs from {name}")),
+        None => r.add(
+            Level::Fail,
+            file,
+            format!("recorded in {name} but not verified against SHA256SUMS"),
+        ),
     }
 }
 
