@@ -528,6 +528,38 @@ fn flash_with_key_refuses_a_tampered_image_and_leaves_the_target_alone() {
         .arg(&img)
         .arg(&target));
     assert_ne!(sha256_file(&target), before);
+
+    // `--bmap` naming another bmap than the signed list's is refused
+    // (a still valid bmap, one byte more); an identical copy is not.
+    let bmap_text = std::fs::read_to_string(dir.join("fin.img.bmap")).unwrap();
+    let other = t.path().join("other.bmap");
+    std::fs::write(&other, format!("{bmap_text}\n")).unwrap();
+    let with_bmap = |bmap: &Path| {
+        run(kiln()
+            .args(["flash", "-q", "--force", "--key"])
+            .arg(&public)
+            .arg("--bmap")
+            .arg(bmap)
+            .arg(&img)
+            .arg(&target))
+    };
+    std::fs::write(&target, vec![0x5a; 1 << 20]).unwrap();
+    let out = with_bmap(&other);
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(
+        se.contains("refusing to flash")
+            && se.contains("other.bmap")
+            && se.contains("fin.img.bmap"),
+        "{se}"
+    );
+    assert_eq!(sha256_file(&target), before, "the target changed");
+    let copy = t.path().join("copy.bmap");
+    std::fs::write(&copy, &bmap_text).unwrap();
+    let out = with_bmap(&copy);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(sha256_file(&target), before);
 }
 
 /// A signature is only ever renamed into place: a directory standing at

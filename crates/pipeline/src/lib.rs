@@ -125,4 +125,4 @@ pub use stamp::{
     StampReport, StampRequest, StampedDevice, StaticIp, BOOT_LABELS,
 };
 pub use swap::{swap_header, SWAP_PAGE_SIZE};
-pub use verify::{verify, Finding, Level, VerifyReport};
+pub use verify::{check_listed_bmap, verify, Finding, Level, VerifyReport};

@@ -125,6 +125,53 @@ pub fn verify(target: &Path, key: Option<&PublicKey>) -> Result<VerifyReport, Er
     Ok(r)
 }
 
+/// `kiln flash IMAGE --key K --bmap B`: checks that `bmap` is the block
+/// map `SHA256SUMS` beside `image` lists for it (`IMAGE.bmap`, or the
+/// uncompressed name's `.bmap` for a `.xz`/`.gz`/`.zst` image), byte for
+/// byte. Call it after [`verify`] passed with the key, so that the list
+/// is the signed one: a bmap from elsewhere would steer which blocks are
+/// written and checked.
+///
+/// # Errors
+/// [`Error::Image`] naming `bmap` when the list has no bmap for the
+/// image, `bmap` cannot be read, or its sha256 differs from the listed one.
+pub fn check_listed_bmap(image: &Path, bmap: &Path) -> Result<(), Error> {
+    let refuse = |reason: String| Error::Image {
+        path: bmap.to_path_buf(),
+        reason,
+    };
+    let dir = kiln_units::parent_dir(image);
+    let text = std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .map_err(|e| refuse(format!("cannot read the signed SHA256SUMS: {e}")))?;
+    let sums = Sha256Sums::parse(&text)
+        .map_err(|e| refuse(format!("the signed SHA256SUMS is not a checksum list: {e}")))?;
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut candidates = vec![format!("{name}.bmap")];
+    for ext in [".xz", ".gz", ".zst"] {
+        if let Some(base) = name.strip_suffix(ext) {
+            candidates.push(format!("{base}.bmap"));
+        }
+    }
+    let Some((listed, want)) = candidates
+        .iter()
+        .find_map(|c| sums.get(c).map(|d| (c.as_str(), d)))
+    else {
+        return Err(refuse(format!(
+            "the signed SHA256SUMS lists no bmap for {name}"
+        )));
+    };
+    let (got, _) = hash_file(bmap).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if got != *want {
+        return Err(refuse(format!(
+            "not the bmap the signed SHA256SUMS lists for {name} ({listed}): its sha256 differs"
+        )));
+    }
+    Ok(())
+}
+
 /// `SHA256SUMS`, once its signature verified (or without a key); `None`
 /// after a failure that leaves nothing to trust.
 fn read_sums(
