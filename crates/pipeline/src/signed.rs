@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 /// The signature's file name, beside `SHA256SUMS`.
 pub const SIGNATURE_FILE: &str = "SHA256SUMS.minisig";
 
+/// The CMS (X.509) signature's file name, beside `SHA256SUMS`.
+pub const CMS_SIGNATURE_FILE: &str = "SHA256SUMS.p7s";
+
 /// The trusted (signed) comment: kiln's version, and when known the
 /// recipe and the image's sha256. One line, no time (reproducible).
 pub fn trusted_comment(recipe: Option<&str>, image_sha256: Option<&str>) -> String {
@@ -126,7 +129,46 @@ pub fn sign_dir(dir: &Path, key: &SecretKey, comment: &str) -> Result<PathBuf, E
     let dest = dir.join(SIGNATURE_FILE);
     let sig = sign_bytes(key, &text, comment, &dest)?;
     files.push((dest.clone(), sig.into_bytes()));
+    let rewritten = files.len() > 1;
     replace_all(&files)?;
+    // A CMS signature of the former SHA256SUMS no longer matches it.
+    let cms = dir.join(CMS_SIGNATURE_FILE);
+    if rewritten && std::fs::symlink_metadata(&cms).is_ok_and(|m| m.is_file()) {
+        std::fs::remove_file(&cms).map_err(|source| Error::Output {
+            path: cms,
+            op: "cannot remove the CMS signature of the former SHA256SUMS",
+            source,
+        })?;
+    }
+    Ok(dest)
+}
+
+/// `kiln sign DIR --sign-x509 CERT,KEY`: writes `dir/SHA256SUMS.p7s`, a
+/// detached CMS signature of `dir/SHA256SUMS` (see `kiln_sign::X509Signer`),
+/// replacing an earlier one. Returns its path.
+///
+/// # Errors
+/// [`Error::Image`] when `SHA256SUMS` is missing or not a checksum list;
+/// [`Error::Sign`] when the signature cannot be made;
+/// [`Error::Output`]/[`Error::NotRegular`] when it cannot be written.
+pub fn sign_dir_x509(dir: &Path, signer: &kiln_sign::X509Signer) -> Result<PathBuf, Error> {
+    let sums_path = dir.join("SHA256SUMS");
+    let text = std::fs::read(&sums_path).map_err(|e| Error::Image {
+        path: sums_path.clone(),
+        reason: format!("cannot read the checksum list to sign: {e}"),
+    })?;
+    kiln_artifact::sums::Sha256Sums::parse(&String::from_utf8_lossy(&text)).map_err(|e| {
+        Error::Image {
+            path: sums_path.clone(),
+            reason: format!("not a SHA256SUMS file: {e}"),
+        }
+    })?;
+    let dest = dir.join(CMS_SIGNATURE_FILE);
+    let der = signer.sign_detached(&text).map_err(|source| Error::Sign {
+        path: dest.clone(),
+        source,
+    })?;
+    replace_all(&[(dest.clone(), der)])?;
     Ok(dest)
 }
 
@@ -193,7 +235,7 @@ pub fn signing_temporaries(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
         .map(|p| crate::outpath::partial_path(&p))
         .collect();
-    for f in ["SHA256SUMS", SIGNATURE_FILE] {
+    for f in ["SHA256SUMS", SIGNATURE_FILE, CMS_SIGNATURE_FILE] {
         v.push(crate::outpath::partial_path(&dir.join(f)));
     }
     v

@@ -299,7 +299,12 @@ fn report_unlisted(scope: &Scope<'_>, sums: &Sha256Sums, r: &mut VerifyReport) {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "SHA256SUMS" && n != SIGNATURE_FILE && !n.starts_with('.'))
+        .filter(|n| {
+            n != "SHA256SUMS"
+                && n != SIGNATURE_FILE
+                && n != crate::signed::CMS_SIGNATURE_FILE
+                && !n.starts_with('.')
+        })
         .filter(|n| sums.get(n).is_none() && scope.covers(n))
         .collect();
     names.sort();
