@@ -14,7 +14,7 @@ export SOURCE_DATE_EPOCH ?= 1700000000
 # Debian packages: what the demo inputs need, and the validators the tests run.
 IMAGE_PKGS := ca-certificates curl gcc libc6-dev make pkg-config busybox-static dpkg-dev debian-archive-keyring gzip xz-utils zstd
 TEST_PKGS := $(IMAGE_PKGS) dosfstools mtools fdisk gdisk util-linux e2fsprogs bmap-tools attr time \
-	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 python3-venv zip groff-base man-db libxml2-utils minisign
+	umoci skopeo docker.io containerd mmdebstrap qemu-utils python3 python3-venv zip groff-base man-db libxml2-utils minisign openssl
 BENCH_PKGS := $(TEST_PKGS) genimage hyperfine openssl strace
 
 .PHONY: sbom-validators ovf-validators all image test bench boot boot-smoke boot-smoke-amd64 boot-vm lint fuzz fuzz-million fuzz-smoke deps-image deps-test deps-bench deps-boot demo-inputs build build-release clean

@@ -397,3 +397,71 @@ fn sbom_false_writes_none_and_removes_earlier_ones() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// The packages of each preloaded image component of `cdx`, by name.
+fn image_packages(cdx: &Value) -> Vec<(String, BTreeSet<String>)> {
+    let app = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "application")
+        .unwrap();
+    let mut v: Vec<_> = app["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), listed(c)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Base-image mode (`--base`): the SBOMs list the base's OS packages,
+/// read from its root filesystem's dpkg database (equal to
+/// `dpkg-query --admindir` on that database), and the images kiln
+/// preloaded with their packages (as a fresh build lists them, which the
+/// test above checks against dockerd); both validators accept them.
+#[test]
+fn base_mode_sboms_list_the_base_packages_and_the_preload() {
+    let fx = fixtures();
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let r = recipe(d.path(), &fx, true);
+    build(&a, &r);
+    // The same recipe, in base-image mode (no systemd unit into a base).
+    let text = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("activation = \"systemd-unit\"", "activation = \"none\"");
+    let rb = d.path().join("base.toml");
+    std::fs::write(&rb, text).unwrap();
+    let out = run(kiln()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_T_SBOM_KEY", SECRET)
+        .args(["build", "-q", "--board", "nuc", "--recipe"])
+        .arg(&rb)
+        .arg("--base")
+        .arg(a.join("nuc.img"))
+        .arg("-o")
+        .arg(b.join("nuc.img")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    validate(&b);
+    let cdx: Value =
+        serde_json::from_slice(&std::fs::read(b.join("nuc.cdx.json")).unwrap()).unwrap();
+    let fresh: Value =
+        serde_json::from_slice(&std::fs::read(a.join("nuc.cdx.json")).unwrap()).unwrap();
+    let chk = d.path().join("chk");
+    std::fs::create_dir_all(&chk).unwrap();
+    check_rootfs(&chk, &b.join("nuc.img"), &cdx);
+    let images = image_packages(&cdx);
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(images.iter().any(|(_, p)| !p.is_empty()), "{images:?}");
+    assert_eq!(images, image_packages(&fresh));
+    let text = std::fs::read_to_string(b.join("nuc.spdx.json")).unwrap();
+    assert!(!text.contains(SECRET));
+}

@@ -528,6 +528,38 @@ fn flash_with_key_refuses_a_tampered_image_and_leaves_the_target_alone() {
         .arg(&img)
         .arg(&target));
     assert_ne!(sha256_file(&target), before);
+
+    // `--bmap` naming another bmap than the signed list's is refused
+    // (a still valid bmap, one byte more); an identical copy is not.
+    let bmap_text = std::fs::read_to_string(dir.join("fin.img.bmap")).unwrap();
+    let other = t.path().join("other.bmap");
+    std::fs::write(&other, format!("{bmap_text}\n")).unwrap();
+    let with_bmap = |bmap: &Path| {
+        run(kiln()
+            .args(["flash", "-q", "--force", "--key"])
+            .arg(&public)
+            .arg("--bmap")
+            .arg(bmap)
+            .arg(&img)
+            .arg(&target))
+    };
+    std::fs::write(&target, vec![0x5a; 1 << 20]).unwrap();
+    let out = with_bmap(&other);
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(
+        se.contains("refusing to flash")
+            && se.contains("other.bmap")
+            && se.contains("fin.img.bmap"),
+        "{se}"
+    );
+    assert_eq!(sha256_file(&target), before, "the target changed");
+    let copy = t.path().join("copy.bmap");
+    std::fs::write(&copy, &bmap_text).unwrap();
+    let out = with_bmap(&copy);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(sha256_file(&target), before);
 }
 
 /// A signature is only ever renamed into place: a directory standing at
@@ -553,4 +585,215 @@ fn signing_leaves_no_partial_signature() {
         .filter(|n| n.contains("partial"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Builds like [`build`] with `section` appended to the recipe and `envs`
+/// set; returns kiln's output whatever it is.
+fn build_recipe(dir: &Path, section: &str, envs: &[(&str, &str)], extra: &[&str]) -> Output {
+    std::fs::create_dir_all(dir).unwrap();
+    let recipe = recipe_copy(dir, |s| {
+        s.replace("size = \"1GiB\"", "size = \"64MiB\"") + "\n" + section
+    });
+    let mut c = kiln();
+    c.env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["build", "--board", "fin-cm3", "--recipe"])
+        .arg(&recipe)
+        .arg("-o")
+        .arg(dir.join("fin.img"))
+        .args(extra);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    std::fs::remove_file(recipe).unwrap();
+    out
+}
+
+/// The recipe's `[sign]`: a key file (relative to the recipe) or an
+/// encrypted key's text from the environment with its passphrase from
+/// the environment; the build signs (minisign verifies), `--sign`
+/// overrides it, neither secret reaches kiln's output or any output
+/// file, and a key file that cannot be read is a one-line error naming
+/// `sign.key` (exit 2, nothing written).
+#[test]
+fn recipe_sign_section_signs_the_build_and_leaks_no_secret() {
+    require("minisign", "minisign");
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (key, public, _) = keygen(t.path(), "release", false);
+    let (enc, enc_pub, _) = keygen(t.path(), "enc", true);
+    let mut said: Vec<u8> = Vec::new();
+
+    let a = t.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::copy(&key, a.join("release.key")).unwrap();
+    let out = build_recipe(
+        &a,
+        "[sign]\nkey = { from-file = \"release.key\" }\n",
+        &[],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_file(a.join("release.key")).unwrap();
+    minisign_verifies(&a, &public);
+    assert!(verify(&a, &public).status.success());
+
+    let b = t.path().join("b");
+    let enc_text = std::fs::read_to_string(&enc).unwrap();
+    let section = "[sign]\nkey = { from-env = \"KILN_E2E_KEY\", secret = true }\n\
+                   passphrase = { from-env = \"KILN_E2E_PASS\", secret = true }\n";
+    let envs = [("KILN_E2E_KEY", enc_text.as_str()), ("KILN_E2E_PASS", PASS)];
+    let out = build_recipe(&b, section, &envs, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    said.extend(out.stdout.iter().chain(&out.stderr));
+    let said_comment = minisign_verifies(&b, &enc_pub);
+    assert!(said_comment.contains("recipe bob-onprem"), "{said_comment}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("fin.manifest.json")).unwrap()).unwrap();
+    let id = manifest["signing_key_id"].as_str().unwrap();
+    let pub_text = std::fs::read_to_string(&enc_pub).unwrap();
+    assert!(pub_text.lines().next().unwrap().ends_with(id), "{pub_text}");
+
+    // `--sign` overrides `[sign]` (whose variables are not even set).
+    let c = t.path().join("c");
+    let out = build_recipe(&c, section, &[], &["--sign", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    minisign_verifies(&c, &public);
+    // An encrypted key with a wrong passphrase: one line naming the key.
+    let wrong = [
+        ("KILN_E2E_KEY", enc_text.as_str()),
+        ("KILN_E2E_PASS", "nope-not-it"),
+    ];
+    let out = build_recipe(&t.path().join("w"), section, &wrong, &[]);
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(
+        se.contains("`sign.key`") && se.contains("wrong passphrase"),
+        "{se}"
+    );
+    said.extend(out.stdout.iter().chain(&out.stderr));
+
+    // A key file that cannot be read.
+    let d = t.path().join("d");
+    let out = build_recipe(
+        &d,
+        "[sign]\nkey = { from-file = \"missing.key\" }\n",
+        &[],
+        &[],
+    );
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert_eq!(se.trim().lines().count(), 1, "{se}");
+    assert!(
+        se.contains("`sign.key`") && se.contains("missing.key"),
+        "{se}"
+    );
+    assert!(
+        outputs_in(&d, "fin").is_empty(),
+        "{:?}",
+        outputs_in(&d, "fin")
+    );
+
+    // The key's text and the passphrase: nowhere.
+    let line = enc_text.lines().nth(1).unwrap().to_string();
+    for (what, needle) in [
+        ("key line", line.as_bytes()),
+        ("passphrase", PASS.as_bytes()),
+    ] {
+        assert!(!contains(&said, needle), "{what} in kiln's output");
+        for n in outputs_in(&b, "") {
+            let bytes = std::fs::read(b.join(&n)).unwrap();
+            assert!(!contains(&bytes, needle), "{what} in {n}");
+        }
+    }
+}
+
+/// `kiln sign DIR` records the key id in the build manifest, lists the
+/// manifest's new digest in `SHA256SUMS` (`sha256sum -c` agrees) and
+/// signs that; a `kiln stamp --sign` directory lists every file it
+/// holds, per-device manifests included, records the key id in them,
+/// verifies, and a changed per-device manifest is named.
+#[test]
+fn signing_a_directory_records_the_key_id_and_stamp_lists_every_file() {
+    require("minisign", "minisign");
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (key, public, _) = keygen(t.path(), "release", false);
+    let dir = t.path().join("out");
+    build(&dir, &[]);
+    let read_manifest = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    assert!(read_manifest(&dir.join("fin.manifest.json"))["signing_key_id"].is_null());
+    ok(kiln().args(["sign", "-q"]).arg(&dir).arg("--key").arg(&key));
+    let pub_text = std::fs::read_to_string(&public).unwrap();
+    let id_line = pub_text.lines().next().unwrap().to_string();
+    let id = read_manifest(&dir.join("fin.manifest.json"))["signing_key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id_line.ends_with(&id), "{id_line} / {id}");
+    ok(Command::new("sha256sum")
+        .current_dir(&dir)
+        .args(["-c", "--quiet", "SHA256SUMS"]));
+    minisign_verifies(&dir, &public);
+    let out = verify(&dir, &public);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("records signing key"));
+
+    // Stamp, signed: every file listed, each manifest records the key.
+    let devices = t.path().join("devices.csv");
+    std::fs::write(
+        &devices,
+        "uuid,hostname\n0123456789abcdef0123456789abcdef,bob-1\n\
+         fedcba9876543210fedcba9876543210,bob-2\n",
+    )
+    .unwrap();
+    let st = t.path().join("stamped");
+    ok(kiln()
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["stamp", "-q"])
+        .arg(dir.join("fin.img"))
+        .arg("--devices")
+        .arg(&devices)
+        .arg("-o")
+        .arg(&st)
+        .arg("--sign")
+        .arg(&key));
+    let sums = std::fs::read_to_string(st.join("SHA256SUMS")).unwrap();
+    let mut listed: Vec<&str> = sums.lines().map(|l| &l[66..]).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "bob-1.img",
+            "bob-1.manifest.json",
+            "bob-2.img",
+            "bob-2.manifest.json"
+        ]
+    );
+    for n in ["bob-1", "bob-2"] {
+        let m = read_manifest(&st.join(format!("{n}.manifest.json")));
+        assert_eq!(m["signing_key_id"], id.as_str(), "{n}");
+    }
+    ok(Command::new("sha256sum")
+        .current_dir(&st)
+        .args(["-c", "--quiet", "SHA256SUMS"]));
+    minisign_verifies(&st, &public);
+    let out = verify(&st, &public);
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(
+        so.contains("ok   bob-2.img: sha256 matches bob-2.manifest.json"),
+        "{so}"
+    );
+    let m = st.join("bob-2.manifest.json");
+    let edited = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("bob-2", "bob-9");
+    std::fs::write(&m, edited).unwrap();
+    fails_naming(
+        &verify(&st, &public),
+        "bob-2.manifest.json",
+        "edited manifest",
+    );
 }

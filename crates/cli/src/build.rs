@@ -44,7 +44,7 @@ pub struct Args {
     /// With --base: preload even if the base's device type or architecture does not match the board.
     #[arg(long)]
     force: bool,
-    /// Sign SHA256SUMS with this secret key (SHA256SUMS.minisig; see `kiln keygen`).
+    /// Sign SHA256SUMS with this secret key (SHA256SUMS.minisig; see `kiln keygen`); overrides the recipe's `[sign] key`.
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
     /// With --sign: read the key's passphrase from this file instead of KILN_PASSPHRASE or a prompt.
@@ -70,11 +70,12 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     };
     let env = |k: &str| std::env::var(k).ok();
     // Decrypted before the build: a wrong passphrase costs no build.
-    let signer = a
-        .sign
-        .as_deref()
-        .map(|k| crate::sign::load_secret(k, a.passphrase_file.as_deref()))
-        .transpose()?;
+    // `--sign` overrides the recipe's `[sign]`.
+    let signer = match (&a.sign, &recipe.sign) {
+        (Some(k), _) => Some(crate::sign::load_secret(k, a.passphrase_file.as_deref())?),
+        (None, Some(spec)) => Some(crate::sign::load_recipe_secret(spec, &env)?),
+        (None, None) => None,
+    };
     // Step notes and byte progress of the long steps: a bar on a
     // terminal, plain lines otherwise, nothing with --quiet.
     let bars = crate::progress::Bars::new(vec![String::new()], quiet);

@@ -133,7 +133,7 @@ pub(crate) fn image_bytes(path: &Path) -> Result<Option<u64>> {
 pub fn run(mut a: Args, quiet: bool) -> Result<()> {
     a.quiet = quiet;
     if let Some(key) = &a.key {
-        crate::verify::before_flash(&a.image, key, quiet)?;
+        crate::verify::before_flash(&a.image, key, a.bmap.as_deref(), quiet)?;
     }
     let bmap_path = a.bmap.clone().or_else(|| find_bmap(&a.image));
     let (bmap, bmap_sha256) = load_bmap(bmap_path.as_deref())?.unzip();

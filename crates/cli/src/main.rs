@@ -143,13 +143,10 @@ fn on_interrupt(command: &Command) -> std::io::Result<()> {
         }
         Command::Mkfs { fs } => (kiln_pipeline::temporary_paths(fs.output()), Vec::new()),
         Command::Stamp(a) => (
-            vec![kiln_pipeline::signature_temporary(&a.output)],
+            kiln_pipeline::signing_temporaries(&a.output),
             vec![kiln_pipeline::stamp_partial_dir(&a.output)],
         ),
-        Command::Sign(a) => (
-            vec![kiln_pipeline::signature_temporary(a.dir())],
-            Vec::new(),
-        ),
+        Command::Sign(a) => (kiln_pipeline::signing_temporaries(a.dir()), Vec::new()),
         Command::Keygen(a) => (
             kiln_pipeline::temporary_key_paths(&a.output, &keygen::public_path(&a.output)),
             Vec::new(),

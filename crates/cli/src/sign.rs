@@ -19,8 +19,11 @@ pub struct Args {
     /// The output directory (holding SHA256SUMS).
     dir: PathBuf,
     /// The secret key (from `kiln keygen` or `minisign -G`).
-    #[arg(long)]
-    key: PathBuf,
+    #[arg(long, required_unless_present = "sign_x509")]
+    key: Option<PathBuf>,
+    /// Also (or only) write SHA256SUMS.p7s, a detached CMS signature with this certificate and its ECDSA P-256 PKCS #8 key (PEM files), for `openssl cms -verify`.
+    #[arg(long, value_name = "CERT,KEY")]
+    sign_x509: Option<String>,
     /// Read the key's passphrase from this file (first line) instead of KILN_PASSPHRASE or a prompt.
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
@@ -35,7 +38,12 @@ impl Args {
 
 /// Runs `kiln sign`.
 pub fn run(a: Args, quiet: bool) -> Result<()> {
-    let key = load_secret(&a.key, a.passphrase_file.as_deref())?;
+    let key = a
+        .key
+        .as_deref()
+        .map(|k| load_secret(k, a.passphrase_file.as_deref()))
+        .transpose()?;
+    let x509 = a.sign_x509.as_deref().map(load_x509).transpose()?;
     let report = kiln_pipeline::verify(&a.dir, None)?;
     if let Some(bad) = report
         .findings
@@ -49,12 +57,46 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             bad.message
         )));
     }
-    let comment = dir_comment(&a.dir);
-    let path = kiln_pipeline::sign_dir(&a.dir, &key, &comment)?;
-    if !quiet {
-        eprintln!("kiln: signed {} with key {}", path.display(), key.id());
+    if let Some(key) = &key {
+        let comment = dir_comment(&a.dir);
+        let path = kiln_pipeline::sign_dir(&a.dir, key, &comment)?;
+        if !quiet {
+            eprintln!("kiln: signed {} with key {}", path.display(), key.id());
+        }
+    }
+    if let Some(x509) = &x509 {
+        let path = kiln_pipeline::sign_dir_x509(&a.dir, x509)?;
+        if !quiet {
+            eprintln!("kiln: wrote {} (CMS, X.509)", path.display());
+        }
     }
     Ok(())
+}
+
+/// Loads `CERT,KEY` (PEM certificate, PEM PKCS #8 ECDSA P-256 key).
+fn load_x509(arg: &str) -> Result<kiln_sign::X509Signer> {
+    let Some((cert, key)) = arg.split_once(',') else {
+        return Err(exit::input(anyhow::anyhow!(
+            "--sign-x509 {arg:?}: give CERT,KEY (two PEM files)"
+        )));
+    };
+    let (cert, key) = (Path::new(cert), Path::new(key));
+    let cert_pem = std::fs::read(cert)
+        .with_context(|| format!("{}: cannot read the certificate", cert.display()))
+        .map_err(exit::input)?;
+    let key_pem = Zeroizing::new(
+        std::fs::read_to_string(key)
+            .with_context(|| format!("{}: cannot read the private key", key.display()))
+            .map_err(exit::input)?,
+    );
+    Ok(
+        kiln_sign::X509Signer::from_pem(&cert_pem, &key_pem).map_err(|source| {
+            kiln_pipeline::Error::Sign {
+                path: key.to_path_buf(),
+                source,
+            }
+        })?,
+    )
 }
 
 /// The trusted comment for a directory signed after the fact: the recipe
@@ -91,6 +133,39 @@ pub fn load_secret(path: &Path, passphrase_file: Option<&Path>) -> Result<Secret
         None
     };
     Ok(SecretKey::parse(&text, pass.as_ref().map(|p| p.as_bytes())).map_err(sign_err)?)
+}
+
+/// Reads and decrypts the secret key a recipe's `[sign]` names: its text
+/// from a file or an environment variable, the passphrase of an encrypted
+/// one from `[sign] passphrase` (else `KILN_PASSPHRASE` or a prompt).
+/// Errors name the recipe key and line, never the key's text.
+pub fn load_recipe_secret(
+    spec: &kiln_recipe::SignSpec,
+    env: kiln_recipe::EnvLookup<'_>,
+) -> Result<SecretKey> {
+    let text = spec.key.read(env)?;
+    let label = match &spec.key.source {
+        kiln_recipe::SecretSource::File(p) => p.clone(),
+        kiln_recipe::SecretSource::Env(v) => PathBuf::from(format!("environment variable {v}")),
+    };
+    let sign_err = |source| {
+        exit::input(
+            anyhow::Error::new(kiln_pipeline::Error::Sign {
+                path: label.clone(),
+                source,
+            })
+            .context(format!("{}: `{}`", spec.key.at, spec.key.key)),
+        )
+    };
+    let pass = if SecretKey::is_encrypted(&text).map_err(sign_err)? {
+        Some(match &spec.passphrase {
+            Some(p) => p.read(env)?,
+            None => passphrase(None, &label, false)?,
+        })
+    } else {
+        None
+    };
+    SecretKey::parse(&text, pass.as_ref().map(|p| p.as_bytes())).map_err(sign_err)
 }
 
 /// The passphrase: from `file` (its first line), `KILN_PASSPHRASE`, or

@@ -82,10 +82,16 @@ pub fn conclude(target: &Path, report: &VerifyReport, quiet: bool) -> Result<()>
     }
 }
 
-/// `kiln flash --key`: the image and its files verified, before the
-/// target is opened; any failure refuses the flash (exit 2).
-pub fn before_flash(image: &Path, key: &Path, quiet: bool) -> Result<()> {
+/// `kiln flash --key`: the image and its files verified, and a `--bmap`
+/// given in place of the image's own checked against the signed list,
+/// before the target is opened; any failure refuses the flash (exit 2).
+pub fn before_flash(image: &Path, key: &Path, bmap: Option<&Path>, quiet: bool) -> Result<()> {
+    let refusing = "refusing to flash; the target was not touched";
     let key = load_public(key)?;
     let report = kiln_pipeline::verify(image, Some(&key))?;
-    conclude(image, &report, quiet).context("refusing to flash; the target was not touched")
+    conclude(image, &report, quiet).context(refusing)?;
+    if let Some(b) = bmap {
+        kiln_pipeline::check_listed_bmap(image, b).context(refusing)?;
+    }
+    Ok(())
 }

@@ -121,12 +121,12 @@ pub use request::BuildRequest;
 pub use sbom::sbom_summary;
 pub use seed::Seed;
 pub use signed::{
-    sign_dir, signature_temporary, temporary_key_paths, trusted_comment, write_key_pair,
-    SIGNATURE_FILE,
+    sign_dir, sign_dir_x509, signing_temporaries, temporary_key_paths, trusted_comment,
+    write_key_pair, CMS_SIGNATURE_FILE, SIGNATURE_FILE,
 };
 pub use stamp::{
     partial_dir as stamp_partial_dir, read_devices, redact_secrets, stamp, Device, StampFormat,
     StampReport, StampRequest, StampedDevice, StaticIp, BOOT_LABELS,
 };
 pub use swap::{swap_header, SWAP_PAGE_SIZE};
-pub use verify::{verify, Finding, Level, VerifyReport};
+pub use verify::{check_listed_bmap, verify, Finding, Level, VerifyReport};

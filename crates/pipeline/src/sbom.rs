@@ -262,6 +262,42 @@ fn package_set(
 }
 
 impl Collector {
+    /// Base-image mode: keeps what [`WANTED`] names, and every
+    /// `usr/share/doc/<package>/copyright`, from the base's root
+    /// filesystem, which kiln reads but does not write (so no [`Tap`]
+    /// sees it). Symlinks are not followed (`etc/os-release` usually is
+    /// one: `usr/lib/os-release` is read instead).
+    pub(crate) fn read_rootfs<R: kiln_units::ReadAt>(
+        &self,
+        fs: &kiln_ext4::Ext4Reader<R>,
+    ) -> Result<(), kiln_ext4::Error> {
+        let read = |p: &str| match fs.read_file(&crate::content::tp(p), MAX_KEPT as u64) {
+            Err(kiln_ext4::Error::NotFound { .. }) => Ok(None),
+            other => other,
+        };
+        let docs = match fs.list_dir(&crate::content::tp("usr/share/doc")) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(kiln_ext4::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let copyrights = docs
+            .iter()
+            .filter(|d| d.kind == kiln_ext4::NodeKind::Dir)
+            .map(|d| {
+                format!(
+                    "usr/share/doc/{}/copyright",
+                    String::from_utf8_lossy(&d.name)
+                )
+            });
+        let mut seen = self.rootfs.lock().unwrap_or_else(PoisonError::into_inner);
+        for path in WANTED.iter().map(|w| w.to_string()).chain(copyrights) {
+            if let Some(bytes) = read(&path)? {
+                seen.files.insert(path, bytes);
+            }
+        }
+        Ok(())
+    }
+
     /// The root filesystem's packages.
     fn rootfs(&self) -> Result<Option<PackageSet>, (String, kiln_sbom::Error)> {
         let seen = self.rootfs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -331,8 +367,8 @@ pub(crate) struct Delivering<'a> {
 pub(crate) type Document = (PathBuf, Vec<u8>, ArtifactFormat, &'static str);
 
 /// Both SBOMs, to be delivered beside the image (none when the recipe
-/// says `[output] sbom = false`). A `None` collector (base-image mode)
-/// lists no OS and no packages.
+/// says `[output] sbom = false`). A `None` collector lists no OS and no
+/// packages.
 pub(crate) fn documents(
     d: &Delivering<'_>,
     collector: Option<&Collector>,
@@ -342,7 +378,7 @@ pub(crate) fn documents(
     }
     let empty = Collector::default();
     let c = collector.unwrap_or(&empty);
-    let facts = facts(d, c, collector.is_none())?;
+    let facts = facts(d, c)?;
     let [spdx, cdx] = paths(d.output);
     Ok(vec![
         (
@@ -360,7 +396,7 @@ pub(crate) fn documents(
     ])
 }
 
-fn facts(d: &Delivering<'_>, c: &Collector, base_mode: bool) -> Result<Facts, Error> {
+fn facts(d: &Delivering<'_>, c: &Collector) -> Result<Facts, Error> {
     let bad = |partition: &str, what: String| {
         let partition = partition.to_string();
         move |(path, e): (String, kiln_sbom::Error)| Error::Layout {
@@ -418,7 +454,7 @@ fn facts(d: &Delivering<'_>, c: &Collector, base_mode: bool) -> Result<Facts, Er
         image_sha256: d.image.to_hex(),
         timestamp: d.timestamp,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        os: if base_mode { None } else { os },
+        os,
         base: d
             .base
             .and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned())),

@@ -125,6 +125,53 @@ pub fn verify(target: &Path, key: Option<&PublicKey>) -> Result<VerifyReport, Er
     Ok(r)
 }
 
+/// `kiln flash IMAGE --key K --bmap B`: checks that `bmap` is the block
+/// map `SHA256SUMS` beside `image` lists for it (`IMAGE.bmap`, or the
+/// uncompressed name's `.bmap` for a `.xz`/`.gz`/`.zst` image), byte for
+/// byte. Call it after [`verify`] passed with the key, so that the list
+/// is the signed one: a bmap from elsewhere would steer which blocks are
+/// written and checked.
+///
+/// # Errors
+/// [`Error::Image`] naming `bmap` when the list has no bmap for the
+/// image, `bmap` cannot be read, or its sha256 differs from the listed one.
+pub fn check_listed_bmap(image: &Path, bmap: &Path) -> Result<(), Error> {
+    let refuse = |reason: String| Error::Image {
+        path: bmap.to_path_buf(),
+        reason,
+    };
+    let dir = kiln_units::parent_dir(image);
+    let text = std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .map_err(|e| refuse(format!("cannot read the signed SHA256SUMS: {e}")))?;
+    let sums = Sha256Sums::parse(&text)
+        .map_err(|e| refuse(format!("the signed SHA256SUMS is not a checksum list: {e}")))?;
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut candidates = vec![format!("{name}.bmap")];
+    for ext in [".xz", ".gz", ".zst"] {
+        if let Some(base) = name.strip_suffix(ext) {
+            candidates.push(format!("{base}.bmap"));
+        }
+    }
+    let Some((listed, want)) = candidates
+        .iter()
+        .find_map(|c| sums.get(c).map(|d| (c.as_str(), d)))
+    else {
+        return Err(refuse(format!(
+            "the signed SHA256SUMS lists no bmap for {name}"
+        )));
+    };
+    let (got, _) = hash_file(bmap).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if got != *want {
+        return Err(refuse(format!(
+            "not the bmap the signed SHA256SUMS lists for {name} ({listed}): its sha256 differs"
+        )));
+    }
+    Ok(())
+}
+
 /// `SHA256SUMS`, once its signature verified (or without a key); `None`
 /// after a failure that leaves nothing to trust.
 fn read_sums(
@@ -252,7 +299,12 @@ fn report_unlisted(scope: &Scope<'_>, sums: &Sha256Sums, r: &mut VerifyReport) {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "SHA256SUMS" && n != SIGNATURE_FILE && !n.starts_with('.'))
+        .filter(|n| {
+            n != "SHA256SUMS"
+                && n != SIGNATURE_FILE
+                && n != crate::signed::CMS_SIGNATURE_FILE
+                && !n.starts_with('.')
+        })
         .filter(|n| sums.get(n).is_none() && scope.covers(n))
         .collect();
     names.sort();
@@ -280,11 +332,7 @@ fn check_manifests(
         }
         let text = std::fs::read_to_string(scope.dir.join(name)).unwrap_or_default();
         let Ok(m) = Manifest::from_json(&text) else {
-            r.add(
-                Level::Note,
-                name,
-                "not a build manifest: its contents are not checked",
-            );
+            check_stamp_manifest(scope, name, &text, digests, r);
             continue;
         };
         if let (Some(id), Some(key)) = (&m.signing_key_id, key) {
@@ -322,6 +370,44 @@ fn check_manifests(
                 ),
             }
         }
+    }
+}
+
+/// A stamp's per-device manifest (`kiln stamp`): the output it records
+/// against the file beside it; any other JSON is noted, not checked.
+fn check_stamp_manifest(
+    scope: &Scope<'_>,
+    name: &str,
+    text: &str,
+    digests: &BTreeMap<String, (Sha256Digest, u64)>,
+    r: &mut VerifyReport,
+) {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let output = v
+        .get(crate::stamp::STAMP_MANIFEST_KEY)
+        .and(v.get("output"))
+        .and_then(|o| Some((o.get("file")?.as_str()?, o.get("sha256")?.as_str()?)));
+    let Some((file, sha)) = output else {
+        r.add(
+            Level::Note,
+            name,
+            "not a build manifest: its contents are not checked",
+        );
+        return;
+    };
+    if !scope.covers(file) {
+        return;
+    }
+    match digests.get(file) {
+        Some((d, _)) if d.to_hex() == sha => {
+            r.add(Level::Ok, file, format!("sha256 matches {name}"))
+        }
+        Some(_) => r.add(Level::Fail, file, format!("sha256 differs from {name}")),
+        None => r.add(
+            Level::Fail,
+            file,
+            format!("recorded in {name} but not verified against SHA256SUMS"),
+        ),
     }
 }
 

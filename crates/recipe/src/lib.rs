@@ -49,6 +49,7 @@ mod error;
 mod installer;
 mod profile;
 mod recipe;
+mod sign;
 mod span;
 mod vm;
 
@@ -65,4 +66,5 @@ pub use recipe::{
     AppImage, AppSpec, BaseSpec, BootExtra, BuildSpec, DataSize, DataSpec, InputPath, OsSpec,
     OutputSpec, Recipe, SwapActivation, SwapSpec,
 };
+pub use sign::{SecretRef, SecretSource, SignSpec};
 pub use vm::VmSpec;

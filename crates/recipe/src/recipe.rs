@@ -260,6 +260,8 @@ pub struct Recipe {
     /// Base-image mode: preload into this existing OS image instead of
     /// building the partitions from `[os]` (`[base] image`).
     pub base: Option<BaseSpec>,
+    /// `[sign]`: the key `kiln build` signs with (`--sign` overrides).
+    pub sign: Option<crate::SignSpec>,
     /// The file it was read from.
     pub source: PathBuf,
 }
@@ -298,6 +300,8 @@ struct WireRecipe {
     installer: Option<Spanned<crate::installer::WireInstaller>>,
     #[serde(default)]
     base: Option<WireBase>,
+    #[serde(default)]
+    sign: Option<crate::sign::WireSign>,
 }
 
 #[derive(Deserialize)]
@@ -495,6 +499,7 @@ impl Recipe {
         let base = w.base.map(|b| BaseSpec {
             image: cx.input(&b.image, "base.image".into()),
         });
+        let sign = crate::sign::sign_spec(w.sign, cx.base, &|span| cx.at(span))?;
         // An empty path would name the recipe's own directory (and pack
         // it, the image being built included): the first one found is
         // reported once every input has been read.
@@ -520,6 +525,7 @@ impl Recipe {
             vm,
             installer,
             base,
+            sign,
             source: file.to_path_buf(),
         })
     }

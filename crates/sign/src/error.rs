@@ -53,6 +53,15 @@ pub enum Error {
     /// The trusted comment's (global) signature does not verify.
     #[error("the trusted comment's signature does not verify: the comment was changed")]
     BadTrustedComment,
+    /// An X.509 certificate or private key that cannot be used for a CMS
+    /// signature (never quotes the key).
+    #[error("not a valid X.509 {what}: {reason}")]
+    X509 {
+        /// `certificate`, `private key` or `signature`.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A trusted comment that cannot be written on one line.
     #[error("a trusted comment must be one line")]
     MultilineComment,

@@ -1,4 +1,5 @@
-//! minisign-format ed25519 keys and signatures for kiln: key generation
+//! minisign-format ed25519 keys and signatures for kiln (and, in [`X509Signer`],
+//! CMS detached signatures with an X.509 certificate): key generation
 //! from given random bytes, secret keys encrypted with scrypt (or
 //! unencrypted), prehashed signatures with a trusted comment, and
 //! verification. The files are byte-compatible with the stock `minisign`
@@ -71,11 +72,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod cms;
 mod error;
 mod kdf;
 mod key;
 mod signature;
 
+pub use cms::X509Signer;
 pub use error::Error;
 pub use kdf::KdfLimits;
 pub use key::{KeyId, PublicKey, SecretKey};

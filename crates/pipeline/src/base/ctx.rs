@@ -75,6 +75,8 @@ pub(super) struct Ctx<'a> {
     pub(super) config: &'a kiln_recipe::ResolvedConfig,
     pub(super) app: Option<&'a App>,
     pub(super) time: Timestamp,
+    /// The SBOMs' facts, gathered while the data partition is written.
+    pub(super) sbom: &'a crate::sbom::Collector,
     /// Fails when the base changed during the build.
     pub(super) unchanged: &'a dyn Fn() -> Result<(), Error>,
     /// The working disk's base is the raw output file itself (a

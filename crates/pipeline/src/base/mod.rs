@@ -197,6 +197,12 @@ pub(crate) fn build_base(
         }
         None => None,
     };
+    // What the base holds, for the SBOMs: its root filesystem's package
+    // databases (a flasher's root is the installer's, not the OS's).
+    let sbom = crate::sbom::Collector::default();
+    if recipe.output.sbom && !layout.flasher {
+        read_base_rootfs(&work, &layout, &sbom)?;
+    }
     let unchanged = || source.unchanged(base);
     let ctx = Ctx {
         req,
@@ -204,6 +210,7 @@ pub(crate) fn build_base(
         config: &config,
         app: app.as_ref(),
         time,
+        sbom: &sbom,
         unchanged: &unchanged,
         in_output: source.in_output,
     };
@@ -235,7 +242,7 @@ pub(crate) fn build_base(
             disk_id: disk.disk_id.clone(),
             app: app.as_ref(),
             base: Some(&facts),
-            sbom: None,
+            sbom: Some(&sbom),
         };
         deliver_disk(&to, disk, image.take(), report, progress)
     };
@@ -244,6 +251,29 @@ pub(crate) fn build_base(
     } else {
         preload_disk(&ctx, &work, &layout, &scratch, progress, &mut deliver)
     }
+}
+
+/// Keeps the SBOM's files from the base's root filesystem (`rootA`),
+/// when it has one that is ext4.
+fn read_base_rootfs(
+    work: &Cow,
+    layout: &kiln_base::Layout,
+    sbom: &crate::sbom::Collector,
+) -> Result<(), Error> {
+    let Some(root) = layout.role(BaseRole::RootA) else {
+        return Ok(());
+    };
+    if root.fs != kiln_base::FsType::Ext4 {
+        return Ok(());
+    }
+    let label = root.label.as_deref().unwrap_or("rootA");
+    let fs = kiln_ext4::Ext4Reader::open(kiln_units::SubRegion::new(
+        work.base(),
+        root.start_bytes,
+        root.size_bytes,
+    ))
+    .map_err(ctx::old_err(label))?;
+    sbom.read_rootfs(&fs).map_err(ctx::old_err(label))
 }
 
 /// The merged `config.json` with secrets redacted: the well-known secret

@@ -58,6 +58,8 @@ pub(super) fn preload_disk<T>(
         .as_ref()
         .map_or_else(|| tp("docker"), |a| a.store_path.clone());
     let existing = existing_store(ctx, &old, &store_path, &data_label)?;
+    // The SBOM's store tap: how many components down the store is.
+    let depth = store_path.depth();
     let merged = merged_data(ctx, &old, existing.as_ref(), store_path, &data_label)?;
 
     // 4. Size the new data filesystem.
@@ -98,8 +100,9 @@ pub(super) fn preload_disk<T>(
         } else {
             Pass::Write
         };
+        let mut tap = crate::sbom::Tap::new(&mut w, ctx.sbom, crate::sbom::At::Store(depth));
         let feed = merged
-            .feed(&mut w, pass)
+            .feed(&mut tap, pass)
             .map_err(|e| merge_err(&data_label, e))?;
         w.get_mut().get_mut().begin_finish();
         let wr = w.finish().map_err(ext4_err(&data_label))?;

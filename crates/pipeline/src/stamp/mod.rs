@@ -31,7 +31,7 @@
 //! | `<name>.img`           | sparse copy of the image, boot partition edited |
 //! | `<name>.qcow2`         | (`qcow2-overlay`) qcow2 v3 with the image as raw backing file, holding only the clusters that differ |
 //! | `<name>.manifest.json` | source sha256, device name, output sha256, boot partition sha256, changed files, `config.json` with secrets redacted |
-//! | `SHA256SUMS`           | `sha256sum -c` lines for every output image   |
+//! | `SHA256SUMS`           | `sha256sum -c` lines for every output image and manifest |
 //!
 //! A device's network profile becomes the NetworkManager keyfile
 //! `system-connections/<network.name>` (the same place the recipe's
@@ -54,6 +54,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+
+/// The key marking a per-device manifest (its value: the format version).
+pub(crate) const STAMP_MANIFEST_KEY: &str = "kiln_stamp_manifest";
 
 /// Labels that mark a balenaOS boot partition.
 pub const BOOT_LABELS: &[&str] = &["resin-boot", "balena-boot", "flash-boot"];
@@ -390,13 +393,15 @@ fn stamp_into(
     let mut sums = String::new();
     let mut out = Vec::new();
     for d in devices {
-        let (device, sha) = stamp_device(req, src, dirs, &shared, d)?;
-        let file_name = device
-            .output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (device, sha, manifest_sha) = stamp_device(req, src, dirs, &shared, d)?;
+        let name_of = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let file_name = name_of(&device.output);
         sums.push_str(&format!("{sha}  {file_name}\n"));
+        sums.push_str(&format!("{manifest_sha}  {}\n", name_of(&device.manifest)));
         progress(&format!(
             "{}: {} ({} boot files changed, sha256 {})",
             d.name,
@@ -417,14 +422,15 @@ fn stamp_into(
 }
 
 /// Writes one device's image (or overlay) and manifest into the partial
-/// directory; returns the device's report and its output's sha256.
+/// directory; returns the device's report, its output's sha256 and its
+/// manifest's.
 fn stamp_device(
     req: &StampRequest,
     src: &Source<'_>,
     dirs: &Dirs<'_>,
     shared: &Shared,
     d: &Device,
-) -> Result<(StampedDevice, String), Error> {
+) -> Result<(StampedDevice, String, String), Error> {
     let mut files = Vec::new();
     if let Some(n) = &d.network {
         let uuid = d.config["uuid"].as_str().unwrap_or_default();
@@ -479,6 +485,7 @@ fn stamp_device(
         reason: e.to_string(),
     })?;
     bytes.push(b'\n');
+    let manifest_sha = hex(&Sha256::digest(&bytes));
     std::fs::write(&mpath, bytes).map_err(out_err(&mpath, "writing"))?;
     let device = StampedDevice {
         name: d.name.clone(),
@@ -488,7 +495,7 @@ fn stamp_device(
         manifest: dirs.final_dir.join(manifest_name),
         files_changed: rep.files_changed,
     };
-    Ok((device, sha))
+    Ok((device, sha, manifest_sha))
 }
 
 /// A sparse copy of the source at `path` with its boot partition edited;
@@ -539,7 +546,7 @@ fn device_manifest(
     }
     let b = src.boot;
     json!({
-        "kiln_stamp_manifest": 1,
+        STAMP_MANIFEST_KEY: 1,
         "device": d.name,
         "source_image": {
             "path": req.image.to_string_lossy(),
