@@ -10,7 +10,7 @@
 //!   [`choose`] applies a target rule, [`guard_partitions`] the
 //!   `allow-data-loss` guard.
 //! - [`pick`] shows the disks on a [`Console`] and asks before writing
-//!   (unless unattended); [`write`] writes the inner image with the
+//!   (unless unattended); [`write()`] writes the inner image with the
 //!   `kiln-flash` engine (mapped blocks only, read-back verify) and puts
 //!   the installer's config.json into the target's boot partition.
 //!

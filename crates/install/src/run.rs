@@ -120,7 +120,7 @@ fn ask_which<'a>(cands: &'a [Candidate], console: &mut Console<'_>) -> Result<&'
     }
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallReport {
     /// The engine's report.
