@@ -54,6 +54,7 @@
 //!     base: None,
 //!     force: false,
 //!     signer: None,
+//!     on_bytes: None,
 //! };
 //! let report = build(&req, &mut |line| eprintln!("{line}"))?;
 //! println!("{} bytes", report.disk_bytes);
