@@ -904,7 +904,11 @@ fn integrity_flash_of_a_gz_image_checks_its_trailer() {
             .set_len(8 << 20)
             .unwrap();
         let mut cmd = kiln();
-        cmd.arg("flash").arg("-q").arg(&gz).arg(&target).arg("--force");
+        cmd.arg("flash")
+            .arg("-q")
+            .arg(&gz)
+            .arg(&target)
+            .arg("--force");
         if with_bmap {
             cmd.arg("--bmap").arg(&bmap);
         }
