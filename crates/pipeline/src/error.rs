@@ -145,6 +145,19 @@ impl Error {
     }
 }
 
+/// Maps an I/O error on output `path` while doing `op` to
+/// [`Error::Output`] (exit code 3).
+pub(crate) fn out_err<'a>(
+    path: &'a std::path::Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Output {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
 /// The error and its causes on one line, `: `-separated.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

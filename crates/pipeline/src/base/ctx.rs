@@ -29,16 +29,7 @@ pub(super) fn base_err(path: &Path) -> impl FnOnce(kiln_base::Error) -> Error + 
     }
 }
 
-pub(super) fn out_err<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Output {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
-}
+pub(super) use crate::error::out_err;
 
 /// A scratch file removed when dropped.
 pub(super) struct Scratch {

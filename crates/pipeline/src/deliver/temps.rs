@@ -174,16 +174,7 @@ impl Drop for Temps {
     }
 }
 
-pub(super) fn out_err<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Output {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
-}
+pub(super) use crate::error::out_err;
 
 pub(super) fn vdisk_err(path: &Path) -> impl FnOnce(kiln_vdisk::Error) -> Error + '_ {
     move |e| Error::Output {

@@ -44,6 +44,7 @@ mod devices;
 use self::devices::{hex, with_secret_record};
 pub use self::devices::{read_devices, redact_secrets, Device, StaticIp};
 use crate::bootedit::{edit_boot_partition, BootEdits};
+use crate::error::out_err;
 use crate::Error;
 use kiln_fat::FatReader;
 use kiln_units::{ReadAt, SubRegion};
@@ -155,14 +156,6 @@ fn find_boot(image: &File, path: &Path) -> Result<(u32, String, u64, u64), Error
             BOOT_LABELS.join(", ")
         ),
     })
-}
-
-fn out_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Output {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
 }
 
 fn vdisk_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(kiln_vdisk::Error) -> Error + 'a {
